@@ -1,0 +1,165 @@
+// The OPA bundle: the Rego of policy/rego plus one data.json rendered from the spec, packed as
+// a deterministic tar.gz (sorted entries, zero timestamps and owners), so an unchanged spec
+// gives byte-identical bytes and the same revision. Pure: no Pulumi, no clock, no randomness.
+
+import { createHash } from 'node:crypto';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { join, relative, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+import type { PolicySpec } from './spec.ts';
+import type { PathPattern } from './paths.ts';
+
+/** Where the bundle's data lands in OPA: `data.agentd.config`. */
+export const BUNDLE_DATA_PATH = 'agentd/config/data.json';
+/** The bundle owns everything under `data.agentd`, and nothing else. */
+export const BUNDLE_ROOTS = ['agentd'] as const;
+/** The rule OPA's Envoy plugin queries. */
+export const AUTHZ_DECISION_PATH = 'agentd/envoy/authz/result';
+/** The rule that masks decision logs. */
+export const DECISION_LOG_MASK_PATH = '/agentd/log/mask';
+
+export const REGO_DIR = fileURLToPath(new URL('./rego', import.meta.url));
+
+/** SHA-256 of each client's API key, by client id. Produced at deploy time from secrets. */
+export type KeyHashes = Readonly<Record<string, string>>;
+
+export interface Bundle {
+  /** The tar.gz bytes. */
+  readonly bytes: Buffer;
+  /** Content hash of every file in the bundle; also the manifest's revision. */
+  readonly revision: string;
+  /** The files, by path inside the bundle (for tests and `npm run render`). */
+  readonly files: Readonly<Record<string, string>>;
+}
+
+export function sha256Hex(text: string | Buffer): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/** The Rego sources shipped in the bundle: every .rego under policy/rego except tests. */
+export function readRegoSources(dir = REGO_DIR): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string): void => {
+    for (const name of readdirSync(d).sort()) {
+      const p = join(d, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (name.endsWith('.rego') && !name.endsWith('_test.rego')) out[relative(dir, p).split(sep).join('/')] = readFileSync(p, 'utf8');
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+const compilePatterns = (patterns: readonly PathPattern[]) =>
+  patterns.map((p) => ({ source: p.source, segments: [...p.segments], prefix: p.prefix }));
+const methodSet = (methods: readonly string[]) => Object.fromEntries(methods.map((m) => [m, true]));
+
+/**
+ * The data document OPA serves under data.agentd.config. Keys are indexed by their hash so a
+ * decision costs one lookup whatever the number of clients; enabled and disabled keys live in
+ * the same entry, so a disabled key can never be outvoted by another one.
+ */
+export function renderPolicyData(spec: PolicySpec, keyHashes: KeyHashes): object {
+  const problems: string[] = [];
+  const keys: Record<string, object> = {};
+  for (const c of spec.clients) {
+    const h = keyHashes[c.id];
+    if (h === undefined) {
+      problems.push(`client "${c.id}" has no key hash`);
+      continue;
+    }
+    if (!/^[0-9a-f]{64}$/.test(h)) {
+      problems.push(`client "${c.id}": key hash must be 64 lowercase hex digits (SHA-256), not a key`);
+      continue;
+    }
+    if (keys[h]) {
+      problems.push(`client "${c.id}" has the same key as another client`);
+      continue;
+    }
+    keys[h] = { id: c.id, role: c.role, tier: c.rateLimitTier, enabled: c.enabled };
+  }
+  for (const id of Object.keys(keyHashes)) {
+    if (!spec.clients.some((c) => c.id === id)) problems.push(`key hash given for unknown client "${id}"`);
+  }
+  if (problems.length > 0) throw new Error(`cannot build the policy bundle: ${problems.join('; ')}`);
+  return {
+    gateway: {
+      keys,
+      roles: Object.fromEntries(
+        Object.entries(spec.roles).map(([id, r]) => [
+          id,
+          { rules: r.rules.map((rule) => ({ methods: methodSet(rule.methods), patterns: compilePatterns(rule.paths) })) },
+        ]),
+      ),
+    },
+    egress: {
+      services: Object.fromEntries(
+        Object.values(spec.egressServices).map((s) => [
+          s.id,
+          { methods: methodSet(s.allowedMethods), patterns: compilePatterns(s.allowedPaths) },
+        ]),
+      ),
+      tiers: Object.fromEntries(
+        Object.values(spec.sandboxTiers).map((t) => [
+          t.id,
+          { services: Object.fromEntries(t.services.map((s) => [s, true])), requests_per_minute: t.requestsPerMinute },
+        ]),
+      ),
+    },
+  };
+}
+
+/** JSON with object keys sorted at every level: the same data always gives the same bytes. */
+export function stableJson(value: unknown, indent = 0): string {
+  const sort = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(sort);
+    if (v && typeof v === 'object') {
+      return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sort((v as Record<string, unknown>)[k])]));
+    }
+    return v;
+  };
+  return JSON.stringify(sort(value), null, indent);
+}
+
+/** Builds the bundle from the spec, the key hashes and the Rego sources. */
+export function buildBundle(spec: PolicySpec, keyHashes: KeyHashes, rego: Readonly<Record<string, string>> = readRegoSources()): Bundle {
+  const content: Record<string, string> = { [BUNDLE_DATA_PATH]: stableJson(renderPolicyData(spec, keyHashes)) + '\n' };
+  for (const [p, text] of Object.entries(rego)) {
+    // OPA refuses a bundle with files outside its roots; say which file, not just "invalid".
+    if (!BUNDLE_ROOTS.some((r) => p.startsWith(`${r}/`))) throw new Error(`policy/rego/${p} lies outside the bundle roots (${BUNDLE_ROOTS.join(', ')})`);
+    content[p] = text;
+  }
+  const revision = sha256Hex(
+    Object.keys(content).sort().map((p) => `${p}\0${sha256Hex(content[p]!)}\n`).join(''),
+  ).slice(0, 20);
+  const manifest = stableJson({ revision, roots: [...BUNDLE_ROOTS], rego_version: 1 }) + '\n';
+  const files: Record<string, string> = { '.manifest': manifest, ...content };
+  return { bytes: tarGz(files), revision, files };
+}
+
+/** A POSIX ustar archive of regular files, gzipped, with every variable field zeroed. */
+export function tarGz(files: Readonly<Record<string, string>>): Buffer {
+  const blocks: Buffer[] = [];
+  for (const name of Object.keys(files).sort()) {
+    const data = Buffer.from(files[name]!, 'utf8');
+    if (Buffer.byteLength(name) > 100) throw new Error(`bundle path too long for tar: ${name}`);
+    const h = Buffer.alloc(512);
+    h.write(name, 0, 'utf8');
+    h.write('0000644\0', 100); // mode
+    h.write('0000000\0', 108); // uid
+    h.write('0000000\0', 116); // gid
+    h.write(data.length.toString(8).padStart(11, '0') + '\0', 124); // size
+    h.write('00000000000\0', 136); // mtime: 0
+    h.write('        ', 148); // checksum placeholder
+    h.write('0', 156); // regular file
+    h.write('ustar\0', 257);
+    h.write('00', 263);
+    let sum = 0;
+    for (const b of h) sum += b;
+    h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
+    blocks.push(h, data, Buffer.alloc((512 - (data.length % 512)) % 512));
+  }
+  blocks.push(Buffer.alloc(1024));
+  return gzipSync(Buffer.concat(blocks), { level: 9 });
+}

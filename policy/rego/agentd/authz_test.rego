@@ -1,0 +1,165 @@
+package agentd.envoy.authz_test
+
+import data.agentd.envoy.authz
+
+# Test data in the shape policy/bundle.ts renders (renderPolicyData).
+config := {
+	"gateway": {
+		"keys": {
+			crypto.sha256("key-admin"): {"id": "admin", "role": "admin", "tier": "unlimited", "enabled": true},
+			crypto.sha256("key-reader"): {"id": "reader", "role": "reader", "tier": "default", "enabled": true},
+			crypto.sha256("key-off"): {"id": "off", "role": "admin", "tier": "default", "enabled": false},
+		},
+		"roles": {
+			"admin": {"rules": [{"methods": {"GET": true, "POST": true, "DELETE": true}, "patterns": [{"segments": ["api", "v1"], "prefix": true}]}]},
+			"reader": {"rules": [{"methods": {"GET": true}, "patterns": [{"segments": ["api", "v1", "status"], "prefix": false}, {"segments": ["api", "v1", "sandboxes"], "prefix": true}]}]},
+		},
+	},
+	"egress": {
+		"services": {
+			"openai": {"methods": {"POST": true}, "patterns": [{"segments": ["v1", "chat", "completions"], "prefix": false}]},
+			"github": {"methods": {"GET": true}, "patterns": [{"segments": ["repos"], "prefix": true}]},
+		},
+		"tiers": {
+			"standard": {"services": {"openai": true, "github": true}, "requests_per_minute": 60},
+			"default": {"services": {}, "requests_per_minute": 0},
+		},
+	},
+}
+
+gw(method, path, headers) := {"attributes": {
+	"context_extensions": {"policy": "gateway"},
+	"request": {"http": {"method": method, "path": path, "headers": headers}},
+}}
+
+eg(service, method, path, claims) := {"attributes": {
+	"context_extensions": {"policy": "egress", "service": service},
+	"metadata_context": {"filter_metadata": {"envoy.filters.http.jwt_authn": {"sandbox": claims}}},
+	"request": {"http": {"method": method, "path": path, "headers": {}}},
+}}
+
+future := (time.now_ns() / 1000000000) + 3600
+
+sbx := {"sub": "sbx-1", "tier": "standard", "exp": future}
+
+run(input_doc) := authz.result with input as input_doc with data.agentd.config as config
+
+reason(r) := json.unmarshal(r.body).error.code
+
+# The plugin reads `allowed` (defect 1 of the original returned `allow`: every request 503).
+test_result_uses_allowed_key if {
+	r := run(gw("GET", "/api/v1/status", {"x-api-key": "key-admin"}))
+	r.allowed == true
+	not r.allow
+}
+
+test_gateway_allows_valid_key if {
+	r := run(gw("GET", "/api/v1/status", {"x-api-key": "key-reader"}))
+	r.allowed
+	r.headers["x-agentd-client-id"] == "reader"
+	r.dynamic_metadata == {"policy": "gateway", "client_id": "reader", "role": "reader", "tier": "default"}
+	"x-api-key" in r.request_headers_to_remove
+}
+
+test_gateway_bearer_key if run(gw("GET", "/api/v1/status", {"authorization": "Bearer key-reader"})).allowed
+
+test_gateway_missing_key if {
+	r := run(gw("GET", "/api/v1/status", {}))
+	r.allowed == false
+	r.http_status == 401
+	reason(r) == "missing_api_key"
+	r.headers["content-type"] == "application/json"
+}
+
+test_gateway_key_in_query_is_not_read if reason(run(gw("GET", "/api/v1/status?api_key=key-admin", {}))) == "missing_api_key"
+
+test_gateway_both_key_headers_refused if {
+	r := run(gw("GET", "/api/v1/status", {"x-api-key": "key-admin", "authorization": "Bearer key-admin"}))
+	r.http_status == 401
+	reason(r) == "ambiguous_api_key"
+}
+
+test_gateway_invalid_key if {
+	r := run(gw("GET", "/api/v1/status", {"x-api-key": "nope"}))
+	r.http_status == 401
+	reason(r) == "invalid_api_key"
+}
+
+# Defect 4 of the original: a disabled key was accepted whenever any other key was enabled.
+test_gateway_disabled_key_refused_although_others_enabled if {
+	r := run(gw("GET", "/api/v1/status", {"x-api-key": "key-off"}))
+	r.http_status == 403
+	reason(r) == "disabled_api_key"
+	r.dynamic_metadata.client_id == "off"
+}
+
+test_gateway_wrong_route if {
+	r := run(gw("GET", "/api/v1/admin", {"x-api-key": "key-reader"}))
+	r.http_status == 403
+	reason(r) == "forbidden_route"
+}
+
+test_gateway_wrong_method if {
+	r := run(gw("DELETE", "/api/v1/sandboxes/x", {"x-api-key": "key-reader"}))
+	r.http_status == 403
+	reason(r) == "method_not_allowed"
+}
+
+test_gateway_path_tricks if {
+	reason(run(gw("GET", "/api/v1/sandboxes/../../v1/admin", {"x-api-key": "key-reader"}))) == "forbidden_route"
+	run(gw("GET", "/api/v1//sandboxes/./x", {"x-api-key": "key-reader"})).allowed
+	reason(run(gw("GET", "/api/v1/sandboxes%2f..%2fadmin", {"x-api-key": "key-reader"}))) == "invalid_path"
+	run(run_input_status).http_status == 400
+}
+
+run_input_status := gw("GET", "/../x", {"x-api-key": "key-reader"})
+
+# Defect 3 of the original: a caller header chose the policy. Only Envoy's context does.
+test_caller_headers_cannot_select_policy if {
+	doc := {"attributes": {"request": {"http": {"method": "GET", "path": "/api/v1/status", "headers": {"x-api-key": "key-admin", "x-policy": "egress", "x-agentd-policy": "gateway"}}}}}
+	r := run(doc)
+	r.allowed == false
+	reason(r) == "unknown_policy"
+}
+
+test_egress_allows_tier_service if {
+	r := run(eg("openai", "POST", "/v1/chat/completions?stream=true", sbx))
+	r.allowed
+	r.dynamic_metadata == {"policy": "egress", "sandbox_id": "sbx-1", "tier": "standard", "service": "openai"}
+	"x-agentd-sandbox-token" in r.request_headers_to_remove
+}
+
+# Defect 7 of the original: path globs did not match deeper paths; the query was matched as path.
+test_egress_prefix_pattern_and_query if {
+	run(eg("github", "GET", "/repos/o/r/issues/1/comments", sbx)).allowed
+	reason(run(eg("openai", "POST", "/v1/chat?x=/completions", sbx))) == "path_not_allowed"
+}
+
+test_egress_denials if {
+	reason(run(eg("openai", "GET", "/v1/chat/completions", sbx))) == "method_not_allowed"
+	reason(run(eg("openai", "POST", "/v1/files", sbx))) == "path_not_allowed"
+	reason(run(eg("slack", "POST", "/api/x", sbx))) == "unknown_service"
+	run(eg("slack", "POST", "/api/x", sbx)).http_status == 404
+	reason(run(eg("openai", "POST", "/v1/chat/completions", object.union(sbx, {"tier": "default"})))) == "service_not_allowed"
+	reason(run(eg("openai", "POST", "/v1/chat/completions", object.union(sbx, {"tier": "gold"})))) == "unknown_tier"
+	reason(run(eg("openai", "POST", "/v1/chat/completions/%2e%2e%2f", sbx))) == "invalid_path"
+}
+
+test_egress_needs_verified_token if {
+	doc := {"attributes": {
+		"context_extensions": {"policy": "egress", "service": "openai"},
+		"request": {"http": {"method": "POST", "path": "/v1/chat/completions", "headers": {"x-sandbox-id": "sbx-1", "x-sandbox-tier": "admin"}}},
+	}}
+	r := run(doc)
+	r.http_status == 401
+	reason(r) == "missing_sandbox_token"
+}
+
+test_egress_expired_token if reason(run(eg("openai", "POST", "/v1/chat/completions", object.union(sbx, {"exp": 1000})))) == "token_expired"
+
+# Defect 8 of the original: credentials passed through OPA. OPA's answer never carries one.
+test_egress_answer_holds_no_credential if {
+	r := run(eg("openai", "POST", "/v1/chat/completions", sbx))
+	r.headers == {}
+	not r.dynamic_metadata.credential
+}

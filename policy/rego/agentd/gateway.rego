@@ -1,0 +1,84 @@
+# Gateway authorization: who is calling (API key, looked up by its SHA-256) and whether their
+# role grants this method on this path. Runs when Envoy's gateway listener sets the ext_authz
+# context extension policy=gateway; nothing the caller sends can select it.
+package agentd.gateway
+
+import data.agentd.config.gateway as cfg
+import data.agentd.lib.paths
+
+http := input.attributes.request.http
+
+headers := object.get(http, "headers", {})
+
+path := paths.normalize(object.get(http, "path", ""))
+
+# Where a key may come from. A key in the query string is never read (it would end up in logs).
+key_sources contains "x-api-key" if "x-api-key" in object.keys(headers)
+
+key_sources contains "authorization" if {
+	"authorization" in object.keys(headers)
+	startswith(lower(headers.authorization), "bearer ")
+}
+
+api_key := headers["x-api-key"] if key_sources == {"x-api-key"}
+
+api_key := substring(headers.authorization, 7, -1) if key_sources == {"authorization"}
+
+# Lookup by hash: one map access, whatever the number of keys.
+client := cfg.keys[crypto.sha256(api_key)]
+
+role := cfg.roles[client.role]
+
+# Rules of the caller's role that grant this path.
+path_rules contains rule if {
+	some rule in role.rules
+	some pattern in rule.patterns
+	paths.matches(path.segments, pattern)
+}
+
+method_allowed if {
+	some rule in path_rules
+	rule.methods[http.method]
+}
+
+decision := deny(400, "invalid_path", "the request path is not a valid path") if {
+	not path.ok
+} else := deny(401, "ambiguous_api_key", "send the API key in one header only: x-api-key or Authorization: Bearer") if {
+	count(key_sources) > 1
+} else := deny(401, "missing_api_key", "send your API key in the x-api-key header") if {
+	count(key_sources) == 0
+} else := deny(401, "invalid_api_key", "the API key is not valid") if {
+	not client
+} else := deny(403, "disabled_api_key", "this API key is disabled") if {
+	not client.enabled
+} else := deny(403, "forbidden_route", sprintf("role %q may not call %s", [client.role, path.path])) if {
+	count(path_rules) == 0
+} else := deny(403, "method_not_allowed", sprintf("role %q may not use %s on %s", [client.role, http.method, path.path])) if {
+	not method_allowed
+} else := {
+	"allowed": true,
+	"upstream_headers": {
+		"x-agentd-client-id": client.id,
+		"x-agentd-client-role": client.role,
+	},
+	"remove_headers": ["x-api-key", "authorization"],
+	"metadata": {
+		"policy": "gateway",
+		"client_id": client.id,
+		"role": client.role,
+		"tier": client.tier,
+	},
+}
+
+deny(status, reason, message) := {
+	"allowed": false,
+	"status": status,
+	"reason": reason,
+	"message": message,
+	"metadata": object.union({"policy": "gateway", "reason": reason}, identity),
+}
+
+# On a denial the logs still say who was refused, when the key was valid.
+identity := {"client_id": client.id} if client
+
+else := {}

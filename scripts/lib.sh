@@ -1,0 +1,37 @@
+# Sourced by every script: the pinned versions, the tool cache, PATH with the pinned Node and
+# the built tools first, and small helpers. Never prints anything on its own.
+AGENTD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=versions.env
+source "$AGENTD_ROOT/scripts/versions.env"
+export AGENTD_ROOT
+export AGENTD_TOOLS="${AGENTD_TOOLS:-$HOME/.cache/agentd/tools}"
+export NODE_VERSION PULUMI_VERSION PULUMI_DOCKER_VERSION PULUMI_KUBERNETES_VERSION \
+  PULUMI_RANDOM_VERSION ENVOY_VERSION OPA_ENVOY_VERSION PROMETHEUS_VERSION
+
+# tool name -> version, for PATH and for `tool_bin`.
+agentd_tool_dirs() {
+  printf '%s\n' \
+    "node/$NODE_VERSION" \
+    "pulumi/$PULUMI_VERSION" \
+    "pulumi-docker/$PULUMI_DOCKER_VERSION" \
+    "pulumi-kubernetes/$PULUMI_KUBERNETES_VERSION" \
+    "pulumi-random/$PULUMI_RANDOM_VERSION" \
+    "envoy/$ENVOY_VERSION" \
+    "opa/$OPA_ENVOY_VERSION" \
+    "prometheus/$PROMETHEUS_VERSION"
+}
+
+agentd_path=""
+while read -r d; do agentd_path="$agentd_path$AGENTD_TOOLS/$d/bin:"; done < <(agentd_tool_dirs)
+case ":$PATH:" in
+  *":$AGENTD_TOOLS/node/$NODE_VERSION/bin:"*) ;;
+  *) export PATH="$agentd_path$AGENTD_ROOT/node_modules/.bin:$PATH" ;;
+esac
+unset agentd_path
+
+# Pulumi: the local file backend and no update checks unless the user chose otherwise.
+export PULUMI_SKIP_UPDATE_CHECK="${PULUMI_SKIP_UPDATE_CHECK:-true}"
+export PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK="${PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK:-true}"
+
+log() { printf '[%s] %s\n' "${AGENTD_LOG_TAG:-agentd}" "$*" >&2; }
+die() { printf '[%s] error: %s\n' "${AGENTD_LOG_TAG:-agentd}" "$*" >&2; exit 1; }

@@ -1,0 +1,48 @@
+// Finds the pinned tools the tests run. A test that needs a tool fails when the tool is missing,
+// with the command that installs it: nothing here skips.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+export function pinnedVersions(): Record<string, string> {
+  const text = readFileSync(join(REPO_ROOT, 'scripts/versions.env'), 'utf8');
+  return Object.fromEntries(
+    text.split('\n').filter((l) => /^[A-Z_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).trim()]),
+  );
+}
+
+export const TOOLS_DIR = process.env['AGENTD_TOOLS'] ?? join(homedir(), '.cache/agentd/tools');
+
+const TOOL_DIRS: Record<string, [dir: string, versionKey: string]> = {
+  envoy: ['envoy', 'ENVOY_VERSION'],
+  opa: ['opa', 'OPA_ENVOY_VERSION'],
+  prometheus: ['prometheus', 'PROMETHEUS_VERSION'],
+  promtool: ['prometheus', 'PROMETHEUS_VERSION'],
+  pulumi: ['pulumi', 'PULUMI_VERSION'],
+  node: ['node', 'NODE_VERSION'],
+};
+
+/** Absolute path of a pinned tool's binary; throws (failing the test) when it is not installed. */
+export function toolPath(name: keyof typeof TOOL_DIRS): string {
+  const [dir, key] = TOOL_DIRS[name]!;
+  const version = pinnedVersions()[key];
+  const p = join(TOOLS_DIR, dir, version ?? '?', 'bin', name);
+  if (!existsSync(p)) {
+    throw new Error(`${name} ${version} is not installed at ${p}: run \`npm run setup\` (or scripts/setup ${dir})`);
+  }
+  return p;
+}
+
+export function run(bin: string, args: string[], opts: { cwd?: string; input?: string; env?: NodeJS.ProcessEnv } = {}): { code: number; stdout: string; stderr: string } {
+  try {
+    const stdout = execFileSync(bin, args, { cwd: opts.cwd, input: opts.input, env: opts.env, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 64 << 20 });
+    return { code: 0, stdout, stderr: '' };
+  } catch (e) {
+    const err = e as { status?: number; stdout?: string; stderr?: string };
+    return { code: err.status ?? 1, stdout: String(err.stdout ?? ''), stderr: String(err.stderr ?? '') };
+  }
+}

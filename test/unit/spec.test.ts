@@ -1,0 +1,139 @@
+import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadPolicySpec, parsePolicySpec, PolicyError, POLICY_FILES, type PolicySources } from '../../policy/spec.ts';
+import { REPO_ROOT } from '../support/tools.ts';
+
+const DATA = join(REPO_ROOT, 'policy/data');
+const sources = (): Record<keyof typeof POLICY_FILES, string> =>
+  Object.fromEntries(Object.entries(POLICY_FILES).map(([k, f]) => [k, readFileSync(join(DATA, f), 'utf8')])) as Record<keyof typeof POLICY_FILES, string>;
+
+/** Parses the shipped data with one file's text edited, and returns the issues. */
+function issuesWith(file: keyof PolicySources, edit: (text: string) => string) {
+  const s = sources();
+  s[file] = edit(s[file]);
+  try {
+    parsePolicySpec(s);
+  } catch (e) {
+    expect(e).toBeInstanceOf(PolicyError);
+    return (e as PolicyError).issues;
+  }
+  throw new Error('expected the edited policy data to be refused');
+}
+
+describe('policy spec: the shipped data', () => {
+  const spec = loadPolicySpec(DATA);
+
+  it('has the tiers of the original, with their limits', () => {
+    expect(spec.rateLimitTiers['default']?.requestsPerMinute).toBe(60);
+    expect(spec.rateLimitTiers['standard']?.requestsPerMinute).toBe(120);
+    expect(spec.rateLimitTiers['premium']?.requestsPerMinute).toBe(600);
+    expect(spec.rateLimitTiers['unlimited']).toEqual({ requestsPerMinute: null, requestsPerHour: null });
+  });
+
+  it('has the sandbox tiers of the original', () => {
+    const t = spec.sandboxTiers;
+    expect(t['default']).toMatchObject({ services: [], requestsPerMinute: 0 });
+    expect(t['restricted']).toMatchObject({ services: ['httpbin'], requestsPerMinute: 10 });
+    expect(t['standard']).toMatchObject({ services: ['openai', 'anthropic', 'github'], requestsPerMinute: 60 });
+    expect(t['premium']).toMatchObject({ services: ['openai', 'anthropic', 'github', 'slack'], requestsPerMinute: 300 });
+    expect(t['admin']?.services).toEqual(Object.keys(spec.egressServices));
+    expect(t['admin']?.requestsPerMinute).toBe(1000);
+  });
+
+  it('has the egress services of the original, each with its own secret', () => {
+    expect(Object.keys(spec.egressServices)).toEqual(['openai', 'anthropic', 'github', 'slack', 'httpbin']);
+    expect(spec.egressServices['anthropic']?.credential).toEqual({ secret: 'anthropic-api-key', header: 'x-api-key', prefix: '' });
+    expect(spec.egressServices['openai']?.baseUrl).toEqual({ scheme: 'https', host: 'api.openai.com', port: 443 });
+  });
+
+  it('is immutable', () => {
+    expect(Object.isFrozen(spec.clients)).toBe(true);
+    expect(Object.isFrozen(spec.egressServices['openai']?.allowedPaths)).toBe(true);
+  });
+
+  it('holds no plaintext key anywhere', () => {
+    expect(JSON.stringify(spec)).not.toMatch(/"key"/);
+  });
+});
+
+describe('policy spec: bad data fails with file, field and fix', () => {
+  it('unknown rate-limit tier', () => {
+    const [i] = issuesWith('clients', (t) => t.replace('rate_limit_tier: standard', 'rate_limit_tier: gold'));
+    expect(i).toMatchObject({ file: 'policy/data/clients.yaml', field: 'clients[1].rate_limit_tier' });
+    expect(i?.message).toContain('unknown tier "gold"');
+    expect(i?.fix).toContain('default, standard, premium, unlimited');
+  });
+
+  it('unknown role', () => {
+    const [i] = issuesWith('clients', (t) => t.replace('role: reader', 'role: viewer'));
+    expect(i).toMatchObject({ field: 'clients[2].role' });
+    expect(i?.fix).toContain('admin, operator, reader');
+  });
+
+  it('duplicate client id', () => {
+    const [i] = issuesWith('clients', (t) => t.replace('id: dashboard', 'id: ci'));
+    expect(i).toMatchObject({ field: 'clients[2].id', message: 'duplicate client id "ci"' });
+  });
+
+  it('a plaintext key in policy data', () => {
+    const [i] = issuesWith('clients', (t) => t.replace('  - id: ci\n', '  - id: ci\n    key: hunter2\n'));
+    expect(i?.field).toBe('clients[1].key');
+    expect(i?.message).toContain('plaintext API key');
+  });
+
+  it('unknown service in a sandbox tier', () => {
+    const [i] = issuesWith('sandboxTiers', (t) => t.replace('services: [httpbin]', 'services: [httpbin, gitlab]'));
+    expect(i).toMatchObject({ file: 'policy/data/sandbox-tiers.yaml', field: 'tiers.restricted.services[1]' });
+    expect(i?.fix).toContain('openai, anthropic, github, slack, httpbin');
+  });
+
+  it.each([
+    ['/v1/**/x', '"**" may only be the last segment'],
+    ['v1/messages', 'must start with "/"'],
+    ['/v1/messages?x=1', 'query'],
+    ['/v1/mess*', 'mixes "*" with text'],
+    ['/v1//messages', 'empty segment'],
+    ['/v1/%2e%2e', 'percent-encoded'],
+  ])('invalid path pattern %s', (pattern, message) => {
+    const [i] = issuesWith('egressServices', (t) => t.replace('[/v1/messages, /v1/messages/count_tokens]', `["${pattern}"]`));
+    expect(i?.field).toBe('services.anthropic.allowed_paths[0]');
+    expect(i?.message).toContain(message);
+  });
+
+  it('a role that grants nothing', () => {
+    const issues = issuesWith('roles', (t) => t + '  nobody:\n    description: grants nothing\n    rules: []\n');
+    expect(issues.map((i) => i.field)).toContain('roles.nobody.rules');
+  });
+
+  it('a method that is not HTTP', () => {
+    const [i] = issuesWith('egressServices', (t) => t.replace('allowed_methods: [POST]', 'allowed_methods: [post]'));
+    expect(i?.fix).toContain('upper case');
+  });
+
+  it('a base URL with a path', () => {
+    const [i] = issuesWith('egressServices', (t) => t.replace('https://api.github.com', 'https://api.github.com/v3'));
+    expect(i?.field).toBe('services.github.base_url');
+  });
+
+  it('a secret shared by two services', () => {
+    const [i] = issuesWith('egressServices', (t) => t.replace('secret: slack-bot-token', 'secret: github-token'));
+    expect(i?.message).toContain('already used by service "github"');
+  });
+
+  it('a misspelt field is not silently ignored', () => {
+    const [i] = issuesWith('egressServices', (t) => t.replace('timeout_seconds: 10', 'timeout_secs: 10'));
+    expect(i?.field).toBe('services.httpbin.timeout_secs');
+  });
+
+  it('YAML syntax errors name the file', () => {
+    const [i] = issuesWith('roles', (t) => t + '\n  bad: [unclosed\n');
+    expect(i).toMatchObject({ file: 'policy/data/roles.yaml', field: '(syntax)' });
+  });
+
+  it('reports every problem at once, in one readable message', () => {
+    const s = sources();
+    s.clients = s.clients.replace('role: reader', 'role: viewer').replace('rate_limit_tier: standard', 'rate_limit_tier: gold');
+    expect(() => parsePolicySpec(s)).toThrowError(/2 problems[\s\S]*clients\[1\]\.rate_limit_tier[\s\S]*fix:[\s\S]*clients\[2\]\.role/);
+  });
+});
