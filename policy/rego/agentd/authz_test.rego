@@ -28,13 +28,13 @@ config := {
 }
 
 gw(method, path, headers) := {"attributes": {
-	"context_extensions": {"policy": "gateway"},
+	"contextExtensions": {"policy": "gateway"},
 	"request": {"http": {"method": method, "path": path, "headers": headers}},
 }}
 
 eg(service, method, path, claims) := {"attributes": {
-	"context_extensions": {"policy": "egress", "service": service},
-	"metadata_context": {"filter_metadata": {"envoy.filters.http.jwt_authn": {"sandbox": claims}}},
+	"contextExtensions": {"policy": "egress", "service": service},
+	"metadataContext": {"filterMetadata": {"envoy.filters.http.jwt_authn": {"sandbox": claims}}},
 	"request": {"http": {"method": method, "path": path, "headers": {}}},
 }}
 
@@ -147,7 +147,7 @@ test_egress_denials if {
 
 test_egress_needs_verified_token if {
 	doc := {"attributes": {
-		"context_extensions": {"policy": "egress", "service": "openai"},
+		"contextExtensions": {"policy": "egress", "service": "openai"},
 		"request": {"http": {"method": "POST", "path": "/v1/chat/completions", "headers": {"x-sandbox-id": "sbx-1", "x-sandbox-tier": "admin"}}},
 	}}
 	r := run(doc)

@@ -1,5 +1,6 @@
 # Egress authorization: may this sandbox call this service with this method on this path?
-# Envoy's egress listener sets the context extensions policy=egress and service=<its virtual
+# Envoy's egress listener sets the context extensions (contextExtensions: the plugin hands the
+# CheckRequest to Rego with protobuf JSON names) policy=egress and service=<its virtual
 # host's service>, and hands over the claims of the sandbox token it has already verified
 # (jwt_authn). The caller's headers never name the sandbox, its tier or the service.
 package agentd.egress
@@ -9,11 +10,11 @@ import data.agentd.lib.paths
 
 http := input.attributes.request.http
 
-service_id := input.attributes.context_extensions.service
+service_id := input.attributes.contextExtensions.service
 
 service := cfg.services[service_id]
 
-claims := input.attributes.metadata_context.filter_metadata["envoy.filters.http.jwt_authn"].sandbox
+claims := input.attributes.metadataContext.filterMetadata["envoy.filters.http.jwt_authn"].sandbox
 
 sandbox_id := claims.sub
 

@@ -7,7 +7,7 @@ package agentd.envoy.authz
 import data.agentd.egress
 import data.agentd.gateway
 
-policy := object.get(input, ["attributes", "context_extensions", "policy"], "")
+policy := object.get(input, ["attributes", "contextExtensions", "policy"], "")
 
 decision := gateway.decision if policy == "gateway"
 

@@ -1,0 +1,250 @@
+// Pieces both proxies share: clusters, the stats-only listener, the admin interface on
+// loopback, JSON access logs, and JSON bodies for every reply Envoy makes itself.
+
+import {
+  TYPE, ext, isIpLiteral, seconds, socketAddress, typed,
+  type Cluster, type Listener, type RouteConfiguration, type TypedExtension, type TypedConfig,
+} from './model.ts';
+
+/** host:port as a target gives it (loopback, Docker DNS name, Kubernetes service DNS). */
+export interface Endpoint {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Listen addresses of one proxy. */
+export interface ProxyListen {
+  /** The traffic listener. */
+  readonly traffic: Endpoint;
+  /** Envoy's admin interface: always bound to loopback, never published. */
+  readonly adminPort: number;
+  /** The stats-only listener Prometheus scrapes (/stats/prometheus, /ready). */
+  readonly stats: Endpoint;
+}
+
+export const EXT_AUTHZ_NS = 'envoy.filters.http.ext_authz';
+export const JWT_AUTHN_NS = 'envoy.filters.http.jwt_authn';
+
+/** Headers that could claim an identity or pick a policy: removed from every incoming request. */
+export const IDENTITY_HEADERS = [
+  'x-agentd-client-id',
+  'x-agentd-client-role',
+  'x-agentd-tier',
+  'x-agentd-policy',
+  'x-agentd-sandbox-id',
+  'x-agentd-sandbox-tier',
+  'x-sandbox-id',
+  'x-sandbox-tier',
+  'x-api-key-id',
+  'x-policy',
+  'x-envoy-original-path',
+] as const;
+
+export function cluster(name: string, at: Endpoint, opts: { http2?: boolean; connectTimeout?: number } = {}): Cluster {
+  return {
+    name,
+    type: isIpLiteral(at.host) ? 'STATIC' : 'STRICT_DNS',
+    connect_timeout: seconds(opts.connectTimeout ?? 2),
+    ...(isIpLiteral(at.host) ? {} : { dns_lookup_family: 'V4_PREFERRED' as const }),
+    load_assignment: {
+      cluster_name: name,
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: socketAddress(at.host, at.port) } }] }],
+    },
+    ...(opts.http2
+      ? {
+          typed_extension_protocol_options: {
+            'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': typed(TYPE.httpProtocolOptions, {
+              explicit_http_config: { http2_protocol_options: {} },
+            }),
+          },
+        }
+      : {}),
+  };
+}
+
+export const ADMIN_CLUSTER = 'envoy_admin';
+
+export function adminCluster(adminPort: number): Cluster {
+  return cluster(ADMIN_CLUSTER, { host: '127.0.0.1', port: adminPort });
+}
+
+/** JSON access log to stdout; fields are `%...%` operators, never a credential. */
+export function jsonAccessLog(fields: Readonly<Record<string, string>>): TypedExtension {
+  return ext('envoy.access_loggers.file', TYPE.fileAccessLog, {
+    path: '/dev/stdout',
+    log_format: {
+      json_format: fields,
+      formatters: [ext('envoy.formatter.req_without_query', TYPE.reqWithoutQuery)],
+    },
+  });
+}
+
+/** Fields every access log carries. The path is logged without its query (a key could hide there). */
+export const BASE_LOG_FIELDS = {
+  time: '%START_TIME%',
+  proxy: '', // set per proxy
+  method: '%REQ(:METHOD)%',
+  path: '%REQ_WITHOUT_QUERY(:PATH)%',
+  protocol: '%PROTOCOL%',
+  status: '%RESPONSE_CODE%',
+  flags: '%RESPONSE_FLAGS%',
+  details: '%RESPONSE_CODE_DETAILS%',
+  duration_ms: '%DURATION%',
+  upstream_ms: '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%',
+  bytes_in: '%BYTES_RECEIVED%',
+  bytes_out: '%BYTES_SENT%',
+  request_id: '%REQ(X-REQUEST-ID)%',
+  decision_id: `%DYNAMIC_METADATA(${EXT_AUTHZ_NS}:decision_id)%`,
+  reason: `%DYNAMIC_METADATA(${EXT_AUTHZ_NS}:reason)%`,
+} as const;
+
+const jsonBody = (code: string, message: string) => ({
+  json_format: { error: { code, message } },
+});
+
+/**
+ * Replies Envoy makes itself get a JSON body with a machine-readable code, as OPA's denials
+ * do. OPA's own denials (flag UAEX with OPA's status) keep OPA's body; when OPA cannot answer,
+ * ext_authz replies 503 with UAEX, which becomes `authorization_unavailable`.
+ */
+export function localReplyConfig(extra: readonly object[] = []): object {
+  const flag = (flags: string[]) => ({ response_flag_filter: { flags } });
+  const status = (code: number) => ({ status_code_filter: { comparison: { op: 'EQ', value: { default_value: code, runtime_key: `agentd.local_reply.${code}` } } } });
+  return {
+    // The first mapper that matches applies.
+    mappers: [
+      {
+        filter: { and_filter: { filters: [flag(['UAEX']), status(503)] } },
+        body_format_override: jsonBody('authorization_unavailable', 'the policy engine did not answer; the request was refused'),
+      },
+      // OPA's denials already carry OPA's JSON body: leave them as they are.
+      { filter: flag(['UAEX']) },
+      ...extra,
+      { filter: flag(['RL']), body_format_override: jsonBody('rate_limited', 'rate limit exceeded; retry after the reset time in x-ratelimit-reset') },
+      { filter: flag(['NR']), body_format_override: jsonBody('not_found', 'no route for this request') },
+      { filter: flag(['UT']), status_code: 504, body_format_override: jsonBody('upstream_timeout', 'the upstream did not answer in time') },
+      { filter: flag(['UF', 'UH', 'URX', 'UC', 'UO', 'NC']), body_format_override: jsonBody('upstream_unavailable', 'the upstream could not be reached') },
+      { filter: status(413), body_format_override: jsonBody('payload_too_large', 'the request body is larger than this gateway accepts') },
+      { filter: status(400), body_format_override: jsonBody('bad_request', 'the request is malformed (path, headers or encoding)') },
+      { filter: status(408), body_format_override: jsonBody('request_timeout', 'the request was not received in time') },
+      { filter: status(431), body_format_override: jsonBody('headers_too_large', 'the request headers are too large') },
+    ],
+  };
+}
+
+/** A direct JSON reply, for routes that answer without an upstream. */
+export function jsonDirectResponse(status: number, code: string, message: string) {
+  return { status, body: { inline_string: JSON.stringify({ error: { code, message } }) } };
+}
+
+export const JSON_CONTENT_TYPE = [{ header: { key: 'content-type', value: 'application/json' }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' as const }];
+
+/** HCM settings both proxies share: path normalisation, timeouts, header limits, header stripping. */
+export function connectionManager(opts: {
+  statPrefix: string;
+  routeConfig: RouteConfiguration;
+  httpFilters: readonly TypedExtension[];
+  accessLog: TypedExtension;
+  localReply: object;
+  requestHeadersTimeoutSeconds?: number;
+}): TypedExtension {
+  return ext('envoy.filters.network.http_connection_manager', TYPE.hcm, {
+    stat_prefix: opts.statPrefix,
+    codec_type: 'AUTO',
+    use_remote_address: true,
+    normalize_path: true,
+    merge_slashes: true,
+    path_with_escaped_slashes_action: 'REJECT_REQUEST',
+    // Forged identity headers go before any filter or route sees them.
+    early_header_mutation_extensions: [
+      ext('envoy.http.early_header_mutation.header_mutation', TYPE.headerMutation, {
+        mutations: IDENTITY_HEADERS.map((h) => ({ remove: h })),
+      }),
+    ],
+    request_headers_timeout: seconds(opts.requestHeadersTimeoutSeconds ?? 10),
+    stream_idle_timeout: seconds(300),
+    common_http_protocol_options: { headers_with_underscores_action: 'REJECT_REQUEST', max_headers_count: 100, idle_timeout: seconds(300) },
+    max_request_headers_kb: 60,
+    http2_protocol_options: { max_concurrent_streams: 100 },
+    route_config: opts.routeConfig,
+    http_filters: opts.httpFilters,
+    access_log: [opts.accessLog],
+    local_reply_config: opts.localReply,
+  });
+}
+
+/** The stats-only listener: /stats/prometheus and /ready from the admin interface, nothing else. */
+export function statsListener(name: string, at: Endpoint): Listener {
+  const routeConfig: RouteConfiguration = {
+    name: `${name}_stats`,
+    virtual_hosts: [
+      {
+        name: 'stats',
+        domains: ['*'],
+        routes: [
+          { name: 'prometheus', match: { path: '/stats/prometheus' }, route: { cluster: ADMIN_CLUSTER, timeout: seconds(10) } },
+          { name: 'ready', match: { path: '/ready' }, route: { cluster: ADMIN_CLUSTER, timeout: seconds(2) } },
+          { name: 'other', match: { prefix: '/' }, direct_response: jsonDirectResponse(404, 'not_found', 'only /stats/prometheus and /ready are served here') },
+        ],
+      },
+    ],
+  };
+  return {
+    name: `${name}_stats`,
+    address: socketAddress(at.host, at.port),
+    filter_chains: [
+      {
+        filters: [
+          ext('envoy.filters.network.http_connection_manager', TYPE.hcm, {
+            stat_prefix: `${name}_stats`,
+            route_config: routeConfig,
+            http_filters: [ext('envoy.filters.http.router', TYPE.router)],
+          }),
+        ],
+      },
+    ],
+  };
+}
+
+export function adminBlock(adminPort: number) {
+  return { address: socketAddress('127.0.0.1', adminPort) };
+}
+
+/** ext_authz over gRPC to OPA; fails closed with 503 when OPA does not answer. */
+export function extAuthzFilter(opts: { statPrefix: string; metadataNamespaces?: readonly string[]; timeoutSeconds?: number }): TypedExtension {
+  return ext('envoy.filters.http.ext_authz', TYPE.extAuthz, {
+    stat_prefix: opts.statPrefix,
+    transport_api_version: 'V3',
+    grpc_service: { envoy_grpc: { cluster_name: OPA_CLUSTER }, timeout: seconds(opts.timeoutSeconds ?? 1) },
+    failure_mode_allow: false,
+    status_on_error: { code: 503 },
+    include_peer_certificate: false,
+    ...(opts.metadataNamespaces ? { metadata_context_namespaces: opts.metadataNamespaces } : {}),
+  });
+}
+
+export const OPA_CLUSTER = 'opa';
+
+export const extAuthzContext = (ctx: Readonly<Record<string, string>>): TypedConfig =>
+  typed(TYPE.extAuthzPerRoute, { check_settings: { context_extensions: ctx } });
+
+export const extAuthzDisabled = (): TypedConfig => typed(TYPE.extAuthzPerRoute, { disabled: true });
+
+/** The local_ratelimit filter in the chain: inert until a virtual host or route configures it. */
+export function localRateLimitFilter(statPrefix: string): TypedExtension {
+  return ext('envoy.filters.http.local_ratelimit', TYPE.localRateLimit, { stat_prefix: statPrefix });
+}
+
+export const routerFilter = (): TypedExtension => ext('envoy.filters.http.router', TYPE.router, { suppress_envoy_headers: true });
+
+/** A token bucket that refills `perWindow` tokens every `windowSeconds`. */
+export const bucket = (perWindow: number, windowSeconds: number) => ({
+  max_tokens: perWindow,
+  tokens_per_fill: perWindow,
+  fill_interval: seconds(windowSeconds),
+});
+
+export const percent = (n: number, runtimeKey: string) => ({
+  runtime_key: runtimeKey,
+  default_value: { numerator: n, denominator: 'HUNDRED' },
+});

@@ -1,0 +1,263 @@
+// The egress Envoy: the only way sandboxes reach external APIs. One virtual host per service
+// (the Host a sandbox names); the sandbox token is verified by Envoy before OPA sees the
+// request; OPA decides with the verified claims; the credential is injected by an upstream
+// filter from a file-based secret and never passes through OPA; rate limits per sandbox x service.
+
+import { SANDBOX_TOKEN_HEADER, TOKEN_AUDIENCE, TOKEN_ISSUER } from '../../../agentd/src/contract.ts';
+import type { EgressService, PolicySpec } from '../../../policy/spec.ts';
+import {
+  BASE_LOG_FIELDS, EXT_AUTHZ_NS, JWT_AUTHN_NS, OPA_CLUSTER, adminBlock, adminCluster, bucket, cluster, connectionManager,
+  extAuthzContext, extAuthzDisabled, extAuthzFilter, jsonAccessLog, jsonDirectResponse, localRateLimitFilter,
+  localReplyConfig, percent, routerFilter, statsListener, type Endpoint, type ProxyListen,
+} from './common.ts';
+import {
+  TYPE, ext, isIpLiteral, seconds, socketAddress, typed,
+  type Bootstrap, type Cluster, type RateLimit, type RouteConfiguration, type TypedConfig, type VirtualHost,
+} from './model.ts';
+
+/** Where a service's requests go; the spec's base_url unless the stack overrides it. */
+export interface Upstream {
+  readonly scheme: 'http' | 'https';
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface EgressRenderInput {
+  readonly listen: ProxyListen;
+  readonly opa: Endpoint;
+  /** Path of the JWKS file (the key agentd signs sandbox tokens with) inside the egress workload. */
+  readonly jwksFile: string;
+  /** Directory holding one SDS file and one secret file per credential, inside the workload. */
+  readonly credentialDir: string;
+  /** CA bundle that upstream certificates are verified against. */
+  readonly caBundleFile: string;
+  /** Per-service upstream overrides (stack config), e.g. a stand-in upstream in tests. */
+  readonly upstreams?: Readonly<Record<string, Upstream>>;
+  /**
+   * Services whose credential secret is configured. A service that needs a credential and has
+   * none answers 503 `credential_not_configured` instead of calling upstream without it.
+   */
+  readonly configuredCredentials: readonly string[];
+}
+
+export const EGRESS_STAT_PREFIX = 'egress';
+export const EGRESS_RATE_LIMIT_STAT_PREFIX = 'egress_rate_limit';
+export const EGRESS_EXT_AUTHZ_STAT_PREFIX = 'egress_authz';
+/** jwt_authn provider and the metadata key its verified claims land under (OPA reads it). */
+export const JWT_PROVIDER = 'sandbox';
+
+export const serviceCluster = (id: string) => `service_${id}`;
+export const credentialSecretName = (id: string) => `credential_${id}`;
+/** File names inside credentialDir: the SDS resource (plain) and the credential value (secret). */
+export const credentialSdsFile = (id: string) => `${id}.sds.json`;
+export const credentialValueFile = (id: string) => `${id}.credential`;
+
+export function upstreamOf(service: EgressService, input: EgressRenderInput): Upstream {
+  return input.upstreams?.[service.id] ?? service.baseUrl;
+}
+
+const fromAuthz = (descriptorKey: string, key: string) => ({
+  metadata: { descriptor_key: descriptorKey, metadata_key: { key: EXT_AUTHZ_NS, path: [{ key }] }, source: 'DYNAMIC' as const },
+});
+
+/** Per service: one token bucket per sandbox, sized by the sandbox's tier (from OPA's answer). */
+export function egressRateLimit(spec: PolicySpec, serviceId: string): TypedConfig {
+  const descriptors = Object.values(spec.sandboxTiers)
+    .filter((t) => t.services.includes(serviceId) && t.requestsPerMinute > 0)
+    .map((t) => ({
+      entries: [{ key: 'tier', value: t.id }, { key: 'sandbox', value: '' }],
+      token_bucket: bucket(t.requestsPerMinute, 60),
+    }));
+  const rateLimits: RateLimit[] = [{ actions: [fromAuthz('tier', 'tier'), fromAuthz('sandbox', 'sandbox_id')] }];
+  return typed(TYPE.localRateLimit, {
+    stat_prefix: EGRESS_RATE_LIMIT_STAT_PREFIX,
+    // Only reached if OPA allowed a tier without a descriptor, which the spec rules out: fail closed.
+    token_bucket: bucket(1, 3600),
+    filter_enabled: percent(100, 'egress.rate_limit.enabled'),
+    filter_enforced: percent(100, 'egress.rate_limit.enforced'),
+    descriptors,
+    rate_limits: rateLimits,
+    max_dynamic_descriptors: 100_000,
+    enable_x_ratelimit_headers: 'DRAFT_VERSION_03',
+    local_rate_limit_per_downstream_connection: false,
+  });
+}
+
+const jwtRequired = (): TypedConfig => typed(TYPE.jwtPerRoute, { requirement_name: JWT_PROVIDER });
+const jwtDisabled = (): TypedConfig => typed(TYPE.jwtPerRoute, { disabled: true });
+
+/** Headers a sandbox might send that must never reach an external API. */
+const STRIPPED_BEFORE_UPSTREAM = [SANDBOX_TOKEN_HEADER, 'authorization', 'proxy-authorization', 'x-api-key', 'cookie'];
+
+export function renderEgressRoutes(spec: PolicySpec, input: EgressRenderInput): RouteConfiguration {
+  const vhosts: VirtualHost[] = Object.values(spec.egressServices).map((s) => {
+    const missingCredential = s.credential !== null && !input.configuredCredentials.includes(s.id);
+    const up = upstreamOf(s, input);
+    return {
+      name: s.id,
+      domains: [s.id, `${s.id}:*`],
+      request_headers_to_remove: STRIPPED_BEFORE_UPSTREAM,
+      typed_per_filter_config: {
+        'envoy.filters.http.jwt_authn': jwtRequired(),
+        'envoy.filters.http.ext_authz': extAuthzContext({ policy: 'egress', service: s.id }),
+        'envoy.filters.http.local_ratelimit': egressRateLimit(spec, s.id),
+      },
+      routes: [
+        missingCredential
+          ? {
+              name: `${s.id}_unconfigured`,
+              match: { prefix: '/' },
+              direct_response: jsonDirectResponse(503, 'credential_not_configured', `no credential is configured for ${s.id}; set it with: pulumi config set --secret egress:${s.credential?.secret} VALUE`),
+            }
+          : {
+              name: s.id,
+              match: { prefix: '/' },
+              route: { cluster: serviceCluster(s.id), timeout: seconds(s.timeoutSeconds), host_rewrite_literal: hostHeader(up) },
+            },
+      ],
+    };
+  });
+  // Any other Host: a JSON 404, never a pass-through.
+  vhosts.push({
+    name: 'unknown_service',
+    domains: ['*'],
+    typed_per_filter_config: {
+      'envoy.filters.http.jwt_authn': jwtDisabled(),
+      'envoy.filters.http.ext_authz': extAuthzDisabled(),
+    },
+    routes: [
+      {
+        name: 'unknown_service',
+        match: { prefix: '/' },
+        direct_response: jsonDirectResponse(404, 'unknown_service', `unknown service; name one of ${Object.keys(spec.egressServices).join(', ')} as Host`),
+      },
+    ],
+  });
+  return { name: 'egress', virtual_hosts: vhosts };
+}
+
+const hostHeader = (u: Upstream) => ((u.scheme === 'https' && u.port === 443) || (u.scheme === 'http' && u.port === 80) ? u.host : `${u.host}:${u.port}`);
+
+export function serviceClusterConfig(s: EgressService, input: EgressRenderInput): Cluster {
+  const up = upstreamOf(s, input);
+  const base = cluster(serviceCluster(s.id), { host: up.host, port: up.port }, { connectTimeout: 5 });
+  const upstreamFilters = [
+    ...(s.credential
+      ? [
+          ext('envoy.filters.http.credential_injector', TYPE.credentialInjector, {
+            overwrite: true,
+            allow_request_without_credential: false,
+            credential: ext('envoy.http.injected_credentials.generic', TYPE.genericCredential, {
+              credential: {
+                name: credentialSecretName(s.id),
+                sds_config: { path_config_source: { path: `${input.credentialDir}/${credentialSdsFile(s.id)}` }, resource_api_version: 'V3' },
+              },
+              header: s.credential.header,
+              ...(s.credential.prefix ? { header_value_prefix: s.credential.prefix } : {}),
+            }),
+          }),
+        ]
+      : []),
+    ext('envoy.filters.http.upstream_codec', TYPE.upstreamCodec),
+  ];
+  return {
+    ...base,
+    type: isIpLiteral(up.host) ? 'STATIC' : 'LOGICAL_DNS',
+    typed_extension_protocol_options: {
+      'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': typed(TYPE.httpProtocolOptions, {
+        ...(up.scheme === 'https'
+          ? { auto_config: { http_protocol_options: {}, http2_protocol_options: {} } }
+          : { explicit_http_config: { http_protocol_options: {} } }),
+        http_filters: upstreamFilters,
+      }),
+    },
+    ...(up.scheme === 'https'
+      ? {
+          transport_socket: ext('envoy.transport_sockets.tls', TYPE.upstreamTls, {
+            sni: up.host,
+            common_tls_context: {
+              alpn_protocols: ['h2', 'http/1.1'],
+              validation_context: {
+                trusted_ca: { filename: input.caBundleFile },
+                match_typed_subject_alt_names: [{ san_type: 'DNS', matcher: { exact: up.host } }],
+              },
+            },
+          }),
+        }
+      : {}),
+  };
+}
+
+/** The SDS resource that points Envoy at a credential file (plain config: no secret inside). */
+export function credentialSds(serviceId: string, credentialDir: string): object {
+  return {
+    resources: [
+      {
+        '@type': TYPE.tlsSecret,
+        name: credentialSecretName(serviceId),
+        generic_secret: { secret: { filename: `${credentialDir}/${credentialValueFile(serviceId)}` } },
+      },
+    ],
+  };
+}
+
+export function renderEgressConfig(spec: PolicySpec, input: EgressRenderInput): Bootstrap {
+  const hcm = connectionManager({
+    statPrefix: EGRESS_STAT_PREFIX,
+    routeConfig: renderEgressRoutes(spec, input),
+    httpFilters: [
+      ext('envoy.filters.http.jwt_authn', TYPE.jwtAuthn, {
+        providers: {
+          [JWT_PROVIDER]: {
+            issuer: TOKEN_ISSUER,
+            audiences: [TOKEN_AUDIENCE],
+            local_jwks: { filename: input.jwksFile },
+            from_headers: [{ name: SANDBOX_TOKEN_HEADER }],
+            forward: false,
+            payload_in_metadata: JWT_PROVIDER,
+            clock_skew_seconds: 30,
+          },
+        },
+        requirement_map: { [JWT_PROVIDER]: { provider_name: JWT_PROVIDER } },
+      }),
+      extAuthzFilter({ statPrefix: EGRESS_EXT_AUTHZ_STAT_PREFIX, metadataNamespaces: [JWT_AUTHN_NS] }),
+      localRateLimitFilter(EGRESS_RATE_LIMIT_STAT_PREFIX),
+      routerFilter(),
+    ],
+    accessLog: jsonAccessLog({
+      ...BASE_LOG_FIELDS,
+      proxy: 'egress',
+      service: `%DYNAMIC_METADATA(${EXT_AUTHZ_NS}:service)%`,
+      sandbox_id: `%DYNAMIC_METADATA(${EXT_AUTHZ_NS}:sandbox_id)%`,
+      tier: `%DYNAMIC_METADATA(${EXT_AUTHZ_NS}:tier)%`,
+      upstream_host: '%UPSTREAM_HOST%',
+    }),
+    localReply: localReplyConfig([
+      {
+        // jwt_authn's own refusals (no token, bad signature, expired): JSON like the rest.
+        filter: { status_code_filter: { comparison: { op: 'EQ', value: { default_value: 401, runtime_key: 'agentd.egress.401' } } } },
+        body_format_override: { json_format: { error: { code: 'invalid_sandbox_token', message: 'a valid sandbox token is required (%RESPONSE_CODE_DETAILS%)' } } },
+      },
+    ]),
+  });
+  return {
+    node: { id: 'egress', cluster: 'agentd-egress' },
+    admin: adminBlock(input.listen.adminPort),
+    static_resources: {
+      listeners: [
+        {
+          name: 'egress',
+          address: socketAddress(input.listen.traffic.host, input.listen.traffic.port),
+          per_connection_buffer_limit_bytes: 1 << 20,
+          filter_chains: [{ filters: [hcm] }],
+        },
+        statsListener('egress', input.listen.stats),
+      ],
+      clusters: [
+        ...Object.values(spec.egressServices).map((s) => serviceClusterConfig(s, input)),
+        cluster(OPA_CLUSTER, input.opa, { http2: true }),
+        adminCluster(input.listen.adminPort),
+      ],
+    },
+  };
+}

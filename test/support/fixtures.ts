@@ -1,0 +1,26 @@
+// Fixed inputs for renderer tests: the shipped policy data and loopback endpoints.
+import { join } from 'node:path';
+import { loadPolicySpec } from '../../policy/spec.ts';
+import type { GatewayRenderInput } from '../../components/render/envoy/gateway.ts';
+import type { EgressRenderInput } from '../../components/render/envoy/egress.ts';
+import { REPO_ROOT } from './tools.ts';
+
+export const shippedSpec = () => loadPolicySpec(join(REPO_ROOT, 'policy/data'));
+
+export const gatewayInput: GatewayRenderInput = {
+  listen: { traffic: { host: '0.0.0.0', port: 8080 }, adminPort: 9901, stats: { host: '0.0.0.0', port: 9902 } },
+  agentdHttp: { host: 'agentd', port: 8090 },
+  agentdGrpc: { host: 'agentd', port: 9500 },
+  opa: { host: 'opa', port: 9191 },
+  maxRequestBytes: 1 << 20,
+  upstreamTimeoutSeconds: 60,
+};
+
+export const egressInput: EgressRenderInput = {
+  listen: { traffic: { host: '0.0.0.0', port: 8443 }, adminPort: 9901, stats: { host: '0.0.0.0', port: 9902 } },
+  opa: { host: 'opa', port: 9191 },
+  jwksFile: '/etc/agentd/egress/jwks.json',
+  credentialDir: '/etc/agentd/egress/credentials',
+  caBundleFile: '/etc/ssl/certs/ca-certificates.crt',
+  configuredCredentials: ['openai', 'anthropic', 'github', 'httpbin'],
+};

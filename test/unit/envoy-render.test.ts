@@ -1,0 +1,108 @@
+import { describe, expect, it } from 'vitest';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { renderGatewayConfig } from '../../components/render/envoy/gateway.ts';
+import { credentialSds, renderEgressConfig } from '../../components/render/envoy/egress.ts';
+import { toYaml } from '../../components/render/yaml.ts';
+import { egressInput, gatewayInput, shippedSpec } from '../support/fixtures.ts';
+import { REPO_ROOT } from '../support/tools.ts';
+
+/** Compares with a golden file; UPDATE_GOLDEN=1 rewrites it (review the diff before committing). */
+function golden(name: string, text: string) {
+  const p = join(REPO_ROOT, 'test/golden', name);
+  if (process.env['UPDATE_GOLDEN'] === '1') writeFileSync(p, text);
+  if (!existsSync(p)) throw new Error(`golden file ${p} is missing: run UPDATE_GOLDEN=1 npm test -- test/unit and review it`);
+  expect(text).toBe(readFileSync(p, 'utf8'));
+}
+
+const spec = shippedSpec();
+const json = (v: unknown) => JSON.stringify(v);
+
+describe('gateway Envoy config', () => {
+  const cfg = renderGatewayConfig(spec, gatewayInput);
+  const text = toYaml(cfg);
+
+  it('matches the golden file', () => golden('gateway.envoy.yaml', text));
+
+  it('is deterministic', () => expect(toYaml(renderGatewayConfig(shippedSpec(), gatewayInput))).toBe(text));
+
+  it('binds the admin interface to loopback only', () => {
+    expect(cfg.admin.address.socket_address.address).toBe('127.0.0.1');
+  });
+
+  it('fails closed when OPA does not answer', () => {
+    expect(text).toContain('failure_mode_allow: false');
+  });
+
+  it('selects the gateway policy in its own config, and has one descriptor per tier and window', () => {
+    expect(text).toContain('policy: gateway');
+    for (const [tier, t] of Object.entries(spec.rateLimitTiers)) {
+      const n = (text.match(new RegExp(`value: ${tier}\\n`, 'g')) ?? []).length;
+      expect(n, tier).toBe(t.requestsPerMinute === null ? 0 : 2);
+    }
+  });
+
+  it('keys rate limits on OPA metadata, never on request headers', () => {
+    expect(text).not.toContain('request_headers:');
+    expect(text).toContain('key: client_id');
+  });
+
+  it('adds a TLS listener only when configured', () => {
+    expect(cfg.static_resources.listeners.map((l) => l.name)).toEqual(['gateway', 'gateway_stats']);
+    const tls = renderGatewayConfig(spec, { ...gatewayInput, tls: { port: 8444, certChainFile: '/tls/cert.pem', privateKeyFile: '/tls/key.pem' } });
+    expect(tls.static_resources.listeners.map((l) => l.name)).toEqual(['gateway', 'gateway_tls', 'gateway_stats']);
+  });
+});
+
+describe('egress Envoy config', () => {
+  const cfg = renderEgressConfig(spec, egressInput);
+  const text = toYaml(cfg);
+
+  it('matches the golden file', () => golden('egress.envoy.yaml', text));
+
+  it('has one virtual host per service plus a JSON 404 for unknown hosts', () => {
+    const listener = cfg.static_resources.listeners[0]!;
+    const hcm = listener.filter_chains[0]!.filters[0]!.typed_config as unknown as { route_config: { virtual_hosts: { name: string; domains: string[] }[] } };
+    const names = hcm.route_config.virtual_hosts.map((v) => v.name);
+    expect(names).toEqual([...Object.keys(spec.egressServices), 'unknown_service']);
+    expect(hcm.route_config.virtual_hosts.at(-1)?.domains).toEqual(['*']);
+    expect(text).toContain('unknown_service');
+  });
+
+  it('injects each credential from its own file-based secret, never inline', () => {
+    for (const s of Object.values(spec.egressServices)) {
+      if (s.credential) expect(text).toContain(`/etc/agentd/egress/credentials/${s.id}.sds.json`);
+    }
+    expect(json(credentialSds('openai', '/c'))).toContain('"filename":"/c/openai.credential"');
+    expect(json(credentialSds('openai', '/c'))).not.toContain('inline_string');
+  });
+
+  it('answers 503 for a service whose credential is not configured', () => {
+    const c = toYaml(renderEgressConfig(spec, { ...egressInput, configuredCredentials: [] }));
+    expect(c).toContain('credential_not_configured');
+    expect(c).toContain('pulumi config set --secret egress:openai-api-key');
+  });
+
+  it('verifies the sandbox token in Envoy and hands the claims to OPA', () => {
+    expect(text).toContain('x-agentd-sandbox-token');
+    expect(text).toContain('forward: false');
+    expect(text).toContain('envoy.filters.http.jwt_authn');
+    expect(text).toMatch(/metadata_context_namespaces:\n\s+- envoy.filters.http.jwt_authn/);
+  });
+
+  it('rate-limits per sandbox with the tier budget of each service', () => {
+    // standard grants openai at 60/min: its vhost has a 60-token bucket for tier standard.
+    expect(text).toMatch(/value: standard\n\s+- key: sandbox\n\s+value: ""\n\s+token_bucket:\n\s+max_tokens: 60\n/);
+  });
+
+  it('verifies upstream TLS with SNI against the CA bundle', () => {
+    expect(text).toContain('sni: api.openai.com');
+    expect(text).toContain('filename: /etc/ssl/certs/ca-certificates.crt');
+  });
+
+  it('sends a service to an overridden upstream (stand-ins)', () => {
+    const c = toYaml(renderEgressConfig(spec, { ...egressInput, upstreams: { httpbin: { scheme: 'http', host: 'standin', port: 8080 } } }));
+    expect(c).toContain('address: standin');
+    expect(c).toContain('host_rewrite_literal: standin:8080');
+  });
+});
