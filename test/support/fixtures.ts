@@ -20,7 +20,8 @@ export const egressInput: EgressRenderInput = {
   listen: { traffic: { host: '0.0.0.0', port: 8443 }, adminPort: 9901, stats: { host: '0.0.0.0', port: 9902 } },
   opa: { host: 'opa', port: 9191 },
   jwksFile: '/etc/agentd/egress/jwks.json',
-  credentialDir: '/etc/agentd/egress/credentials',
+  sdsDir: '/etc/agentd/egress/sds',
+  credentialDir: '/run/secrets/agentd-egress',
   caBundleFile: '/etc/ssl/certs/ca-certificates.crt',
   configuredCredentials: ['openai', 'anthropic', 'github', 'httpbin'],
 };

@@ -27,7 +27,9 @@ export interface EgressRenderInput {
   readonly opa: Endpoint;
   /** Path of the JWKS file (the key agentd signs sandbox tokens with) inside the egress workload. */
   readonly jwksFile: string;
-  /** Directory holding one SDS file and one secret file per credential, inside the workload. */
+  /** Directory of the SDS files (plain config, one per credential) inside the workload. */
+  readonly sdsDir: string;
+  /** Directory of the credential values (secret files, one per credential) inside the workload. */
   readonly credentialDir: string;
   /** CA bundle that upstream certificates are verified against. */
   readonly caBundleFile: string;
@@ -48,7 +50,7 @@ export const JWT_PROVIDER = 'sandbox';
 
 export const serviceCluster = (id: string) => `service_${id}`;
 export const credentialSecretName = (id: string) => `credential_${id}`;
-/** File names inside credentialDir: the SDS resource (plain) and the credential value (secret). */
+/** File names: the SDS resource (plain, in sdsDir) and the credential value (secret, in credentialDir). */
 export const credentialSdsFile = (id: string) => `${id}.sds.json`;
 export const credentialValueFile = (id: string) => `${id}.credential`;
 
@@ -150,7 +152,7 @@ export function serviceClusterConfig(s: EgressService, input: EgressRenderInput)
             credential: ext('envoy.http.injected_credentials.generic', TYPE.genericCredential, {
               credential: {
                 name: credentialSecretName(s.id),
-                sds_config: { path_config_source: { path: `${input.credentialDir}/${credentialSdsFile(s.id)}` }, resource_api_version: 'V3' },
+                sds_config: { path_config_source: { path: `${input.sdsDir}/${credentialSdsFile(s.id)}` }, resource_api_version: 'V3' },
               },
               header: s.credential.header,
               ...(s.credential.prefix ? { header_value_prefix: s.credential.prefix } : {}),

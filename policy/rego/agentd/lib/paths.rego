@@ -9,6 +9,7 @@ normalize(raw) := {"ok": true, "path": concat("", ["/", concat("/", segs)]), "se
 	path := split(split(raw, "?")[0], "#")[0]
 	startswith(path, "/")
 	not regex.match(`(?i)%(2f|5c)|\\`, path)
+
 	# urlquery.decode is query decoding ("+" is a space): protect literal "+" first.
 	decoded := urlquery.decode(replace(path, "+", "%2B"))
 	not regex.match(`[\x00-\x1f\x7f]`, decoded)

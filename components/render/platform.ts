@@ -1,0 +1,50 @@
+// Every file the platform's workloads read, rendered in one place from the spec and the
+// addresses a target gives. The Pulumi components, `npm run render`, the integration harness
+// and `npm run dev` all call this, so what the tests run is what a deploy ships.
+
+import { buildBundle, type KeyHashes } from '../../policy/bundle.ts';
+import type { PolicySpec } from '../../policy/spec.ts';
+import { credentialSds, credentialSdsFile, renderEgressConfig, type EgressRenderInput } from './envoy/egress.ts';
+import { renderGatewayConfig, type GatewayRenderInput } from './envoy/gateway.ts';
+import { OPA_BUNDLE_FILE, renderOpaConfig, type OpaRenderInput } from './opa.ts';
+import { toYaml } from './yaml.ts';
+
+export interface PlatformRenderInput {
+  readonly gateway: GatewayRenderInput;
+  readonly egress: EgressRenderInput;
+  /** `bundlePath` is where the workload finds OPA_BUNDLE_FILE. */
+  readonly opa: OpaRenderInput;
+  readonly keyHashes: KeyHashes;
+}
+
+/** A workload's files, by path relative to its config directory. Nothing here is secret. */
+export type WorkloadFiles = Readonly<Record<string, string | Buffer>>;
+
+export interface RenderedPlatform {
+  readonly gateway: WorkloadFiles;
+  readonly egress: WorkloadFiles;
+  readonly opa: WorkloadFiles;
+  /** The bundle's content hash: changes exactly when policy or data change. */
+  readonly policyRevision: string;
+}
+
+export const ENVOY_CONFIG_FILE = 'envoy.yaml';
+export const OPA_CONFIG_FILE = 'config.yaml';
+/** SDS files live here, relative to the egress config directory (EgressRenderInput.sdsDir). */
+export const EGRESS_SDS_SUBDIR = 'sds';
+
+export function renderPlatform(spec: PolicySpec, input: PlatformRenderInput): RenderedPlatform {
+  const bundle = buildBundle(spec, input.keyHashes);
+  const sds: Record<string, string> = {};
+  for (const s of Object.values(spec.egressServices)) {
+    if (s.credential && input.egress.configuredCredentials.includes(s.id)) {
+      sds[`${EGRESS_SDS_SUBDIR}/${credentialSdsFile(s.id)}`] = JSON.stringify(credentialSds(s.id, input.egress.credentialDir), null, 2) + '\n';
+    }
+  }
+  return {
+    gateway: { [ENVOY_CONFIG_FILE]: toYaml(renderGatewayConfig(spec, input.gateway)) },
+    egress: { [ENVOY_CONFIG_FILE]: toYaml(renderEgressConfig(spec, input.egress)), ...sds },
+    opa: { [OPA_CONFIG_FILE]: toYaml(renderOpaConfig(input.opa)), [OPA_BUNDLE_FILE]: bundle.bytes },
+    policyRevision: bundle.revision,
+  };
+}

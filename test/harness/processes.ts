@@ -1,0 +1,116 @@
+// Child processes for the harness and `npm run dev`: each logs to its own file (the secret-
+// hygiene tests read them all), can be stopped, killed and started again, and is waited for
+// with a readiness probe rather than a sleep.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, readFileSync, type WriteStream } from 'node:fs';
+import { createServer } from 'node:net';
+
+export interface ProcessSpec {
+  readonly name: string;
+  readonly command: string;
+  readonly args: readonly string[];
+  readonly env?: NodeJS.ProcessEnv;
+  readonly cwd?: string;
+  /** Resolves true when the process is ready to serve. */
+  readonly ready: () => Promise<boolean>;
+  readonly readyTimeoutMs?: number;
+}
+
+export class ManagedProcess {
+  readonly spec: ProcessSpec;
+  readonly logFile: string;
+  private child: ChildProcess | undefined;
+  private log: WriteStream | undefined;
+  private exited: Promise<void> = Promise.resolve();
+
+  constructor(spec: ProcessSpec, logFile: string) {
+    this.spec = spec;
+    this.logFile = logFile;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.log = createWriteStream(this.logFile, { flags: 'a' });
+    const child = spawn(this.spec.command, [...this.spec.args], {
+      cwd: this.spec.cwd,
+      env: { ...process.env, ...this.spec.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child = child;
+    child.stdout?.pipe(this.log, { end: false });
+    child.stderr?.pipe(this.log, { end: false });
+    this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
+    const deadline = Date.now() + (this.spec.readyTimeoutMs ?? 30_000);
+    while (Date.now() < deadline) {
+      if (!this.running) {
+        throw new Error(`${this.spec.name} exited during start (code ${child.exitCode}); log ${this.logFile}:\n${this.tail()}`);
+      }
+      if (await this.spec.ready().catch(() => false)) return;
+      await sleep(100);
+    }
+    throw new Error(`${this.spec.name} was not ready after ${this.spec.readyTimeoutMs ?? 30_000} ms; log ${this.logFile}:\n${this.tail()}`);
+  }
+
+  /** SIGTERM (or another signal) and wait for the exit. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 10_000): Promise<void> {
+    if (!this.child || !this.running) return;
+    this.child.kill(signal);
+    const timer = setTimeout(() => this.child?.kill('SIGKILL'), timeoutMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  /** kill -9: no chance to clean up. */
+  kill(): Promise<void> {
+    return this.stop('SIGKILL');
+  }
+
+  /** The exit of the current run. */
+  waitExit(): Promise<void> {
+    return this.exited;
+  }
+
+  tail(lines = 40): string {
+    try {
+      return readFileSync(this.logFile, 'utf8').split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A port that was free a moment ago (the OS picks it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** GET a URL and say whether it answered with the given status. */
+export async function answers(url: string, status = 200): Promise<boolean> {
+  const ctl = new AbortController();
+  const t = setTimeout(() => ctl.abort(), 1000);
+  try {
+    const r = await fetch(url, { signal: ctl.signal });
+    await r.arrayBuffer();
+    return r.status === status;
+  } finally {
+    clearTimeout(t);
+  }
+}
