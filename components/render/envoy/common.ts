@@ -70,8 +70,7 @@ export function adminCluster(adminPort: number): Cluster {
 
 /** JSON access log to stdout; fields are `%...%` operators, never a credential. */
 export function jsonAccessLog(fields: Readonly<Record<string, string>>): TypedExtension {
-  return ext('envoy.access_loggers.file', TYPE.fileAccessLog, {
-    path: '/dev/stdout',
+  return ext('envoy.access_loggers.stdout', TYPE.stdoutAccessLog, {
     log_format: {
       json_format: fields,
       formatters: [ext('envoy.formatter.req_without_query', TYPE.reqWithoutQuery)],
@@ -90,7 +89,7 @@ export const BASE_LOG_FIELDS = {
   flags: '%RESPONSE_FLAGS%',
   details: '%RESPONSE_CODE_DETAILS%',
   duration_ms: '%DURATION%',
-  upstream_ms: '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%',
+  response_ms: '%RESPONSE_DURATION%',
   bytes_in: '%BYTES_RECEIVED%',
   bytes_out: '%BYTES_SENT%',
   request_id: '%REQ(X-REQUEST-ID)%',

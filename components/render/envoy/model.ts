@@ -19,7 +19,7 @@ export const TYPE = {
   genericCredential: `${T}envoy.extensions.http.injected_credentials.generic.v3.Generic`,
   upstreamCodec: `${T}envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec`,
   httpProtocolOptions: `${T}envoy.extensions.upstreams.http.v3.HttpProtocolOptions`,
-  fileAccessLog: `${T}envoy.extensions.access_loggers.file.v3.FileAccessLog`,
+  stdoutAccessLog: `${T}envoy.extensions.access_loggers.stream.v3.StdoutAccessLog`,
   upstreamTls: `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`,
   downstreamTls: `${T}envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`,
   tlsSecret: `${T}envoy.extensions.transport_sockets.tls.v3.Secret`,

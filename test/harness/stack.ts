@@ -1,0 +1,196 @@
+// The integration harness: the real gateway Envoy, egress Envoy, OPA (serving the built bundle),
+// agentd and a stand-in upstream (HTTPS with a test CA), as processes on loopback. Every file
+// comes from renderPlatform, as in a deploy; only addresses differ. `npm run dev` uses it too.
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { sha256Hex } from '../../policy/bundle.ts';
+import type { PolicySpec } from '../../policy/spec.ts';
+import { credentialValueFile, type Upstream } from '../../components/render/envoy/egress.ts';
+import { OPA_BUNDLE_FILE } from '../../components/render/opa.ts';
+import { EGRESS_SDS_SUBDIR, ENVOY_CONFIG_FILE, OPA_CONFIG_FILE, renderPlatform, type RenderedPlatform } from '../../components/render/platform.ts';
+import { ENV, READY_PATH } from '../../agentd/src/contract.ts';
+import { ManagedProcess, answers, freePort } from './processes.ts';
+import { StandInUpstream, makeTestCa, type TestCa } from './standin.ts';
+import { REPO_ROOT, toolPath } from '../support/tools.ts';
+
+export interface StackOptions {
+  readonly spec: PolicySpec;
+  /** Where everything is written (configs, data, logs). */
+  readonly dir: string;
+  /** Extra environment for agentd. */
+  readonly agentdEnv?: NodeJS.ProcessEnv;
+  /** Services left without a configured credential. */
+  readonly withoutCredential?: readonly string[];
+  /** Start agentd with `node --watch` (dev mode). */
+  readonly watchAgentd?: boolean;
+  /** Fixed ports (dev mode); free ports otherwise. */
+  readonly ports?: Partial<StackPorts>;
+}
+
+export interface StackPorts {
+  gateway: number; gatewayAdmin: number; gatewayStats: number;
+  egress: number; egressAdmin: number; egressStats: number;
+  opaGrpc: number; opaHttp: number; agentdHttp: number; agentdGrpc: number; upstream: number;
+}
+
+export interface Stack {
+  readonly dir: string;
+  readonly ports: StackPorts;
+  readonly gatewayUrl: string;
+  readonly gatewayGrpc: string;
+  readonly egressUrl: string;
+  readonly agentdUrl: string;
+  /** Plaintext API keys by client id (they exist only here and in the test). */
+  readonly apiKeys: Readonly<Record<string, string>>;
+  /** Plaintext upstream credentials by service id. */
+  readonly credentials: Readonly<Record<string, string>>;
+  /** The sandbox-token signing key (base64url), for the secret scan and forged-token tests. */
+  readonly signingKey: string;
+  readonly jwksFile: string;
+  readonly ca: TestCa;
+  readonly upstream: StandInUpstream;
+  readonly rendered: RenderedPlatform;
+  readonly processes: Readonly<Record<'opa' | 'gateway' | 'egress' | 'agentd', ManagedProcess>>;
+  /** Every log the stack wrote so far. */
+  logs(): string;
+  stop(): Promise<void>;
+}
+
+const write = (dir: string, files: Readonly<Record<string, string | Buffer>>) => {
+  for (const [p, content] of Object.entries(files)) {
+    mkdirSync(join(dir, p, '..'), { recursive: true });
+    writeFileSync(join(dir, p), content);
+  }
+};
+
+export async function startStack(opts: StackOptions): Promise<Stack> {
+  const { spec, dir } = opts;
+  mkdirSync(dir, { recursive: true });
+  const ports: StackPorts = {
+    gateway: 0, gatewayAdmin: 0, gatewayStats: 0, egress: 0, egressAdmin: 0, egressStats: 0,
+    opaGrpc: 0, opaHttp: 0, agentdHttp: 0, agentdGrpc: 0, upstream: 0, ...opts.ports,
+  };
+  for (const k of Object.keys(ports) as (keyof StackPorts)[]) if (!ports[k]) ports[k] = await freePort();
+
+  const apiKeys = Object.fromEntries(spec.clients.map((c) => [c.id, `agk_${randomBytes(24).toString('base64url')}`]));
+  const credentials: Record<string, string> = {};
+  for (const s of Object.values(spec.egressServices)) {
+    if (s.credential && !opts.withoutCredential?.includes(s.id)) credentials[s.id] = `cred-${s.id}-${randomBytes(16).toString('hex')}`;
+  }
+  const signingKey = randomBytes(32).toString('base64url');
+
+  mkdirSync(join(dir, 'ca'), { recursive: true });
+  const ca = makeTestCa(join(dir, 'ca'));
+  const upstream = new StandInUpstream();
+  await upstream.start(ca, ports.upstream);
+
+  const gatewayDir = join(dir, 'gateway');
+  const egressDir = join(dir, 'egress');
+  const opaDir = join(dir, 'opa');
+  const secretsDir = join(dir, 'secrets');
+  const loopback = (port: number) => ({ host: '127.0.0.1', port });
+  const standIn: Upstream = { scheme: 'https', host: 'localhost', port: upstream.port };
+  const rendered = renderPlatform(spec, {
+    gateway: {
+      listen: { traffic: loopback(ports.gateway), adminPort: ports.gatewayAdmin, stats: loopback(ports.gatewayStats) },
+      agentdHttp: loopback(ports.agentdHttp),
+      agentdGrpc: loopback(ports.agentdGrpc),
+      opa: loopback(ports.opaGrpc),
+      maxRequestBytes: 64 * 1024,
+      upstreamTimeoutSeconds: 30,
+    },
+    egress: {
+      listen: { traffic: loopback(ports.egress), adminPort: ports.egressAdmin, stats: loopback(ports.egressStats) },
+      opa: loopback(ports.opaGrpc),
+      jwksFile: join(secretsDir, 'jwks.json'),
+      sdsDir: join(egressDir, EGRESS_SDS_SUBDIR),
+      credentialDir: join(secretsDir, 'credentials'),
+      caBundleFile: ca.caFile,
+      upstreams: Object.fromEntries(Object.keys(spec.egressServices).map((id) => [id, standIn])),
+      configuredCredentials: Object.keys(credentials),
+    },
+    opa: { grpc: loopback(ports.opaGrpc), bundlePath: join(opaDir, OPA_BUNDLE_FILE) },
+    keyHashes: Object.fromEntries(Object.entries(apiKeys).map(([id, k]) => [id, sha256Hex(k)])),
+  });
+  write(gatewayDir, rendered.gateway);
+  write(egressDir, rendered.egress);
+  write(opaDir, rendered.opa);
+  // Secret files, as a target writes them from Pulumi secrets.
+  write(secretsDir, {
+    'jwks.json': JSON.stringify({ keys: [{ kty: 'oct', kid: 'k1', alg: 'HS256', k: signingKey }] }),
+    ...Object.fromEntries(Object.entries(credentials).map(([id, v]) => [`credentials/${credentialValueFile(id)}`, v])),
+  });
+
+  const logDir = join(dir, 'logs');
+  mkdirSync(logDir, { recursive: true });
+  const envoy = (name: 'gateway' | 'egress', cfgDir: string, adminPort: number) =>
+    new ManagedProcess(
+      {
+        name,
+        command: toolPath('envoy'),
+        args: ['-c', join(cfgDir, ENVOY_CONFIG_FILE), '--use-dynamic-base-id', '--concurrency', '1', '--log-level', 'warn', '--drain-time-s', '1'],
+        ready: () => answers(`http://127.0.0.1:${adminPort}/ready`),
+      },
+      join(logDir, `${name}.log`),
+    );
+  const processes = {
+    opa: new ManagedProcess(
+      {
+        name: 'opa',
+        command: toolPath('opa'),
+        args: ['run', '--server', '--addr', `127.0.0.1:${ports.opaHttp}`, '--config-file', join(opaDir, OPA_CONFIG_FILE), '--log-format', 'json'],
+        ready: () => answers(`http://127.0.0.1:${ports.opaHttp}/health?bundles`),
+      },
+      join(logDir, 'opa.log'),
+    ),
+    gateway: envoy('gateway', gatewayDir, ports.gatewayAdmin),
+    egress: envoy('egress', egressDir, ports.egressAdmin),
+    agentd: new ManagedProcess(
+      {
+        name: 'agentd',
+        command: process.execPath,
+        args: [...(opts.watchAgentd ? ['--watch-path', join(REPO_ROOT, 'agentd/src'), '--watch-preserve-output'] : []), join(REPO_ROOT, 'agentd/src/main.ts')],
+        env: {
+          [ENV.mode]: 'production',
+          [ENV.httpListen]: `127.0.0.1:${ports.agentdHttp}`,
+          [ENV.grpcListen]: `127.0.0.1:${ports.agentdGrpc}`,
+          [ENV.egressUrl]: `http://127.0.0.1:${ports.egress}`,
+          [ENV.dataDir]: join(dir, 'agentd-data'),
+          [ENV.tokenKeyFile]: join(secretsDir, 'jwks.json'),
+          [ENV.sandboxTiers]: Object.keys(spec.sandboxTiers).join(','),
+          [ENV.logLevel]: 'info',
+          ...opts.agentdEnv,
+        },
+        ready: () => answers(`http://127.0.0.1:${ports.agentdHttp}${READY_PATH}`),
+      },
+      join(logDir, 'agentd.log'),
+    ),
+  };
+  const started: ManagedProcess[] = [];
+  try {
+    for (const p of [processes.opa, processes.agentd, processes.egress, processes.gateway]) {
+      await p.start();
+      started.push(p);
+    }
+  } catch (e) {
+    await Promise.all(started.map((p) => p.stop()));
+    await upstream.stop();
+    throw e;
+  }
+
+  return {
+    dir, ports, apiKeys, credentials, signingKey, ca, upstream, rendered, processes,
+    jwksFile: join(secretsDir, 'jwks.json'),
+    gatewayUrl: `http://127.0.0.1:${ports.gateway}`,
+    gatewayGrpc: `127.0.0.1:${ports.gateway}`,
+    egressUrl: `http://127.0.0.1:${ports.egress}`,
+    agentdUrl: `http://127.0.0.1:${ports.agentdHttp}`,
+    logs: () => readdirSync(logDir).map((f) => readFileSync(join(logDir, f), 'utf8')).join('\n'),
+    async stop() {
+      await Promise.all(Object.values(processes).map((p) => p.stop()));
+      await upstream.stop();
+    },
+  };
+}
+
