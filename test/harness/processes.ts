@@ -78,6 +78,34 @@ export class ManagedProcess {
     return this.exited;
   }
 
+  /** Waits until a JSON log line satisfies `match` (access logs are flushed about once a second). */
+  async waitForJsonLine(match: (line: any) => boolean, timeoutMs = 5000): Promise<any> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const found = this.jsonLines().find(match);
+      if (found) return found;
+      await sleep(100);
+    }
+    throw new Error(`${this.spec.name}: no log line matched within ${timeoutMs} ms; last lines:\n${this.tail(10)}`);
+  }
+
+  /** Every line of the log that is a JSON object. */
+  jsonLines(): any[] {
+    let text = '';
+    try {
+      text = readFileSync(this.logFile, 'utf8');
+    } catch {
+      return [];
+    }
+    return text.split('\n').filter((l) => l.startsWith('{')).flatMap((l) => {
+      try {
+        return [JSON.parse(l)];
+      } catch {
+        return [];
+      }
+    });
+  }
+
   tail(lines = 40): string {
     try {
       return readFileSync(this.logFile, 'utf8').split('\n').slice(-lines).join('\n');
@@ -89,16 +117,32 @@ export class ManagedProcess {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** A port that was free a moment ago (the OS picks it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * A free port below the kernel's ephemeral range (32768+), so that no outgoing connection can
+ * take it between this check and the bind. Each vitest worker draws from its own block, and a
+ * process never hands out the same port twice.
+ */
+const handedOut = new Set<number>();
+export async function freePort(): Promise<number> {
+  const pool = Number(process.env['VITEST_POOL_ID'] ?? process.env['VITEST_WORKER_ID'] ?? 0) % 8;
+  const base = 20_000 + pool * 1500;
+  const start = Math.floor(Math.random() * 1500);
+  for (let i = 0; i < 1500; i++) {
+    const port = base + ((start + i) % 1500);
+    if (handedOut.has(port)) continue;
+    if (await canBind(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free port in ${base}-${base + 1499}`);
+}
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
 }
 

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { sha256Hex } from '../../policy/bundle.ts';
 import type { PolicySpec } from '../../policy/spec.ts';
 import { credentialValueFile, type Upstream } from '../../components/render/envoy/egress.ts';
+import { envoyArgs } from '../../components/render/envoy/common.ts';
 import { OPA_BUNDLE_FILE } from '../../components/render/opa.ts';
 import { EGRESS_SDS_SUBDIR, ENVOY_CONFIG_FILE, OPA_CONFIG_FILE, renderPlatform, type RenderedPlatform } from '../../components/render/platform.ts';
 import { ENV, READY_PATH } from '../../agentd/src/contract.ts';
@@ -129,7 +130,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       {
         name,
         command: toolPath('envoy'),
-        args: ['-c', join(cfgDir, ENVOY_CONFIG_FILE), '--use-dynamic-base-id', '--concurrency', '1', '--log-level', 'warn', '--drain-time-s', '1'],
+        args: [...envoyArgs(join(cfgDir, ENVOY_CONFIG_FILE)), '--use-dynamic-base-id', '--concurrency', '1'],
         ready: () => answers(`http://127.0.0.1:${adminPort}/ready`),
       },
       join(logDir, `${name}.log`),

@@ -71,7 +71,7 @@ describe('egress Envoy config', () => {
 
   it('injects each credential from its own file-based secret, never inline', () => {
     for (const s of Object.values(spec.egressServices)) {
-      if (s.credential) expect(text).toContain(`/etc/agentd/egress/sds/${s.id}.sds.json`);
+      if (s.credential && egressInput.configuredCredentials.includes(s.id)) expect(text).toContain(`/etc/agentd/egress/sds/${s.id}.sds.json`);
     }
     expect(json(credentialSds('openai', '/c'))).toContain('"filename":"/c/openai.credential"');
     expect(json(credentialSds('openai', '/c'))).not.toContain('inline_string');

@@ -119,7 +119,7 @@ export function localReplyConfig(extra: readonly object[] = []): object {
       // OPA's denials already carry OPA's JSON body: leave them as they are.
       { filter: flag(['UAEX']) },
       ...extra,
-      { filter: flag(['RL']), body_format_override: jsonBody('rate_limited', 'rate limit exceeded; retry after the reset time in x-ratelimit-reset') },
+      { filter: status(429), body_format_override: jsonBody('rate_limited', 'rate limit exceeded; retry after the reset time in x-ratelimit-reset') },
       { filter: flag(['NR']), body_format_override: jsonBody('not_found', 'no route for this request') },
       { filter: flag(['UT']), status_code: 504, body_format_override: jsonBody('upstream_timeout', 'the upstream did not answer in time') },
       { filter: flag(['UF', 'UH', 'URX', 'UC', 'UO', 'NC']), body_format_override: jsonBody('upstream_unavailable', 'the upstream could not be reached') },
@@ -247,3 +247,11 @@ export const percent = (n: number, runtimeKey: string) => ({
   runtime_key: runtimeKey,
   default_value: { numerator: n, denominator: 'HUNDRED' },
 });
+
+/**
+ * Envoy's command line, the same in every target: access logs flushed every second (the
+ * default is ten, too late for a tail or a log shipper), a short drain on shutdown.
+ */
+export function envoyArgs(configFile: string): string[] {
+  return ['-c', configFile, '--file-flush-interval-msec', '1000', '--drain-time-s', '5', '--log-level', 'warn'];
+}

@@ -54,6 +54,10 @@ export const credentialSecretName = (id: string) => `credential_${id}`;
 export const credentialSdsFile = (id: string) => `${id}.sds.json`;
 export const credentialValueFile = (id: string) => `${id}.credential`;
 
+/** A service is routed only when it needs no credential or its credential is configured. */
+export const routable = (s: EgressService, input: EgressRenderInput): boolean =>
+  s.credential === null || input.configuredCredentials.includes(s.id);
+
 export function upstreamOf(service: EgressService, input: EgressRenderInput): Upstream {
   return input.upstreams?.[service.id] ?? service.baseUrl;
 }
@@ -79,9 +83,11 @@ export function egressRateLimit(spec: PolicySpec, serviceId: string): TypedConfi
     filter_enforced: percent(100, 'egress.rate_limit.enforced'),
     descriptors,
     rate_limits: rateLimits,
+    always_consume_default_token_bucket: false,
     max_dynamic_descriptors: 100_000,
     enable_x_ratelimit_headers: 'DRAFT_VERSION_03',
     local_rate_limit_per_downstream_connection: false,
+    rate_limited_as_resource_exhausted: true,
   });
 }
 
@@ -93,7 +99,7 @@ const STRIPPED_BEFORE_UPSTREAM = [SANDBOX_TOKEN_HEADER, 'authorization', 'proxy-
 
 export function renderEgressRoutes(spec: PolicySpec, input: EgressRenderInput): RouteConfiguration {
   const vhosts: VirtualHost[] = Object.values(spec.egressServices).map((s) => {
-    const missingCredential = s.credential !== null && !input.configuredCredentials.includes(s.id);
+    const missingCredential = !routable(s, input);
     const up = upstreamOf(s, input);
     return {
       name: s.id,
@@ -236,6 +242,11 @@ export function renderEgressConfig(spec: PolicySpec, input: EgressRenderInput): 
     }),
     localReply: localReplyConfig([
       {
+        // jwt_authn refuses a token for another audience with 403.
+        filter: { status_code_filter: { comparison: { op: 'EQ', value: { default_value: 403, runtime_key: 'agentd.egress.403' } } } },
+        body_format_override: { json_format: { error: { code: 'invalid_sandbox_token', message: 'the sandbox token is not valid here (%RESPONSE_CODE_DETAILS%)' } } },
+      },
+      {
         // jwt_authn's own refusals (no token, bad signature, expired): JSON like the rest.
         filter: { status_code_filter: { comparison: { op: 'EQ', value: { default_value: 401, runtime_key: 'agentd.egress.401' } } } },
         body_format_override: { json_format: { error: { code: 'invalid_sandbox_token', message: 'a valid sandbox token is required (%RESPONSE_CODE_DETAILS%)' } } },
@@ -256,7 +267,7 @@ export function renderEgressConfig(spec: PolicySpec, input: EgressRenderInput): 
         statsListener('egress', input.listen.stats),
       ],
       clusters: [
-        ...Object.values(spec.egressServices).map((s) => serviceClusterConfig(s, input)),
+        ...Object.values(spec.egressServices).filter((s) => routable(s, input)).map((s) => serviceClusterConfig(s, input)),
         cluster(OPA_CLUSTER, input.opa, { http2: true }),
         adminCluster(input.listen.adminPort),
       ],

@@ -78,6 +78,7 @@ export function gatewayRateLimit(spec: PolicySpec): TypedConfig {
     max_dynamic_descriptors: 100_000,
     enable_x_ratelimit_headers: 'DRAFT_VERSION_03',
     local_rate_limit_per_downstream_connection: false,
+    rate_limited_as_resource_exhausted: true,
   });
 }
 

@@ -1,0 +1,109 @@
+// Clients the integration tests use: raw HTTP/1.1 (any Host, any header), HTTP/2, gRPC to
+// agentd through the gateway, and sandbox tokens minted as agentd does (or forged).
+import { request } from 'node:http';
+import { connect } from 'node:http2';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { SignJWT } from 'jose';
+import { PROTO_PATHS, SANDBOX_TOKEN_HEADER, TOKEN_AUDIENCE, TOKEN_ISSUER } from '../../agentd/src/contract.ts';
+import { REPO_ROOT } from '../support/tools.ts';
+
+export interface RawResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly body: string;
+  json<T = any>(): T;
+}
+
+/** One HTTP/1.1 request with exactly the given headers (Host included). */
+export function rawRequest(port: number, opts: { method?: string; path: string; headers?: Record<string, string | string[]>; body?: string | Buffer; timeoutMs?: number }): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, method: opts.method ?? 'GET', path: opts.path, headers: opts.headers, timeout: opts.timeoutMs ?? 10_000, setHost: !opts.headers || !Object.keys(opts.headers).some((h) => h.toLowerCase() === 'host') }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const body = Buffer.concat(chunks).toString('utf8');
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, json: () => JSON.parse(body) });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    if (opts.body) req.write(opts.body);
+    req.end();
+  });
+}
+
+/** One HTTP/2 (prior knowledge, h2c) request. */
+export function h2Request(port: number, opts: { method?: string; path: string; headers?: Record<string, string> }): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const session = connect(`http://127.0.0.1:${port}`);
+    session.on('error', reject);
+    const stream = session.request({ ':method': opts.method ?? 'GET', ':path': opts.path, ...opts.headers });
+    let status = 0;
+    let headers: Record<string, string | string[] | undefined> = {};
+    const chunks: Buffer[] = [];
+    stream.on('response', (h) => { status = Number(h[':status']); headers = h as never; });
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => {
+      session.close();
+      const body = Buffer.concat(chunks).toString('utf8');
+      resolve({ status, headers, body, json: () => JSON.parse(body) });
+    });
+    stream.on('error', reject);
+    stream.end();
+  });
+}
+
+const agentdProto = protoLoader.loadSync(join(REPO_ROOT, 'agentd', PROTO_PATHS.agentd), { keepCase: true, longs: Number, defaults: true, oneofs: true });
+const AgentdService = (grpc.loadPackageDefinition(agentdProto) as any).agentd.v1.Agentd as grpc.ServiceClientConstructor;
+
+export type GrpcResult = { ok: true; value: any } | { ok: false; code: grpc.status; details: string };
+
+/** agentd's gRPC API at `address` (the gateway's), with an API key as metadata. */
+export class AgentdGrpc {
+  private readonly client: any;
+  constructor(address: string) {
+    this.client = new AgentdService(address, grpc.credentials.createInsecure());
+  }
+  call(method: string, request: object, apiKey?: string, extra: Record<string, string> = {}): Promise<GrpcResult> {
+    const md = new grpc.Metadata();
+    if (apiKey !== undefined) md.set('x-api-key', apiKey);
+    for (const [k, v] of Object.entries(extra)) md.set(k, v);
+    return new Promise((resolve) => {
+      this.client[method](request, md, { deadline: Date.now() + 10_000 }, (err: grpc.ServiceError | null, value: unknown) => {
+        resolve(err ? { ok: false, code: err.code, details: err.details } : { ok: true, value });
+      });
+    });
+  }
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** A sandbox token as agentd mints it, with any key, claims and expiry the test wants. */
+export async function mintToken(keyB64url: string, claims: { sub: string; tier: string; expInSeconds?: number; kid?: string; iss?: string; aud?: string }): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ tier: claims.tier })
+    .setProtectedHeader({ alg: 'HS256', kid: claims.kid ?? 'k1', typ: 'JWT' })
+    .setSubject(claims.sub)
+    .setIssuer(claims.iss ?? TOKEN_ISSUER)
+    .setAudience(claims.aud ?? TOKEN_AUDIENCE)
+    .setIssuedAt(now - 5)
+    .setExpirationTime(now + (claims.expInSeconds ?? 600))
+    .sign(Buffer.from(keyB64url, 'base64url'));
+}
+
+/** A request to the egress proxy as agentd sends it: the service as Host, the token header. */
+export function egressCall(port: number, service: string, token: string | undefined, opts: { method?: string; path: string; headers?: Record<string, string> }): Promise<RawResponse> {
+  return rawRequest(port, {
+    method: opts.method ?? 'GET',
+    path: opts.path,
+    headers: { host: service, ...(token ? { [SANDBOX_TOKEN_HEADER]: token } : {}), ...opts.headers },
+  });
+}
+
+/** Every secret value of the stack must be absent from `text`. */
+export function secretsFoundIn(text: string, secrets: Record<string, string>): string[] {
+  return Object.entries(secrets).filter(([, v]) => v && text.includes(v)).map(([k]) => k);
+}

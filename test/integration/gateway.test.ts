@@ -1,0 +1,159 @@
+// The gateway's data path on the harness: real Envoy, OPA, agentd; HTTP/1.1, HTTP/2 and gRPC.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { startStack, type Stack } from '../harness/stack.ts';
+import { AgentdGrpc, h2Request, rawRequest, secretsFoundIn } from '../harness/clients.ts';
+import { shippedSpec } from '../support/fixtures.ts';
+
+const spec = shippedSpec();
+let stack: Stack;
+let rpc: AgentdGrpc;
+const get = (path: string, headers: Record<string, string> = {}) => rawRequest(stack.ports.gateway, { path, headers });
+
+beforeAll(async () => {
+  stack = await startStack({ spec, dir: mkdtempSync(join(tmpdir(), 'agentd-gw-')) });
+  rpc = new AgentdGrpc(stack.gatewayGrpc);
+});
+afterAll(async () => {
+  rpc?.close();
+  await stack?.stop();
+});
+
+describe('gateway over HTTP', () => {
+  it('/health and /ready answer without a key', async () => {
+    expect((await get('/health')).status).toBe(200);
+    expect((await get('/ready')).status).toBe(200);
+  });
+
+  it('200 with a valid key (x-api-key or Bearer), and agentd sees who called', async () => {
+    const r = await get('/api/v1/status', { 'x-api-key': stack.apiKeys['admin']! });
+    expect(r.status).toBe(200);
+    expect(r.json().version).toBeTruthy();
+    expect((await get('/api/v1/status', { authorization: `Bearer ${stack.apiKeys['ci']}` })).status).toBe(200);
+  });
+
+  it('401 with no key, a wrong key, or a key only in the query string', async () => {
+    for (const [headers, code] of [[{}, 'missing_api_key'], [{ 'x-api-key': 'agk_wrong' }, 'invalid_api_key']] as const) {
+      const r = await get('/api/v1/status', headers);
+      expect(r.status).toBe(401);
+      expect(r.headers['content-type']).toBe('application/json');
+      expect(r.json().error.code).toBe(code);
+    }
+    const q = await get(`/api/v1/status?api_key=${stack.apiKeys['admin']}`);
+    expect(q.status).toBe(401);
+  });
+
+  it('403 for a disabled key, a wrong role, a wrong method', async () => {
+    const disabled = await get('/api/v1/status', { 'x-api-key': stack.apiKeys['retired']! });
+    expect([disabled.status, disabled.json().error.code]).toEqual([403, 'disabled_api_key']);
+    const role = await rawRequest(stack.ports.gateway, { method: 'DELETE', path: '/api/v1/sandboxes/sbx_x', headers: { 'x-api-key': stack.apiKeys['ci']! } });
+    expect([role.status, role.json().error.code]).toEqual([403, 'method_not_allowed']);
+    const method = await rawRequest(stack.ports.gateway, { method: 'POST', path: '/api/v1/status', headers: { 'x-api-key': stack.apiKeys['dashboard']! } });
+    expect([method.status, method.json().error.code]).toEqual([403, 'method_not_allowed']);
+  });
+
+  it('unknown routes get a JSON 404, and the admin interface is not reachable through it', async () => {
+    for (const p of ['/', '/stats', '/config_dump', '/metrics']) {
+      const r = await get(p, { 'x-api-key': stack.apiKeys['admin']! });
+      expect(r.status, p).toBe(404);
+      expect(r.json().error.code).toBe('not_found');
+    }
+  });
+
+  it('works over HTTP/2 too', async () => {
+    const r = await h2Request(stack.ports.gateway, { path: '/api/v1/status', headers: { 'x-api-key': stack.apiKeys['admin']! } });
+    expect(r.status).toBe(200);
+    expect((await h2Request(stack.ports.gateway, { path: '/api/v1/status' })).status).toBe(401);
+  });
+
+  it('refuses a body over the limit with a JSON 413', async () => {
+    const r = await rawRequest(stack.ports.gateway, {
+      method: 'POST', path: '/api/v1/sandboxes',
+      headers: { 'x-api-key': stack.apiKeys['admin']!, 'content-type': 'application/json' },
+      body: JSON.stringify({ tier: 'default', labels: { big: 'x'.repeat(200_000) } }),
+    });
+    expect(r.status).toBe(413);
+    expect(r.json().error.code).toBe('payload_too_large');
+  });
+
+  it('logs JSON access lines with the decision id and client id, never the key', async () => {
+    await get('/api/v1/status?q=1', { 'x-api-key': stack.apiKeys['admin']! });
+    const line = await stack.processes.gateway.waitForJsonLine((l) => l.path === '/api/v1/status' && l.status === 200 && l.client_id === 'admin');
+    expect(line.decision_id).toMatch(/\w{8,}/);
+    expect(line.tier).toBe('unlimited');
+  });
+});
+
+describe('gateway over gRPC', () => {
+  it('OK with a valid key; UNAUTHENTICATED without; PERMISSION_DENIED for a wrong role', async () => {
+    const ok = await rpc.call('Status', {}, stack.apiKeys['admin']);
+    expect(ok.ok).toBe(true);
+    const none = await rpc.call('Status', {});
+    expect(none.ok ? -1 : none.code).toBe(grpc.status.UNAUTHENTICATED);
+    const reader = await rpc.call('CreateSandbox', { tier: 'default' }, stack.apiKeys['dashboard']);
+    expect(reader.ok ? -1 : reader.code).toBe(grpc.status.PERMISSION_DENIED);
+    const disabled = await rpc.call('Status', {}, stack.apiKeys['retired']);
+    expect(disabled.ok ? -1 : disabled.code).toBe(grpc.status.PERMISSION_DENIED);
+  });
+
+  it('creates a sandbox over gRPC through the gateway', async () => {
+    const r = await rpc.call('CreateSandbox', { tier: 'restricted' }, stack.apiKeys['ci']);
+    expect(r.ok).toBe(true);
+    if (r.ok) expect(r.value.sandbox?.id ?? r.value.id).toMatch(/^sbx_/);
+  });
+});
+
+describe('rate limits per key, from the key tier', () => {
+  it('the default tier admits 60 a minute per key, then 429 with headers; another key is unaffected', async () => {
+    const key = stack.apiKeys['dashboard']!;
+    const statuses: number[] = [];
+    // Requests already made with this key in this file count too: find the budget's end.
+    for (let i = 0; i < 70; i++) statuses.push((await get('/api/v1/status', { 'x-api-key': key })).status);
+    const firstLimited = statuses.indexOf(429);
+    expect(firstLimited).toBeGreaterThan(50);
+    expect(statuses.slice(firstLimited).every((s) => s === 429)).toBe(true);
+    const limited = await get('/api/v1/status', { 'x-api-key': key });
+    expect(limited.status).toBe(429);
+    expect(limited.json().error.code).toBe('rate_limited');
+    expect(limited.headers['x-ratelimit-limit']).toBe('60');
+    expect(limited.headers['x-ratelimit-remaining']).toBe('0');
+    // gRPC with the same key shares the bucket.
+    const grpcLimited = await rpc.call('Status', {}, key);
+    expect(grpcLimited.ok ? -1 : grpcLimited.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    // Another key of another client is unaffected.
+    expect((await get('/api/v1/status', { 'x-api-key': stack.apiKeys['ci']! })).status).toBe(200);
+  });
+
+  it('a caller header cannot choose the tier or identity that the limit is keyed on', async () => {
+    const r = await get('/api/v1/status', { 'x-api-key': stack.apiKeys['dashboard']!, 'x-agentd-client-id': 'admin', 'x-agentd-tier': 'unlimited' });
+    expect(r.status).toBe(429);
+  });
+});
+
+describe('fail closed', () => {
+  it('refuses with 503 while OPA is down, and recovers when it returns', async () => {
+    await stack.processes.opa.stop();
+    const down = await get('/api/v1/status', { 'x-api-key': stack.apiKeys['admin']! });
+    expect(down.status).toBe(503);
+    expect(down.json().error.code).toBe('authorization_unavailable');
+    const grpcDown = await rpc.call('Status', {}, stack.apiKeys['admin']);
+    expect(grpcDown.ok).toBe(false);
+    await stack.processes.opa.start();
+    let status = 0;
+    for (let i = 0; i < 50 && status !== 200; i++) {
+      status = (await get('/api/v1/status', { 'x-api-key': stack.apiKeys['admin']! })).status;
+      if (status !== 200) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(status).toBe(200);
+  });
+});
+
+describe('secret hygiene', () => {
+  it('no API key, credential or signing key appears in any log', () => {
+    const found = secretsFoundIn(stack.logs(), { ...stack.apiKeys, ...stack.credentials, signingKey: stack.signingKey });
+    expect(found).toEqual([]);
+  });
+});
