@@ -50,7 +50,11 @@ gobuildp="${AGENTD_GO_BUILD_P:-2}"
 src="$root/src-$ver"
 mkdir -p "$src"
 log "resolving $mod@$modver on the Go module proxy"
-upstream_dir="$(cd "$src" && GOFLAGS=-mod=mod go mod download -json "$mod@$modver" | jq -r .Dir)"
+if ! dl="$(cd "$src" && go mod download -json "$mod@$modver")"; then
+  log "the Go module proxy did not provide $mod@$modver: $(jq -r .Error <<<"$dl" 2>/dev/null)"
+  exit 1
+fi
+upstream_dir="$(jq -r .Dir <<<"$dl")"
 upstream_ver="$(tr -d '[:space:]' <"$upstream_dir/VERSION")"
 if [[ "$upstream_ver" != "$ver" ]]; then
   log "$mod@$modver has VERSION $upstream_ver, expected $ver"
@@ -101,6 +105,7 @@ EOF
 fi
 
 tmp="$(mktemp -d "$root/.tmp-$ver.XXXXXX")"
+chmod 755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/bin"
 
@@ -116,7 +121,8 @@ for cmd in prometheus promtool; do
   log "built $cmd in $((SECONDS - start))s"
 done
 
-got="$("$tmp/bin/promtool" --version 2>&1 | head -1)"
+got="$("$tmp/bin/promtool" --version 2>&1)"
+got="${got%%$'\n'*}" # first line (no `| head -1`: SIGPIPE + pipefail)
 case "$got" in
   *"version $ver "*) ;;
   *) log "promtool reports '$got', expected version $ver"; exit 1 ;;

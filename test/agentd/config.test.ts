@@ -156,9 +156,10 @@ describe('contract module', () => {
     expect(contract.METRICS.intentDurationSeconds.name).toBe('agentd_intent_duration_seconds');
     expect(contract.METRICS.sandboxesActive.name).toBe('agentd_sandboxes_active');
     expect(contract.METRICS.egressRequestsTotal).toEqual({ name: 'agentd_egress_requests_total', labels: ['service', 'status'] });
-    // Every variable the README documents is in ENV, and the other way round.
+    // Every variable in the README's configuration table is in ENV, and the other way round.
     const readme = readFileSync(path.join(AGENTD_DIR, 'README.md'), 'utf8');
-    const documented = new Set(readme.match(/AGENTD_[A-Z_]+/g));
+    const documented = new Set([...readme.matchAll(/^\| `(AGENTD_[A-Z_]+)`/gm)].map((m) => m[1] as string));
+    expect(documented.size).toBe(Object.keys(contract.ENV).length);
     for (const name of Object.values(contract.ENV)) expect(documented.has(name), name).toBe(true);
     for (const name of documented) expect(Object.values(contract.ENV) as string[], name).toContain(name);
   });

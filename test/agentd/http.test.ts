@@ -96,7 +96,7 @@ describe('system routes', () => {
   });
 
   it('echoes x-request-id from Envoy, or makes one', async () => {
-    const a = await d.api('GET', '/health', undefined, { [REQUEST_ID_HEADER]: 'req-from-envoy-123' });
+    const a = await d.api('GET', '/api/v1/status', undefined, { [REQUEST_ID_HEADER]: 'req-from-envoy-123' });
     expect(a.headers.get(REQUEST_ID_HEADER)).toBe('req-from-envoy-123');
     const b = await d.api('GET', '/health');
     expect(b.headers.get(REQUEST_ID_HEADER)).toMatch(/^[0-9a-f-]{36}$/);
@@ -320,5 +320,21 @@ describe('logs', () => {
     }
     const intentLog = d.logs.map((l) => JSON.parse(l)).find((l) => l.msg === 'intent completed' && l.sandbox_id === s.id);
     expect(intentLog).toMatchObject({ service: 'openai', method: 'GET', path: '/v1/models', status: 200, outcome: 'ok' });
+  });
+});
+
+describe('draining', () => {
+  it('/ready turns 503 and new intents are refused; other requests are still served', async () => {
+    const x = await startInProcess({ AGENTD_EGRESS_URL: egress.url });
+    const s = (await x.api('POST', '/api/v1/sandboxes', { tier: 'default' })).json;
+    x.agentd.service.beginDrain();
+    const ready = await x.api('GET', '/ready');
+    expect(ready.status).toBe(503);
+    expect(ready.json).toMatchObject({ status: 'not_ready', checks: { shutdown: { ok: false, draining: true } }, error: { code: 'not_ready' } });
+    expect(ready.headers.get('connection')).toBe('close');
+    expect((await x.api('GET', '/health')).status).toBe(200);
+    expect((await x.api('GET', `/api/v1/sandboxes/${s.id}`)).status).toBe(200);
+    const r = await x.api('POST', `/api/v1/sandboxes/${s.id}/intents`, { capability: 'http_fetch', params: { service: 'openai', method: 'GET', path: '/' } });
+    expectError(r, 503, 'shutting_down');
   });
 });

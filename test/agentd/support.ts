@@ -51,7 +51,7 @@ export interface ReceivedRequest {
   body: string;
 }
 
-export type EgressHandler = (req: ReceivedRequest, res: http.ServerResponse) => void | Promise<void>;
+export type EgressHandler = (req: ReceivedRequest, res: http.ServerResponse) => unknown;
 
 export interface StandInEgress {
   url: string;

@@ -1,0 +1,185 @@
+// The agentd contract: every name, port and path that something outside the daemon depends on
+// (Pulumi components, Envoy config renderers, Grafana dashboards, alert rules, tests).
+//
+// Rules for this module: no imports (not even node:*), no side effects, only constants and
+// types. The rest of the repository imports agentd through this file alone, and the daemon
+// itself uses these constants, so a rename here is a rename everywhere.
+
+/** Default listen ports. In containers the daemon listens on 0.0.0.0 at these ports. */
+export const AGENTD_HTTP_PORT = 8090;
+export const AGENTD_GRPC_PORT = 9500;
+
+/** HTTP paths that infrastructure probes or scrapes. */
+export const HEALTH_PATH = '/health'; // liveness: the process answers
+export const READY_PATH = '/ready'; // readiness: storage is open and the daemon is not draining
+export const METRICS_PATH = '/metrics'; // Prometheus text format
+export const OPENAPI_PATH = '/openapi.json';
+export const API_PREFIX = '/api/v1';
+export const STATUS_PATH = `${API_PREFIX}/status`;
+export const SANDBOXES_PATH = `${API_PREFIX}/sandboxes`;
+
+/** Every environment variable the daemon reads (documented in agentd/README.md). */
+export const ENV = {
+  mode: 'AGENTD_MODE',
+  httpListen: 'AGENTD_HTTP_LISTEN',
+  grpcListen: 'AGENTD_GRPC_LISTEN',
+  egressUrl: 'AGENTD_EGRESS_URL',
+  dataDir: 'AGENTD_DATA_DIR',
+  tokenKeyFile: 'AGENTD_TOKEN_KEY_FILE',
+  tokenKid: 'AGENTD_TOKEN_KID',
+  logLevel: 'AGENTD_LOG_LEVEL',
+  sandboxTiers: 'AGENTD_SANDBOX_TIERS',
+  defaultTtlSeconds: 'AGENTD_DEFAULT_TTL_SECONDS',
+  maxTtlSeconds: 'AGENTD_MAX_TTL_SECONDS',
+  fetchMaxBytes: 'AGENTD_FETCH_MAX_BYTES',
+  fetchTimeoutMs: 'AGENTD_FETCH_TIMEOUT_MS',
+  fetchMaxTimeoutMs: 'AGENTD_FETCH_MAX_TIMEOUT_MS',
+  shutdownGraceMs: 'AGENTD_SHUTDOWN_GRACE_MS',
+} as const;
+export type AgentdEnvName = (typeof ENV)[keyof typeof ENV];
+
+/**
+ * Defaults of the numeric settings (README: Configuration). Deployments may size things from
+ * them, e.g. the orchestrator's kill timeout above shutdownGraceMs, and the gateway's upstream
+ * timeout above fetchMaxTimeoutMs.
+ */
+export const DEFAULTS = {
+  defaultTtlSeconds: 3600,
+  maxTtlSeconds: 86_400,
+  fetchMaxBytes: 1024 * 1024,
+  fetchTimeoutMs: 30_000,
+  fetchMaxTimeoutMs: 120_000,
+  shutdownGraceMs: 15_000,
+  /** Development-mode defaults (production has none for these). */
+  devEgressUrl: 'http://127.0.0.1:8443',
+  devDataDir: 'build/agentd-dev',
+} as const;
+
+/** Largest HTTP request body agentd accepts (413 above). */
+export const HTTP_BODY_LIMIT_BYTES = 2 * 1024 * 1024;
+
+/** The package's build outputs, relative to the agentd package directory. */
+export const BUILD = {
+  script: 'scripts/build.ts', // node agentd/scripts/build.ts
+  outDir: 'dist',
+  bundle: 'dist/agentd.mjs',
+  dockerfile: 'Dockerfile', // build context: the agentd package directory
+  /** Where the image puts the bundle, and its entrypoint. */
+  imageBundle: '/app/agentd.mjs',
+  imageEntrypoint: ['node', '/app/agentd.mjs'],
+  imageHealthcheck: ['node', '/app/agentd.mjs', 'healthcheck'],
+} as const;
+
+/** AGENTD_MODE values. "production" has no insecure defaults (a key file is required). */
+export const MODES = ['development', 'production'] as const;
+export type AgentdMode = (typeof MODES)[number];
+
+/** Default sandbox tiers (AGENTD_SANDBOX_TIERS overrides). Policy keys its rules on these. */
+export const DEFAULT_SANDBOX_TIERS = ['default', 'restricted', 'standard', 'premium', 'admin'] as const;
+
+/** Where the data volume is mounted in the container image, and the database file name in it. */
+export const CONTAINER_DATA_DIR = '/data';
+export const DATABASE_FILE = 'agentd.sqlite';
+/** The non-root user the image runs as. */
+export const CONTAINER_UID = 10001;
+
+/**
+ * The sandbox token: a JWT (HS256) that agentd attaches to every request it sends to the egress
+ * proxy. Envoy's jwt_authn verifies it with the same JWKS file agentd signs with
+ * (AGENTD_TOKEN_KEY_FILE), and forwards the claims to OPA.
+ */
+export const SANDBOX_TOKEN_HEADER = 'x-agentd-sandbox-token';
+export const TOKEN_ALGORITHM = 'HS256';
+export const TOKEN_ISSUER = 'agentd';
+export const TOKEN_AUDIENCE = 'agentd-egress';
+export const TOKEN_CLAIMS = {
+  sandboxId: 'sub',
+  tier: 'tier',
+  issuedAt: 'iat',
+  expiresAt: 'exp',
+  issuer: 'iss',
+  audience: 'aud',
+} as const;
+/** The JWT header field that names the signing key (a `kid` in the JWKS). */
+export const TOKEN_KID_HEADER = 'kid';
+
+/** Headers agentd sets on egress requests besides the token. */
+export const REQUEST_ID_HEADER = 'x-request-id';
+
+/** Capabilities an intent may use. */
+export const CAPABILITIES = ['http_fetch'] as const;
+export type Capability = (typeof CAPABILITIES)[number];
+
+/** Intent outcomes (the `outcome` label of agentd_intents_total). "running" is never counted. */
+export const INTENT_OUTCOMES = ['ok', 'timeout', 'egress_unavailable', 'error', 'interrupted'] as const;
+export type IntentOutcome = (typeof INTENT_OUTCOMES)[number];
+
+/** Sandbox states as reported by the API. */
+export const SANDBOX_STATES = ['active', 'expired', 'terminated'] as const;
+export type SandboxState = (typeof SANDBOX_STATES)[number];
+
+/** Prometheus metric names and their labels. Dashboards and alert rules depend on these. */
+export const METRICS = {
+  intentsTotal: { name: 'agentd_intents_total', labels: ['capability', 'outcome'] },
+  intentDurationSeconds: { name: 'agentd_intent_duration_seconds', labels: ['capability'] },
+  sandboxesActive: { name: 'agentd_sandboxes_active', labels: [] },
+  egressRequestsTotal: { name: 'agentd_egress_requests_total', labels: ['service', 'status'] },
+  httpRequestsTotal: { name: 'agentd_http_requests_total', labels: ['route', 'method', 'status'] },
+  grpcRequestsTotal: { name: 'agentd_grpc_requests_total', labels: ['method', 'code'] },
+  buildInfo: { name: 'agentd_build_info', labels: ['version'] },
+} as const;
+/** prom-client's default process metrics are exported too (process_*, nodejs_*), unprefixed. */
+
+/** gRPC: the proto root directory (in the package and next to the bundle) and the files in it. */
+export const PROTO_ROOT = 'proto';
+export const PROTO_FILES = {
+  agentd: 'agentd/v1/agentd.proto',
+  health: 'grpc/health/v1/health.proto',
+} as const;
+/** The same files relative to the agentd package directory (and to dist/ in the bundle). */
+export const PROTO_PATHS = {
+  agentd: `${PROTO_ROOT}/${PROTO_FILES.agentd}`,
+  health: `${PROTO_ROOT}/${PROTO_FILES.health}`,
+} as const;
+export const GRPC_SERVICE = 'agentd.v1.Agentd';
+export const GRPC_HEALTH_SERVICE = 'grpc.health.v1.Health';
+/** Served, though not listed by list_services (which lists agentd.v1.Agentd and the health service). */
+export const GRPC_REFLECTION_SERVICES = [
+  'grpc.reflection.v1.ServerReflection',
+  'grpc.reflection.v1alpha.ServerReflection',
+] as const;
+/** Trailing metadata keys on gRPC errors. */
+export const GRPC_ERROR_CODE_METADATA = 'agentd-error-code';
+export const GRPC_ERROR_FIELD_METADATA = 'agentd-error-field';
+export const GRPC_INTENT_ID_METADATA = 'agentd-intent-id';
+
+/** http_fetch: what agentd sends to the egress proxy. */
+export const HTTP_FETCH_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+export type HttpFetchMethod = (typeof HTTP_FETCH_METHODS)[number];
+/** A service id (the Host header agentd sends to the egress proxy). */
+export const SERVICE_ID_PATTERN = '^[a-z0-9](?:[a-z0-9.-]{0,61}[a-z0-9])?$';
+/**
+ * Caller headers agentd forwards to the egress proxy (lowercase). Any other header is dropped
+ * (and reported in the intent's dropped_headers); credential and routing headers such as
+ * authorization, cookie, host, proxy-*, forwarded, x-forwarded-*, x-envoy-*, x-agentd-* and
+ * x-sandbox-* are rejected with a 400. agentd itself adds host, the sandbox token header,
+ * x-request-id and accept-encoding: identity.
+ */
+export const FORWARDED_REQUEST_HEADERS = [
+  'accept',
+  'accept-language',
+  'anthropic-beta',
+  'anthropic-version',
+  'cache-control',
+  'content-language',
+  'content-type',
+  'if-match',
+  'if-modified-since',
+  'if-none-match',
+  'if-unmodified-since',
+  'idempotency-key',
+  'openai-beta',
+  'range',
+  'user-agent',
+  'x-github-api-version',
+] as const;
