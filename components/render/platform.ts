@@ -17,8 +17,17 @@ export interface PlatformRenderInput {
   readonly keyHashes: KeyHashes;
 }
 
+/**
+ * A file's content: text, or binary as base64 (the OPA bundle). Plain data, not a Buffer, so it
+ * passes through Pulumi outputs unchanged.
+ */
+export type FileContent = string | { readonly base64: string };
+
 /** A workload's files, by path relative to its config directory. Nothing here is secret. */
-export type WorkloadFiles = Readonly<Record<string, string | Buffer>>;
+export type WorkloadFiles = Readonly<Record<string, FileContent>>;
+
+/** The bytes of a file, for writing it to disk. */
+export const fileBytes = (c: FileContent): Buffer => (typeof c === 'string' ? Buffer.from(c, 'utf8') : Buffer.from(c.base64, 'base64'));
 
 export interface RenderedPlatform {
   readonly gateway: WorkloadFiles;
@@ -44,7 +53,7 @@ export function renderPlatform(spec: PolicySpec, input: PlatformRenderInput): Re
   return {
     gateway: { [ENVOY_CONFIG_FILE]: toYaml(renderGatewayConfig(spec, input.gateway)) },
     egress: { [ENVOY_CONFIG_FILE]: toYaml(renderEgressConfig(spec, input.egress)), ...sds },
-    opa: { [OPA_CONFIG_FILE]: toYaml(renderOpaConfig(input.opa)), [OPA_BUNDLE_FILE]: bundle.bytes },
+    opa: { [OPA_CONFIG_FILE]: toYaml(renderOpaConfig(input.opa)), [OPA_BUNDLE_FILE]: { base64: bundle.bytes.toString('base64') } },
     policyRevision: bundle.revision,
   };
 }

@@ -9,7 +9,7 @@ import type { PolicySpec } from '../../policy/spec.ts';
 import { credentialValueFile, type Upstream } from '../../components/render/envoy/egress.ts';
 import { envoyArgs } from '../../components/render/envoy/common.ts';
 import { OPA_BUNDLE_FILE } from '../../components/render/opa.ts';
-import { EGRESS_SDS_SUBDIR, ENVOY_CONFIG_FILE, OPA_CONFIG_FILE, renderPlatform, type RenderedPlatform } from '../../components/render/platform.ts';
+import { EGRESS_SDS_SUBDIR, ENVOY_CONFIG_FILE, OPA_CONFIG_FILE, fileBytes, renderPlatform, type FileContent, type RenderedPlatform } from '../../components/render/platform.ts';
 import { ENV, READY_PATH } from '../../agentd/src/contract.ts';
 import { ManagedProcess, answers, freePort } from './processes.ts';
 import { StandInUpstream, makeTestCa, type TestCa } from './standin.ts';
@@ -58,10 +58,10 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-const write = (dir: string, files: Readonly<Record<string, string | Buffer>>) => {
+const write = (dir: string, files: Readonly<Record<string, FileContent>>) => {
   for (const [p, content] of Object.entries(files)) {
     mkdirSync(join(dir, p, '..'), { recursive: true });
-    writeFileSync(join(dir, p), content);
+    writeFileSync(join(dir, p), fileBytes(content));
   }
 };
 

@@ -1,0 +1,236 @@
+// Stack configuration (stacks/Pulumi.<stack>.yaml, namespace `agentd`): parsed and validated
+// into a typed object before any resource is declared, so a typo or a bad value stops
+// `pulumi preview` with the key, the problem and the `pulumi config set` that fixes it.
+// Pure: takes the raw config map (pulumi.runtime.allConfig()), no Pulumi calls.
+
+import type { Upstream } from './render/envoy/egress.ts';
+
+export type TargetKind = 'docker' | 'kubernetes';
+export type ImageMode = 'local' | 'upstream';
+export type Exposure = 'ClusterIP' | 'NodePort' | 'LoadBalancer';
+
+export interface StackConfig {
+  /** Where the platform runs. */
+  readonly target: TargetKind;
+  readonly gateway: {
+    /** Port the gateway listens on (and, on Docker, is published at). */
+    readonly port: number;
+    /** Host address the Docker target publishes the gateway on (loopback by default). */
+    readonly bindAddress: string;
+    readonly maxRequestBytes: number;
+    readonly upstreamTimeoutSeconds: number;
+    /** Kubernetes Service type of the gateway. */
+    readonly exposure: Exposure;
+    readonly replicas: number;
+  };
+  readonly egress: {
+    /** Per-service upstream overrides (e.g. a stand-in or a corporate proxy), by service id. */
+    readonly upstreams: Readonly<Record<string, Upstream>>;
+    /** PEM CA certificates upstream TLS is verified against (default: the image's CA bundle). */
+    readonly caCertificates?: string;
+    readonly replicas: number;
+  };
+  readonly images: {
+    /** `local`: images built here by scripts/images.ts (build/images.json); `upstream`: registry images. */
+    readonly mode: ImageMode;
+    readonly envoy?: string;
+    readonly opa?: string;
+    readonly agentd?: string;
+  };
+  readonly agentd: {
+    readonly logLevel: string;
+    readonly defaultTtlSeconds: number;
+    readonly maxTtlSeconds: number;
+  };
+  readonly docker: {
+    /** Existing Docker networks the egress proxy joins besides its own (e.g. to reach a stand-in). */
+    readonly egressNetworks: readonly string[];
+  };
+  readonly kubernetes: {
+    readonly namespace: string;
+    /** Write manifests to this directory instead of applying them (GitOps). */
+    readonly renderYamlTo?: string;
+    /** With renderYamlTo: also write Secrets (plaintext in the files). Off by default. */
+    readonly renderSecrets: boolean;
+  };
+  readonly monitoring: {
+    readonly enabled: boolean;
+  };
+}
+
+export class StackConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super(`invalid stack configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'StackConfigError';
+    this.problems = problems;
+  }
+}
+
+const KEYS = ['target', 'gateway', 'egress', 'images', 'agentd', 'docker', 'kubernetes', 'monitoring'] as const;
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
+
+/**
+ * Parses the raw config map (`{"agentd:target": "docker", "agentd:gateway": "{...json...}"}`).
+ * Keys of other namespaces are ignored here (egress credentials live in `egress:*`).
+ */
+export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 'dev'): StackConfig {
+  const problems: string[] = [];
+  const values: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (!k.startsWith('agentd:')) continue;
+    const key = k.slice('agentd:'.length);
+    if (!(KEYS as readonly string[]).includes(key)) {
+      problems.push(`agentd:${key} is not a known setting; known: ${KEYS.map((x) => `agentd:${x}`).join(', ')} (remove it with: pulumi config rm agentd:${key} --stack ${stack})`);
+      continue;
+    }
+    values[key] = parseValue(v);
+  }
+  const set = (path: string, example: string) => `pulumi config set --path 'agentd:${path}' ${example} --stack ${stack}`;
+
+  const obj = (key: string, allowed: readonly string[]): Record<string, unknown> => {
+    const v = values[key];
+    if (v === undefined) return {};
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+      problems.push(`agentd:${key} must be an object (set its fields with: ${set(`${key}.<field>`, 'VALUE')})`);
+      return {};
+    }
+    for (const f of Object.keys(v)) {
+      if (!allowed.includes(f)) problems.push(`agentd:${key}.${f} is not a known field; known: ${allowed.join(', ')}`);
+    }
+    return v as Record<string, unknown>;
+  };
+  const int = (o: Record<string, unknown>, key: string, field: string, def: number, min: number, max: number): number => {
+    const v = o[field];
+    if (v === undefined) return def;
+    const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
+      problems.push(`agentd:${key}.${field} must be a whole number from ${min} to ${max}, not ${JSON.stringify(v)} (fix: ${set(`${key}.${field}`, String(def))})`);
+      return def;
+    }
+    return n;
+  };
+  const str = (o: Record<string, unknown>, key: string, field: string, def: string, ok: (s: string) => boolean, what: string): string => {
+    const v = o[field];
+    if (v === undefined) return def;
+    if (typeof v !== 'string' || !ok(v)) {
+      problems.push(`agentd:${key}.${field} must be ${what}, not ${JSON.stringify(v)} (fix: ${set(`${key}.${field}`, def || 'VALUE')})`);
+      return def;
+    }
+    return v;
+  };
+  const bool = (o: Record<string, unknown>, key: string, field: string, def: boolean): boolean => {
+    const v = o[field];
+    if (v === undefined) return def;
+    if (v === true || v === 'true') return true;
+    if (v === false || v === 'false') return false;
+    problems.push(`agentd:${key}.${field} must be true or false, not ${JSON.stringify(v)} (fix: ${set(`${key}.${field}`, String(def))})`);
+    return def;
+  };
+
+  const targetRaw = values['target'] ?? 'docker';
+  if (targetRaw !== 'docker' && targetRaw !== 'kubernetes') {
+    problems.push(`agentd:target must be docker or kubernetes, not ${JSON.stringify(targetRaw)} (fix: pulumi config set agentd:target docker --stack ${stack})`);
+  }
+  const target: TargetKind = targetRaw === 'kubernetes' ? 'kubernetes' : 'docker';
+
+  const g = obj('gateway', ['port', 'bindAddress', 'maxRequestBytes', 'upstreamTimeoutSeconds', 'exposure', 'replicas']);
+  const gateway = {
+    port: int(g, 'gateway', 'port', 8080, 1, 65535),
+    bindAddress: str(g, 'gateway', 'bindAddress', '127.0.0.1', isIp, 'an IPv4 address such as 127.0.0.1 (or 0.0.0.0 to publish on every interface)'),
+    maxRequestBytes: int(g, 'gateway', 'maxRequestBytes', 1 << 20, 1024, 64 << 20),
+    upstreamTimeoutSeconds: int(g, 'gateway', 'upstreamTimeoutSeconds', 120, 1, 3600),
+    exposure: str(g, 'gateway', 'exposure', 'ClusterIP', (s) => ['ClusterIP', 'NodePort', 'LoadBalancer'].includes(s), 'ClusterIP, NodePort or LoadBalancer') as Exposure,
+    replicas: int(g, 'gateway', 'replicas', 1, 1, 100),
+  };
+
+  const e = obj('egress', ['upstreams', 'caCertificates', 'replicas']);
+  const upstreams: Record<string, Upstream> = {};
+  const ups = e['upstreams'];
+  if (ups !== undefined) {
+    if (ups === null || typeof ups !== 'object' || Array.isArray(ups)) {
+      problems.push(`agentd:egress.upstreams must map service ids to URLs (fix: ${set('egress.upstreams.httpbin', 'https://standin:8443')})`);
+    } else {
+      for (const [svc, url] of Object.entries(ups)) {
+        const u = typeof url === 'string' ? parseUpstream(url) : undefined;
+        if (!u) problems.push(`agentd:egress.upstreams.${svc} must be a URL like https://host:port (no path), not ${JSON.stringify(url)}`);
+        else upstreams[svc] = u;
+      }
+    }
+  }
+  const ca = e['caCertificates'];
+  if (ca !== undefined && (typeof ca !== 'string' || !ca.includes('-----BEGIN CERTIFICATE-----'))) {
+    problems.push(`agentd:egress.caCertificates must be PEM certificates (fix: pulumi config set --path agentd:egress.caCertificates "$(cat ca.pem)" --stack ${stack})`);
+  }
+  const egress = { upstreams, ...(typeof ca === 'string' && ca.includes('BEGIN CERTIFICATE') ? { caCertificates: ca } : {}), replicas: int(e, 'egress', 'replicas', 1, 1, 100) };
+
+  const i = obj('images', ['mode', 'envoy', 'opa', 'agentd']);
+  const image = (f: string) => (i[f] === undefined ? undefined : str(i, 'images', f, '', (s) => /^[\w.\-/:@]+$/.test(s), 'an image reference such as registry/name:tag'));
+  const images = {
+    mode: str(i, 'images', 'mode', 'upstream', (s) => s === 'local' || s === 'upstream', 'local or upstream') as ImageMode,
+    ...optional('envoy', image('envoy')),
+    ...optional('opa', image('opa')),
+    ...optional('agentd', image('agentd')),
+  };
+
+  const a = obj('agentd', ['logLevel', 'defaultTtlSeconds', 'maxTtlSeconds']);
+  const agentd = {
+    logLevel: str(a, 'agentd', 'logLevel', 'info', (s) => LOG_LEVELS.includes(s), LOG_LEVELS.join(', ')),
+    defaultTtlSeconds: int(a, 'agentd', 'defaultTtlSeconds', 3600, 60, 30 * 86400),
+    maxTtlSeconds: int(a, 'agentd', 'maxTtlSeconds', 86400, 60, 365 * 86400),
+  };
+  if (agentd.defaultTtlSeconds > agentd.maxTtlSeconds) problems.push('agentd:agentd.defaultTtlSeconds is above agentd:agentd.maxTtlSeconds; lower the default or raise the maximum');
+
+  const d = obj('docker', ['egressNetworks']);
+  const nets = d['egressNetworks'] ?? [];
+  if (!Array.isArray(nets) || !nets.every((n) => typeof n === 'string' && /^[\w.-]+$/.test(n))) {
+    problems.push(`agentd:docker.egressNetworks must be a list of Docker network names (fix: ${set('docker.egressNetworks[0]', 'my-network')})`);
+  }
+
+  const k = obj('kubernetes', ['namespace', 'renderYamlTo', 'renderSecrets']);
+  const kubernetes = {
+    namespace: str(k, 'kubernetes', 'namespace', 'agentd', (s) => /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(s), 'a Kubernetes namespace name (lowercase, digits, -)'),
+    ...optional('renderYamlTo', k['renderYamlTo'] === undefined ? undefined : str(k, 'kubernetes', 'renderYamlTo', '', (s) => s.length > 0, 'a directory path')),
+    renderSecrets: bool(k, 'kubernetes', 'renderSecrets', false),
+  };
+
+  const m = obj('monitoring', ['enabled']);
+  const monitoring = { enabled: bool(m, 'monitoring', 'enabled', false) };
+
+  if (problems.length > 0) throw new StackConfigError(problems);
+  return { target, gateway, egress, images, agentd, docker: { egressNetworks: Array.isArray(nets) ? (nets as string[]) : [] }, kubernetes, monitoring };
+}
+
+function optional<K extends string, V>(key: K, v: V | undefined): { [P in K]?: V } {
+  return (v === undefined ? {} : { [key]: v }) as { [P in K]?: V };
+}
+
+function parseValue(v: string): unknown {
+  try {
+    return JSON.parse(v);
+  } catch {
+    return v;
+  }
+}
+
+const isIp = (s: string) => /^(\d{1,3})(\.\d{1,3}){3}$/.test(s) && s.split('.').every((p) => Number(p) <= 255);
+
+export function parseUpstream(url: string): Upstream | undefined {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return undefined;
+  }
+  if ((u.protocol !== 'https:' && u.protocol !== 'http:') || (u.pathname !== '/' && u.pathname !== '') || u.search || url.endsWith('/')) return undefined;
+  const scheme = u.protocol === 'https:' ? 'https' : 'http';
+  return { scheme, host: u.hostname, port: u.port ? Number(u.port) : scheme === 'https' ? 443 : 80 };
+}
+
+/** Checks the overrides name services that exist; the spec is only known after it is loaded. */
+export function checkAgainstSpec(config: StackConfig, serviceIds: readonly string[]): void {
+  const unknown = Object.keys(config.egress.upstreams).filter((s) => !serviceIds.includes(s));
+  if (unknown.length > 0) {
+    throw new StackConfigError(unknown.map((s) => `agentd:egress.upstreams.${s} names no egress service; known: ${serviceIds.join(', ')} (policy/data/egress-services.yaml)`));
+  }
+}

@@ -1,0 +1,56 @@
+import * as pulumi from '@pulumi/pulumi';
+import { envoyArgs } from './render/envoy/common.ts';
+import { ENVOY_CONFIG_FILE, type WorkloadFiles } from './render/platform.ts';
+import { DIRS, PORTS, RUN_AS_USER, WORKLOADS } from './layout.ts';
+import type { ImageChoice } from './images.ts';
+import type { Target } from './target.ts';
+import type { Workload } from './workload.ts';
+
+export interface GatewayArgs {
+  /** Where the gateway runs. */
+  readonly target: Target;
+  /** Envoy image, its binary and probe. */
+  readonly image: ImageChoice;
+  /** The rendered gateway files (envoy.yaml), from renderPlatform. */
+  readonly files: pulumi.Input<WorkloadFiles>;
+  /** Replicas (Kubernetes); the Docker target runs one. */
+  readonly replicas: number;
+}
+
+/** The gateway as a workload: the only one published outside the platform. */
+export function gatewayWorkload(args: Pick<GatewayArgs, 'image' | 'files' | 'replicas'>): Workload {
+  return {
+    name: WORKLOADS.gateway,
+    image: args.image.ref,
+    command: [...args.image.binary, ...envoyArgs(`${DIRS.gateway}/${ENVOY_CONFIG_FILE}`)],
+    env: {},
+    configDir: DIRS.gateway,
+    files: args.files,
+    secretDir: DIRS.secrets,
+    secretFiles: {},
+    ports: [
+      { name: 'http', port: PORTS.gateway, protocol: 'http' },
+      { name: 'stats', port: PORTS.envoyStats, protocol: 'http' },
+    ],
+    health: { port: PORTS.envoyStats, path: '/ready', command: args.image.probe(`http://127.0.0.1:${PORTS.envoyStats}/ready`) },
+    publish: { port: PORTS.gateway },
+    talksTo: [WORKLOADS.agentd, WORKLOADS.opa],
+    internet: false,
+    user: RUN_AS_USER,
+    resources: { cpuMillis: 500, memoryMiB: 256 },
+    replicas: args.replicas,
+  };
+}
+
+/** The gateway Envoy: API keys checked by OPA, rate limits per key, routes to agentd. */
+export class Gateway extends pulumi.ComponentResource {
+  /** Content hash of the gateway's files (changes exactly when its config changes). */
+  readonly contentHash: pulumi.Output<string>;
+
+  constructor(name: string, args: GatewayArgs, opts?: pulumi.ComponentResourceOptions) {
+    super('agentd:gateway:Gateway', name, {}, opts);
+    const deployed = args.target.deploy(gatewayWorkload(args), this, name);
+    this.contentHash = deployed.hash;
+    this.registerOutputs({ contentHash: this.contentHash });
+  }
+}

@@ -1,0 +1,62 @@
+// Which image runs each workload, with the command line and health probe that image needs.
+// `upstream` uses registry images (Envoy, OPA's -envoy build, agentd from agentd/Dockerfile);
+// `local` uses the images scripts/images.ts builds here from the pinned tools (no registry).
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { StackConfig } from './config.ts';
+
+export interface ImageChoice {
+  readonly ref: string;
+  /** argv[0] (and fixed leading arguments) of the main process in this image. */
+  readonly binary: readonly string[];
+  /** A probe command for a URL on loopback inside the container. */
+  probe(url: string): string[];
+}
+
+export interface ImageSet {
+  readonly envoy: ImageChoice;
+  readonly opa: ImageChoice;
+  readonly agentd: ImageChoice;
+}
+
+export const UPSTREAM_IMAGES = {
+  envoy: 'envoyproxy/envoy:v1.40.0',
+  opa: 'openpolicyagent/opa:1.19.1-envoy-static',
+  agentd: 'agentd:latest',
+} as const;
+
+/** build/images.json, written by scripts/images.ts. */
+export const LOCAL_IMAGES_MANIFEST = 'build/images.json';
+
+const localProbe = (url: string) => ['/usr/local/bin/agentd-healthcheck', url];
+const agentdProbe = () => ['node', '/app/agentd.mjs', 'healthcheck'];
+
+export function chooseImages(config: StackConfig['images'], repoRoot: string): ImageSet {
+  if (config.mode === 'local') {
+    const manifest = join(repoRoot, LOCAL_IMAGES_MANIFEST);
+    if (!existsSync(manifest)) {
+      throw new Error(`agentd:images.mode is local but ${LOCAL_IMAGES_MANIFEST} does not exist: build the images with \`node scripts/images.ts\` (npm run up does it for you)`);
+    }
+    const local = JSON.parse(readFileSync(manifest, 'utf8')) as Record<string, string>;
+    return {
+      envoy: { ref: config.envoy ?? local['envoy']!, binary: ['envoy'], probe: localProbe },
+      opa: { ref: config.opa ?? local['opa']!, binary: ['opa'], probe: localProbe },
+      agentd: { ref: config.agentd ?? local['agentd']!, binary: ['node', '/app/agentd.mjs'], probe: agentdProbe },
+    };
+  }
+  return {
+    envoy: {
+      ref: config.envoy ?? UPSTREAM_IMAGES.envoy,
+      binary: ['envoy'],
+      // The upstream Envoy image has bash but no HTTP client: a TCP connect to the stats listener.
+      probe: (url) => ['bash', '-c', `exec 3<>/dev/tcp/127.0.0.1/${new URL(url).port}`],
+    },
+    opa: {
+      ref: config.opa ?? UPSTREAM_IMAGES.opa,
+      binary: ['/opa'],
+      probe: (url) => ['/opa', 'eval', '--fail', `http.send({"method": "get", "url": "${url}"}).status_code == 200`],
+    },
+    agentd: { ref: config.agentd ?? UPSTREAM_IMAGES.agentd, binary: ['node', '/app/agentd.mjs'], probe: agentdProbe },
+  };
+}

@@ -1,0 +1,143 @@
+import { createHash } from 'node:crypto';
+import * as pulumi from '@pulumi/pulumi';
+import * as random from '@pulumi/random';
+import { sha256Hex } from '../policy/bundle.ts';
+import type { PolicySpec } from '../policy/spec.ts';
+import { Agentd, JWKS_FILE } from './agentd.ts';
+import type { StackConfig } from './config.ts';
+import { Egress } from './egress.ts';
+import { Gateway } from './gateway.ts';
+import type { ImageSet } from './images.ts';
+import { DIRS, PORTS, WORKLOADS } from './layout.ts';
+import { PolicyEngine } from './policy-engine.ts';
+import { credentialValueFile } from './render/envoy/egress.ts';
+import { OPA_BUNDLE_FILE } from './render/opa.ts';
+import { EGRESS_SDS_SUBDIR, renderPlatform, type PlatformRenderInput, type RenderedPlatform } from './render/platform.ts';
+import type { Target } from './target.ts';
+
+export interface PlatformArgs {
+  /** The validated policy spec (policy/data). */
+  readonly spec: PolicySpec;
+  /** The validated stack config. */
+  readonly config: StackConfig;
+  /** Images for each workload. */
+  readonly images: ImageSet;
+  /** Where everything runs. */
+  readonly target: Target;
+  /** Configured egress credentials (Pulumi secrets), by service id. */
+  readonly credentials: Readonly<Record<string, pulumi.Output<string>>>;
+}
+
+/** File name of the extra CA certificates in the egress config directory. */
+export const EGRESS_CA_FILE = 'upstream-ca.pem';
+const SYSTEM_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+
+/** Where each workload finds the others, for a target. Pure. */
+export function platformRenderInput(config: StackConfig, target: Pick<Target, 'address'>, configuredCredentials: readonly string[], keyHashes: Record<string, string>): PlatformRenderInput {
+  const any = (port: number) => ({ host: '0.0.0.0', port });
+  return {
+    gateway: {
+      listen: { traffic: any(PORTS.gateway), adminPort: PORTS.envoyAdmin, stats: any(PORTS.envoyStats) },
+      agentdHttp: target.address(WORKLOADS.agentd, PORTS.agentdHttp),
+      agentdGrpc: target.address(WORKLOADS.agentd, PORTS.agentdGrpc),
+      opa: target.address(WORKLOADS.opa, PORTS.opaGrpc),
+      maxRequestBytes: config.gateway.maxRequestBytes,
+      upstreamTimeoutSeconds: config.gateway.upstreamTimeoutSeconds,
+    },
+    egress: {
+      listen: { traffic: any(PORTS.egress), adminPort: PORTS.envoyAdmin, stats: any(PORTS.envoyStats) },
+      opa: target.address(WORKLOADS.opa, PORTS.opaGrpc),
+      jwksFile: `${DIRS.secrets}/${JWKS_FILE}`,
+      sdsDir: `${DIRS.egress}/${EGRESS_SDS_SUBDIR}`,
+      credentialDir: `${DIRS.secrets}/credentials`,
+      caBundleFile: config.egress.caCertificates ? `${DIRS.egress}/${EGRESS_CA_FILE}` : SYSTEM_CA_BUNDLE,
+      upstreams: config.egress.upstreams,
+      configuredCredentials,
+    },
+    opa: { grpc: { host: '0.0.0.0', port: PORTS.opaGrpc }, bundlePath: `${DIRS.opa}/${OPA_BUNDLE_FILE}` },
+    keyHashes,
+  };
+}
+
+/** A JWKS with one HS256 key; the key id is derived from the key, so a new key is a new kid. */
+export function jwksFor(secret: string): string {
+  const k = Buffer.from(secret, 'utf8').toString('base64url');
+  const kid = createHash('sha256').update(secret).digest('hex').slice(0, 12);
+  return JSON.stringify({ keys: [{ kty: 'oct', kid, alg: 'HS256', use: 'sig', k }] });
+}
+
+/**
+ * The whole platform: API keys and the token key (generated), every config rendered from the
+ * spec, and the four services on the target.
+ */
+export class Platform extends pulumi.ComponentResource {
+  /** Where API clients call the gateway (HTTP). */
+  readonly gatewayUrl: pulumi.Output<string>;
+  /** host:port for gRPC clients (plaintext HTTP/2 through the gateway). */
+  readonly grpcEndpoint: pulumi.Output<string>;
+  /** API keys by client id: a secret. */
+  readonly apiKeys: pulumi.Output<Record<string, string>>;
+  /** The policy bundle's content hash. */
+  readonly policyRevision: pulumi.Output<string>;
+  /** Content hash of each workload's files. */
+  readonly contentHashes: pulumi.Output<Record<string, string>>;
+
+  constructor(name: string, args: PlatformArgs, opts?: pulumi.ComponentResourceOptions) {
+    super('agentd:platform:Platform', name, {}, opts);
+    const { spec, config, images, target } = args;
+
+    const keys = spec.clients.map(
+      (c) => [c.id, new random.RandomPassword(`${name}-key-${c.id}`, { length: 40, special: false }, { parent: this })] as const,
+    );
+    this.apiKeys = pulumi.secret(
+      pulumi.all(keys.map(([, k]) => k.result)).apply((values) => Object.fromEntries(keys.map(([id], i) => [id, `agk_${values[i]}`]))),
+    );
+    // Hashes of random 40-character keys reveal nothing; only they reach OPA.
+    const keyHashes = pulumi.unsecret(this.apiKeys.apply((k) => Object.fromEntries(Object.entries(k).map(([id, v]) => [id, sha256Hex(v)]))));
+
+    const tokenKey = new random.RandomPassword(`${name}-token-key`, { length: 64, special: false }, { parent: this });
+    const jwks = pulumi.secret(tokenKey.result.apply(jwksFor));
+
+    const configured = Object.keys(args.credentials);
+    const rendered: pulumi.Output<RenderedPlatform> = keyHashes.apply((hashes) =>
+      renderPlatform(spec, platformRenderInput(config, target, configured, hashes)),
+    );
+    this.policyRevision = rendered.apply((r) => r.policyRevision);
+
+    const opa = new PolicyEngine(`${name}-opa`, { target, image: images.opa, files: rendered.apply((r) => r.opa) }, { parent: this });
+    const agentd = new Agentd(
+      `${name}-agentd`,
+      {
+        target, image: images.agentd, jwks,
+        sandboxTiers: Object.keys(spec.sandboxTiers),
+        logLevel: config.agentd.logLevel,
+        defaultTtlSeconds: config.agentd.defaultTtlSeconds,
+        maxTtlSeconds: config.agentd.maxTtlSeconds,
+      },
+      { parent: this },
+    );
+    const egressSecrets: Record<string, pulumi.Output<string>> = { [JWKS_FILE]: jwks };
+    for (const [id, value] of Object.entries(args.credentials)) egressSecrets[`credentials/${credentialValueFile(id)}`] = pulumi.secret(value);
+    const egress = new Egress(
+      `${name}-egress`,
+      {
+        target, image: images.envoy, replicas: config.egress.replicas, secretFiles: egressSecrets,
+        files: rendered.apply((r) => (config.egress.caCertificates ? { ...r.egress, [EGRESS_CA_FILE]: config.egress.caCertificates } : r.egress)),
+      },
+      { parent: this },
+    );
+    const gateway = new Gateway(`${name}-gateway`, { target, image: images.envoy, replicas: config.gateway.replicas, files: rendered.apply((r) => r.gateway) }, { parent: this });
+
+    const host = config.gateway.bindAddress === '0.0.0.0' ? '127.0.0.1' : config.gateway.bindAddress;
+    this.gatewayUrl = pulumi.output(`http://${host}:${config.gateway.port}`);
+    this.grpcEndpoint = pulumi.output(`${host}:${config.gateway.port}`);
+    this.contentHashes = pulumi.all({ gateway: gateway.contentHash, egress: egress.contentHash, opa: opa.contentHash, agentd: agentd.contentHash });
+    this.registerOutputs({
+      gatewayUrl: this.gatewayUrl,
+      grpcEndpoint: this.grpcEndpoint,
+      apiKeys: this.apiKeys,
+      policyRevision: this.policyRevision,
+      contentHashes: this.contentHashes,
+    });
+  }
+}

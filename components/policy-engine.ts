@@ -1,0 +1,63 @@
+import * as pulumi from '@pulumi/pulumi';
+import { OPA_CONFIG_FILE, type WorkloadFiles } from './render/platform.ts';
+import { DIRS, PORTS, RUN_AS_USER, WORKLOADS } from './layout.ts';
+import type { ImageChoice } from './images.ts';
+import type { Target } from './target.ts';
+import type { Workload } from './workload.ts';
+
+export interface PolicyEngineArgs {
+  /** Where OPA runs. */
+  readonly target: Target;
+  /** OPA (with the Envoy ext_authz plugin) image, its binary and probe. */
+  readonly image: ImageChoice;
+  /** The rendered OPA files (config.yaml and the bundle), from renderPlatform. */
+  readonly files: pulumi.Input<WorkloadFiles>;
+}
+
+/** OPA's command line: REST API on loopback only; health and metrics on the diagnostic port. */
+export function opaCommand(binary: readonly string[]): string[] {
+  return [
+    ...binary, 'run', '--server',
+    '--addr', `127.0.0.1:${PORTS.opaApi}`,
+    '--diagnostic-addr', `0.0.0.0:${PORTS.opaDiagnostic}`,
+    '--config-file', `${DIRS.opa}/${OPA_CONFIG_FILE}`,
+    '--log-format', 'json',
+    '--log-level', 'info',
+  ];
+}
+
+export function policyEngineWorkload(args: Pick<PolicyEngineArgs, 'image' | 'files'>): Workload {
+  const health = `http://127.0.0.1:${PORTS.opaDiagnostic}/health?bundles`;
+  return {
+    name: WORKLOADS.opa,
+    image: args.image.ref,
+    command: opaCommand(args.image.binary),
+    env: {},
+    configDir: DIRS.opa,
+    files: args.files,
+    secretDir: DIRS.secrets,
+    secretFiles: {},
+    ports: [
+      { name: 'grpc', port: PORTS.opaGrpc, protocol: 'http2' },
+      { name: 'diagnostic', port: PORTS.opaDiagnostic, protocol: 'http' },
+    ],
+    health: { port: PORTS.opaDiagnostic, path: '/health?bundles', command: args.image.probe(health) },
+    talksTo: [],
+    internet: false,
+    user: RUN_AS_USER,
+    resources: { cpuMillis: 500, memoryMiB: 256 },
+    replicas: 1,
+  };
+}
+
+/** OPA serving the policy bundle to both proxies over ext_authz gRPC. */
+export class PolicyEngine extends pulumi.ComponentResource {
+  readonly contentHash: pulumi.Output<string>;
+
+  constructor(name: string, args: PolicyEngineArgs, opts?: pulumi.ComponentResourceOptions) {
+    super('agentd:policy:PolicyEngine', name, {}, opts);
+    const deployed = args.target.deploy(policyEngineWorkload(args), this, name);
+    this.contentHash = deployed.hash;
+    this.registerOutputs({ contentHash: this.contentHash });
+  }
+}

@@ -1,0 +1,20 @@
+// What a component needs from a target: where a workload is reachable by the others, and a way
+// to turn a workload into resources. components/targets/* implement it.
+import type * as pulumi from '@pulumi/pulumi';
+import type { Endpoint } from './render/envoy/common.ts';
+import type { Workload } from './workload.ts';
+
+export interface DeployedWorkload {
+  /** The resource that exists once the workload runs (for dependsOn). */
+  readonly resource: pulumi.Resource;
+  /** The content hash the target labelled it with. */
+  readonly hash: pulumi.Output<string>;
+}
+
+export interface Target {
+  readonly kind: 'docker' | 'kubernetes';
+  /** How other workloads reach `workload` on `port` (Docker DNS name, Kubernetes service DNS). */
+  address(workload: string, port: number): Endpoint;
+  /** Creates the workload's resources as children of `parent`, named from `baseName`. */
+  deploy(w: Workload, parent: pulumi.Resource, baseName: string, dependsOn?: pulumi.Resource[]): DeployedWorkload;
+}

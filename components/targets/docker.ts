@@ -1,0 +1,128 @@
+// The Docker target: workloads become containers on two networks. `internal` (no route out)
+// holds every workload; `edge` is joined only by workloads that are published (the gateway)
+// or reach the internet (the egress proxy). Files go into per-workload volumes named after
+// their content hash, so a changed file means a new volume and a new container for exactly
+// that workload, and a stale file can never linger.
+
+import * as docker from '@pulumi/docker';
+import * as pulumi from '@pulumi/pulumi';
+import { workloadHash, type Workload } from '../workload.ts';
+import type { DeployedWorkload, Target } from '../target.ts';
+import type { WorkloadFiles } from '../render/platform.ts';
+
+export interface DockerTargetArgs {
+  /** Prefix of every Docker object's name (one stack, one prefix). */
+  readonly prefix: string;
+  /** Host address the published port binds to. */
+  readonly bindAddress: string;
+  /** Host port the published workload (the gateway) is reachable at. */
+  readonly hostPort: number;
+  /** Existing networks the internet-facing workloads also join. */
+  readonly extraEdgeNetworks: readonly string[];
+}
+
+/** Labels every object carries, so `docker ps --filter label=agentd.stack=<prefix>` finds them. */
+export const STACK_LABEL = 'agentd.stack';
+export const WORKLOAD_LABEL = 'agentd.workload';
+export const HASH_LABEL = 'agentd.content-hash';
+
+
+/** The hardening every container gets (and the component tests check). */
+export const HARDENING = {
+  readOnly: true,
+  capabilities: { drops: ['ALL'] },
+  securityOpts: ['no-new-privileges:true'],
+  restart: 'unless-stopped',
+} as const;
+
+/** Upload entries for a set of files under a directory. */
+export function uploadsFor(dir: string, files: WorkloadFiles): docker.types.input.ContainerUpload[] {
+  return Object.keys(files).sort().map((p) => {
+    const content = files[p]!;
+    return typeof content === 'string'
+      ? { file: `${dir}/${p}`, content, permissions: '0444' }
+      : { file: `${dir}/${p}`, contentBase64: content.base64, permissions: '0444' };
+  });
+}
+
+export class DockerTarget extends pulumi.ComponentResource implements Target {
+  readonly kind = 'docker' as const;
+  readonly internal: docker.Network;
+  readonly edge: docker.Network;
+  private readonly args: DockerTargetArgs;
+
+  constructor(name: string, args: DockerTargetArgs, opts?: pulumi.ComponentResourceOptions) {
+    super('agentd:targets:DockerTarget', name, {}, opts);
+    this.args = args;
+    const labels = [{ label: STACK_LABEL, value: args.prefix }];
+    this.internal = new docker.Network(`${name}-internal`, { name: `${args.prefix}-internal`, internal: true, labels }, { parent: this });
+    this.edge = new docker.Network(`${name}-edge`, { name: `${args.prefix}-edge`, labels }, { parent: this });
+    this.registerOutputs({ internalNetwork: this.internal.name, edgeNetwork: this.edge.name });
+  }
+
+  /** How workloads reach each other: the workload name on the internal network. */
+  address(workload: string, port: number) {
+    return { host: workload, port };
+  }
+
+  /** Creates the volumes and the container of one workload, as children of `parent`. */
+  deploy(w: Workload, parent: pulumi.Resource, baseName: string, dependsOn: pulumi.Resource[] = []): DeployedWorkload {
+    const { prefix } = this.args;
+    const name = `${prefix}-${w.name}`;
+    const labels = [{ label: STACK_LABEL, value: prefix }, { label: WORKLOAD_LABEL, value: w.name }];
+    const hash = workloadHash(w);
+    const volume = (kind: string) =>
+      new docker.Volume(`${baseName}-${kind}`, { name: pulumi.interpolate`${name}-${kind}-${hash}`, labels }, { parent, deleteBeforeReplace: false });
+    const config = volume('config');
+    const secrets = Object.keys(w.secretFiles).length > 0 ? volume('secrets') : undefined;
+    const data = w.dataVolume ? new docker.Volume(`${baseName}-data`, { name: `${name}-data`, labels }, { parent, retainOnDelete: false }) : undefined;
+
+    const secretNames = Object.keys(w.secretFiles).sort();
+    const secretUploads = pulumi
+      .all(secretNames.map((n) => w.secretFiles[n]!))
+      .apply((values) => secretNames.map((n, i) => ({ file: `${w.secretDir}/${n}`, content: values[i]!, permissions: '0444' })));
+    const uploads = pulumi.all([pulumi.output(w.files), secretUploads]).apply(([files, secretFiles]) => [
+      ...uploadsFor(w.configDir, files as WorkloadFiles),
+      ...secretFiles,
+    ]);
+
+    const edge = w.internet || w.publish !== undefined;
+    const container = new docker.Container(
+      baseName,
+      {
+        name,
+        image: w.image,
+        entrypoints: [w.command[0]!],
+        command: w.command.slice(1),
+        envs: Object.entries(w.env).map(([k, v]) => pulumi.interpolate`${k}=${v}`),
+        networksAdvanced: [
+          { name: this.internal.name, aliases: [w.name] },
+          ...(edge ? [{ name: this.edge.name, aliases: [w.name] }] : []),
+          ...(w.internet ? this.args.extraEdgeNetworks.map((n) => ({ name: n })) : []),
+        ],
+        mounts: [
+          { type: 'volume', source: config.name, target: w.configDir },
+          ...(secrets ? [{ type: 'volume', source: secrets.name, target: w.secretDir }] : []),
+          ...(data && w.dataVolume ? [{ type: 'volume', source: data.name, target: w.dataVolume.mountPath }] : []),
+        ],
+        tmpfs: { '/tmp': 'rw,noexec,nosuid,size=64m' },
+        uploads,
+        ports: w.publish ? [{ internal: w.publish.port, external: this.args.hostPort, ip: this.args.bindAddress, protocol: 'tcp' }] : [],
+        healthcheck: { tests: ['CMD', ...w.health.command], interval: '5s', timeout: '3s', retries: 3, startPeriod: '10s' },
+        user: `${w.user}:${w.user}`,
+        ...HARDENING,
+        capabilities: { drops: [...HARDENING.capabilities.drops] },
+        securityOpts: [...HARDENING.securityOpts],
+        memory: w.resources.memoryMiB,
+        labels: [...labels, { label: HASH_LABEL, value: hash }],
+        wait: true,
+        waitTimeout: 90,
+        destroyGraceSeconds: 15,
+        logDriver: 'json-file',
+        logOpts: { 'max-size': '10m', 'max-file': '3' },
+      },
+      { parent, dependsOn, deleteBeforeReplace: true },
+    );
+    return { resource: container, hash };
+  }
+}

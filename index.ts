@@ -1,0 +1,56 @@
+// The Pulumi program: stack config + policy data -> the platform on the stack's target.
+// Everything is validated before the first resource is declared, so bad input stops
+// `pulumi preview` with a message that names the key or file and the fix.
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as pulumi from '@pulumi/pulumi';
+import { checkAgainstSpec, parseStackConfig, StackConfigError } from './components/config.ts';
+import { chooseImages } from './components/images.ts';
+import { Platform } from './components/platform.ts';
+import { DockerTarget } from './components/targets/docker.ts';
+import { loadPolicySpec, PolicyError } from './policy/spec.ts';
+
+const ROOT = fileURLToPath(new URL('.', import.meta.url));
+const stack = pulumi.getStack();
+
+function load() {
+  try {
+    const config = parseStackConfig(pulumi.runtime.allConfig(), stack);
+    const spec = loadPolicySpec(join(ROOT, 'policy/data'), 'policy/data');
+    checkAgainstSpec(config, Object.keys(spec.egressServices));
+    const images = chooseImages(config.images, ROOT);
+    return { config, spec, images };
+  } catch (e) {
+    // A clean message without a stack trace: the problem is the input, not the program.
+    if (e instanceof PolicyError || e instanceof StackConfigError || e instanceof Error) throw new pulumi.RunError(e.message);
+    throw e;
+  }
+}
+
+const { config, spec, images } = load();
+
+// Egress credentials: `pulumi config set --secret egress:<secret> VALUE`, one per service.
+const egressConfig = new pulumi.Config('egress');
+const credentials: Record<string, pulumi.Output<string>> = {};
+for (const s of Object.values(spec.egressServices)) {
+  const value = s.credential ? egressConfig.getSecret(s.credential.secret) : undefined;
+  if (value) credentials[s.id] = value;
+  else if (s.credential) pulumi.log.warn(`egress service ${s.id} has no credential; it answers 503 until you run: pulumi config set --secret egress:${s.credential.secret} VALUE --stack ${stack}`);
+}
+
+if (config.target !== 'docker') throw new pulumi.RunError(`agentd:target ${config.target} is not available yet; use docker`);
+const prefix = `agentd-${stack}`;
+const target = new DockerTarget('docker', {
+  prefix,
+  bindAddress: config.gateway.bindAddress,
+  hostPort: config.gateway.port,
+  extraEdgeNetworks: config.docker.egressNetworks,
+});
+
+const platform = new Platform('agentd', { spec, config, images, target, credentials });
+
+export const gatewayUrl = platform.gatewayUrl;
+export const grpcEndpoint = platform.grpcEndpoint;
+export const apiKeys = platform.apiKeys;
+export const policyRevision = platform.policyRevision;
+export const contentHashes = platform.contentHashes;

@@ -1,0 +1,3 @@
+module agentd.local/healthcheck
+
+go 1.24

@@ -1,0 +1,10 @@
+// npm run preview [-- --stack NAME]: what `pulumi up` would change. The local twin of the CI
+// preview (.github/workflows/preview.yml); exits non-zero on invalid config or policy data.
+import { buildImagesIfNeeded, ensureDockerEngine, pulumi, pulumiEnv, selectStack, stackArg } from './pulumi-env.ts';
+
+const { stack, rest } = stackArg(process.argv.slice(2));
+const env = pulumiEnv();
+ensureDockerEngine();
+await buildImagesIfNeeded(stack);
+selectStack(stack, env);
+process.exit(pulumi(['preview', '--non-interactive', '--diff', '--stack', stack, ...rest], { env }).status);

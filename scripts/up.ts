@@ -1,0 +1,27 @@
+// npm run up [-- --stack NAME]: deploys a stack (default dev) and prints its endpoints and a
+// curl that works. Tools and npm packages were installed by scripts/run before this runs.
+import { buildImagesIfNeeded, ensureDockerEngine, pulumi, pulumiEnv, selectStack, stackArg } from './pulumi-env.ts';
+
+const { stack, rest } = stackArg(process.argv.slice(2));
+const env = pulumiEnv();
+const t0 = Date.now();
+ensureDockerEngine();
+await buildImagesIfNeeded(stack);
+selectStack(stack, env);
+process.stderr.write(`[agentd] deploying stack ${stack} (pulumi up)\n`);
+const up = pulumi(['up', '--yes', '--non-interactive', '--skip-preview', '--stack', stack, ...rest], { env });
+if (up.status !== 0) process.exit(up.status);
+const out = pulumi(['stack', 'output', '--json', '--stack', stack], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+const outputs = JSON.parse(out.stdout) as { gatewayUrl: string; grpcEndpoint: string; policyRevision: string };
+const keyCmd = `npm run -s key${stack === 'dev' ? '' : ` -- --stack ${stack}`} -- admin`;
+process.stdout.write(`
+agentd platform "${stack}" is up (${((Date.now() - t0) / 1000).toFixed(0)} s).
+
+  gateway (HTTP)   ${outputs.gatewayUrl}
+  gateway (gRPC)   ${outputs.grpcEndpoint}
+  policy revision  ${outputs.policyRevision}
+  API keys         pulumi stack output apiKeys --show-secrets --stack ${stack}
+
+Try it:
+  curl -s -H "x-api-key: $(${keyCmd})" ${outputs.gatewayUrl}/api/v1/status
+`);

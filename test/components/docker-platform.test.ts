@@ -1,0 +1,135 @@
+// Component tests with Pulumi mocks: the Platform on the Docker target, resources and wiring,
+// hardening, and secrets that stay secret. They complement the real `pulumi up` of the e2e.
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as pulumi from '@pulumi/pulumi';
+import { parseStackConfig } from '../../components/config.ts';
+import type { ImageSet } from '../../components/images.ts';
+import { Platform } from '../../components/platform.ts';
+import { DockerTarget, HASH_LABEL } from '../../components/targets/docker.ts';
+import { shippedSpec } from '../support/fixtures.ts';
+
+interface Created { type: string; name: string; inputs: any; }
+const created: Created[] = [];
+
+pulumi.runtime.setMocks(
+  {
+    newResource(args) {
+      created.push({ type: args.type, name: args.name, inputs: args.inputs });
+      const state = args.type === 'random:index/randomPassword:RandomPassword' ? { ...args.inputs, result: `mock${args.name.replace(/\W/g, '')}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`.slice(0, 40) } : args.inputs;
+      return { id: `${args.name}-id`, state };
+    },
+    call: (args) => args.inputs,
+  },
+  'agentd-platform', 'test', false,
+);
+
+const images: ImageSet = {
+  envoy: { ref: 'local/envoy:1', binary: ['envoy'], probe: (u) => ['probe', u] },
+  opa: { ref: 'local/opa:1', binary: ['opa'], probe: (u) => ['probe', u] },
+  agentd: { ref: 'local/agentd:1', binary: ['node', '/app/agentd.mjs'], probe: () => ['node', '/app/agentd.mjs', 'healthcheck'] },
+};
+
+const value = <T>(o: pulumi.Output<T>): Promise<T> => new Promise((resolve) => o.apply((v) => { resolve(v); return v; }));
+const isSecret = (o: pulumi.Output<unknown>): Promise<boolean> => (o as any).isSecret as Promise<boolean>;
+
+function build(spec = shippedSpec(), configRaw: Record<string, string> = {}) {
+  const config = parseStackConfig({ 'agentd:target': 'docker', ...configRaw });
+  const target = new DockerTarget('docker', { prefix: 'agentd-test', bindAddress: config.gateway.bindAddress, hostPort: config.gateway.port, extraEdgeNetworks: [] });
+  const credentials = { openai: pulumi.secret('sk-openai-plaintext'), httpbin: pulumi.secret('httpbin-plaintext') };
+  return new Platform('agentd', { spec, config, images, target, credentials });
+}
+
+let platform: Platform;
+const containers = () => created.filter((c) => c.type === 'docker:index/container:Container');
+/** Mocks see secret inputs as {<secret sig>: ..., value}; unwrap them (and note they were secret). */
+const SIG_KEY = '4dabf18193072939515e22adb298388d';
+const SECRET_SIG = '1b47061264138c4ac30d75fd1eb44270';
+const isSecretValue = (v: any) => v && typeof v === 'object' && v[SIG_KEY] === SECRET_SIG;
+const unwrap = (v: any): any => (isSecretValue(v) ? unwrap(v.value) : v);
+const uploads = (c: Created): any[] => unwrap(c.inputs.uploads).map(unwrap);
+const container = (name: string) => containers().find((c) => c.inputs.name === `agentd-test-${name}`)!;
+
+beforeAll(async () => {
+  platform = build();
+  await value(platform.contentHashes);
+  await new Promise((r) => setTimeout(r, 50));
+});
+
+describe('Platform on the Docker target', () => {
+  it('creates the four workloads, two networks, one API key per client, one token key', () => {
+    expect(containers().map((c) => c.inputs.name).sort()).toEqual(['agentd-test-agentd', 'agentd-test-egress', 'agentd-test-gateway', 'agentd-test-opa']);
+    const nets = created.filter((c) => c.type === 'docker:index/network:Network');
+    expect(nets.map((n) => [n.inputs.name, n.inputs.internal ?? false]).sort()).toEqual([['agentd-test-edge', false], ['agentd-test-internal', true]]);
+    const keys = created.filter((c) => c.type === 'random:index/randomPassword:RandomPassword');
+    expect(keys.map((k) => k.name).sort()).toEqual([...shippedSpec().clients.map((c) => `agentd-key-${c.id}`), 'agentd-token-key'].sort());
+  });
+
+  it('hardens every container: non-root, read-only root, no capabilities, no new privileges, restart policy, health check', () => {
+    for (const c of containers()) {
+      expect(c.inputs.user, c.inputs.name).toBe('10001:10001');
+      expect(c.inputs.readOnly).toBe(true);
+      expect(c.inputs.capabilities).toEqual({ drops: ['ALL'] });
+      expect(c.inputs.securityOpts).toContain('no-new-privileges:true');
+      expect(c.inputs.restart).toBe('unless-stopped');
+      expect(c.inputs.healthcheck.tests[0]).toBe('CMD');
+      expect(c.inputs.privileged ?? false).toBe(false);
+    }
+  });
+
+  it('publishes only the gateway, on 127.0.0.1 by default, and never an admin port', () => {
+    const published = containers().filter((c) => (c.inputs.ports ?? []).length > 0);
+    expect(published.map((c) => c.inputs.name)).toEqual(['agentd-test-gateway']);
+    expect(published[0]!.inputs.ports).toEqual([{ internal: 8080, external: 8080, ip: '127.0.0.1', protocol: 'tcp' }]);
+  });
+
+  it('keeps agentd and OPA off the edge network; egress and gateway join it', () => {
+    const nets = (name: string) => container(name).inputs.networksAdvanced.map((n: any) => n.name);
+    expect(nets('agentd')).toEqual(['agentd-test-internal']);
+    expect(nets('opa')).toEqual(['agentd-test-internal']);
+    expect(nets('egress')).toEqual(['agentd-test-internal', 'agentd-test-edge']);
+    expect(nets('gateway')).toEqual(['agentd-test-internal', 'agentd-test-edge']);
+  });
+
+  it('labels each container with its content hash and mounts its files from a volume named after it', () => {
+    for (const c of containers()) {
+      const hash = c.inputs.labels.find((l: any) => l.label === HASH_LABEL)?.value;
+      expect(hash, c.inputs.name).toMatch(/^[0-9a-f]{16}$/);
+      expect(c.inputs.mounts[0].source).toContain(hash);
+    }
+  });
+
+  it('delivers the bundle to OPA and the Envoy configs to the proxies', () => {
+    const files = (name: string) => uploads(container(name)).map((u: any) => u.file);
+    expect(files('opa')).toEqual(['/etc/agentd/opa/agentd-bundle.tar.gz', '/etc/agentd/opa/config.yaml']);
+    expect(files('gateway')).toEqual(['/etc/agentd/gateway/envoy.yaml']);
+    expect(files('egress')).toEqual(expect.arrayContaining(['/etc/agentd/egress/envoy.yaml', '/etc/agentd/egress/sds/openai.sds.json', '/run/secrets/agentd/jwks.json', '/run/secrets/agentd/credentials/openai.credential']));
+  });
+
+  it('never puts a credential or key into plain config: secrets only in secret uploads', () => {
+    const plain = JSON.stringify(containers().map((c) => uploads(c).filter((u: any) => !u.file.startsWith('/run/secrets/'))));
+    // The uploads that carry secrets reach the provider as secrets.
+    expect(containers().filter((c) => uploads(c).some((u: any) => u.file.startsWith('/run/secrets/'))).every((c) => isSecretValue(c.inputs.uploads))).toBe(true);
+    expect(plain).not.toContain('sk-openai-plaintext');
+    expect(plain).not.toContain('httpbin-plaintext');
+    expect(plain).not.toMatch(/agk_/);
+  });
+
+  it('keeps the API keys output secret and the policy revision plain', async () => {
+    expect(await isSecret(platform.apiKeys)).toBe(true);
+    expect(await isSecret(platform.policyRevision)).toBe(false);
+    const keys = await value(platform.apiKeys);
+    expect(Object.keys(keys).sort()).toEqual(shippedSpec().clients.map((c) => c.id).sort());
+    expect(await value(platform.gatewayUrl)).toBe('http://127.0.0.1:8080');
+  });
+
+  it('a policy change touches only OPA: the other content hashes stay', async () => {
+    const before = await value(platform.contentHashes);
+    const spec = shippedSpec();
+    const changed = { ...spec, clients: spec.clients.map((c) => (c.id === 'ci' ? { ...c, rateLimitTier: 'premium' } : c)) };
+    const other = build(changed as typeof spec);
+    const after = await value(other.contentHashes);
+    expect(after.opa).not.toBe(before.opa);
+    expect(after.agentd).toBe(before.agentd);
+    expect(after.egress).toBe(before.egress);
+  });
+});
