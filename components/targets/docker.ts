@@ -45,6 +45,11 @@ export function uploadsFor(dir: string, files: WorkloadFiles): docker.types.inpu
   });
 }
 
+/** How workloads reach each other on Docker: the workload name on the internal network. */
+export function dockerAddress(workload: string, port: number) {
+  return { host: workload, port };
+}
+
 export class DockerTarget extends pulumi.ComponentResource implements Target {
   readonly kind = 'docker' as const;
   readonly internal: docker.Network;
@@ -60,9 +65,8 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
     this.registerOutputs({ internalNetwork: this.internal.name, edgeNetwork: this.edge.name });
   }
 
-  /** How workloads reach each other: the workload name on the internal network. */
   address(workload: string, port: number) {
-    return { host: workload, port };
+    return dockerAddress(workload, port);
   }
 
   /** Creates the volumes and the container of one workload, as children of `parent`. */

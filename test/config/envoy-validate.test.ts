@@ -1,0 +1,68 @@
+// Every generated Envoy config, for every target's addressing and every option, passes
+// `envoy --mode validate` of the pinned Envoy.
+import { describe, expect, it } from 'vitest';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { parseStackConfig } from '../../components/config.ts';
+import { platformRenderInput } from '../../components/platform.ts';
+import { ENVOY_CONFIG_FILE, fileBytes, renderPlatform, type PlatformRenderInput } from '../../components/render/platform.ts';
+import { dockerAddress } from '../../components/targets/docker.ts';
+import { sha256Hex } from '../../policy/bundle.ts';
+import { run, toolPath } from '../support/tools.ts';
+import { shippedSpec } from '../support/fixtures.ts';
+
+const spec = shippedSpec();
+const hashes = Object.fromEntries(spec.clients.map((c) => [c.id, sha256Hex(`k-${c.id}`)]));
+const k8sAddress = (w: string, port: number) => ({ host: `${w}.agentd.svc.cluster.local`, port });
+const loopback = (_w: string, port: number) => ({ host: '127.0.0.1', port });
+
+/** Points every file path at a temp dir holding real files, so validation can open them. */
+function materialise(input: PlatformRenderInput, dir: string, tls: boolean): PlatformRenderInput {
+  const f = (name: string, content: string) => {
+    const p = join(dir, name);
+    mkdirSync(join(p, '..'), { recursive: true });
+    writeFileSync(p, content);
+    return p;
+  };
+  const jwks = f('secrets/jwks.json', JSON.stringify({ keys: [{ kty: 'oct', kid: 'k', alg: 'HS256', k: 'c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0' }] }));
+  const credDir = join(dir, 'secrets/credentials');
+  for (const id of input.egress.configuredCredentials) f(`secrets/credentials/${id}.credential`, 'x');
+  let tlsFiles: { certChainFile: string; privateKeyFile: string } | undefined;
+  if (tls) {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'tls.key'), '-out', join(dir, 'tls.pem'), '-days', '1', '-subj', '/CN=gateway'], { stdio: 'pipe' });
+    tlsFiles = { certChainFile: join(dir, 'tls.pem'), privateKeyFile: join(dir, 'tls.key') };
+  }
+  return {
+    ...input,
+    gateway: { ...input.gateway, ...(tlsFiles ? { tls: { port: 8444, ...tlsFiles } } : {}) },
+    egress: { ...input.egress, jwksFile: jwks, sdsDir: join(dir, 'egress/sds'), credentialDir: credDir, caBundleFile: '/etc/ssl/certs/ca-certificates.crt' },
+  };
+}
+
+const variants: [string, (w: string, p: number) => { host: string; port: number }, Record<string, string>, string[], boolean][] = [
+  ['docker, all credentials', dockerAddress, {}, ['openai', 'anthropic', 'github', 'slack', 'httpbin'], false],
+  ['docker, no credentials, stand-in upstream', dockerAddress, { 'agentd:egress': JSON.stringify({ upstreams: { httpbin: 'http://standin:8080' } }) }, [], false],
+  ['kubernetes service DNS, TLS listener', k8sAddress, {}, ['openai'], true],
+  ['loopback (harness)', loopback, {}, ['httpbin'], false],
+];
+
+describe('envoy --mode validate on every generated config', () => {
+  it.each(variants)('%s', (_name, address, raw, creds, tls) => {
+    const dir = mkdtempSync(join(tmpdir(), 'agentd-validate-'));
+    const config = parseStackConfig({ 'agentd:target': 'docker', ...raw });
+    const input = materialise(platformRenderInput(config, { address }, creds, hashes), dir, tls);
+    const rendered = renderPlatform(spec, input);
+    for (const [p, c] of Object.entries(rendered.egress)) {
+      if (p.startsWith('sds/')) { mkdirSync(join(dir, 'egress/sds'), { recursive: true }); writeFileSync(join(dir, 'egress', p), fileBytes(c)); }
+    }
+    for (const proxy of ['gateway', 'egress'] as const) {
+      const file = join(dir, `${proxy}.yaml`);
+      writeFileSync(file, fileBytes(rendered[proxy][ENVOY_CONFIG_FILE]!));
+      const r = run(toolPath('envoy'), ['--mode', 'validate', '-c', file, '--log-level', 'error']);
+      expect(r.code, `${proxy}: ${r.stdout}${r.stderr}`).toBe(0);
+      expect(r.stdout).toContain('OK');
+    }
+  });
+});

@@ -1,0 +1,188 @@
+// The user's main job, for real: `pulumi up` of a stack into the local Docker engine, traffic
+// through the provisioned gateway and egress (to a stand-in upstream container that checks the
+// injected credential), a no-op preview, a policy change that restarts only OPA, invalid data
+// that stops the preview, and a destroy that leaves nothing behind.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { makeTestCa } from '../harness/standin.ts';
+import { freePort } from '../harness/processes.ts';
+import { rawRequest } from '../harness/clients.ts';
+import { REPO_ROOT } from '../support/tools.ts';
+import { buildLocalImages, type LocalImages } from '../../scripts/images.ts';
+
+const STACK = 'e2e';
+const PREFIX = `agentd-${STACK}`;
+const EXT_NET = 'agentd-e2e-ext';
+const STANDIN = 'agentd-e2e-standin';
+const CREDENTIAL = `httpbin-credential-${Date.now()}-e2e`;
+
+let work: string;
+let env: NodeJS.ProcessEnv;
+let images: LocalImages;
+let gatewayPort: number;
+let standinPort: number;
+let outputs: { gatewayUrl: string; grpcEndpoint: string; policyRevision: string; apiKeys: Record<string, string> };
+
+const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DOCKER_BUILDKIT: '0' } }).trim();
+function pulumi(args: string[], check = true): { status: number; out: string } {
+  const r = spawnSync('pulumi', [...args, '--stack', STACK, '--non-interactive'], { cwd: work, env, encoding: 'utf8', maxBuffer: 64 << 20 });
+  const out = `${r.stdout}\n${r.stderr}`;
+  if (check && r.status !== 0) throw new Error(`pulumi ${args.join(' ')} failed (${r.status}):\n${out.slice(-4000)}`);
+  return { status: r.status ?? 1, out };
+}
+const stackContainers = () => docker('ps', '-a', '--filter', `label=agentd.stack=${PREFIX}`, '--format', '{{.Names}} {{.ID}}')
+  .split('\n').filter(Boolean).map((l) => l.split(' ') as [string, string]);
+const containerIds = () => Object.fromEntries(stackContainers());
+const get = (path: string, key?: string) => rawRequest(gatewayPort, { path, headers: key ? { 'x-api-key': key } : {} });
+
+beforeAll(async () => {
+  docker('info', '--format', '{{.ServerVersion}}'); // fails the suite when no engine answers
+  images = buildLocalImages();
+  work = mkdtempSync(join(tmpdir(), 'agentd-e2e-'));
+  // A copy of the project, so the test can change policy data without touching the repo.
+  for (const p of ['index.ts', 'Pulumi.yaml', 'package.json', 'components', 'policy', 'agentd/src', 'agentd/package.json', 'agentd/proto', 'build/images.json', 'scripts']) {
+    cpSync(join(REPO_ROOT, p), join(work, p), { recursive: true });
+  }
+  symlinkSync(join(REPO_ROOT, 'node_modules'), join(work, 'node_modules'));
+  mkdirSync(join(work, 'stacks'));
+  mkdirSync(join(work, 'state'));
+  env = { ...process.env, PULUMI_BACKEND_URL: `file://${join(work, 'state')}`, PULUMI_CONFIG_PASSPHRASE: 'e2e-passphrase', PULUMI_SKIP_UPDATE_CHECK: 'true' };
+
+  // The stand-in upstream: a container on its own network, which the egress proxy joins.
+  const caDir = join(work, 'ca');
+  mkdirSync(caDir);
+  const ca = makeTestCa(caDir, 'standin');
+  const ctx = join(work, 'standin-image');
+  mkdirSync(ctx);
+  cpSync(join(REPO_ROOT, 'test/e2e/standin-server.mjs'), join(ctx, 'server.mjs'));
+  cpSync(ca.certFile, join(ctx, 'server.pem'));
+  cpSync(ca.keyFile, join(ctx, 'server.key'));
+  writeFileSync(join(ctx, 'Dockerfile'), `FROM ${images.nodeBase}\nCOPY --chown=10001:10001 server.mjs server.pem server.key /app/\n`);
+  docker('build', '-q', '-t', `${STANDIN}:latest`, ctx);
+  spawnSync('docker', ['rm', '-f', STANDIN]);
+  spawnSync('docker', ['network', 'rm', EXT_NET]);
+  docker('network', 'create', '--label', `agentd.e2e=1`, EXT_NET);
+  standinPort = await freePort();
+  docker('run', '-d', '--name', STANDIN, '--network', EXT_NET, '--network-alias', 'standin', '-p', `127.0.0.1:${standinPort}:8443`, '--read-only', '--user', '10001:10001', `${STANDIN}:latest`, 'node', '/app/server.mjs');
+
+  gatewayPort = await freePort();
+  pulumi(['stack', 'init', STACK]);
+  const set = (path: string, value: string, secret = false) => pulumi(['config', 'set', '--path', ...(secret ? ['--secret'] : []), path, value]);
+  set('agentd:target', 'docker');
+  set('agentd:images.mode', 'local');
+  set('agentd:gateway.port', String(gatewayPort));
+  set('agentd:egress.upstreams.httpbin', 'https://standin:8443');
+  set('agentd:egress.caCertificates', readFileSync(ca.caFile, 'utf8'));
+  set('agentd:docker.egressNetworks[0]', EXT_NET);
+  pulumi(['config', 'set', '--secret', 'egress:httpbin-token', CREDENTIAL]);
+}, 900_000);
+
+afterAll(async () => {
+  if (work && stackContainers().length > 0) pulumi(['destroy', '--yes', '--skip-preview'], false);
+  spawnSync('docker', ['rm', '-f', STANDIN]);
+  spawnSync('docker', ['network', 'rm', EXT_NET]);
+}, 600_000);
+
+describe('pulumi up into the local Docker engine', () => {
+  it('deploys the stack and exports its endpoints, with the API keys as a secret', () => {
+    pulumi(['up', '--yes', '--skip-preview']);
+    outputs = JSON.parse(pulumi(['stack', 'output', '--json', '--show-secrets']).out.split('\n').filter((l) => !l.startsWith('warning')).join('\n').trim()) as never;
+    expect(outputs.gatewayUrl).toBe(`http://127.0.0.1:${gatewayPort}`);
+    expect(outputs.grpcEndpoint).toBe(`127.0.0.1:${gatewayPort}`);
+    expect(outputs.policyRevision).toMatch(/^[0-9a-f]{20}$/);
+    const plain = pulumi(['stack', 'output', '--json']).out;
+    expect(plain).toContain('[secret]');
+    expect(plain).not.toContain(outputs.apiKeys['admin']!);
+    expect(Object.keys(containerIds()).sort()).toEqual([`${PREFIX}-agentd`, `${PREFIX}-egress`, `${PREFIX}-gateway`, `${PREFIX}-opa`]);
+  }, 900_000);
+
+  it('runs every container hardened and publishes only the gateway, on loopback', () => {
+    for (const [name] of stackContainers()) {
+      const c = JSON.parse(docker('inspect', name))[0];
+      expect(c.Config.User, name).toBe('10001:10001');
+      expect(c.HostConfig.ReadonlyRootfs).toBe(true);
+      expect(c.HostConfig.CapDrop).toEqual(['ALL']);
+      expect(c.HostConfig.SecurityOpt).toContain('no-new-privileges:true');
+      expect(c.HostConfig.RestartPolicy.Name).toBe('unless-stopped');
+      expect(c.State.Health?.Status).toBe('healthy');
+      const bindings = Object.values(c.HostConfig.PortBindings ?? {}).flat() as { HostIp: string; HostPort: string }[];
+      if (name.endsWith('-gateway')) expect(bindings).toEqual([{ HostIp: '127.0.0.1', HostPort: String(gatewayPort) }]);
+      else expect(bindings).toEqual([]);
+    }
+  });
+
+  it('answers /health without a key and /api/v1/status with one, through the gateway', async () => {
+    expect((await get('/health')).status).toBe(200);
+    expect((await get('/api/v1/status')).status).toBe(401);
+    const r = await get('/api/v1/status', outputs.apiKeys['admin']);
+    expect(r.status).toBe(200);
+    expect(r.json().version).toBeTruthy();
+  });
+
+  it('runs an http_fetch through egress to the stand-in, which receives the injected credential', async () => {
+    const key = outputs.apiKeys['ci']!;
+    const sbx = await rawRequest(gatewayPort, { method: 'POST', path: '/api/v1/sandboxes', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: JSON.stringify({ tier: 'restricted' }) });
+    expect(sbx.status).toBe(201);
+    const intent = await rawRequest(gatewayPort, {
+      method: 'POST', path: `/api/v1/sandboxes/${sbx.json().id}/intents`,
+      headers: { 'x-api-key': key, 'content-type': 'application/json' },
+      body: JSON.stringify({ capability: 'http_fetch', params: { service: 'httpbin', method: 'GET', path: '/get?e2e=1' } }),
+    });
+    expect(intent.status, intent.body).toBe(200);
+    expect(intent.json().status).toBe(200);
+    expect(intent.body).not.toContain(CREDENTIAL);
+    const log = execFileSync('curl', ['-sk', `https://127.0.0.1:${standinPort}/__received`], { encoding: 'utf8' });
+    const got = (JSON.parse(log) as { path: string; headers: Record<string, string> }[]).filter((r) => r.path === '/get?e2e=1');
+    expect(got).toHaveLength(1);
+    expect(got[0]!.headers['authorization']).toBe(`Bearer ${CREDENTIAL}`);
+    expect(got[0]!.headers['x-agentd-sandbox-token']).toBeUndefined();
+  });
+
+  it('right after: pulumi preview reports no changes (and npm run preview agrees)', () => {
+    pulumi(['preview', '--expect-no-changes']);
+    const r = spawnSync(process.execPath, [join(work, 'scripts/preview.ts'), '--stack', STACK, '--expect-no-changes'], { cwd: work, env, encoding: 'utf8' });
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+  }, 300_000);
+
+  it('invalid policy data stops pulumi preview and pulumi up before any resource changes', () => {
+    const file = join(work, 'policy/data/clients.yaml');
+    const good = readFileSync(file, 'utf8');
+    const before = containerIds();
+    writeFileSync(file, good.replace('rate_limit_tier: standard', 'rate_limit_tier: gold'));
+    try {
+      const preview = pulumi(['preview'], false);
+      expect(preview.status).not.toBe(0);
+      expect(preview.out).toContain('policy/data/clients.yaml: clients[1].rate_limit_tier: unknown tier "gold"');
+      expect(pulumi(['up', '--yes', '--skip-preview'], false).status).not.toBe(0);
+      expect(containerIds()).toEqual(before);
+    } finally {
+      writeFileSync(file, good);
+    }
+  }, 300_000);
+
+  it('a policy change restarts only the workloads it touches, and is in effect', async () => {
+    const before = containerIds();
+    const ci = outputs.apiKeys['ci']!;
+    expect((await get('/api/v1/status', ci)).status).toBe(200);
+    const file = join(work, 'policy/data/clients.yaml');
+    writeFileSync(file, readFileSync(file, 'utf8').replace('    role: operator\n    rate_limit_tier: standard\n', '    role: operator\n    rate_limit_tier: standard\n    enabled: false\n'));
+    pulumi(['up', '--yes', '--skip-preview']);
+    const after = containerIds();
+    expect(after[`${PREFIX}-opa`]).not.toBe(before[`${PREFIX}-opa`]);
+    for (const w of ['gateway', 'egress', 'agentd']) expect(after[`${PREFIX}-${w}`], w).toBe(before[`${PREFIX}-${w}`]);
+    const r = await get('/api/v1/status', ci);
+    expect(r.status).toBe(403);
+    expect(r.json().error.code).toBe('disabled_api_key');
+    expect((await get('/api/v1/status', outputs.apiKeys['admin'])).status).toBe(200);
+  }, 600_000);
+
+  it('pulumi destroy leaves no container, network or volume of the stack', () => {
+    pulumi(['destroy', '--yes', '--skip-preview']);
+    expect(docker('ps', '-a', '-q', '--filter', `label=agentd.stack=${PREFIX}`)).toBe('');
+    expect(docker('network', 'ls', '-q', '--filter', `label=agentd.stack=${PREFIX}`)).toBe('');
+    expect(docker('volume', 'ls', '-q', '--filter', `label=agentd.stack=${PREFIX}`)).toBe('');
+  }, 600_000);
+});
