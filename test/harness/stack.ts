@@ -27,6 +27,12 @@ export interface StackOptions {
   readonly watchAgentd?: boolean;
   /** Fixed ports (dev mode); free ports otherwise. */
   readonly ports?: Partial<StackPorts>;
+  /** API keys to use (dev mode keeps its keys across restarts); random otherwise. */
+  readonly apiKeys?: Readonly<Record<string, string>>;
+  /** Credentials to use, by service; random test values otherwise. */
+  readonly credentials?: Readonly<Record<string, string>>;
+  /** `standin` (default): every service goes to the stand-in; `real`: to the policy's base URLs. */
+  readonly upstreams?: 'standin' | 'real';
 }
 
 export interface StackPorts {
@@ -74,10 +80,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
   for (const k of Object.keys(ports) as (keyof StackPorts)[]) if (!ports[k]) ports[k] = await freePort();
 
-  const apiKeys = Object.fromEntries(spec.clients.map((c) => [c.id, `agk_${randomBytes(24).toString('base64url')}`]));
-  const credentials: Record<string, string> = {};
+  const apiKeys = opts.apiKeys ?? Object.fromEntries(spec.clients.map((c) => [c.id, `agk_${randomBytes(24).toString('base64url')}`]));
+  const credentials: Record<string, string> = { ...opts.credentials };
   for (const s of Object.values(spec.egressServices)) {
-    if (s.credential && !opts.withoutCredential?.includes(s.id)) credentials[s.id] = `cred-${s.id}-${randomBytes(16).toString('hex')}`;
+    if (!opts.credentials && s.credential && !opts.withoutCredential?.includes(s.id)) credentials[s.id] = `cred-${s.id}-${randomBytes(16).toString('hex')}`;
   }
   const signingKey = randomBytes(32).toString('base64url');
 
@@ -107,8 +113,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       jwksFile: join(secretsDir, 'jwks.json'),
       sdsDir: join(egressDir, EGRESS_SDS_SUBDIR),
       credentialDir: join(secretsDir, 'credentials'),
-      caBundleFile: ca.caFile,
-      upstreams: Object.fromEntries(Object.keys(spec.egressServices).map((id) => [id, standIn])),
+      caBundleFile: opts.upstreams === 'real' ? '/etc/ssl/certs/ca-certificates.crt' : ca.caFile,
+      upstreams: opts.upstreams === 'real' ? {} : Object.fromEntries(Object.keys(spec.egressServices).map((id) => [id, standIn])),
       configuredCredentials: Object.keys(credentials),
     },
     opa: { grpc: loopback(ports.opaGrpc), bundlePath: join(opaDir, OPA_BUNDLE_FILE) },

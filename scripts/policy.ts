@@ -1,0 +1,72 @@
+// npm run policy -- explain ...: asks the real OPA (with its Envoy plugin, serving a bundle
+// built from policy/data) about a hypothetical request, exactly as Envoy would, and prints the
+// decision and its reason.
+//
+//   npm run policy -- explain --client ci --method POST --path /api/v1/sandboxes
+//   npm run policy -- explain --tier standard --service openai --method POST --path /v1/chat/completions
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { buildBundle, sha256Hex } from '../policy/bundle.ts';
+import { loadPolicySpec, PolicyError } from '../policy/spec.ts';
+import { ExtAuthzClient, startOpa } from '../test/harness/opa.ts';
+import { ROOT } from './pulumi-env.ts';
+
+const USAGE = `usage:
+  npm run policy -- explain --client ID [--method GET] --path /api/v1/...          (gateway)
+  npm run policy -- explain --tier TIER --service ID [--method GET] --path /...    (egress)`;
+
+const [command, ...rest] = process.argv.slice(2);
+if (command !== 'explain') {
+  process.stderr.write(`${USAGE}\n`);
+  process.exit(command === undefined || command === '--help' ? 0 : 2);
+}
+const { values } = parseArgs({
+  args: rest,
+  options: { client: { type: 'string' }, tier: { type: 'string' }, service: { type: 'string' }, method: { type: 'string', default: 'GET' }, path: { type: 'string' }, json: { type: 'boolean', default: false } },
+});
+const fail = (msg: string): never => {
+  process.stderr.write(`error: ${msg}\n${USAGE}\n`);
+  process.exit(2);
+};
+if (!values.path) fail('--path is required');
+if (!values.client && !(values.tier && values.service)) fail('give --client (gateway) or --tier and --service (egress)');
+
+let spec;
+try {
+  spec = loadPolicySpec(join(ROOT, 'policy/data'), 'policy/data');
+} catch (e) {
+  process.stderr.write(`${(e as PolicyError).message}\n`);
+  process.exit(1);
+}
+const KEY = 'explain-key';
+if (values.client && !spec.clients.some((c) => c.id === values.client)) process.stderr.write(`note: no client "${values.client}" in policy/data/clients.yaml: the key will be unknown\n`);
+const hashes = Object.fromEntries(spec.clients.map((c) => [c.id, sha256Hex(c.id === values.client ? KEY : `other-${c.id}`)]));
+const bundle = buildBundle(spec, hashes);
+const dir = mkdtempSync(join(tmpdir(), 'agentd-explain-'));
+const opa = await startOpa(dir, bundle.bytes);
+const client = new ExtAuthzClient(opa.grpcPort);
+try {
+  const method = values.method!.toUpperCase();
+  const answer = values.client
+    ? await client.check({ contextExtensions: { policy: 'gateway' }, method, path: values.path!, headers: { 'x-api-key': KEY } })
+    : await client.check({
+        contextExtensions: { policy: 'egress', service: values.service! }, method, path: values.path!, host: values.service!,
+        jwtClaims: { sub: 'sbx_explain', tier: values.tier!, iss: 'agentd', aud: 'agentd-egress', exp: Math.floor(Date.now() / 1000) + 300 },
+      });
+  if (values.json) {
+    process.stdout.write(JSON.stringify(answer, null, 2) + '\n');
+  } else {
+    const who = values.client ? `client ${values.client}` : `a ${values.tier} sandbox calling ${values.service}`;
+    process.stdout.write(`${answer.allowed ? 'ALLOWED' : 'DENIED'}: ${who}, ${method} ${values.path}\n`);
+    if (!answer.allowed) process.stdout.write(`  status ${answer.status}, reason ${answer.body?.error?.code}: ${answer.body?.error?.message}\n`);
+    const meta = Object.entries(answer.dynamicMetadata).filter(([k]) => k !== 'decision_id').map(([k, v]) => `${k}=${v}`).join(' ');
+    process.stdout.write(`  metadata: ${meta}\n  policy revision ${bundle.revision} (decided by OPA ${opa.grpcPort} over ext_authz gRPC)\n`);
+  }
+  process.exitCode = answer.allowed ? 0 : 1;
+} finally {
+  client.close();
+  await opa.process.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
