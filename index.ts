@@ -8,6 +8,9 @@ import { checkAgainstSpec, parseStackConfig, StackConfigError } from './componen
 import { chooseImages } from './components/images.ts';
 import { Platform } from './components/platform.ts';
 import { DockerTarget } from './components/targets/docker.ts';
+import { KubernetesTarget } from './components/targets/kubernetes.ts';
+import * as k8s from '@pulumi/kubernetes';
+import type { Target } from './components/target.ts';
 import { loadPolicySpec, PolicyError } from './policy/spec.ts';
 
 const ROOT = fileURLToPath(new URL('.', import.meta.url));
@@ -38,14 +41,31 @@ for (const s of Object.values(spec.egressServices)) {
   else if (s.credential) pulumi.log.warn(`egress service ${s.id} has no credential; it answers 503 until you run: pulumi config set --secret egress:${s.credential.secret} VALUE --stack ${stack}`);
 }
 
-if (config.target !== 'docker') throw new pulumi.RunError(`agentd:target ${config.target} is not available yet; use docker`);
-const prefix = `agentd-${stack}`;
-const target = new DockerTarget('docker', {
-  prefix,
-  bindAddress: config.gateway.bindAddress,
-  hostPort: config.gateway.port,
-  extraEdgeNetworks: config.docker.egressNetworks,
-});
+function makeTarget(): Target {
+  if (config.target === 'docker') {
+    return new DockerTarget('docker', {
+      prefix: `agentd-${stack}`,
+      bindAddress: config.gateway.bindAddress,
+      hostPort: config.gateway.port,
+      extraEdgeNetworks: config.docker.egressNetworks,
+    });
+  }
+  const k = config.kubernetes;
+  // Without renderYamlTo the provider uses the ambient kubeconfig (KUBECONFIG, ~/.kube/config).
+  const provider = new k8s.Provider('kubernetes', k.renderYamlTo ? { renderYamlToDirectory: k.renderYamlTo } : {});
+  if (k.renderYamlTo && !k.renderSecrets) {
+    pulumi.log.warn(`rendering manifests to ${k.renderYamlTo} without Secrets (they would be plaintext); create the Secrets out of band or set agentd:kubernetes.renderSecrets true`);
+  }
+  return new KubernetesTarget('kubernetes', {
+    namespace: k.namespace,
+    provider,
+    exposure: config.gateway.exposure,
+    publishedPort: config.gateway.port,
+    skipAwait: k.skipAwait,
+    createSecrets: !k.renderYamlTo || k.renderSecrets,
+  });
+}
+const target = makeTarget();
 
 const platform = new Platform('agentd', { spec, config, images, target, credentials });
 

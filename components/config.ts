@@ -52,6 +52,8 @@ export interface StackConfig {
     readonly renderYamlTo?: string;
     /** With renderYamlTo: also write Secrets (plaintext in the files). Off by default. */
     readonly renderSecrets: boolean;
+    /** Do not wait for workloads to become ready (API servers without nodes, e.g. tests). */
+    readonly skipAwait: boolean;
   };
   readonly monitoring: {
     readonly enabled: boolean;
@@ -187,11 +189,12 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     problems.push(`agentd:docker.egressNetworks must be a list of Docker network names (fix: ${set('docker.egressNetworks[0]', 'my-network')})`);
   }
 
-  const k = obj('kubernetes', ['namespace', 'renderYamlTo', 'renderSecrets']);
+  const k = obj('kubernetes', ['namespace', 'renderYamlTo', 'renderSecrets', 'skipAwait']);
   const kubernetes = {
     namespace: str(k, 'kubernetes', 'namespace', 'agentd', (s) => /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(s), 'a Kubernetes namespace name (lowercase, digits, -)'),
     ...optional('renderYamlTo', k['renderYamlTo'] === undefined ? undefined : str(k, 'kubernetes', 'renderYamlTo', '', (s) => s.length > 0, 'a directory path')),
     renderSecrets: bool(k, 'kubernetes', 'renderSecrets', false),
+    skipAwait: bool(k, 'kubernetes', 'skipAwait', false),
   };
 
   const m = obj('monitoring', ['enabled']);

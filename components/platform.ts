@@ -128,6 +128,8 @@ export class Platform extends pulumi.ComponentResource {
     );
     const gateway = new Gateway(`${name}-gateway`, { target, image: images.envoy, replicas: config.gateway.replicas, files: rendered.apply((r) => r.gateway) }, { parent: this });
 
+    target.connect?.();
+
     const host = config.gateway.bindAddress === '0.0.0.0' ? '127.0.0.1' : config.gateway.bindAddress;
     this.gatewayUrl = pulumi.output(`http://${host}:${config.gateway.port}`);
     this.grpcEndpoint = pulumi.output(`${host}:${config.gateway.port}`);

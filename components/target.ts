@@ -17,4 +17,6 @@ export interface Target {
   address(workload: string, port: number): Endpoint;
   /** Creates the workload's resources as children of `parent`, named from `baseName`. */
   deploy(w: Workload, parent: pulumi.Resource, baseName: string, dependsOn?: pulumi.Resource[]): DeployedWorkload;
+  /** Called once every workload is deployed: what depends on all of them (NetworkPolicies). */
+  connect?(): void;
 }

@@ -3,34 +3,13 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as pulumi from '@pulumi/pulumi';
 import { parseStackConfig } from '../../components/config.ts';
-import type { ImageSet } from '../../components/images.ts';
 import { Platform } from '../../components/platform.ts';
 import { DockerTarget, HASH_LABEL } from '../../components/targets/docker.ts';
 import { shippedSpec } from '../support/fixtures.ts';
+import { installMocks, isSecret, isSecretValue, testImages, unwrap, value, type Created } from './mocks.ts';
 
-interface Created { type: string; name: string; inputs: any; }
-const created: Created[] = [];
-
-pulumi.runtime.setMocks(
-  {
-    newResource(args) {
-      created.push({ type: args.type, name: args.name, inputs: args.inputs });
-      const state = args.type === 'random:index/randomPassword:RandomPassword' ? { ...args.inputs, result: `mock${args.name.replace(/\W/g, '')}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`.slice(0, 40) } : args.inputs;
-      return { id: `${args.name}-id`, state };
-    },
-    call: (args) => args.inputs,
-  },
-  'agentd-platform', 'test', false,
-);
-
-const images: ImageSet = {
-  envoy: { ref: 'local/envoy:1', binary: ['envoy'], probe: (u) => ['probe', u] },
-  opa: { ref: 'local/opa:1', binary: ['opa'], probe: (u) => ['probe', u] },
-  agentd: { ref: 'local/agentd:1', binary: ['node', '/app/agentd.mjs'], probe: () => ['node', '/app/agentd.mjs', 'healthcheck'] },
-};
-
-const value = <T>(o: pulumi.Output<T>): Promise<T> => new Promise((resolve) => o.apply((v) => { resolve(v); return v; }));
-const isSecret = (o: pulumi.Output<unknown>): Promise<boolean> => (o as any).isSecret as Promise<boolean>;
+const created = installMocks();
+const images = testImages;
 
 function build(spec = shippedSpec(), configRaw: Record<string, string> = {}) {
   const config = parseStackConfig({ 'agentd:target': 'docker', ...configRaw });
@@ -41,11 +20,6 @@ function build(spec = shippedSpec(), configRaw: Record<string, string> = {}) {
 
 let platform: Platform;
 const containers = () => created.filter((c) => c.type === 'docker:index/container:Container');
-/** Mocks see secret inputs as {<secret sig>: ..., value}; unwrap them (and note they were secret). */
-const SIG_KEY = '4dabf18193072939515e22adb298388d';
-const SECRET_SIG = '1b47061264138c4ac30d75fd1eb44270';
-const isSecretValue = (v: any) => v && typeof v === 'object' && v[SIG_KEY] === SECRET_SIG;
-const unwrap = (v: any): any => (isSecretValue(v) ? unwrap(v.value) : v);
 const uploads = (c: Created): any[] => unwrap(c.inputs.uploads).map(unwrap);
 const container = (name: string) => containers().find((c) => c.inputs.name === `agentd-test-${name}`)!;
 

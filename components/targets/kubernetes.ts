@@ -1,0 +1,223 @@
+// The Kubernetes target: a namespace; per workload a ConfigMap and a Secret (mounted as files),
+// a Deployment whose pod template carries the content hash (a change rolls exactly the
+// Deployments whose files changed), a Service, a PodDisruptionBudget when replicas > 1; and
+// NetworkPolicies: default deny, only the gateway takes traffic from outside, each workload
+// reaches only the workloads it talks to and DNS, only the egress proxy reaches the internet.
+
+import * as k8s from '@pulumi/kubernetes';
+import * as pulumi from '@pulumi/pulumi';
+import type { Exposure } from '../config.ts';
+import type { FileContent, WorkloadFiles } from '../render/platform.ts';
+import type { DeployedWorkload, Target } from '../target.ts';
+import { workloadHash, type Workload } from '../workload.ts';
+
+export interface KubernetesTargetArgs {
+  readonly namespace: string;
+  /** The provider to use (a cluster's kubeconfig, or renderYamlToDirectory). */
+  readonly provider: k8s.Provider;
+  /** Service type of the published workload (the gateway). */
+  readonly exposure: Exposure;
+  /** Port the published Service listens on. */
+  readonly publishedPort: number;
+  /**
+   * Add `pulumi.com/skipAwait` to every object: for API servers without nodes (tests), where a
+   * Deployment never becomes ready.
+   */
+  readonly skipAwait: boolean;
+  /** Create Secret objects (off when rendering YAML without opting in to plaintext secrets). */
+  readonly createSecrets: boolean;
+}
+
+export const HASH_ANNOTATION = 'agentd.dev/content-hash';
+export const NAME_LABEL = 'app.kubernetes.io/name';
+export const PART_OF_LABEL = 'app.kubernetes.io/part-of';
+
+/** Private ranges and link-local (cloud metadata): never reachable through the internet rule. */
+export const NON_INTERNET_CIDRS = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '169.254.0.0/16', '100.64.0.0/10'];
+
+/** ConfigMap and Secret keys cannot hold "/": a key per file, mapped back to its path by `items`. */
+export function fileKey(path: string): string {
+  return path.replace(/\//g, '__');
+}
+
+/** ConfigMap data and binaryData for a set of files. */
+export function configMapData(files: WorkloadFiles): { data: Record<string, string>; binaryData: Record<string, string> } {
+  const data: Record<string, string> = {};
+  const binaryData: Record<string, string> = {};
+  for (const p of Object.keys(files).sort()) {
+    const c: FileContent = files[p]!;
+    if (typeof c === 'string') data[fileKey(p)] = c;
+    else binaryData[fileKey(p)] = c.base64;
+  }
+  return { data, binaryData };
+}
+
+export const kubernetesAddress = (namespace: string) => (workload: string, port: number) => ({
+  host: `${workload}.${namespace}.svc.cluster.local`,
+  port,
+});
+
+export class KubernetesTarget extends pulumi.ComponentResource implements Target {
+  readonly kind = 'kubernetes' as const;
+  readonly namespace: k8s.core.v1.Namespace;
+  private readonly args: KubernetesTargetArgs;
+  private readonly opts: pulumi.CustomResourceOptions;
+  private readonly workloads: Workload[] = [];
+  private readonly name: string;
+
+  constructor(name: string, args: KubernetesTargetArgs, opts?: pulumi.ComponentResourceOptions) {
+    super('agentd:targets:KubernetesTarget', name, {}, opts);
+    this.args = args;
+    this.name = name;
+    this.opts = { provider: args.provider };
+    this.namespace = new k8s.core.v1.Namespace(`${name}-namespace`, {
+      metadata: { name: args.namespace, labels: { [PART_OF_LABEL]: 'agentd', 'pod-security.kubernetes.io/enforce': 'restricted' }, annotations: this.annotations() },
+    }, { parent: this, ...this.opts });
+    // Default deny, both directions, for every pod of the namespace.
+    new k8s.networking.v1.NetworkPolicy(`${name}-default-deny`, {
+      metadata: { name: 'default-deny', namespace: args.namespace, annotations: this.annotations() },
+      spec: { podSelector: {}, policyTypes: ['Ingress', 'Egress'] },
+    }, { parent: this, dependsOn: [this.namespace], ...this.opts });
+    this.registerOutputs({ namespace: this.namespace.metadata.name });
+  }
+
+  address(workload: string, port: number) {
+    return kubernetesAddress(this.args.namespace)(workload, port);
+  }
+
+  private annotations(extra: Record<string, pulumi.Input<string>> = {}): Record<string, pulumi.Input<string>> {
+    return { ...(this.args.skipAwait ? { 'pulumi.com/skipAwait': 'true' } : {}), ...extra };
+  }
+
+  deploy(w: Workload, parent: pulumi.Resource, baseName: string, dependsOn: pulumi.Resource[] = []): DeployedWorkload {
+    this.workloads.push(w);
+    const ns = this.args.namespace;
+    const labels = { [NAME_LABEL]: w.name, [PART_OF_LABEL]: 'agentd' };
+    const child = { parent, dependsOn: [this.namespace, ...dependsOn], ...this.opts };
+    const hash = workloadHash(w);
+
+    const files = pulumi.output(w.files);
+    const config = new k8s.core.v1.ConfigMap(`${baseName}-config`, {
+      metadata: { name: `${w.name}-config`, namespace: ns, labels, annotations: this.annotations() },
+      data: files.apply((f) => configMapData(f as WorkloadFiles).data),
+      binaryData: files.apply((f) => configMapData(f as WorkloadFiles).binaryData),
+    }, child);
+    const configItems = files.apply((f) => Object.keys(f).sort().map((p) => ({ key: fileKey(p), path: p })));
+
+    const secretNames = Object.keys(w.secretFiles).sort();
+    const secretName = `${w.name}-secrets`;
+    if (secretNames.length > 0 && this.args.createSecrets) {
+      new k8s.core.v1.Secret(`${baseName}-secrets`, {
+        metadata: { name: secretName, namespace: ns, labels, annotations: this.annotations() },
+        type: 'Opaque',
+        stringData: Object.fromEntries(secretNames.map((n) => [fileKey(n), w.secretFiles[n]!])),
+      }, child);
+    }
+    const claim = w.dataVolume
+      ? new k8s.core.v1.PersistentVolumeClaim(`${baseName}-data`, {
+          metadata: { name: `${w.name}-data`, namespace: ns, labels, annotations: this.annotations() },
+          spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+        }, child)
+      : undefined;
+
+    const [cmd, ...args] = w.command;
+    const deployment = new k8s.apps.v1.Deployment(`${baseName}`, {
+      metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
+      spec: {
+        replicas: w.replicas,
+        // One writer for agentd's SQLite volume: never two pods at once.
+        strategy: w.dataVolume ? { type: 'Recreate' } : { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+        selector: { matchLabels: { [NAME_LABEL]: w.name } },
+        template: {
+          metadata: { labels, annotations: { [HASH_ANNOTATION]: hash } },
+          spec: {
+            automountServiceAccountToken: false,
+            enableServiceLinks: false,
+            securityContext: { runAsNonRoot: true, runAsUser: w.user, runAsGroup: w.user, fsGroup: w.user, seccompProfile: { type: 'RuntimeDefault' } },
+            containers: [{
+              name: w.name,
+              image: w.image,
+              command: [cmd!],
+              args,
+              env: Object.entries(w.env).map(([name, value]) => ({ name, value })),
+              ports: w.ports.map((p) => ({ name: p.name, containerPort: p.port, protocol: 'TCP' })),
+              readinessProbe: { httpGet: { path: w.health.path, port: w.health.port }, periodSeconds: 5, failureThreshold: 3 },
+              livenessProbe: { httpGet: { path: w.health.path, port: w.health.port }, periodSeconds: 10, failureThreshold: 6, initialDelaySeconds: 10 },
+              resources: {
+                requests: { cpu: `${Math.round(w.resources.cpuMillis / 4)}m`, memory: `${Math.round(w.resources.memoryMiB / 2)}Mi` },
+                limits: { cpu: `${w.resources.cpuMillis}m`, memory: `${w.resources.memoryMiB}Mi` },
+              },
+              securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } },
+              volumeMounts: [
+                { name: 'config', mountPath: w.configDir, readOnly: true },
+                ...(secretNames.length > 0 ? [{ name: 'secrets', mountPath: w.secretDir, readOnly: true }] : []),
+                ...(w.dataVolume ? [{ name: 'data', mountPath: w.dataVolume.mountPath }] : []),
+                { name: 'tmp', mountPath: '/tmp' },
+              ],
+            }],
+            volumes: [
+              { name: 'config', configMap: { name: config.metadata.name, items: configItems } },
+              ...(secretNames.length > 0 ? [{ name: 'secrets', secret: { secretName, items: secretNames.map((n) => ({ key: fileKey(n), path: n })) } }] : []),
+              ...(claim ? [{ name: 'data', persistentVolumeClaim: { claimName: claim.metadata.name } }] : []),
+              { name: 'tmp', emptyDir: { medium: 'Memory', sizeLimit: '64Mi' } },
+            ],
+          },
+        },
+      },
+    }, child);
+
+    const published = w.publish !== undefined;
+    new k8s.core.v1.Service(`${baseName}-service`, {
+      metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
+      spec: {
+        type: published ? this.args.exposure : 'ClusterIP',
+        selector: { [NAME_LABEL]: w.name },
+        ports: w.ports.map((p) => ({
+          name: p.name,
+          port: published && p.port === w.publish?.port ? this.args.publishedPort : p.port,
+          targetPort: p.port,
+          appProtocol: p.protocol === 'http2' ? 'kubernetes.io/h2c' : 'http',
+        })),
+      },
+    }, child);
+
+    if (w.replicas > 1) {
+      new k8s.policy.v1.PodDisruptionBudget(`${baseName}-pdb`, {
+        metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
+        spec: { minAvailable: 1, selector: { matchLabels: { [NAME_LABEL]: w.name } } },
+      }, child);
+    }
+    return { resource: deployment, hash };
+  }
+
+  /**
+   * The NetworkPolicies, once every workload is known: ingress to a workload only from the
+   * workloads that talk to it (and from anywhere to the published port), egress only to the
+   * workloads it talks to, DNS, and for `internet` workloads, public addresses.
+   */
+  connect(): void {
+    const ns = this.args.namespace;
+    const byName = new Map(this.workloads.map((w) => [w.name, w]));
+    for (const w of this.workloads) {
+      const callers = this.workloads.filter((c) => c.talksTo.includes(w.name)).map((c) => c.name);
+      const ingress = [
+        ...(callers.length > 0
+          ? [{ from: [{ podSelector: { matchExpressions: [{ key: NAME_LABEL, operator: 'In', values: callers }] } }], ports: w.ports.map((p) => ({ port: p.port, protocol: 'TCP' })) }]
+          : []),
+        ...(w.publish ? [{ ports: [{ port: w.publish.port, protocol: 'TCP' }] }] : []),
+      ];
+      const egress = [
+        ...w.talksTo.map((t) => ({
+          to: [{ podSelector: { matchLabels: { [NAME_LABEL]: t } } }],
+          ports: (byName.get(t)?.ports ?? []).map((p) => ({ port: p.port, protocol: 'TCP' })),
+        })),
+        { to: [{ namespaceSelector: {}, podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } } }], ports: [{ port: 53, protocol: 'UDP' }, { port: 53, protocol: 'TCP' }] },
+        ...(w.internet ? [{ to: [{ ipBlock: { cidr: '0.0.0.0/0', except: NON_INTERNET_CIDRS } }], ports: [{ port: 443, protocol: 'TCP' }, { port: 80, protocol: 'TCP' }] }] : []),
+      ];
+      new k8s.networking.v1.NetworkPolicy(`${this.name}-${w.name}-network`, {
+        metadata: { name: `${w.name}`, namespace: ns, labels: { [NAME_LABEL]: w.name, [PART_OF_LABEL]: 'agentd' }, annotations: this.annotations() },
+        spec: { podSelector: { matchLabels: { [NAME_LABEL]: w.name } }, policyTypes: ['Ingress', 'Egress'], ingress, egress },
+      }, { parent: this, dependsOn: [this.namespace], ...this.opts });
+    }
+  }
+}

@@ -1,0 +1,107 @@
+// The same Platform on the Kubernetes target, with Pulumi mocks: the same component code gives
+// Deployments, ConfigMaps, Secrets, Services, NetworkPolicies and PDBs.
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as k8s from '@pulumi/kubernetes';
+import * as pulumi from '@pulumi/pulumi';
+import { parseStackConfig } from '../../components/config.ts';
+import { Platform } from '../../components/platform.ts';
+import { HASH_ANNOTATION, KubernetesTarget, NON_INTERNET_CIDRS } from '../../components/targets/kubernetes.ts';
+import { shippedSpec } from '../support/fixtures.ts';
+import { installMocks, isSecretValue, testImages, unwrap, value } from './mocks.ts';
+
+const created = installMocks();
+const of = (type: string) => created.filter((c) => c.type === type);
+const named = (type: string, name: string) => of(type).find((c) => c.inputs.metadata.name === name)!;
+
+function build(configRaw: Record<string, string>, spec = shippedSpec(), createSecrets = true) {
+  const config = parseStackConfig({ 'agentd:target': 'kubernetes', ...configRaw });
+  const provider = new k8s.Provider('k8s', {});
+  const target = new KubernetesTarget('kubernetes', { namespace: config.kubernetes.namespace, provider, exposure: config.gateway.exposure, publishedPort: config.gateway.port, skipAwait: true, createSecrets });
+  return new Platform('agentd', { spec, config, images: testImages, target, credentials: { openai: pulumi.secret('sk-openai-plaintext') } });
+}
+
+let platform: Platform;
+beforeAll(async () => {
+  platform = build({ 'agentd:gateway': JSON.stringify({ replicas: 2, exposure: 'LoadBalancer', port: 443 }), 'agentd:egress': JSON.stringify({ replicas: 3 }), 'agentd:kubernetes': JSON.stringify({ namespace: 'agentd-prod' }) });
+  await value(platform.contentHashes);
+  await new Promise((r) => setTimeout(r, 100));
+});
+
+describe('Platform on the Kubernetes target', () => {
+  it('creates a namespace, and per workload a ConfigMap, a Deployment and a Service', () => {
+    expect(of('kubernetes:core/v1:Namespace').map((n) => n.inputs.metadata.name)).toEqual(['agentd-prod']);
+    const deployments = of('kubernetes:apps/v1:Deployment').map((d) => d.inputs.metadata.name).sort();
+    expect(deployments).toEqual(['agentd', 'egress', 'gateway', 'opa']);
+    expect(of('kubernetes:core/v1:ConfigMap').map((c) => c.inputs.metadata.name).sort()).toEqual(['agentd-config', 'egress-config', 'gateway-config', 'opa-config']);
+    expect(of('kubernetes:core/v1:Service').map((c) => c.inputs.metadata.name).sort()).toEqual(deployments);
+    for (const c of created.filter((x) => x.inputs.metadata?.namespace)) expect(c.inputs.metadata.namespace).toBe('agentd-prod');
+  });
+
+  it('hardens every pod: non-root, read-only root, drop ALL, seccomp RuntimeDefault, probes and limits', () => {
+    for (const d of of('kubernetes:apps/v1:Deployment')) {
+      const pod = d.inputs.spec.template.spec;
+      expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 10001, seccompProfile: { type: 'RuntimeDefault' } });
+      expect(pod.automountServiceAccountToken).toBe(false);
+      const c = pod.containers[0];
+      expect(c.securityContext).toEqual({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } });
+      expect(c.readinessProbe.httpGet.path).toBeTruthy();
+      expect(c.resources.limits.memory).toMatch(/Mi$/);
+      expect(c.resources.requests.cpu).toMatch(/m$/);
+    }
+  });
+
+  it('takes replicas from stack config and adds PodDisruptionBudgets for proxies with more than one', () => {
+    expect(named('kubernetes:apps/v1:Deployment', 'gateway').inputs.spec.replicas).toBe(2);
+    expect(named('kubernetes:apps/v1:Deployment', 'egress').inputs.spec.replicas).toBe(3);
+    expect(named('kubernetes:apps/v1:Deployment', 'agentd').inputs.spec.strategy).toEqual({ type: 'Recreate' });
+    expect(of('kubernetes:policy/v1:PodDisruptionBudget').map((p) => p.inputs.metadata.name).sort()).toEqual(['egress', 'gateway']);
+  });
+
+  it('exposes only the gateway, with the configured Service type and port', () => {
+    const gw = named('kubernetes:core/v1:Service', 'gateway').inputs.spec;
+    expect(gw.type).toBe('LoadBalancer');
+    expect(gw.ports.find((p: any) => p.name === 'http')).toMatchObject({ port: 443, targetPort: 8080 });
+    for (const n of ['egress', 'opa', 'agentd']) expect(named('kubernetes:core/v1:Service', n).inputs.spec.type).toBe('ClusterIP');
+  });
+
+  it('puts the checksum of its files on each pod template', () => {
+    for (const d of of('kubernetes:apps/v1:Deployment')) expect(d.inputs.spec.template.metadata.annotations[HASH_ANNOTATION]).toMatch(/^[0-9a-f]{16}$/);
+  });
+
+  it('keeps secrets in Secrets only, and marked secret', () => {
+    const secrets = of('kubernetes:core/v1:Secret');
+    expect(secrets.map((s) => s.inputs.metadata.name).sort()).toEqual(['agentd-secrets', 'egress-secrets']);
+    const egress = named('kubernetes:core/v1:Secret', 'egress-secrets');
+    expect(isSecretValue(egress.inputs.stringData) || Object.values(egress.inputs.stringData).every(isSecretValue)).toBe(true);
+    expect(unwrap(egress.inputs.stringData)['credentials__openai.credential']).toBeDefined();
+    const configMaps = JSON.stringify(of('kubernetes:core/v1:ConfigMap').map((c) => c.inputs));
+    expect(configMaps).not.toContain('sk-openai-plaintext');
+  });
+
+  it('denies by default, and lets only the gateway take outside traffic, only agentd reach egress, only the proxies reach OPA', () => {
+    const policies = of('kubernetes:networking.k8s.io/v1:NetworkPolicy');
+    expect(policies.find((p) => p.inputs.metadata.name === 'default-deny')?.inputs.spec).toEqual({ podSelector: {}, policyTypes: ['Ingress', 'Egress'] });
+    const policy = (n: string) => policies.find((p) => p.inputs.metadata.name === n)!.inputs.spec;
+    const callers = (n: string) => policy(n).ingress.flatMap((r: any) => (r.from ?? []).flatMap((f: any) => f.podSelector.matchExpressions[0].values));
+    expect(callers('opa').sort()).toEqual(['egress', 'gateway']);
+    expect(callers('egress')).toEqual(['agentd']);
+    expect(callers('agentd')).toEqual(['gateway']);
+    expect(policy('gateway').ingress.some((r: any) => !r.from)).toBe(true);
+    expect(policy('agentd').ingress.every((r: any) => r.from)).toBe(true);
+    const egressTargets = (n: string) => policy(n).egress.flatMap((r: any) => (r.to ?? []).map((t: any) => t.podSelector?.matchLabels?.['app.kubernetes.io/name'] ?? t.podSelector?.matchLabels?.['k8s-app'] ?? (t.ipBlock ? 'internet' : '?')));
+    expect(egressTargets('agentd').sort()).toEqual(['egress', 'kube-dns']);
+    expect(egressTargets('egress').sort()).toEqual(['internet', 'kube-dns', 'opa']);
+    expect(policy('egress').egress.find((r: any) => r.to[0].ipBlock).to[0].ipBlock.except).toEqual(NON_INTERNET_CIDRS);
+  });
+});
+
+describe('rendering manifests without opting in to plaintext secrets', () => {
+  it('creates no Secret objects', async () => {
+    created.length = 0;
+    const p = build({}, shippedSpec(), false);
+    await value(p.contentHashes);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(of('kubernetes:core/v1:Secret')).toEqual([]);
+    expect(of('kubernetes:apps/v1:Deployment')).toHaveLength(4);
+  });
+});
