@@ -60,6 +60,9 @@ export async function buildBundle(opts: { outDir?: string } = {}): Promise<Build
     entryPoints: [path.join(AGENTD_DIR, 'src', 'main.ts')],
     outfile,
     bundle: true,
+    // Paths in the bundle's comments stay relative to agentd/ even when node_modules is a link,
+    // so the same sources give the same bytes (and the same image tag) from any checkout.
+    preserveSymlinks: true,
     platform: 'node',
     format: 'esm',
     target: 'node24',

@@ -1,8 +1,8 @@
 // The Docker target: workloads become containers on two networks. `internal` (no route out)
 // holds every workload; `edge` is joined only by workloads that are published (the gateway)
 // or reach the internet (the egress proxy). Files go into per-workload volumes named after
-// their content hash, so a changed file means a new volume and a new container for exactly
-// that workload, and a stale file can never linger.
+// their content hash, mounted read-only, so a changed file means a new volume and a new
+// container for exactly that workload, and a stale file can never linger.
 
 import * as docker from '@pulumi/docker';
 import * as pulumi from '@pulumi/pulumi';
@@ -25,6 +25,8 @@ export interface DockerTargetArgs {
 export const STACK_LABEL = 'agentd.stack';
 export const WORKLOAD_LABEL = 'agentd.workload';
 export const HASH_LABEL = 'agentd.content-hash';
+/** `workload` (the running container) or `files` (the never-started container that fills its volumes). */
+export const ROLE_LABEL = 'agentd.role';
 
 
 /** The hardening every container gets (and the component tests check). */
@@ -89,6 +91,28 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
       ...uploadsFor(w.configDir, files as WorkloadFiles),
       ...secretFiles,
     ]);
+    const fileMounts = (readOnly: boolean) => [
+      { type: 'volume', source: config.name, target: w.configDir, readOnly },
+      ...(secrets ? [{ type: 'volume', source: secrets.name, target: w.secretDir, readOnly }] : []),
+    ];
+    // Docker writes uploads through the container's root filesystem, which is read-only for the
+    // workload. So a seed container that is created but never started receives the files into
+    // the volumes, and the workload mounts them read-only.
+    const seed = new docker.Container(
+      `${baseName}-files`,
+      {
+        name: pulumi.interpolate`${name}-files-${hash}`,
+        image: w.image,
+        entrypoints: [w.command[0]!],
+        start: false,
+        mustRun: false,
+        networkMode: 'none',
+        mounts: fileMounts(false),
+        uploads,
+        labels: [...labels, { label: HASH_LABEL, value: hash }, { label: ROLE_LABEL, value: 'files' }],
+      },
+      { parent, dependsOn, deleteBeforeReplace: true },
+    );
 
     const edge = w.internet || w.publish !== undefined;
     const container = new docker.Container(
@@ -105,12 +129,10 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
           ...(w.internet ? this.args.extraEdgeNetworks.map((n) => ({ name: n })) : []),
         ],
         mounts: [
-          { type: 'volume', source: config.name, target: w.configDir },
-          ...(secrets ? [{ type: 'volume', source: secrets.name, target: w.secretDir }] : []),
+          ...fileMounts(true),
           ...(data && w.dataVolume ? [{ type: 'volume', source: data.name, target: w.dataVolume.mountPath }] : []),
         ],
         tmpfs: { '/tmp': 'rw,noexec,nosuid,size=64m' },
-        uploads,
         ports: w.publish ? [{ internal: w.publish.port, external: this.args.hostPort, ip: this.args.bindAddress, protocol: 'tcp' }] : [],
         healthcheck: { tests: ['CMD', ...w.health.command], interval: '5s', timeout: '3s', retries: 3, startPeriod: '10s' },
         user: `${w.user}:${w.user}`,
@@ -118,14 +140,16 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
         capabilities: { drops: [...HARDENING.capabilities.drops] },
         securityOpts: [...HARDENING.securityOpts],
         memory: w.resources.memoryMiB,
-        labels: [...labels, { label: HASH_LABEL, value: hash }],
+        // No swap: Docker would otherwise default it to twice the memory (and report a diff).
+        memorySwap: w.resources.memoryMiB,
+        labels: [...labels, { label: HASH_LABEL, value: hash }, { label: ROLE_LABEL, value: 'workload' }],
         wait: true,
         waitTimeout: 90,
         destroyGraceSeconds: 15,
         logDriver: 'json-file',
         logOpts: { 'max-size': '10m', 'max-file': '3' },
       },
-      { parent, dependsOn, deleteBeforeReplace: true },
+      { parent, dependsOn: [...dependsOn, seed], deleteBeforeReplace: true },
     );
     return { resource: container, hash };
   }

@@ -19,8 +19,12 @@ function build(spec = shippedSpec(), configRaw: Record<string, string> = {}) {
 }
 
 let platform: Platform;
-const containers = () => created.filter((c) => c.type === 'docker:index/container:Container');
+const allContainers = () => created.filter((c) => c.type === 'docker:index/container:Container');
+const role = (c: Created) => c.inputs.labels.find((l: any) => l.label === 'agentd.role')?.value;
+const containers = () => allContainers().filter((c) => role(c) === 'workload');
+const seed = (name: string) => allContainers().find((c) => role(c) === 'files' && c.inputs.labels.some((l: any) => l.label === 'agentd.workload' && l.value === name))!;
 const uploads = (c: Created): any[] => unwrap(c.inputs.uploads).map(unwrap);
+const workloadOf = (c: Created) => c.inputs.labels.find((l: any) => l.label === 'agentd.workload').value;
 const container = (name: string) => containers().find((c) => c.inputs.name === `agentd-test-${name}`)!;
 
 beforeAll(async () => {
@@ -69,20 +73,30 @@ describe('Platform on the Docker target', () => {
       const hash = c.inputs.labels.find((l: any) => l.label === HASH_LABEL)?.value;
       expect(hash, c.inputs.name).toMatch(/^[0-9a-f]{16}$/);
       expect(c.inputs.mounts[0].source).toContain(hash);
+      // Files arrive through a never-started seed container; the workload mounts them read-only.
+      expect(c.inputs.mounts[0].readOnly).toBe(true);
+      expect(c.inputs.uploads ?? []).toEqual([]);
+      const s = seed(workloadOf(c));
+      expect(s.inputs.start).toBe(false);
+      expect(s.inputs.networkMode).toBe('none');
+      expect(s.inputs.mounts[0]).toMatchObject({ source: c.inputs.mounts[0].source, readOnly: false });
     }
   });
 
   it('delivers the bundle to OPA and the Envoy configs to the proxies', () => {
-    const files = (name: string) => uploads(container(name)).map((u: any) => u.file);
+    const files = (name: string) => uploads(seed(name)).map((u: any) => u.file);
     expect(files('opa')).toEqual(['/etc/agentd/opa/agentd-bundle.tar.gz', '/etc/agentd/opa/config.yaml']);
     expect(files('gateway')).toEqual(['/etc/agentd/gateway/envoy.yaml']);
     expect(files('egress')).toEqual(expect.arrayContaining(['/etc/agentd/egress/envoy.yaml', '/etc/agentd/egress/sds/openai.sds.json', '/run/secrets/agentd/jwks.json', '/run/secrets/agentd/credentials/openai.credential']));
   });
 
   it('never puts a credential or key into plain config: secrets only in secret uploads', () => {
-    const plain = JSON.stringify(containers().map((c) => uploads(c).filter((u: any) => !u.file.startsWith('/run/secrets/'))));
+    const seeds = allContainers().filter((c) => role(c) === 'files');
+    const plain = JSON.stringify(seeds.map((c) => uploads(c).filter((u: any) => !u.file.startsWith('/run/secrets/'))));
     // The uploads that carry secrets reach the provider as secrets.
-    expect(containers().filter((c) => uploads(c).some((u: any) => u.file.startsWith('/run/secrets/'))).every((c) => isSecretValue(c.inputs.uploads))).toBe(true);
+    const withSecrets = seeds.filter((c) => uploads(c).some((u: any) => u.file.startsWith('/run/secrets/')));
+    expect(withSecrets.map(workloadOf).sort()).toEqual(['agentd', 'egress']);
+    expect(withSecrets.every((c) => isSecretValue(c.inputs.uploads))).toBe(true);
     expect(plain).not.toContain('sk-openai-plaintext');
     expect(plain).not.toContain('httpbin-plaintext');
     expect(plain).not.toMatch(/agk_/);

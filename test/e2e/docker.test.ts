@@ -27,13 +27,13 @@ let standinPort: number;
 let outputs: { gatewayUrl: string; grpcEndpoint: string; policyRevision: string; apiKeys: Record<string, string> };
 
 const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DOCKER_BUILDKIT: '0' } }).trim();
-function pulumi(args: string[], check = true): { status: number; out: string } {
-  const r = spawnSync('pulumi', [...args, '--stack', STACK, '--non-interactive'], { cwd: work, env, encoding: 'utf8', maxBuffer: 64 << 20 });
+function pulumi(args: string[], check = true, input?: string): { status: number; out: string } {
+  const r = spawnSync('pulumi', [...args, '--stack', STACK, '--non-interactive'], { cwd: work, env, encoding: 'utf8', maxBuffer: 64 << 20, input });
   const out = `${r.stdout}\n${r.stderr}`;
   if (check && r.status !== 0) throw new Error(`pulumi ${args.join(' ')} failed (${r.status}):\n${out.slice(-4000)}`);
   return { status: r.status ?? 1, out };
 }
-const stackContainers = () => docker('ps', '-a', '--filter', `label=agentd.stack=${PREFIX}`, '--format', '{{.Names}} {{.ID}}')
+const stackContainers = () => docker('ps', '-a', '--filter', `label=agentd.stack=${PREFIX}`, '--filter', 'label=agentd.role=workload', '--format', '{{.Names}} {{.ID}}')
   .split('\n').filter(Boolean).map((l) => l.split(' ') as [string, string]);
 const containerIds = () => Object.fromEntries(stackContainers());
 const get = (path: string, key?: string) => rawRequest(gatewayPort, { path, headers: key ? { 'x-api-key': key } : {} });
@@ -43,7 +43,7 @@ beforeAll(async () => {
   images = buildLocalImages();
   work = mkdtempSync(join(tmpdir(), 'agentd-e2e-'));
   // A copy of the project, so the test can change policy data without touching the repo.
-  for (const p of ['index.ts', 'Pulumi.yaml', 'package.json', 'components', 'policy', 'agentd/src', 'agentd/package.json', 'agentd/proto', 'build/images.json', 'scripts']) {
+  for (const p of ['index.ts', 'Pulumi.yaml', 'package.json', 'components', 'policy', 'grafana', 'agentd', 'build/images.json', 'scripts', 'test/harness', 'test/support']) {
     cpSync(join(REPO_ROOT, p), join(work, p), { recursive: true });
   }
   symlinkSync(join(REPO_ROOT, 'node_modules'), join(work, 'node_modules'));
@@ -69,19 +69,20 @@ beforeAll(async () => {
   docker('run', '-d', '--name', STANDIN, '--network', EXT_NET, '--network-alias', 'standin', '-p', `127.0.0.1:${standinPort}:8443`, '--read-only', '--user', '10001:10001', `${STANDIN}:latest`, 'node', '/app/server.mjs');
 
   gatewayPort = await freePort();
-  pulumi(['stack', 'init', STACK]);
-  const set = (path: string, value: string, secret = false) => pulumi(['config', 'set', '--path', ...(secret ? ['--secret'] : []), path, value]);
+  pulumi(['stack', 'init']);
+  // Values go in on stdin: a PEM value would otherwise read as a flag.
+  const set = (path: string, value: string, secret = false) => pulumi(['config', 'set', '--path', ...(secret ? ['--secret'] : []), path], true, value);
   set('agentd:target', 'docker');
   set('agentd:images.mode', 'local');
   set('agentd:gateway.port', String(gatewayPort));
   set('agentd:egress.upstreams.httpbin', 'https://standin:8443');
   set('agentd:egress.caCertificates', readFileSync(ca.caFile, 'utf8'));
   set('agentd:docker.egressNetworks[0]', EXT_NET);
-  pulumi(['config', 'set', '--secret', 'egress:httpbin-token', CREDENTIAL]);
+  set('egress:httpbin-token', CREDENTIAL, true);
 }, 900_000);
 
 afterAll(async () => {
-  if (work && stackContainers().length > 0) pulumi(['destroy', '--yes', '--skip-preview'], false);
+  if (work && docker('ps', '-a', '-q', '--filter', `label=agentd.stack=${PREFIX}`) !== '') pulumi(['destroy', '--yes', '--skip-preview'], false);
   spawnSync('docker', ['rm', '-f', STANDIN]);
   spawnSync('docker', ['network', 'rm', EXT_NET]);
 }, 600_000);
@@ -142,7 +143,7 @@ describe('pulumi up into the local Docker engine', () => {
   });
 
   it('right after: pulumi preview reports no changes (and npm run preview agrees)', () => {
-    pulumi(['preview', '--expect-no-changes']);
+    pulumi(['preview', '--expect-no-changes', '--diff']);
     const r = spawnSync(process.execPath, [join(work, 'scripts/preview.ts'), '--stack', STACK, '--expect-no-changes'], { cwd: work, env, encoding: 'utf8' });
     expect(r.status, r.stdout + r.stderr).toBe(0);
   }, 300_000);
