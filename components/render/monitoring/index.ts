@@ -8,11 +8,10 @@ import {
   GRAFANA_DEFAULTS, grafanaAdminPasswordPath, grafanaEnv, renderGrafanaFiles, renderGrafanaSecretFiles, type GrafanaRenderInput,
 } from '../../../grafana/index.ts';
 import type { Endpoint } from '../envoy/common.ts';
-import type { WorkloadFiles } from '../platform.ts';
 import { toYaml } from '../yaml.ts';
-import { ALLOY_CONFIG_FILE, LOG_SERVICES, alloyArgs, renderAlloyFile, type LogDiscovery } from './alloy.ts';
+import { ALLOY_CONFIG_FILE, ALLOY_HTTP_PORT, LOG_SERVICES, alloyArgs, renderAlloyFile, type LogDiscovery } from './alloy.ts';
 import { renderAlertRules } from './alerts.ts';
-import { LOKI_CONFIG_FILE, lokiArgs, renderLokiConfig, type LokiRenderInput } from './loki.ts';
+import { LOKI_CONFIG_FILE, LOKI_HTTP_PORT, lokiArgs, renderLokiConfig, type LokiRenderInput } from './loki.ts';
 import {
   PROMETHEUS_CONFIG_FILE, PROMETHEUS_RULES_FILE, prometheusArgs, renderPrometheusConfig, type PrometheusRenderInput,
 } from './prometheus.ts';
@@ -24,7 +23,7 @@ export const MONITORING_DIRS = {
   alloy: { config: '/etc/alloy', data: '/var/lib/alloy/data' },
 } as const;
 
-export interface MonitoringRenderInput {
+export interface MonitoringRenderInput<S = string> {
   /** Prometheus and Loki as the other monitoring workloads reach them (Docker DNS, service DNS, loopback). */
   readonly endpoints: { readonly prometheus: Endpoint; readonly loki: Endpoint };
   readonly prometheus: PrometheusRenderInput & { readonly retentionDays?: number };
@@ -34,62 +33,76 @@ export interface MonitoringRenderInput {
     /** Workloads whose logs are shipped (default: every LOG_SERVICES value). */
     readonly services?: readonly string[];
   };
-  readonly grafana: Omit<GrafanaRenderInput, 'prometheus' | 'loki' | 'scrapeIntervalSeconds'>;
+  readonly grafana: Omit<GrafanaRenderInput<S>, 'prometheus' | 'loki' | 'scrapeIntervalSeconds'>;
 }
 
-/** What one monitoring workload needs. */
-export interface MonitoringWorkload {
-  /** Plain files, by path relative to the workload's config directory. */
-  readonly files: WorkloadFiles;
-  /** Secret files, by path relative to the workload's secrets directory (only Grafana has one). */
-  readonly secretFiles: WorkloadFiles;
-  /** Where `files` go, and where `secretFiles` go (absolute paths inside the workload). */
+/** Text files by path (all monitoring files are text; assignable to the platform's WorkloadFiles). */
+export type TextFiles = Readonly<Record<string, string>>;
+
+/**
+ * What one monitoring workload needs, shaped like the components' Workload (configDir, files,
+ * secretDir, secretFiles). `S` is the type of a secret value: a string here and in tests, a
+ * pulumi.Output<string> in the component, which then lands in secretFiles untouched.
+ */
+export interface MonitoringWorkload<S = string> {
+  /** Plain files, by path relative to configDir. */
+  readonly files: TextFiles;
+  /** Secret files, by path relative to secretDir (only Grafana has one: its admin password). */
+  readonly secretFiles: Readonly<Record<string, S>>;
+  /** Absolute paths inside the workload: plain files, secret files, persistent data. */
   readonly configDir: string;
-  readonly secretsDir?: string;
+  readonly secretDir: string;
   readonly dataDir: string;
+  /** Arguments after the upstream image's entrypoint (prometheus, loki, alloy; Grafana's run.sh takes none). */
   readonly args: readonly string[];
   readonly env: Readonly<Record<string, string>>;
+  /** The HTTP port the workload listens on, and its readiness path (GET, 200 when ready). */
+  readonly health: { readonly port: number; readonly path: string };
 }
 
-export interface RenderedMonitoring {
-  readonly prometheus: MonitoringWorkload;
-  readonly loki: MonitoringWorkload;
-  readonly alloy: MonitoringWorkload;
-  readonly grafana: MonitoringWorkload & {
+export interface RenderedMonitoring<S = string> {
+  readonly prometheus: MonitoringWorkload<S>;
+  readonly loki: MonitoringWorkload<S>;
+  readonly alloy: MonitoringWorkload<S>;
+  readonly grafana: MonitoringWorkload<S> & {
     /** Absolute path of the admin password file (the only secret); grafana.ini refers to it. */
     readonly adminPasswordFile: string;
   };
 }
 
 /** Every monitoring file, per workload. */
-export function renderMonitoringFiles(spec: PolicySpec, input: MonitoringRenderInput): RenderedMonitoring {
+export function renderMonitoringFiles<S = string>(spec: PolicySpec, input: MonitoringRenderInput<S>): RenderedMonitoring<S> {
   const dirs = MONITORING_DIRS;
-  const grafanaInput: GrafanaRenderInput = {
+  const grafanaInput: GrafanaRenderInput<S> = {
     ...input.grafana,
     prometheus: input.endpoints.prometheus,
     loki: input.endpoints.loki,
     scrapeIntervalSeconds: input.prometheus.scrapeIntervalSeconds ?? 15,
   };
   const promPort = input.endpoints.prometheus.port;
+  // No secrets outside Grafana; the directory exists so every workload has the same shape.
+  const noSecrets = (workload: string) => ({ secretFiles: {} as Readonly<Record<string, S>>, secretDir: `/run/secrets/${workload}` });
   return {
     prometheus: {
       files: {
         [PROMETHEUS_CONFIG_FILE]: toYaml(renderPrometheusConfig(input.prometheus)),
         [PROMETHEUS_RULES_FILE]: toYaml(renderAlertRules(spec)),
       },
-      secretFiles: {},
+      ...noSecrets('prometheus'),
       configDir: dirs.prometheus.config,
       dataDir: dirs.prometheus.data,
       args: prometheusArgs({ configDir: dirs.prometheus.config, dataDir: dirs.prometheus.data, listenPort: promPort, retentionDays: input.prometheus.retentionDays }),
       env: {},
+      health: { port: promPort, path: '/-/ready' },
     },
     loki: {
       files: { [LOKI_CONFIG_FILE]: toYaml(renderLokiConfig({ ...input.loki, dataDir: dirs.loki.data })) },
-      secretFiles: {},
+      ...noSecrets('loki'),
       configDir: dirs.loki.config,
       dataDir: dirs.loki.data,
       args: lokiArgs(dirs.loki.config),
       env: {},
+      health: { port: LOKI_HTTP_PORT, path: '/ready' },
     },
     alloy: {
       files: {
@@ -99,21 +112,23 @@ export function renderMonitoringFiles(spec: PolicySpec, input: MonitoringRenderI
           services: input.alloy.services ?? Object.values(LOG_SERVICES),
         }),
       },
-      secretFiles: {},
+      ...noSecrets('alloy'),
       configDir: dirs.alloy.config,
       dataDir: dirs.alloy.data,
       args: alloyArgs({ configDir: dirs.alloy.config, dataDir: dirs.alloy.data }),
       env: {},
+      health: { port: ALLOY_HTTP_PORT, path: '/-/ready' },
     },
     grafana: {
       files: renderGrafanaFiles(spec, grafanaInput),
       secretFiles: renderGrafanaSecretFiles(grafanaInput),
       configDir: grafanaInput.configDir ?? GRAFANA_DEFAULTS.configDir,
-      secretsDir: grafanaInput.secretsDir ?? GRAFANA_DEFAULTS.secretsDir,
+      secretDir: grafanaInput.secretDir ?? GRAFANA_DEFAULTS.secretDir,
       dataDir: grafanaInput.dataDir ?? GRAFANA_DEFAULTS.dataDir,
       // The image's entrypoint starts grafana-server with GF_PATHS_* from the environment.
       args: [],
       env: grafanaEnv(grafanaInput),
+      health: { port: grafanaInput.httpPort ?? GRAFANA_DEFAULTS.httpPort, path: '/api/health' },
       adminPasswordFile: grafanaAdminPasswordPath(grafanaInput),
     },
   };
