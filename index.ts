@@ -46,7 +46,6 @@ function makeTarget(): Target {
     return new DockerTarget('docker', {
       prefix: `agentd-${stack}`,
       bindAddress: config.gateway.bindAddress,
-      hostPort: config.gateway.port,
       extraEdgeNetworks: config.docker.egressNetworks,
     });
   }
@@ -67,10 +66,13 @@ function makeTarget(): Target {
 }
 const target = makeTarget();
 
-const platform = new Platform('agentd', { spec, config, images, target, credentials });
+const platform = new Platform('agentd', { spec, config, images, target, credentials, dockerPrefix: `agentd-${stack}` });
 
 export const gatewayUrl = platform.gatewayUrl;
 export const grpcEndpoint = platform.grpcEndpoint;
 export const apiKeys = platform.apiKeys;
 export const policyRevision = platform.policyRevision;
 export const contentHashes = platform.contentHashes;
+export const grafanaUrl = platform.monitoring?.grafanaUrl;
+export const prometheusUrl = platform.monitoring?.prometheusUrl;
+export const grafanaAdminPassword = platform.monitoring?.grafanaAdminPassword;

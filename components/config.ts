@@ -57,6 +57,9 @@ export interface StackConfig {
   };
   readonly monitoring: {
     readonly enabled: boolean;
+    /** Docker: host ports (on the gateway's bind address) of Grafana and Prometheus. */
+    readonly grafanaPort: number;
+    readonly prometheusPort: number;
   };
 }
 
@@ -197,8 +200,12 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     skipAwait: bool(k, 'kubernetes', 'skipAwait', false),
   };
 
-  const m = obj('monitoring', ['enabled']);
-  const monitoring = { enabled: bool(m, 'monitoring', 'enabled', false) };
+  const m = obj('monitoring', ['enabled', 'grafanaPort', 'prometheusPort']);
+  const monitoring = {
+    enabled: bool(m, 'monitoring', 'enabled', false),
+    grafanaPort: int(m, 'monitoring', 'grafanaPort', 3000, 1, 65535),
+    prometheusPort: int(m, 'monitoring', 'prometheusPort', 9090, 1, 65535),
+  };
 
   if (problems.length > 0) throw new StackConfigError(problems);
   return { target, gateway, egress, images, agentd, docker: { egressNetworks: Array.isArray(nets) ? (nets as string[]) : [] }, kubernetes, monitoring };

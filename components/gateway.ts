@@ -15,10 +15,12 @@ export interface GatewayArgs {
   readonly files: pulumi.Input<WorkloadFiles>;
   /** Replicas (Kubernetes); the Docker target runs one. */
   readonly replicas: number;
+  /** Port clients reach the gateway at (Docker host port, Kubernetes Service port). */
+  readonly publishedPort: number;
 }
 
 /** The gateway as a workload: the only one published outside the platform. */
-export function gatewayWorkload(args: Pick<GatewayArgs, 'image' | 'files' | 'replicas'>): Workload {
+export function gatewayWorkload(args: Pick<GatewayArgs, 'image' | 'files' | 'replicas' | 'publishedPort'>): Workload {
   return {
     name: WORKLOADS.gateway,
     image: args.image.ref,
@@ -33,7 +35,7 @@ export function gatewayWorkload(args: Pick<GatewayArgs, 'image' | 'files' | 'rep
       { name: 'stats', port: PORTS.envoyStats, protocol: 'http' },
     ],
     health: { port: PORTS.envoyStats, path: '/ready', command: args.image.probe(`http://127.0.0.1:${PORTS.envoyStats}/ready`) },
-    publish: { port: PORTS.gateway },
+    publish: { port: PORTS.gateway, hostPort: args.publishedPort },
     talksTo: [WORKLOADS.agentd, WORKLOADS.opa],
     internet: false,
     user: RUN_AS_USER,

@@ -10,6 +10,7 @@ import { Gateway } from './gateway.ts';
 import type { ImageSet } from './images.ts';
 import { DIRS, PORTS, WORKLOADS } from './layout.ts';
 import { PolicyEngine } from './policy-engine.ts';
+import { Monitoring } from './monitoring.ts';
 import { credentialValueFile } from './render/envoy/egress.ts';
 import { OPA_BUNDLE_FILE } from './render/opa.ts';
 import { EGRESS_SDS_SUBDIR, renderPlatform, type PlatformRenderInput, type RenderedPlatform } from './render/platform.ts';
@@ -26,6 +27,8 @@ export interface PlatformArgs {
   readonly target: Target;
   /** Configured egress credentials (Pulumi secrets), by service id. */
   readonly credentials: Readonly<Record<string, pulumi.Output<string>>>;
+  /** Docker: the prefix of the stack's objects (the log shipper keeps to this stack). */
+  readonly dockerPrefix?: string;
 }
 
 /** File name of the extra CA certificates in the egress config directory. */
@@ -81,6 +84,8 @@ export class Platform extends pulumi.ComponentResource {
   readonly policyRevision: pulumi.Output<string>;
   /** Content hash of each workload's files. */
   readonly contentHashes: pulumi.Output<Record<string, string>>;
+  /** The monitoring overlay, when the stack enables it. */
+  readonly monitoring?: Monitoring;
 
   constructor(name: string, args: PlatformArgs, opts?: pulumi.ComponentResourceOptions) {
     super('agentd:platform:Platform', name, {}, opts);
@@ -126,8 +131,17 @@ export class Platform extends pulumi.ComponentResource {
       },
       { parent: this },
     );
-    const gateway = new Gateway(`${name}-gateway`, { target, image: images.envoy, replicas: config.gateway.replicas, files: rendered.apply((r) => r.gateway) }, { parent: this });
+    const gateway = new Gateway(`${name}-gateway`, { target, image: images.envoy, replicas: config.gateway.replicas, publishedPort: config.gateway.port, files: rendered.apply((r) => r.gateway) }, { parent: this });
 
+    if (config.monitoring.enabled) {
+      this.monitoring = new Monitoring(`${name}-monitoring`, {
+        target, spec,
+        ...(args.dockerPrefix ? { dockerPrefix: args.dockerPrefix } : {}),
+        namespace: config.kubernetes.namespace,
+        grafanaHostPort: config.monitoring.grafanaPort,
+        prometheusHostPort: config.monitoring.prometheusPort,
+      }, { parent: this });
+    }
     target.connect?.();
 
     const host = config.gateway.bindAddress === '0.0.0.0' ? '127.0.0.1' : config.gateway.bindAddress;
@@ -140,6 +154,7 @@ export class Platform extends pulumi.ComponentResource {
       apiKeys: this.apiKeys,
       policyRevision: this.policyRevision,
       contentHashes: this.contentHashes,
+      ...(this.monitoring ? { grafanaUrl: this.monitoring.grafanaUrl, prometheusUrl: this.monitoring.prometheusUrl } : {}),
     });
   }
 }

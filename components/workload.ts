@@ -33,8 +33,14 @@ export interface Workload {
   readonly health: { readonly port: number; readonly path: string; readonly command: readonly string[] };
   /** A persistent volume (agentd's state). */
   readonly dataVolume?: { readonly mountPath: string };
-  /** The port published outside the platform (only the gateway has one). */
-  readonly publish?: { readonly port: number };
+  /** A port published outside the platform (the gateway; Grafana and Prometheus on loopback). */
+  readonly publish?: { readonly port: number; readonly hostPort: number };
+  /** Host paths mounted read-only (Docker only: the log shipper reads the Docker socket). */
+  readonly hostMounts?: readonly { readonly hostPath: string; readonly mountPath: string }[];
+  /** Kubernetes API read access the workload needs (the log shipper discovers pods). */
+  readonly apiAccess?: readonly { readonly apiGroups: readonly string[]; readonly resources: readonly string[]; readonly verbs: readonly string[] }[];
+  /** Runs as root (only the log shipper on Docker, which reads the root-owned Docker socket). */
+  readonly root?: boolean;
   /** Workloads this one opens connections to (network membership and NetworkPolicies). */
   readonly talksTo: readonly string[];
   /** Whether it reaches the internet (only the egress proxy). */

@@ -13,10 +13,8 @@ import type { WorkloadFiles } from '../render/platform.ts';
 export interface DockerTargetArgs {
   /** Prefix of every Docker object's name (one stack, one prefix). */
   readonly prefix: string;
-  /** Host address the published port binds to. */
+  /** Host address published ports bind to. */
   readonly bindAddress: string;
-  /** Host port the published workload (the gateway) is reachable at. */
-  readonly hostPort: number;
   /** Existing networks the internet-facing workloads also join. */
   readonly extraEdgeNetworks: readonly string[];
 }
@@ -131,11 +129,12 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
         mounts: [
           ...fileMounts(true),
           ...(data && w.dataVolume ? [{ type: 'volume', source: data.name, target: w.dataVolume.mountPath }] : []),
+          ...(w.hostMounts ?? []).map((m) => ({ type: 'bind', source: m.hostPath, target: m.mountPath, readOnly: true })),
         ],
         tmpfs: { '/tmp': 'rw,noexec,nosuid,size=64m' },
-        ports: w.publish ? [{ internal: w.publish.port, external: this.args.hostPort, ip: this.args.bindAddress, protocol: 'tcp' }] : [],
+        ports: w.publish ? [{ internal: w.publish.port, external: w.publish.hostPort, ip: this.args.bindAddress, protocol: 'tcp' }] : [],
         healthcheck: { tests: ['CMD', ...w.health.command], interval: '5s', timeout: '3s', retries: 3, startPeriod: '10s' },
-        user: `${w.user}:${w.user}`,
+        user: w.root ? '0:0' : `${w.user}:${w.user}`,
         ...HARDENING,
         capabilities: { drops: [...HARDENING.capabilities.drops] },
         securityOpts: [...HARDENING.securityOpts],

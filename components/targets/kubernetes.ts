@@ -120,6 +120,18 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
         }, child)
       : undefined;
 
+    if (w.apiAccess) {
+      new k8s.core.v1.ServiceAccount(`${baseName}-account`, { metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() } }, child);
+      const role = new k8s.rbac.v1.Role(`${baseName}-role`, {
+        metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
+        rules: w.apiAccess.map((r) => ({ apiGroups: [...r.apiGroups], resources: [...r.resources], verbs: [...r.verbs] })),
+      }, child);
+      new k8s.rbac.v1.RoleBinding(`${baseName}-binding`, {
+        metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: role.metadata.name },
+        subjects: [{ kind: 'ServiceAccount', name: w.name, namespace: ns }],
+      }, child);
+    }
     const [cmd, ...args] = w.command;
     const deployment = new k8s.apps.v1.Deployment(`${baseName}`, {
       metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
@@ -131,7 +143,8 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
         template: {
           metadata: { labels, annotations: { [HASH_ANNOTATION]: hash } },
           spec: {
-            automountServiceAccountToken: false,
+            automountServiceAccountToken: w.apiAccess !== undefined,
+            ...(w.apiAccess ? { serviceAccountName: w.name } : {}),
             enableServiceLinks: false,
             securityContext: { runAsNonRoot: true, runAsUser: w.user, runAsGroup: w.user, fsGroup: w.user, seccompProfile: { type: 'RuntimeDefault' } },
             containers: [{

@@ -13,7 +13,7 @@ const images = testImages;
 
 function build(spec = shippedSpec(), configRaw: Record<string, string> = {}) {
   const config = parseStackConfig({ 'agentd:target': 'docker', ...configRaw });
-  const target = new DockerTarget('docker', { prefix: 'agentd-test', bindAddress: config.gateway.bindAddress, hostPort: config.gateway.port, extraEdgeNetworks: [] });
+  const target = new DockerTarget('docker', { prefix: 'agentd-test', bindAddress: config.gateway.bindAddress, extraEdgeNetworks: [] });
   const credentials = { openai: pulumi.secret('sk-openai-plaintext'), httpbin: pulumi.secret('httpbin-plaintext') };
   return new Platform('agentd', { spec, config, images, target, credentials });
 }

@@ -1,0 +1,128 @@
+import * as pulumi from '@pulumi/pulumi';
+import * as random from '@pulumi/random';
+import type { PolicySpec } from '../policy/spec.ts';
+import { PORTS, RUN_AS_USER, WORKLOADS } from './layout.ts';
+import { renderMonitoringFiles, type MonitoringWorkload } from './render/monitoring/index.ts';
+import { LOKI_HTTP_PORT } from './render/monitoring/loki.ts';
+import { ALLOY_HTTP_PORT } from './render/monitoring/alloy.ts';
+import { STACK_LABEL, WORKLOAD_LABEL } from './targets/docker.ts';
+import { NAME_LABEL } from './targets/kubernetes.ts';
+import type { Target } from './target.ts';
+import type { Workload } from './workload.ts';
+
+/** Upstream images of the overlay (Grafana, Loki and Alloy are not built here: AGPL). */
+export const MONITORING_IMAGES = {
+  prometheus: 'prom/prometheus:v3.16.0',
+  loki: 'grafana/loki:3.7.0',
+  alloy: 'grafana/alloy:v1.11.0',
+  grafana: 'grafana/grafana:12.3.0',
+} as const;
+
+/** Each image's entrypoint (the workload's command starts with it). */
+const ENTRYPOINTS = { prometheus: ['/bin/prometheus'], loki: ['/usr/bin/loki'], alloy: ['/bin/alloy'], grafana: ['/run.sh'] } as const;
+
+export const MONITORING_PORTS = { prometheus: 9090, grafana: 3000, loki: LOKI_HTTP_PORT, alloy: ALLOY_HTTP_PORT } as const;
+
+export interface MonitoringArgs {
+  readonly target: Target;
+  readonly spec: PolicySpec;
+  /** Image per workload (defaults: MONITORING_IMAGES). */
+  readonly images?: Partial<Record<keyof typeof MONITORING_IMAGES, string>>;
+  /** Docker: the stack's prefix (logs are shipped only from this stack's containers). */
+  readonly dockerPrefix?: string;
+  /** Kubernetes: the platform's namespace. */
+  readonly namespace?: string;
+  /** Host port Grafana and Prometheus are published at on Docker (loopback). */
+  readonly grafanaHostPort?: number;
+  readonly prometheusHostPort?: number;
+}
+
+const probe = (port: number, path: string) => ['wget', '-q', '-O', '/dev/null', `http://127.0.0.1:${port}${path}`];
+
+/** One monitoring workload in the platform's Workload shape. Pure. */
+export function monitoringWorkload(
+  name: keyof typeof MONITORING_IMAGES,
+  m: MonitoringWorkload<pulumi.Output<string>>,
+  image: string,
+  extra: Partial<Workload> = {},
+): Workload {
+  return {
+    name,
+    image,
+    command: [...ENTRYPOINTS[name], ...m.args],
+    env: m.env,
+    configDir: m.configDir,
+    files: m.files,
+    secretDir: m.secretDir,
+    secretFiles: m.secretFiles,
+    ports: [{ name: 'http', port: m.health.port, protocol: 'http' }],
+    health: { port: m.health.port, path: m.health.path, command: probe(m.health.port, m.health.path) },
+    dataVolume: { mountPath: m.dataDir },
+    talksTo: [],
+    internet: false,
+    user: RUN_AS_USER,
+    resources: { cpuMillis: 500, memoryMiB: 512 },
+    replicas: 1,
+    ...extra,
+  };
+}
+
+/**
+ * The monitoring overlay: Prometheus (scraping both proxies' stats listeners, OPA and agentd,
+ * with the alert rules), Loki with Alloy shipping the platform's logs, Grafana with dashboards
+ * generated from the same policy data. The admin password is generated and a secret output.
+ */
+export class Monitoring extends pulumi.ComponentResource {
+  readonly grafanaUrl: pulumi.Output<string>;
+  readonly prometheusUrl: pulumi.Output<string>;
+  readonly grafanaAdminPassword: pulumi.Output<string>;
+
+  constructor(name: string, args: MonitoringArgs, opts?: pulumi.ComponentResourceOptions) {
+    super('agentd:monitoring:Monitoring', name, {}, opts);
+    const { target } = args;
+    const password = new random.RandomPassword(`${name}-grafana-admin`, { length: 32, special: false }, { parent: this });
+    this.grafanaAdminPassword = pulumi.secret(password.result);
+    const at = (w: string, port: number) => target.address(w, port);
+    const rendered = renderMonitoringFiles<pulumi.Output<string>>(args.spec, {
+      endpoints: { prometheus: at('prometheus', MONITORING_PORTS.prometheus), loki: at('loki', MONITORING_PORTS.loki) },
+      prometheus: {
+        targets: {
+          gateway: at(WORKLOADS.gateway, PORTS.envoyStats),
+          egress: at(WORKLOADS.egress, PORTS.envoyStats),
+          opa: at(WORKLOADS.opa, PORTS.opaDiagnostic),
+          agentd: at(WORKLOADS.agentd, PORTS.agentdHttp),
+        },
+        retentionDays: 15,
+      },
+      loki: { retentionDays: 7 },
+      alloy: {
+        discovery: target.kind === 'docker'
+          ? { kind: 'docker', host: 'unix:///var/run/docker.sock', serviceLabel: WORKLOAD_LABEL, stackLabel: { name: STACK_LABEL, value: args.dockerPrefix ?? '' } }
+          : { kind: 'kubernetes', namespace: args.namespace ?? 'agentd', serviceLabel: NAME_LABEL },
+      },
+      grafana: { adminPassword: this.grafanaAdminPassword },
+    });
+    const image = (n: keyof typeof MONITORING_IMAGES) => args.images?.[n] ?? MONITORING_IMAGES[n];
+    const prometheus = monitoringWorkload('prometheus', rendered.prometheus, image('prometheus'), {
+      talksTo: [WORKLOADS.gateway, WORKLOADS.egress, WORKLOADS.opa, WORKLOADS.agentd],
+      ...(args.prometheusHostPort ? { publish: { port: MONITORING_PORTS.prometheus, hostPort: args.prometheusHostPort } } : {}),
+    });
+    const loki = monitoringWorkload('loki', rendered.loki, image('loki'));
+    const alloy = monitoringWorkload('alloy', rendered.alloy, image('alloy'), {
+      talksTo: ['loki'],
+      ...(target.kind === 'docker'
+        ? { hostMounts: [{ hostPath: '/var/run/docker.sock', mountPath: '/var/run/docker.sock' }], root: true }
+        : { apiAccess: [{ apiGroups: [''], resources: ['pods', 'pods/log', 'namespaces'], verbs: ['get', 'list', 'watch'] }] }),
+    });
+    const grafana = monitoringWorkload('grafana', rendered.grafana, image('grafana'), {
+      talksTo: ['prometheus', 'loki'],
+      ...(args.grafanaHostPort ? { publish: { port: MONITORING_PORTS.grafana, hostPort: args.grafanaHostPort } } : {}),
+    });
+    for (const w of [prometheus, loki, alloy, grafana]) target.deploy(w, this, `${name}-${w.name}`);
+    const host = target.kind === 'docker' ? '127.0.0.1' : undefined;
+    this.grafanaUrl = pulumi.output(host && args.grafanaHostPort ? `http://${host}:${args.grafanaHostPort}` : `http://${at('grafana', MONITORING_PORTS.grafana).host}:${MONITORING_PORTS.grafana}`);
+    this.prometheusUrl = pulumi.output(host && args.prometheusHostPort ? `http://${host}:${args.prometheusHostPort}` : `http://${at('prometheus', MONITORING_PORTS.prometheus).host}:${MONITORING_PORTS.prometheus}`);
+    this.registerOutputs({ grafanaUrl: this.grafanaUrl, prometheusUrl: this.prometheusUrl, grafanaAdminPassword: this.grafanaAdminPassword });
+  }
+}
+
