@@ -4,13 +4,13 @@
 // that stops the preview, and a destroy that leaves nothing behind.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTestCa } from '../harness/standin.ts';
 import { freePort } from '../harness/processes.ts';
 import { rawRequest } from '../harness/clients.ts';
 import { REPO_ROOT } from '../support/tools.ts';
+import { copyProject, type ProjectCopy } from '../support/project.ts';
 import { buildLocalImages, type LocalImages } from '../../scripts/images.ts';
 
 const STACK = 'e2e';
@@ -27,12 +27,8 @@ let standinPort: number;
 let outputs: { gatewayUrl: string; grpcEndpoint: string; policyRevision: string; apiKeys: Record<string, string> };
 
 const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DOCKER_BUILDKIT: '0' } }).trim();
-function pulumi(args: string[], check = true, input?: string): { status: number; out: string } {
-  const r = spawnSync('pulumi', [...args, '--stack', STACK, '--non-interactive'], { cwd: work, env, encoding: 'utf8', maxBuffer: 64 << 20, input });
-  const out = `${r.stdout}\n${r.stderr}`;
-  if (check && r.status !== 0) throw new Error(`pulumi ${args.join(' ')} failed (${r.status}):\n${out.slice(-4000)}`);
-  return { status: r.status ?? 1, out };
-}
+let project: ProjectCopy;
+const pulumi = (args: string[], check = true) => project.pulumi(args, { check });
 const stackContainers = () => docker('ps', '-a', '--filter', `label=agentd.stack=${PREFIX}`, '--filter', 'label=agentd.role=workload', '--format', '{{.Names}} {{.ID}}')
   .split('\n').filter(Boolean).map((l) => l.split(' ') as [string, string]);
 const containerIds = () => Object.fromEntries(stackContainers());
@@ -41,15 +37,9 @@ const get = (path: string, key?: string) => rawRequest(gatewayPort, { path, head
 beforeAll(async () => {
   docker('info', '--format', '{{.ServerVersion}}'); // fails the suite when no engine answers
   images = buildLocalImages();
-  work = mkdtempSync(join(tmpdir(), 'agentd-e2e-'));
-  // A copy of the project, so the test can change policy data without touching the repo.
-  for (const p of ['index.ts', 'Pulumi.yaml', 'package.json', 'components', 'policy', 'grafana', 'agentd', 'build/images.json', 'scripts', 'test/harness', 'test/support']) {
-    cpSync(join(REPO_ROOT, p), join(work, p), { recursive: true });
-  }
-  symlinkSync(join(REPO_ROOT, 'node_modules'), join(work, 'node_modules'));
-  mkdirSync(join(work, 'stacks'));
-  mkdirSync(join(work, 'state'));
-  env = { ...process.env, PULUMI_BACKEND_URL: `file://${join(work, 'state')}`, PULUMI_CONFIG_PASSPHRASE: 'e2e-passphrase', PULUMI_SKIP_UPDATE_CHECK: 'true' };
+  project = copyProject(STACK);
+  work = project.dir;
+  env = project.env;
 
   // The stand-in upstream: a container on its own network, which the egress proxy joins.
   const caDir = join(work, 'ca');
@@ -70,8 +60,7 @@ beforeAll(async () => {
 
   gatewayPort = await freePort();
   pulumi(['stack', 'init']);
-  // Values go in on stdin: a PEM value would otherwise read as a flag.
-  const set = (path: string, value: string, secret = false) => pulumi(['config', 'set', '--path', ...(secret ? ['--secret'] : []), path], true, value);
+  const set = project.set;
   set('agentd:target', 'docker');
   set('agentd:images.mode', 'local');
   set('agentd:gateway.port', String(gatewayPort));

@@ -1,0 +1,37 @@
+// A copy of the Pulumi project in a temp dir, with its own state backend, so a test can change
+// policy data and run `pulumi` without touching the repo. node_modules is linked, not copied.
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { REPO_ROOT } from './tools.ts';
+
+export interface ProjectCopy {
+  readonly dir: string;
+  readonly env: NodeJS.ProcessEnv;
+  /** Runs `pulumi ARGS --stack STACK --non-interactive` in the copy; throws on failure when `check`. */
+  pulumi(args: string[], opts?: { check?: boolean; input?: string }): { status: number; out: string };
+  /** `pulumi config set --path KEY` with the value on stdin (a PEM value would read as a flag). */
+  set(path: string, value: string, secret?: boolean): void;
+}
+
+export function copyProject(stack: string, extraEnv: NodeJS.ProcessEnv = {}): ProjectCopy {
+  const dir = mkdtempSync(join(tmpdir(), `agentd-${stack}-`));
+  for (const p of ['index.ts', 'Pulumi.yaml', 'package.json', 'components', 'policy', 'grafana', 'agentd', 'build/images.json', 'scripts', 'test/harness', 'test/support']) {
+    if (existsSync(join(REPO_ROOT, p))) cpSync(join(REPO_ROOT, p), join(dir, p), { recursive: true });
+  }
+  symlinkSync(join(REPO_ROOT, 'node_modules'), join(dir, 'node_modules'));
+  mkdirSync(join(dir, 'stacks'));
+  mkdirSync(join(dir, 'state'));
+  const env = { ...process.env, PULUMI_BACKEND_URL: `file://${join(dir, 'state')}`, PULUMI_CONFIG_PASSPHRASE: `${stack}-passphrase`, PULUMI_SKIP_UPDATE_CHECK: 'true', ...extraEnv };
+  const pulumi = (args: string[], opts: { check?: boolean; input?: string } = {}) => {
+    const r = spawnSync('pulumi', [...args, '--stack', stack, '--non-interactive'], { cwd: dir, env, encoding: 'utf8', maxBuffer: 64 << 20, input: opts.input });
+    const out = `${r.stdout}\n${r.stderr}`;
+    if ((opts.check ?? true) && r.status !== 0) throw new Error(`pulumi ${args.join(' ')} failed (${r.status}):\n${out.slice(-4000)}`);
+    return { status: r.status ?? 1, out };
+  };
+  return {
+    dir, env, pulumi,
+    set: (path, value, secret = false) => void pulumi(['config', 'set', '--path', ...(secret ? ['--secret'] : []), path], { input: value }),
+  };
+}
