@@ -3,7 +3,7 @@
 
 import {
   TYPE, ext, isIpLiteral, seconds, socketAddress, typed,
-  type Cluster, type Listener, type RouteConfiguration, type TypedExtension, type TypedConfig,
+  type Cluster, type Listener, type RateLimit, type RouteConfiguration, type TypedExtension, type TypedConfig,
 } from './model.ts';
 
 /** host:port as a target gives it (loopback, Docker DNS name, Kubernetes service DNS). */
@@ -235,6 +235,38 @@ export function localRateLimitFilter(statPrefix: string): TypedExtension {
 }
 
 export const routerFilter = (): TypedExtension => ext('envoy.filters.http.router', TYPE.router, { suppress_envoy_headers: true });
+
+/** A rate-limit descriptor entry taken from OPA's answer (ext_authz dynamic metadata). */
+export const fromAuthz = (descriptorKey: string, key: string) => ({
+  metadata: { descriptor_key: descriptorKey, metadata_key: { key: EXT_AUTHZ_NS, path: [{ key }] }, source: 'DYNAMIC' as const },
+});
+
+/**
+ * An enforcing local rate limit (per virtual host): one token bucket per distinct descriptor
+ * value (wildcard entries), up to 100,000 tracked, x-ratelimit-* headers, RESOURCE_EXHAUSTED for
+ * gRPC. `defaultBucket` is what a request matching no descriptor draws from.
+ */
+export function enforcedRateLimit(opts: {
+  statPrefix: string;
+  runtimePrefix: string;
+  defaultBucket: ReturnType<typeof bucket>;
+  descriptors: readonly object[];
+  rateLimits: readonly RateLimit[];
+}): TypedConfig {
+  return typed(TYPE.localRateLimit, {
+    stat_prefix: opts.statPrefix,
+    token_bucket: opts.defaultBucket,
+    filter_enabled: percent(100, `${opts.runtimePrefix}.rate_limit.enabled`),
+    filter_enforced: percent(100, `${opts.runtimePrefix}.rate_limit.enforced`),
+    descriptors: opts.descriptors,
+    rate_limits: opts.rateLimits,
+    always_consume_default_token_bucket: false,
+    max_dynamic_descriptors: 100_000,
+    enable_x_ratelimit_headers: 'DRAFT_VERSION_03',
+    local_rate_limit_per_downstream_connection: false,
+    rate_limited_as_resource_exhausted: true,
+  });
+}
 
 /** A token bucket that refills `perWindow` tokens every `windowSeconds`. */
 export const bucket = (perWindow: number, windowSeconds: number) => ({

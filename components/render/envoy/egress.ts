@@ -6,9 +6,9 @@
 import { SANDBOX_TOKEN_HEADER, TOKEN_AUDIENCE, TOKEN_ISSUER } from '../../../agentd/src/contract.ts';
 import type { EgressService, PolicySpec } from '../../../policy/spec.ts';
 import {
-  BASE_LOG_FIELDS, EXT_AUTHZ_NS, JWT_AUTHN_NS, OPA_CLUSTER, adminBlock, adminCluster, bucket, cluster, connectionManager,
+  BASE_LOG_FIELDS, EXT_AUTHZ_NS, enforcedRateLimit, fromAuthz, JWT_AUTHN_NS, OPA_CLUSTER, adminBlock, adminCluster, bucket, cluster, connectionManager,
   extAuthzContext, extAuthzDisabled, extAuthzFilter, jsonAccessLog, jsonDirectResponse, localRateLimitFilter,
-  localReplyConfig, percent, routerFilter, statsListener, type Endpoint, type ProxyListen,
+  localReplyConfig, routerFilter, statsListener, type Endpoint, type ProxyListen,
 } from './common.ts';
 import {
   TYPE, ext, isIpLiteral, seconds, socketAddress, typed,
@@ -62,9 +62,6 @@ export function upstreamOf(service: EgressService, input: EgressRenderInput): Up
   return input.upstreams?.[service.id] ?? service.baseUrl;
 }
 
-const fromAuthz = (descriptorKey: string, key: string) => ({
-  metadata: { descriptor_key: descriptorKey, metadata_key: { key: EXT_AUTHZ_NS, path: [{ key }] }, source: 'DYNAMIC' as const },
-});
 
 /** Per service: one token bucket per sandbox, sized by the sandbox's tier (from OPA's answer). */
 export function egressRateLimit(spec: PolicySpec, serviceId: string): TypedConfig {
@@ -75,19 +72,13 @@ export function egressRateLimit(spec: PolicySpec, serviceId: string): TypedConfi
       token_bucket: bucket(t.requestsPerMinute, 60),
     }));
   const rateLimits: RateLimit[] = [{ actions: [fromAuthz('tier', 'tier'), fromAuthz('sandbox', 'sandbox_id')] }];
-  return typed(TYPE.localRateLimit, {
-    stat_prefix: EGRESS_RATE_LIMIT_STAT_PREFIX,
+  return enforcedRateLimit({
+    statPrefix: EGRESS_RATE_LIMIT_STAT_PREFIX,
+    runtimePrefix: 'egress',
     // Only reached if OPA allowed a tier without a descriptor, which the spec rules out: fail closed.
-    token_bucket: bucket(1, 3600),
-    filter_enabled: percent(100, 'egress.rate_limit.enabled'),
-    filter_enforced: percent(100, 'egress.rate_limit.enforced'),
+    defaultBucket: bucket(1, 3600),
     descriptors,
-    rate_limits: rateLimits,
-    always_consume_default_token_bucket: false,
-    max_dynamic_descriptors: 100_000,
-    enable_x_ratelimit_headers: 'DRAFT_VERSION_03',
-    local_rate_limit_per_downstream_connection: false,
-    rate_limited_as_resource_exhausted: true,
+    rateLimits,
   });
 }
 

@@ -5,7 +5,7 @@
 import { API_PREFIX, GRPC_SERVICE, HEALTH_PATH, READY_PATH } from '../../../agentd/src/contract.ts';
 import type { PolicySpec } from '../../../policy/spec.ts';
 import {
-  BASE_LOG_FIELDS, EXT_AUTHZ_NS, OPA_CLUSTER, adminBlock, adminCluster, bucket, cluster, connectionManager,
+  BASE_LOG_FIELDS, EXT_AUTHZ_NS, enforcedRateLimit, fromAuthz, OPA_CLUSTER, adminBlock, adminCluster, bucket, cluster, connectionManager,
   extAuthzContext, extAuthzDisabled, extAuthzFilter, jsonAccessLog, jsonDirectResponse, localRateLimitFilter,
   localReplyConfig, percent, routerFilter, statsListener, type Endpoint, type ProxyListen,
 } from './common.ts';
@@ -44,9 +44,6 @@ const WINDOWS = [
   { name: 'hour', seconds: 3600, limit: (t: { requestsPerHour: number | null }) => t.requestsPerHour },
 ] as const;
 
-const fromAuthz = (descriptorKey: string, key: string) => ({
-  metadata: { descriptor_key: descriptorKey, metadata_key: { key: EXT_AUTHZ_NS, path: [{ key }] }, source: 'DYNAMIC' as const },
-});
 
 /** One descriptor per tier and window: a token bucket per distinct client id (empty value = per value). */
 export function gatewayRateLimit(spec: PolicySpec): TypedConfig {
@@ -66,19 +63,13 @@ export function gatewayRateLimit(spec: PolicySpec): TypedConfig {
       fromAuthz('client', 'client_id'),
     ],
   }));
-  return typed(TYPE.localRateLimit, {
-    stat_prefix: GATEWAY_RATE_LIMIT_STAT_PREFIX,
+  return enforcedRateLimit({
+    statPrefix: GATEWAY_RATE_LIMIT_STAT_PREFIX,
+    runtimePrefix: 'gateway',
     // Requests that match no descriptor (the unlimited tier) draw from this bucket: effectively none.
-    token_bucket: bucket(1_000_000_000, 1),
-    filter_enabled: percent(100, 'gateway.rate_limit.enabled'),
-    filter_enforced: percent(100, 'gateway.rate_limit.enforced'),
+    defaultBucket: bucket(1_000_000_000, 1),
     descriptors,
-    rate_limits: rateLimits,
-    always_consume_default_token_bucket: false,
-    max_dynamic_descriptors: 100_000,
-    enable_x_ratelimit_headers: 'DRAFT_VERSION_03',
-    local_rate_limit_per_downstream_connection: false,
-    rate_limited_as_resource_exhausted: true,
+    rateLimits,
   });
 }
 
