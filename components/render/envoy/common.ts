@@ -209,8 +209,14 @@ export function adminBlock(adminPort: number) {
   return { address: socketAddress('127.0.0.1', adminPort) };
 }
 
-/** ext_authz over gRPC to OPA; fails closed with 503 when OPA does not answer. */
-export function extAuthzFilter(opts: { statPrefix: string; metadataNamespaces?: readonly string[]; timeoutSeconds?: number }): TypedExtension {
+/**
+ * ext_authz over gRPC to OPA; fails closed with 503 when OPA does not answer. `allowedHeaders`
+ * are the only request headers OPA is sent (the ones its policy reads): nothing else a caller
+ * sends (a key in a header of its own choosing, a sandbox token, a cookie) reaches OPA or its
+ * decision log, whatever the log's masking policy does (it lives in the bundle, so it does not
+ * run while OPA has no active bundle).
+ */
+export function extAuthzFilter(opts: { statPrefix: string; allowedHeaders: readonly string[]; metadataNamespaces?: readonly string[]; timeoutSeconds?: number }): TypedExtension {
   return ext('envoy.filters.http.ext_authz', TYPE.extAuthz, {
     stat_prefix: opts.statPrefix,
     transport_api_version: 'V3',
@@ -218,6 +224,7 @@ export function extAuthzFilter(opts: { statPrefix: string; metadataNamespaces?: 
     failure_mode_allow: false,
     status_on_error: { code: 503 },
     include_peer_certificate: false,
+    allowed_headers: { patterns: opts.allowedHeaders.map((h) => ({ exact: h })) },
     ...(opts.metadataNamespaces ? { metadata_context_namespaces: opts.metadataNamespaces } : {}),
   });
 }

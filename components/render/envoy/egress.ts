@@ -45,6 +45,12 @@ export interface EgressRenderInput {
 export const EGRESS_STAT_PREFIX = 'egress';
 export const EGRESS_RATE_LIMIT_STAT_PREFIX = 'egress_rate_limit';
 export const EGRESS_EXT_AUTHZ_STAT_PREFIX = 'egress_authz';
+/**
+ * The request headers OPA gets at egress. The policy reads none (the sandbox comes from the
+ * verified claims, the service from the route); content-type is harmless and keeps the list
+ * non-empty (an empty list would mean every header).
+ */
+export const EGRESS_AUTHZ_HEADERS = ['content-type'] as const;
 /** jwt_authn provider and the metadata key its verified claims land under (OPA reads it). */
 export const JWT_PROVIDER = 'sandbox';
 
@@ -219,7 +225,7 @@ export function renderEgressConfig(spec: PolicySpec, input: EgressRenderInput): 
         },
         requirement_map: { [JWT_PROVIDER]: { provider_name: JWT_PROVIDER } },
       }),
-      extAuthzFilter({ statPrefix: EGRESS_EXT_AUTHZ_STAT_PREFIX, metadataNamespaces: [JWT_AUTHN_NS] }),
+      extAuthzFilter({ statPrefix: EGRESS_EXT_AUTHZ_STAT_PREFIX, allowedHeaders: EGRESS_AUTHZ_HEADERS, metadataNamespaces: [JWT_AUTHN_NS] }),
       localRateLimitFilter(EGRESS_RATE_LIMIT_STAT_PREFIX),
       routerFilter(),
     ],

@@ -37,6 +37,8 @@ export interface GatewayRenderInput {
 export const GATEWAY_STAT_PREFIX = 'gateway';
 export const GATEWAY_RATE_LIMIT_STAT_PREFIX = 'gateway_rate_limit';
 export const GATEWAY_EXT_AUTHZ_STAT_PREFIX = 'gateway_authz';
+/** The request headers the gateway policy reads (policy/rego/agentd/gateway.rego): the key's two places. */
+export const GATEWAY_AUTHZ_HEADERS = ['x-api-key', 'authorization'] as const;
 
 /** The descriptor windows: each tier limits per minute and per hour. */
 const WINDOWS = [
@@ -117,7 +119,7 @@ export function renderGatewayConfig(spec: PolicySpec, input: GatewayRenderInput)
       routeConfig,
       httpFilters: [
         ext('envoy.filters.http.buffer', TYPE.buffer, { max_request_bytes: input.maxRequestBytes }),
-        extAuthzFilter({ statPrefix: GATEWAY_EXT_AUTHZ_STAT_PREFIX }),
+        extAuthzFilter({ statPrefix: GATEWAY_EXT_AUTHZ_STAT_PREFIX, allowedHeaders: GATEWAY_AUTHZ_HEADERS }),
         localRateLimitFilter(GATEWAY_RATE_LIMIT_STAT_PREFIX),
         routerFilter(),
       ],

@@ -1,0 +1,379 @@
+// Faults: OPA killed, hung and restarted, OPA started on corrupt or missing bundles (fail
+// closed, then recovery); agentd killed (kill -9) in the middle of intents and of sandbox
+// creation (nothing acknowledged is lost, the interrupted intent is marked); upstream slow or
+// down; the egress proxy down; agentd down; both Envoys restarted. Container restart policies
+// are the Docker e2e's subject, not this file's.
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { startStack, type Stack } from '../harness/stack.ts';
+import { AgentdGrpc, egressCall, rawRequest, type RawResponse } from '../harness/clients.ts';
+import { ManagedProcess, answers } from '../harness/processes.ts';
+import { BUNDLE_DATA_PATH, buildBundle, sha256Hex, tarGz } from '../../policy/bundle.ts';
+import { OPA_BUNDLE_FILE } from '../../components/render/opa.ts';
+import { CaseBook, errorCode, h2Send, policyVariant, scanStack, secretsOf, sleep } from './support.ts';
+
+const book = new CaseBook('faults');
+// The shipped policy plus a slow path on two services (the stand-in answers /delay/<ms> late):
+// httpbin with a 2 s upstream timeout, github with its 30 s one.
+const spec = policyVariant((d) => {
+  d.egressServices.services.httpbin.allowed_paths.push('/delay/*');
+  d.egressServices.services.httpbin.timeout_seconds = 2;
+  d.egressServices.services.github.allowed_paths.push('/delay/*');
+});
+let stack: Stack;
+let rpc: AgentdGrpc;
+const tokens: string[] = [];
+let sbx: { id: string; token: string };
+
+const api = (method: string, path: string, body?: object, timeoutMs = 10_000): Promise<RawResponse> =>
+  rawRequest(stack.ports.gateway, {
+    method, path, timeoutMs,
+    headers: { 'x-api-key': stack.apiKeys['admin']!, ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+const status = async () => (await api('GET', '/api/v1/status')).status;
+async function sandbox(tier = 'admin'): Promise<{ id: string; token: string }> {
+  const r = await api('POST', '/api/v1/sandboxes', { tier });
+  expect(r.status, r.body).toBe(201);
+  tokens.push(r.json().token);
+  return r.json();
+}
+const fetchIntent = (id: string, params: object, timeoutMs?: number) => api('POST', `/api/v1/sandboxes/${id}/intents`, { capability: 'http_fetch', params }, timeoutMs);
+/** Polls until `ok()` holds, for at most `ms`. */
+async function eventually(ok: () => Promise<boolean> | boolean, ms = 10_000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await Promise.resolve(ok()).catch(() => false)) return true;
+    await sleep(100);
+  }
+  return false;
+}
+const sandboxTotal = async () => {
+  const r = await rawRequest(stack.ports.agentdHttp, { path: '/api/v1/status' }); // agentd directly: counts even when OPA is down
+  return r.json().sandboxes.total as number;
+};
+
+beforeAll(async () => {
+  stack = await startStack({ spec, dir: mkdtempSync(join(tmpdir(), 'agentd-sec-fault-')) });
+  rpc = new AgentdGrpc(stack.gatewayGrpc);
+  sbx = await sandbox('admin');
+});
+afterAll(async () => {
+  try {
+    rpc?.close();
+    await stack?.stop();
+  } finally {
+    book.flush();
+  }
+});
+
+// ---- OPA ----------------------------------------------------------------------------------------
+
+/** Every way in while OPA cannot decide: each must be refused, and nothing may reach agentd or the upstream. */
+async function expectEverythingRefused(label: string) {
+  const before = await sandboxTotal();
+  stack.upstream.clear();
+  const outcomes: Record<string, number> = {};
+  const g = await api('GET', '/api/v1/status');
+  outcomes['gateway HTTP/1.1'] = g.status;
+  const c = await api('POST', '/api/v1/sandboxes', { tier: 'admin' });
+  outcomes['gateway create'] = c.status;
+  const h = await h2Send(stack.ports.gateway, { path: '/api/v1/status', headers: { 'x-api-key': stack.apiKeys['admin']! } });
+  outcomes['gateway HTTP/2'] = h.status;
+  const rg = await rpc.call('Status', {}, stack.apiKeys['admin']);
+  outcomes['gateway gRPC'] = rg.ok ? 200 : 500;
+  const e = await egressCall(stack.ports.egress, 'httpbin', sbx.token, { path: '/get' });
+  outcomes['egress'] = e.status;
+  for (const [k, v] of Object.entries(outcomes)) expect(v, `${label}: ${k}`).toBeGreaterThanOrEqual(400);
+  for (const r of [g, c, e]) expect(errorCode(r.body), `${label}: ${r.body}`).toBeTruthy();
+  expect(stack.upstream.received, label).toEqual([]);
+  expect(await sandboxTotal(), `${label}: a sandbox was created`).toBe(before);
+  return { g, e };
+}
+
+describe('OPA killed, hung, restarted', () => {
+  book.case('faults', 'OPA killed (kill -9): gateway (HTTP/1.1, HTTP/2, gRPC) and egress fail closed with 503 authorization_unavailable', async () => {
+    await stack.processes.opa.kill();
+    const { g, e } = await expectEverythingRefused('OPA down');
+    expect([g.status, errorCode(g.body)]).toEqual([503, 'authorization_unavailable']);
+    expect([e.status, errorCode(e.body)]).toEqual([503, 'authorization_unavailable']);
+    const rg = await rpc.call('Status', {}, stack.apiKeys['admin']);
+    expect(rg.ok ? -1 : rg.code).toBe(grpc.status.UNAVAILABLE);
+  });
+  book.case('faults', 'OPA restarted: both proxies recover without a restart of their own', async () => {
+    await stack.processes.opa.start();
+    expect(await eventually(async () => (await status()) === 200)).toBe(true);
+    expect(await eventually(async () => (await egressCall(stack.ports.egress, 'httpbin', sbx.token, { path: '/get' })).status === 200)).toBe(true);
+  });
+  book.case('faults', 'OPA hung (SIGSTOP): refused with 503 within the 1 s ext_authz timeout; recovers on SIGCONT', async () => {
+    const pid = stack.processes.opa.pid!;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const t0 = Date.now();
+      const r = await api('GET', '/api/v1/status');
+      expect([r.status, errorCode(r.body)]).toEqual([503, 'authorization_unavailable']);
+      expect(Date.now() - t0).toBeLessThan(3000);
+      const e = await egressCall(stack.ports.egress, 'httpbin', sbx.token, { path: '/get' });
+      expect([e.status, errorCode(e.body)]).toEqual([503, 'authorization_unavailable']);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    expect(await eventually(async () => (await status()) === 200)).toBe(true);
+  });
+});
+
+// ---- corrupt or missing bundles ----------------------------------------------------------------------
+
+describe('OPA started on a corrupt or missing bundle: refused, never allowed; then restored', () => {
+  const bundlePath = () => join(stack.dir, 'opa', OPA_BUNDLE_FILE);
+  let good: Buffer;
+  let files: Record<string, string>;
+  beforeAll(() => {
+    good = readFileSync(bundlePath());
+    const keyHashes = Object.fromEntries(Object.entries(stack.apiKeys).map(([id, k]) => [id, sha256Hex(k)]));
+    const built = buildBundle(spec, keyHashes);
+    expect(built.bytes.equals(good)).toBe(true); // the variants below start from what is deployed
+    files = { ...built.files };
+  });
+  const without = (f: Record<string, string>, name: string) => Object.fromEntries(Object.entries(f).filter(([k]) => k !== name));
+  const VARIANTS: [name: string, write: () => void][] = [
+    ['random bytes', () => writeFileSync(bundlePath(), Buffer.from('this is not a bundle at all'))],
+    ['a truncated gzip', () => writeFileSync(bundlePath(), good.subarray(0, Math.floor(good.length / 2)))],
+    ['an empty file', () => writeFileSync(bundlePath(), Buffer.alloc(0))],
+    ['no bundle file', () => rmSync(bundlePath())],
+    ['a Rego syntax error in the entry point', () => writeFileSync(bundlePath(), tarGz({ ...files, 'agentd/envoy/authz.rego': 'package agentd.envoy.authz\n\nresult := {"allowed": true\n' }))],
+    ['no entry point (authz.rego missing)', () => writeFileSync(bundlePath(), tarGz(without(files, 'agentd/envoy/authz.rego')))],
+    ['no data.json (no keys, no services)', () => writeFileSync(bundlePath(), tarGz(without(files, BUNDLE_DATA_PATH)))],
+    ['files outside the manifest roots', () => writeFileSync(bundlePath(), tarGz({ ...files, '.manifest': JSON.stringify({ revision: 'x', roots: ['other'] }) }))],
+  ];
+  for (const [name, write] of VARIANTS) {
+    book.case('faults', `bundle: ${name} -> every request refused (gateway, egress), nothing reaches agentd or upstream`, async () => {
+      await stack.processes.opa.kill();
+      write();
+      // Started as the harness does, but ready as soon as OPA answers at all: with a bad bundle
+      // /health?bundles never turns healthy, which is the point.
+      const opa = new ManagedProcess({ ...stack.processes.opa.spec, ready: () => answers(`http://127.0.0.1:${stack.ports.opaHttp}/health`), readyTimeoutMs: 10_000 }, stack.processes.opa.logFile);
+      try {
+        await opa.start();
+        for (let i = 0; i < 2; i++) {
+          await expectEverythingRefused(`bundle ${name}, round ${i}`);
+          await sleep(200);
+        }
+      } finally {
+        await opa.stop('SIGKILL');
+        writeFileSync(bundlePath(), good);
+      }
+    });
+  }
+  book.case('faults', 'bundle: restored, OPA restarted -> requests are allowed again', async () => {
+    await stack.processes.opa.start();
+    expect(await eventually(async () => (await status()) === 200)).toBe(true);
+    expect((await egressCall(stack.ports.egress, 'httpbin', sbx.token, { path: '/get' })).status).toBe(200);
+  });
+});
+
+// ---- agentd killed mid-work ---------------------------------------------------------------------
+
+describe('agentd killed (kill -9) in the middle of work', () => {
+  book.case('faults', 'kill -9 during a slow intent: sandboxes and finished intents survive, the interrupted intent is marked', async () => {
+    const sandboxes = [await sandbox('standard'), await sandbox('standard'), await sandbox('restricted')];
+    const s = sandboxes[0]!;
+    const done: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await fetchIntent(s.id, { service: 'github', method: 'GET', path: `/repos/o/r/issues/${i}` });
+      expect(r.json().outcome).toBe('ok');
+      done.push(r.json().id);
+    }
+    stack.upstream.clear();
+    const slow = fetchIntent(s.id, { service: 'github', method: 'GET', path: '/delay/20000' }, 30_000);
+    expect(await eventually(() => stack.upstream.received.some((q) => q.path === '/delay/20000'), 5000)).toBe(true);
+    await stack.processes.agentd.kill();
+    const cut = await slow;
+    expect(cut.status).toBe(503);
+    expect(errorCode(cut.body)).toBe('upstream_unavailable');
+    await stack.processes.agentd.start();
+    for (const x of sandboxes) expect((await api('GET', `/api/v1/sandboxes/${x.id}`)).json().state).toBe('active');
+    const intents = (await api('GET', `/api/v1/sandboxes/${s.id}/intents`)).json().intents as { id: string; outcome: string; path: string; error: string | null }[];
+    for (const id of done) expect(intents.find((i) => i.id === id)?.outcome).toBe('ok');
+    const interrupted = intents.filter((i) => i.path === '/delay/20000');
+    expect(interrupted).toHaveLength(1);
+    expect(interrupted[0]!.outcome).toBe('interrupted');
+    expect(interrupted[0]!.error).toMatch(/interrupted/);
+    expect((await api('GET', '/api/v1/status')).json().intents.running).toBe(0);
+  }, 40_000);
+
+  book.case('faults', 'kill -9 during a burst of 300 sandbox creations: every acknowledged (201) sandbox exists after restart', async () => {
+    const acked: string[] = [];
+    const burst = Array.from({ length: 300 }, () =>
+      api('POST', '/api/v1/sandboxes', { tier: 'restricted' }).then((r) => {
+        if (r.status === 201) acked.push(r.json().id);
+        return r.status;
+      }, () => 0),
+    );
+    expect(await eventually(() => acked.length >= 10, 10_000)).toBe(true);
+    await stack.processes.agentd.kill();
+    const statuses = await Promise.all(burst);
+    await stack.processes.agentd.start();
+    expect(acked.length).toBe(statuses.filter((s) => s === 201).length);
+    console.log(`creation burst: ${acked.length} of ${statuses.length} acknowledged before kill -9`);
+    expect(acked.length, 'the kill landed after the burst: nothing was in flight').toBeLessThan(statuses.length);
+    for (const id of acked) {
+      const r = await api('GET', `/api/v1/sandboxes/${id}`);
+      expect(r.status, `acknowledged sandbox ${id} lost`).toBe(200);
+    }
+    // Refused ones were refused with a JSON error, never silently dropped.
+    for (const s of statuses) expect(s === 201 || s >= 500 || s === 0).toBe(true);
+  }, 40_000);
+
+  book.case('faults', 'kill -9 during 20 concurrent intents: acknowledged ones are stored ok, none stays running', async () => {
+    const s = await sandbox('admin');
+    const acked: string[] = [];
+    const burst = Array.from({ length: 20 }, (_, i) =>
+      fetchIntent(s.id, { service: 'github', method: 'GET', path: i % 2 ? `/delay/${300 + i * 20}` : `/repos/o/r/${i}` }, 15_000).then((r) => {
+        if (r.status === 200) acked.push(r.json().id);
+        return r.status;
+      }, () => 0),
+    );
+    expect(await eventually(() => acked.length >= 3, 10_000)).toBe(true);
+    await stack.processes.agentd.kill();
+    await Promise.all(burst);
+    await stack.processes.agentd.start();
+    const intents = (await api('GET', `/api/v1/sandboxes/${s.id}/intents`)).json().intents as { id: string; outcome: string }[];
+    console.log(`intent burst: ${acked.length} of 20 acknowledged before kill -9; stored: ${JSON.stringify(intents.reduce<Record<string, number>>((a, i) => ({ ...a, [i.outcome]: (a[i.outcome] ?? 0) + 1 }), {}))}`);
+    expect(acked.length).toBeLessThan(20);
+    for (const id of acked) expect(intents.find((i) => i.id === id)?.outcome, `acknowledged intent ${id}`).toBe('ok');
+    expect(intents.filter((i) => i.outcome === 'running')).toEqual([]);
+    expect(intents.every((i) => i.outcome === 'ok' || i.outcome === 'interrupted')).toBe(true);
+  }, 40_000);
+});
+
+// ---- upstream slow or down -----------------------------------------------------------------------
+
+describe('upstream slow or down, egress down, agentd down', () => {
+  book.case('faults', 'slow upstream (5 s, service timeout 2 s): egress answers 504 upstream_timeout JSON', async () => {
+    const t0 = Date.now();
+    const r = await egressCall(stack.ports.egress, 'httpbin', sbx.token, { path: '/delay/5000' });
+    expect([r.status, errorCode(r.body)]).toEqual([504, 'upstream_timeout']);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1900);
+    expect(Date.now() - t0).toBeLessThan(4500);
+  });
+  book.case('faults', 'slow upstream through agentd: the intent reports the egress 504 (outcome ok, status 504)', async () => {
+    const r = await fetchIntent(sbx.id, { service: 'httpbin', method: 'GET', path: '/delay/5000' });
+    expect(r.status).toBe(200);
+    expect(r.json()).toMatchObject({ outcome: 'ok', status: 504 });
+    expect(errorCode(r.json().body)).toBe('upstream_timeout');
+  });
+  book.case('faults', 'intent deadline shorter than the upstream: agentd answers 504 timeout and stores outcome timeout', async () => {
+    const r = await fetchIntent(sbx.id, { service: 'github', method: 'GET', path: '/delay/3000', timeout_ms: 500 });
+    expect([r.status, r.json().error.code]).toEqual([504, 'timeout']);
+    const id = r.json().error.intent?.id ?? r.json().intent?.id;
+    const intents = (await api('GET', `/api/v1/sandboxes/${sbx.id}/intents`)).json().intents as { id: string; outcome: string }[];
+    expect(intents.find((i) => i.id === id)?.outcome ?? intents.at(-1)?.outcome).toBe('timeout');
+  });
+  book.case('faults', 'upstream down (stand-in stopped): egress 503 upstream_unavailable JSON; recovers when it returns', async () => {
+    const port = stack.upstream.port;
+    await stack.upstream.stop();
+    try {
+      const r = await egressCall(stack.ports.egress, 'httpbin', sbx.token, { path: '/get' });
+      expect([r.status, errorCode(r.body)]).toEqual([503, 'upstream_unavailable']);
+      const i = await fetchIntent(sbx.id, { service: 'github', method: 'GET', path: '/user' });
+      expect(i.json()).toMatchObject({ outcome: 'ok', status: 503 });
+    } finally {
+      await stack.upstream.start(stack.ca, port);
+    }
+    expect(await eventually(async () => (await egressCall(stack.ports.egress, 'httpbin', sbx.token, { path: '/get' })).status === 200)).toBe(true);
+  });
+  book.case('faults', 'egress proxy down: the intent fails with 502 egress_unavailable and is stored as such; recovers', async () => {
+    await stack.processes.egress.stop();
+    try {
+      const r = await fetchIntent(sbx.id, { service: 'httpbin', method: 'GET', path: '/get' });
+      expect([r.status, r.json().error.code]).toEqual([502, 'egress_unavailable']);
+      const intents = (await api('GET', `/api/v1/sandboxes/${sbx.id}/intents?limit=1000`)).json().intents as { outcome: string }[];
+      expect(intents.at(-1)?.outcome).toBe('egress_unavailable');
+    } finally {
+      await stack.processes.egress.start();
+    }
+    expect(await eventually(async () => (await fetchIntent(sbx.id, { service: 'httpbin', method: 'GET', path: '/get' })).json().status === 200)).toBe(true);
+  });
+  book.case('faults', 'egress proxy killed (kill -9) and restarted: intents work again', async () => {
+    await stack.processes.egress.kill();
+    await stack.processes.egress.start();
+    expect(await eventually(async () => (await fetchIntent(sbx.id, { service: 'httpbin', method: 'GET', path: '/get' })).json().status === 200)).toBe(true);
+  });
+  book.case('faults', 'agentd down: gateway answers 503 upstream_unavailable JSON (and /ready 503); recovers on restart', async () => {
+    await stack.processes.agentd.stop();
+    try {
+      const r = await api('GET', '/api/v1/status');
+      expect([r.status, errorCode(r.body)]).toEqual([503, 'upstream_unavailable']);
+      expect((await rawRequest(stack.ports.gateway, { path: '/ready' })).status).toBe(503);
+    } finally {
+      await stack.processes.agentd.start();
+    }
+    expect(await eventually(async () => (await status()) === 200)).toBe(true);
+  });
+});
+
+// ---- Envoy restarts -----------------------------------------------------------------------------
+
+describe('Envoy restarts', () => {
+  book.case('faults', 'gateway restarted (SIGTERM, start): requests succeed again, refusals still refuse', async () => {
+    await stack.processes.gateway.stop();
+    await expect(api('GET', '/api/v1/status')).rejects.toThrow();
+    await stack.processes.gateway.start();
+    expect(await eventually(async () => (await status()) === 200)).toBe(true);
+    expect((await rawRequest(stack.ports.gateway, { path: '/api/v1/status' })).status).toBe(401);
+  });
+  book.case('faults', 'gateway killed (kill -9) and started: requests succeed again, over HTTP/1.1, HTTP/2 and gRPC', async () => {
+    await stack.processes.gateway.kill();
+    await stack.processes.gateway.start();
+    expect(await eventually(async () => (await status()) === 200)).toBe(true);
+    expect((await h2Send(stack.ports.gateway, { path: '/api/v1/status', headers: { 'x-api-key': stack.apiKeys['admin']! } })).status).toBe(200);
+    expect(await eventually(async () => (await rpc.call('Status', {}, stack.apiKeys['admin'])).ok)).toBe(true);
+  });
+  book.case('faults', 'after every fault above, no intent is left running and every sandbox is still there', async () => {
+    const st = (await api('GET', '/api/v1/status')).json();
+    expect(st.intents.running).toBe(0);
+    expect((await api('GET', `/api/v1/sandboxes/${sbx.id}`)).json().state).toBe('active');
+  });
+});
+
+// ---- secret hygiene of this stack -------------------------------------------------------------
+
+/** OPA's decision-log lines written while it had no active bundle (they carry no revisions). */
+const isBundlelessDecision = (line: string) => line.includes('"Decision Log"') && !line.includes('"bundles"');
+const opaLines = (keep: (line: string) => boolean) => readFileSync(stack.processes.opa.logFile, 'utf8').split('\n').filter(keep).join('\n');
+
+describe('secret hygiene (fault stack)', () => {
+  book.case('secret-hygiene', 'fault stack: no API key, credential or signing key in any log (incl. crash and restart logs), rendered file, bundle or data file (decisions made without a bundle: next cases)', async () => {
+    await sleep(1200);
+    const only = (where: string, text: string) => (where === 'logs/opa.log' ? text.split('\n').filter((l) => !isBundlelessDecision(l)).join('\n') : text);
+    const { scanned, findings } = scanStack(stack, secretsOf(stack), only);
+    expect(scanned.some((s) => s.startsWith('agentd-data/'))).toBe(true);
+    expect(findings).toEqual([]);
+  });
+  book.case('secret-hygiene', 'fault stack: no sandbox token in any log, even in decisions OPA made without a bundle (egress sends OPA no token)', async () => {
+    expect(opaLines(isBundlelessDecision)).toContain('undefined decision'); // there were such decisions
+    const { findings } = scanStack(stack, Object.fromEntries(tokens.map((t, i) => [`sandbox token ${i}`, t])));
+    expect(findings.filter((f) => f.where.startsWith('logs/'))).toEqual([]);
+  });
+  book.case('secret-hygiene', 'fault stack: decisions OPA made without a bundle carry no header but the key headers (x-api-key, authorization)', async () => {
+    for (const l of opaLines(isBundlelessDecision).split('\n').filter(Boolean)) {
+      const headers = Object.keys(JSON.parse(l).input?.attributes?.request?.http?.headers ?? {});
+      expect(headers.filter((h) => h !== 'x-api-key' && h !== 'authorization' && h !== 'content-type')).toEqual([]);
+    }
+  });
+  // The decision-log mask is a policy in the bundle: with no active bundle (missing, corrupt,
+  // not loaded yet) OPA still answers the gateway ("undefined decision", refused) and logs the
+  // input unmasked, the API key included. Fix outside this suite's files: e.g. the OPA cluster
+  // health-checked on OPA's /health?bundles (healthy_panic_threshold 0) so Envoy asks no OPA
+  // without a bundle, or the ext_authz plugin (scripts/tools/opa-envoy) not evaluating nor
+  // logging before a bundle is active, or the mask policy loaded outside the bundle.
+  book.knownDefect('secret-hygiene', 'fault stack: no API key in decisions OPA made without an active bundle', async () => {
+    expect(secretsOf(stack)).toBeTruthy();
+    const found = Object.entries(stack.apiKeys).filter(([, k]) => opaLines(isBundlelessDecision).includes(k)).map(([id]) => id);
+    expect(found).toEqual([]);
+  });
+});
