@@ -1,5 +1,6 @@
 import * as pulumi from '@pulumi/pulumi';
 import { OPA_CONFIG_FILE, type WorkloadFiles } from './render/platform.ts';
+import { OPA_MASK_FILE } from './render/opa.ts';
 import { DIRS, PORTS, RUN_AS_USER, WORKLOADS } from './layout.ts';
 import type { ImageChoice } from './images.ts';
 import type { Target } from './target.ts';
@@ -23,6 +24,8 @@ export function opaCommand(binary: readonly string[]): string[] {
     '--config-file', `${DIRS.opa}/${OPA_CONFIG_FILE}`,
     '--log-format', 'json',
     '--log-level', 'info',
+    // The decision-log mask, loaded apart from the bundle so it applies before any bundle does.
+    `${DIRS.opa}/${OPA_MASK_FILE}`,
   ];
 }
 

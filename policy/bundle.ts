@@ -16,8 +16,10 @@ export const BUNDLE_DATA_PATH = 'agentd/config/data.json';
 export const BUNDLE_ROOTS = ['agentd'] as const;
 /** The rule OPA's Envoy plugin queries. */
 export const AUTHZ_DECISION_PATH = 'agentd/envoy/authz/result';
-/** The rule that masks decision logs. */
-export const DECISION_LOG_MASK_PATH = '/agentd/log/mask';
+/** The rule that masks decision logs: outside the bundle (policy/mask/log.rego), see MASK_POLICY_FILE. */
+export const DECISION_LOG_MASK_PATH = '/system/log/mask';
+/** The masking policy, loaded by OPA from its own file so it works without a bundle. */
+export const MASK_POLICY_FILE = fileURLToPath(new URL('./mask/log.rego', import.meta.url));
 
 export const REGO_DIR = fileURLToPath(new URL('./rego', import.meta.url));
 

@@ -6,6 +6,8 @@ import type { Endpoint } from './envoy/common.ts';
 
 export const OPA_BUNDLE_NAME = 'agentd';
 export const OPA_BUNDLE_FILE = 'agentd-bundle.tar.gz';
+/** The decision-log masking policy, a file of its own beside the config (not in the bundle). */
+export const OPA_MASK_FILE = 'mask.rego';
 
 export interface OpaRenderInput {
   /** Where the Envoy ext_authz gRPC plugin listens. */

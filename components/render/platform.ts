@@ -2,11 +2,12 @@
 // addresses a target gives. The Pulumi components, `npm run render`, the integration harness
 // and `npm run dev` all call this, so what the tests run is what a deploy ships.
 
-import { buildBundle, type KeyHashes } from '../../policy/bundle.ts';
+import { readFileSync } from 'node:fs';
+import { MASK_POLICY_FILE, buildBundle, type KeyHashes } from '../../policy/bundle.ts';
 import type { PolicySpec } from '../../policy/spec.ts';
 import { credentialSds, credentialSdsFile, renderEgressConfig, type EgressRenderInput } from './envoy/egress.ts';
 import { renderGatewayConfig, type GatewayRenderInput } from './envoy/gateway.ts';
-import { OPA_BUNDLE_FILE, renderOpaConfig, type OpaRenderInput } from './opa.ts';
+import { OPA_BUNDLE_FILE, OPA_MASK_FILE, renderOpaConfig, type OpaRenderInput } from './opa.ts';
 import { toYaml } from './yaml.ts';
 
 export interface PlatformRenderInput {
@@ -53,7 +54,7 @@ export function renderPlatform(spec: PolicySpec, input: PlatformRenderInput): Re
   return {
     gateway: { [ENVOY_CONFIG_FILE]: toYaml(renderGatewayConfig(spec, input.gateway)) },
     egress: { [ENVOY_CONFIG_FILE]: toYaml(renderEgressConfig(spec, input.egress)), ...sds },
-    opa: { [OPA_CONFIG_FILE]: toYaml(renderOpaConfig(input.opa)), [OPA_BUNDLE_FILE]: { base64: bundle.bytes.toString('base64') } },
+    opa: { [OPA_CONFIG_FILE]: toYaml(renderOpaConfig(input.opa)), [OPA_BUNDLE_FILE]: { base64: bundle.bytes.toString('base64') }, [OPA_MASK_FILE]: readFileSync(MASK_POLICY_FILE, 'utf8') },
     policyRevision: bundle.revision,
   };
 }

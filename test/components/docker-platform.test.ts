@@ -85,7 +85,7 @@ describe('Platform on the Docker target', () => {
 
   it('delivers the bundle to OPA and the Envoy configs to the proxies', () => {
     const files = (name: string) => uploads(seed(name)).map((u: any) => u.file);
-    expect(files('opa')).toEqual(['/etc/agentd/opa/agentd-bundle.tar.gz', '/etc/agentd/opa/config.yaml']);
+    expect(files('opa')).toEqual(['/etc/agentd/opa/agentd-bundle.tar.gz', '/etc/agentd/opa/config.yaml', '/etc/agentd/opa/mask.rego']);
     expect(files('gateway')).toEqual(['/etc/agentd/gateway/envoy.yaml']);
     expect(files('egress')).toEqual(expect.arrayContaining(['/etc/agentd/egress/envoy.yaml', '/etc/agentd/egress/sds/openai.sds.json', '/run/secrets/agentd/jwks.json', '/run/secrets/agentd/credentials/openai.credential']));
   });

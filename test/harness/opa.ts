@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { OPA_BUNDLE_FILE, renderOpaConfig } from '../../components/render/opa.ts';
+import { MASK_POLICY_FILE } from '../../policy/bundle.ts';
 import { OPA_CONFIG_FILE } from '../../components/render/platform.ts';
 import { toYaml } from '../../components/render/yaml.ts';
 import { ManagedProcess, answers, freePort } from './processes.ts';
@@ -31,7 +32,7 @@ export async function startOpa(dir: string, bundle: Buffer, ports?: { grpc: numb
     {
       name: 'opa',
       command: toolPath('opa'),
-      args: ['run', '--server', '--addr', `127.0.0.1:${httpPort}`, '--config-file', join(dir, OPA_CONFIG_FILE), '--log-format', 'json'],
+      args: ['run', '--server', '--addr', `127.0.0.1:${httpPort}`, '--config-file', join(dir, OPA_CONFIG_FILE), '--log-format', 'json', MASK_POLICY_FILE],
       ready: () => answers(`http://127.0.0.1:${httpPort}/health?bundles`),
     },
     join(dir, 'opa.log'),

@@ -171,7 +171,8 @@ describe('OPA started on a corrupt or missing bundle: refused, never allowed; th
   book.case('faults', 'bundle: restored, OPA restarted -> requests are allowed again', async () => {
     await stack.processes.opa.start();
     expect(await eventually(async () => (await status()) === 200)).toBe(true);
-    expect((await egressCall(stack.ports.egress, 'httpbin', sbx.token, { path: '/get' })).status).toBe(200);
+    // Each proxy admits OPA again after its own health check on /health?bundles (every second).
+    expect(await eventually(async () => (await egressCall(stack.ports.egress, 'httpbin', sbx.token, { path: '/get' })).status === 200)).toBe(true);
   });
 });
 
@@ -355,7 +356,6 @@ describe('secret hygiene (fault stack)', () => {
     expect(findings).toEqual([]);
   });
   book.case('secret-hygiene', 'fault stack: no sandbox token in any log, even in decisions OPA made without a bundle (egress sends OPA no token)', async () => {
-    expect(opaLines(isBundlelessDecision)).toContain('undefined decision'); // there were such decisions
     const { findings } = scanStack(stack, Object.fromEntries(tokens.map((t, i) => [`sandbox token ${i}`, t])));
     expect(findings.filter((f) => f.where.startsWith('logs/'))).toEqual([]);
   });
@@ -365,13 +365,10 @@ describe('secret hygiene (fault stack)', () => {
       expect(headers.filter((h) => h !== 'x-api-key' && h !== 'authorization' && h !== 'content-type')).toEqual([]);
     }
   });
-  // The decision-log mask is a policy in the bundle: with no active bundle (missing, corrupt,
-  // not loaded yet) OPA still answers the gateway ("undefined decision", refused) and logs the
-  // input unmasked, the API key included. Fix outside this suite's files: e.g. the OPA cluster
-  // health-checked on OPA's /health?bundles (healthy_panic_threshold 0) so Envoy asks no OPA
-  // without a bundle, or the ext_authz plugin (scripts/tools/opa-envoy) not evaluating nor
-  // logging before a bundle is active, or the mask policy loaded outside the bundle.
-  book.knownDefect('secret-hygiene', 'fault stack: no API key in decisions OPA made without an active bundle', async () => {
+  // The decision-log mask is loaded by OPA from its own file, apart from the bundle, and the
+  // proxies health-check OPA on /health?bundles: a key never reaches a decision log, with or
+  // without an active bundle.
+  book.case('secret-hygiene', 'fault stack: no API key in decisions OPA made without an active bundle', async () => {
     expect(secretsOf(stack)).toBeTruthy();
     const found = Object.entries(stack.apiKeys).filter(([, k]) => opaLines(isBundlelessDecision).includes(k)).map(([id]) => id);
     expect(found).toEqual([]);

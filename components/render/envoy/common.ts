@@ -231,6 +231,7 @@ export function extAuthzFilter(opts: { statPrefix: string; allowedHeaders: reado
 
 export const OPA_CLUSTER = 'opa';
 
+
 export const extAuthzContext = (ctx: Readonly<Record<string, string>>): TypedConfig =>
   typed(TYPE.extAuthzPerRoute, { check_settings: { context_extensions: ctx } });
 

@@ -1,7 +1,10 @@
-# Decision-log masking (OPA config `decision_logs.mask_decision: /agentd/log/mask`): API keys,
+# Decision-log masking (OPA config `decision_logs.mask_decision: /system/log/mask`): API keys,
 # authorization headers and sandbox tokens never reach a decision log, and neither does the
 # query string (a caller may put a key there; the policy never reads it).
-package agentd.log
+#
+# This file is NOT in the bundle: OPA loads it from its own file at start (outside the bundle's
+# roots), so masking works even when the bundle is missing, corrupt or still loading.
+package system.log
 
 # Headers that carry a key, a token or a session: removed from the log.
 removed_headers := {"x-api-key", "authorization", "x-agentd-sandbox-token", "cookie", "proxy-authorization"}

@@ -1,6 +1,6 @@
-package agentd.log_test
+package system.log_test
 
-import data.agentd.log
+import data.system.log
 
 test_masks_secrets if {
 	"/input/attributes/request/http/headers/x-api-key" in log.mask
