@@ -18,7 +18,9 @@ agentd_tool_dirs() {
     "pulumi-random/$PULUMI_RANDOM_VERSION" \
     "envoy/$ENVOY_VERSION" \
     "opa/$OPA_ENVOY_VERSION" \
-    "prometheus/$PROMETHEUS_VERSION"
+    "prometheus/$PROMETHEUS_VERSION" \
+    "etcd/$ETCD_VERSION" \
+    "kubernetes/$KUBERNETES_VERSION"
 }
 
 agentd_path=""
@@ -28,6 +30,9 @@ case ":$PATH:" in
   *) export PATH="$agentd_path$AGENTD_ROOT/node_modules/.bin:$PATH" ;;
 esac
 unset agentd_path
+
+# Go builds the tools that no registry ships as binaries; its usual home may not be on PATH.
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then export PATH="$PATH:/usr/local/go/bin"; fi
 
 # Pulumi: the local file backend and no update checks unless the user chose otherwise.
 export PULUMI_SKIP_UPDATE_CHECK="${PULUMI_SKIP_UPDATE_CHECK:-true}"

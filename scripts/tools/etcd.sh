@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Builds etcd from the Go module proxy and installs it into $AGENTD_TOOLS/etcd/$ETCD_VERSION/bin/etcd
+# (used by scripts/kube-local.sh as the storage of a local kube-apiserver).
+#
+# The etcd main package is go.etcd.io/etcd/server/v3 (server/main.go). Its go.mod replaces the
+# sibling modules api, client/pkg, client/v3 and pkg with ../<dir>; in a wrapper module those become
+# requirements of the published siblings at the same version. See docs/toolchain/kubernetes.md.
+set -euo pipefail
+
+if [[ -z "${ETCD_VERSION:-}" ]]; then
+  # shellcheck source=../versions.env
+  source "$(dirname "$0")/../versions.env"
+fi
+
+tool=etcd
+ver="$ETCD_VERSION"
+AGENTD_TOOLS="${AGENTD_TOOLS:-$HOME/.cache/agentd/tools}"
+root="$AGENTD_TOOLS/$tool"
+dest="$root/$ver"
+
+if [[ -e "$dest/.complete" ]]; then
+  echo "$tool $ver: cached"
+  exit 0
+fi
+
+log() { echo "[setup:$tool] $*" >&2; }
+
+mkdir -p "$root"
+exec 9>"$root/.lock"
+flock 9
+if [[ -e "$dest/.complete" ]]; then
+  echo "$tool $ver: cached"
+  exit 0
+fi
+
+if ! command -v go >/dev/null; then
+  log "building etcd needs Go (>= 1.26)"
+  exit 1
+fi
+
+export CGO_ENABLED=0 GOFLAGS=-mod=mod
+gobuildp="${AGENTD_GO_BUILD_P:-2}"
+modver="v$ver"
+mod=go.etcd.io/etcd/server/v3
+siblings=(go.etcd.io/etcd/api/v3 go.etcd.io/etcd/client/pkg/v3 go.etcd.io/etcd/client/v3 go.etcd.io/etcd/pkg/v3)
+
+src="$root/src-$ver"
+mkdir -p "$src"
+if [[ ! -f "$src/go.mod" || "$(cat "$src/.modver" 2>/dev/null)" != "$modver" ]]; then
+  log "resolving $mod@$modver on the Go module proxy"
+  if ! dl="$(cd "$src" && go mod download -json "$mod@$modver")"; then
+    log "the Go module proxy did not provide $mod@$modver: $(jq -r .Error <<<"$dl" 2>/dev/null)"
+    exit 1
+  fi
+  upstream_dir="$(jq -r .Dir <<<"$dl")"
+  upgo="$(go mod edit -json "$upstream_dir/go.mod" | jq -r .Go)"
+  log "writing wrapper module in $src"
+  rm -f "$src/go.mod" "$src/go.sum" "$src/.modver"
+  {
+    echo "module agentd.local/tools/etcd-build"
+    echo
+    echo "go $upgo"
+    echo
+    echo "require ("
+    echo "	$mod $modver"
+    for s in "${siblings[@]}"; do echo "	$s $modver"; done
+    echo ")"
+  } >"$src/go.mod"
+  cat >"$src/tools.go" <<EOF
+//go:build tools
+
+package tools
+
+import _ "$mod"
+EOF
+  # Module-to-module replace/exclude directives of upstream (directory replaces are the siblings
+  # required above).
+  go mod edit -json "$upstream_dir/go.mod" | jq -r '
+    (.Replace // [])[] | select(.New.Version != null) |
+      "-replace=\(.Old.Path)\(if .Old.Version then "@"+.Old.Version else "" end)=\(.New.Path)@\(.New.Version)"' \
+    >"$src/.replace-args"
+  go mod edit -json "$upstream_dir/go.mod" | jq -r '(.Exclude // [])[] | "-exclude=\(.Path)@\(.Version)"' \
+    >>"$src/.replace-args"
+  if [[ -s "$src/.replace-args" ]]; then
+    (cd "$src" && xargs go mod edit <"$src/.replace-args")
+  fi
+  log "resolving dependencies (go mod tidy)"
+  (cd "$src" && go mod tidy >&2)
+  for s in "$mod" "${siblings[@]}"; do
+    got="$(cd "$src" && go list -m -f '{{.Version}}' "$s")"
+    if [[ "$got" != "$modver" ]]; then
+      log "$s resolved to $got, expected $modver"
+      exit 1
+    fi
+  done
+  echo "$modver" >"$src/.modver"
+fi
+
+tmp="$(mktemp -d "$root/.tmp-$ver.XXXXXX")"
+chmod 755 "$tmp"
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/bin"
+
+ldflags="-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$modver"
+log "building etcd $ver ($mod@$modver; a cold build takes several minutes)"
+start=$SECONDS
+(cd "$src" && go build -p "$gobuildp" -trimpath -ldflags "$ldflags" -o "$tmp/bin/etcd" "$mod")
+log "built etcd in $((SECONDS - start))s"
+
+got="$("$tmp/bin/etcd" --version 2>&1)"
+first="${got%%$'\n'*}" # first line (no `| head -1`: SIGPIPE + pipefail)
+if [[ "$first" != "etcd Version: $ver" ]]; then
+  log "etcd --version reports '$first', expected 'etcd Version: $ver'"
+  exit 1
+fi
+
+rm -rf "$dest"
+mv "$tmp" "$dest"
+trap - EXIT
+touch "$dest/.complete"
+log "installed $dest/bin/etcd"

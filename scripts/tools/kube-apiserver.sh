@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver, kube-controller-manager and kubectl from the Go module proxy and installs
+# them into $AGENTD_TOOLS/kubernetes/$KUBERNETES_VERSION/bin/
+# (scripts/kube-local.sh runs them against a local etcd: an API server without nodes; the
+# controller manager finalizes deleted namespaces, collects garbage and creates service accounts).
+#
+# k8s.io/kubernetes's go.mod requires every k8s.io/<staging> module at v0.0.0 and replaces it
+# with ./staging/src/k8s.io/<name>, which the module zip does not contain. The wrapper module
+# replaces each of them with the published k8s.io/<name> v0.<minor>.<patch> (the same code,
+# published from staging at the release tag). The version is stamped with the ldflags of
+# hack/lib/version.sh. See docs/toolchain/kubernetes.md.
+set -euo pipefail
+
+if [[ -z "${KUBERNETES_VERSION:-}" ]]; then
+  # shellcheck source=../versions.env
+  source "$(dirname "$0")/../versions.env"
+fi
+
+tool=kube-apiserver
+ver="$KUBERNETES_VERSION"
+AGENTD_TOOLS="${AGENTD_TOOLS:-$HOME/.cache/agentd/tools}"
+root="$AGENTD_TOOLS/kubernetes"
+dest="$root/$ver"
+
+if [[ -e "$dest/.complete" ]]; then
+  echo "$tool $ver: cached"
+  exit 0
+fi
+
+log() { echo "[setup:$tool] $*" >&2; }
+
+IFS=. read -r major minor patch <<<"$ver"
+if [[ "$major" != 1 || -z "$minor" || -z "$patch" ]]; then
+  log "KUBERNETES_VERSION must look like 1.MINOR.PATCH (got $ver)"
+  exit 1
+fi
+modver="v$ver"
+stagingver="v0.$minor.$patch"
+mod=k8s.io/kubernetes
+
+mkdir -p "$root"
+exec 9>"$root/.lock"
+flock 9
+if [[ -e "$dest/.complete" ]]; then
+  echo "$tool $ver: cached"
+  exit 0
+fi
+
+if ! command -v go >/dev/null; then
+  log "building kube-apiserver needs Go (>= 1.26)"
+  exit 1
+fi
+
+export CGO_ENABLED=0 GOFLAGS=-mod=mod
+gobuildp="${AGENTD_GO_BUILD_P:-2}"
+
+src="$root/src-$ver"
+mkdir -p "$src"
+if [[ ! -f "$src/go.mod" || "$(cat "$src/.modver" 2>/dev/null)" != "$modver" ]]; then
+  log "resolving $mod@$modver on the Go module proxy"
+  if ! dl="$(cd "$src" && go mod download -json "$mod@$modver")"; then
+    log "the Go module proxy did not provide $mod@$modver: $(jq -r .Error <<<"$dl" 2>/dev/null)"
+    exit 1
+  fi
+  upstream_dir="$(jq -r .Dir <<<"$dl")"
+  upjson="$(go mod edit -json "$upstream_dir/go.mod")"
+  upgo="$(jq -r .Go <<<"$upjson")"
+  # Directory replaces (./staging/src/k8s.io/<name>) -> published k8s.io/<name> at v0.MINOR.PATCH.
+  mapfile -t staging < <(jq -r '(.Replace // [])[] | select(.New.Version == null) | .Old.Path' <<<"$upjson")
+  # Only the staging modules the build needs must exist; sample-* are not published for every release.
+  wanted=()
+  for m in "${staging[@]}"; do
+    case "$m" in k8s.io/sample-*) continue ;; esac
+    wanted+=("$m")
+  done
+  log "writing wrapper module in $src (${#wanted[@]} staging modules at $stagingver)"
+  rm -f "$src/go.mod" "$src/go.sum" "$src/.modver"
+  {
+    echo "module agentd.local/tools/kubernetes-build"
+    echo
+    echo "go $upgo"
+    jq -r '(.GoDebug // [])[] | "godebug \(.Key)=\(.Value)"' <<<"$upjson"
+    echo
+    echo "require ("
+    echo "	$mod $modver"
+    for m in "${wanted[@]}"; do echo "	$m $stagingver"; done
+    echo ")"
+    echo
+    echo "replace ("
+    for m in "${wanted[@]}"; do echo "	$m => $m $stagingver"; done
+    echo ")"
+  } >"$src/go.mod"
+  # Module-to-module replace/exclude directives of upstream, if any.
+  jq -r '
+    (.Replace // [])[] | select(.New.Version != null) |
+      "-replace=\(.Old.Path)\(if .Old.Version then "@"+.Old.Version else "" end)=\(.New.Path)@\(.New.Version)"' \
+    <<<"$upjson" >"$src/.replace-args"
+  jq -r '(.Exclude // [])[] | "-exclude=\(.Path)@\(.Version)"' <<<"$upjson" >>"$src/.replace-args"
+  if [[ -s "$src/.replace-args" ]]; then
+    (cd "$src" && xargs go mod edit <"$src/.replace-args")
+  fi
+  cat >"$src/tools.go" <<EOF
+//go:build tools
+
+package tools
+
+import (
+	_ "$mod/cmd/kube-apiserver"
+	_ "$mod/cmd/kube-controller-manager"
+	_ "$mod/cmd/kubectl"
+)
+EOF
+  log "resolving dependencies (go mod tidy; downloads a few hundred MB on a cold module cache)"
+  (cd "$src" && go mod tidy >&2)
+  echo "$modver" >"$src/.modver"
+fi
+
+tmp="$(mktemp -d "$root/.tmp-$ver.XXXXXX")"
+chmod 755 "$tmp"
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/bin"
+
+# Like hack/lib/version.sh. The proxy does not tell the commit; the build date is the tag's time.
+builddate="$(cd "$src" && go list -m -json "$mod" | jq -r '.Time // empty')"
+builddate="${builddate:-1970-01-01T00:00:00Z}"
+ldflags="-s -w"
+for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+  ldflags+=" -X $pkg.gitVersion=$modver"
+  ldflags+=" -X $pkg.gitMajor=$major"
+  ldflags+=" -X $pkg.gitMinor=$minor"
+  ldflags+=" -X $pkg.gitCommit=$mod@$modver"
+  ldflags+=" -X $pkg.gitTreeState=clean"
+  ldflags+=" -X $pkg.buildDate=$builddate"
+done
+
+for cmd in kube-apiserver kube-controller-manager kubectl; do
+  log "building $cmd $ver ($mod/cmd/$cmd@$modver; a cold build takes 10-30 minutes on 2 cores)"
+  start=$SECONDS
+  (cd "$src" && go build -p "$gobuildp" -trimpath -ldflags "$ldflags" -o "$tmp/bin/$cmd" "$mod/cmd/$cmd")
+  log "built $cmd in $((SECONDS - start))s"
+done
+
+got="$("$tmp/bin/kube-apiserver" --version 2>&1)"
+if [[ "$got" != "Kubernetes $modver" ]]; then
+  log "kube-apiserver --version reports '$got', expected 'Kubernetes $modver'"
+  exit 1
+fi
+got="$("$tmp/bin/kube-controller-manager" --version 2>&1)"
+if [[ "$got" != "Kubernetes $modver" ]]; then
+  log "kube-controller-manager --version reports '$got', expected 'Kubernetes $modver'"
+  exit 1
+fi
+got="$("$tmp/bin/kubectl" version --client 2>&1)"
+if [[ "$got" != *"Client Version: $modver"* ]]; then
+  log "kubectl version --client reports '$got', expected 'Client Version: $modver'"
+  exit 1
+fi
+
+rm -rf "$dest"
+mv "$tmp" "$dest"
+trap - EXIT
+touch "$dest/.complete"
+log "installed $dest/bin/{kube-apiserver,kube-controller-manager,kubectl}"
