@@ -19,19 +19,19 @@ const bundle = buildBundle(spec, keyHashes);
 
 describe('opa test over the Rego', () => {
   it('passes every test with at least 90% coverage', () => {
-    const r = run(toolPath('opa'), ['test', join(REPO_ROOT, 'policy/rego'), '--coverage', '--format', 'json']);
+    const r = run(toolPath('opa'), ['test', join(REPO_ROOT, 'policy/rego'), join(REPO_ROOT, 'policy/mask'), '--coverage', '--format', 'json']);
     expect(r.stderr).toBe('');
     const report = JSON.parse(r.stdout) as { coverage: number; files: Record<string, { coverage: number }> };
     expect(report.coverage).toBeGreaterThanOrEqual(90);
-    const plain = run(toolPath('opa'), ['test', join(REPO_ROOT, 'policy/rego')]);
+    const plain = run(toolPath('opa'), ['test', join(REPO_ROOT, 'policy/rego'), join(REPO_ROOT, 'policy/mask')]);
     expect(plain.code, plain.stdout + plain.stderr).toBe(0);
     expect(plain.stdout).toMatch(/PASS: \d+\/\d+/);
   });
 
   it('passes opa check --strict and opa fmt', () => {
-    const check = run(toolPath('opa'), ['check', '--strict', join(REPO_ROOT, 'policy/rego')]);
+    const check = run(toolPath('opa'), ['check', '--strict', join(REPO_ROOT, 'policy/rego'), join(REPO_ROOT, 'policy/mask')]);
     expect(check.code, check.stdout + check.stderr).toBe(0);
-    const fmt = run(toolPath('opa'), ['fmt', '--list', join(REPO_ROOT, 'policy/rego')]);
+    const fmt = run(toolPath('opa'), ['fmt', '--list', join(REPO_ROOT, 'policy/rego'), join(REPO_ROOT, 'policy/mask')]);
     expect(fmt.stdout.trim(), 'files opa fmt would change').toBe('');
   });
 });
