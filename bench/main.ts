@@ -207,8 +207,8 @@ function updateDoc(markdown: string): void {
   const a = doc.indexOf(DOC_START);
   const b = doc.indexOf(DOC_END);
   if (a < 0 || b < a) return;
-  // One heading level down, so the run's headings nest under the document's.
-  const body = markdown.replace(/^(#{1,5}) /gm, '#$1 ');
+  // Two heading levels down, so the run's headings nest under the document's "Latest results".
+  const body = markdown.replace(/^(#{1,4}) /gm, '##$1 ');
   writeAtomic(DOC, `${doc.slice(0, a + DOC_START.length)}\n${body.trim()}\n${doc.slice(b)}`);
   log('docs/benchmarks.md: latest results updated');
 }
