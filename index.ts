@@ -8,7 +8,7 @@ import { checkAgainstSpec, parseStackConfig, StackConfigError } from './componen
 import { chooseImages } from './components/images.ts';
 import { Platform } from './components/platform.ts';
 import { DockerTarget } from './components/targets/docker.ts';
-import { KubernetesTarget } from './components/targets/kubernetes.ts';
+import { KubernetesTarget, kubernetesProviderArgs } from './components/targets/kubernetes.ts';
 import * as k8s from '@pulumi/kubernetes';
 import type { Target } from './components/target.ts';
 import { loadPolicySpec, PolicyError } from './policy/spec.ts';
@@ -51,7 +51,7 @@ function makeTarget(): Target {
   }
   const k = config.kubernetes;
   // Without renderYamlTo the provider uses the ambient kubeconfig (KUBECONFIG, ~/.kube/config).
-  const provider = new k8s.Provider('kubernetes', k.renderYamlTo ? { renderYamlToDirectory: k.renderYamlTo } : {});
+  const provider = new k8s.Provider('kubernetes', kubernetesProviderArgs(k.renderYamlTo));
   if (k.renderYamlTo && !k.renderSecrets) {
     pulumi.log.warn(`rendering manifests to ${k.renderYamlTo} without Secrets (they would be plaintext); create the Secrets out of band or set agentd:kubernetes.renderSecrets true`);
   }
@@ -59,7 +59,6 @@ function makeTarget(): Target {
     namespace: k.namespace,
     provider,
     exposure: config.gateway.exposure,
-    publishedPort: config.gateway.port,
     skipAwait: k.skipAwait,
     createSecrets: !k.renderYamlTo || k.renderSecrets,
   });
@@ -68,11 +67,16 @@ const target = makeTarget();
 
 const platform = new Platform('agentd', { spec, config, images, target, credentials, dockerPrefix: `agentd-${stack}` });
 
-export const gatewayUrl = platform.gatewayUrl;
-export const grpcEndpoint = platform.grpcEndpoint;
-export const apiKeys = platform.apiKeys;
-export const policyRevision = platform.policyRevision;
-export const contentHashes = platform.contentHashes;
-export const grafanaUrl = platform.monitoring?.grafanaUrl;
-export const prometheusUrl = platform.monitoring?.prometheusUrl;
-export const grafanaAdminPassword = platform.monitoring?.grafanaAdminPassword;
+// Stack outputs. Optional ones are left out, not exported as undefined (which Pulumi warns about).
+const monitoring = platform.monitoring;
+export default {
+  gatewayUrl: platform.gatewayUrl,
+  grpcEndpoint: platform.grpcEndpoint,
+  ...(platform.gatewayNodePort ? { gatewayNodePort: platform.gatewayNodePort } : {}),
+  apiKeys: platform.apiKeys,
+  policyRevision: platform.policyRevision,
+  contentHashes: platform.contentHashes,
+  ...(monitoring
+    ? { grafanaUrl: monitoring.grafanaUrl, prometheusUrl: monitoring.prometheusUrl, grafanaAdminPassword: monitoring.grafanaAdminPassword }
+    : {}),
+};

@@ -48,11 +48,17 @@ export function gatewayWorkload(args: Pick<GatewayArgs, 'image' | 'files' | 'rep
 export class Gateway extends pulumi.ComponentResource {
   /** Content hash of the gateway's files (changes exactly when its config changes). */
   readonly contentHash: pulumi.Output<string>;
+  /** `host:port` where clients reach the gateway (see DeployedWorkload.endpoint). */
+  readonly endpoint: pulumi.Output<string>;
+  /** The node port, when the target is Kubernetes with NodePort exposure. */
+  readonly nodePort?: pulumi.Output<number>;
 
   constructor(name: string, args: GatewayArgs, opts?: pulumi.ComponentResourceOptions) {
     super('agentd:gateway:Gateway', name, {}, opts);
     const deployed = args.target.deploy(gatewayWorkload(args), this, name);
     this.contentHash = deployed.hash;
-    this.registerOutputs({ contentHash: this.contentHash });
+    this.endpoint = deployed.endpoint ?? pulumi.output(`${args.target.address('gateway', args.publishedPort).host}:${args.publishedPort}`);
+    if (deployed.nodePort) this.nodePort = deployed.nodePort;
+    this.registerOutputs({ contentHash: this.contentHash, endpoint: this.endpoint, nodePort: this.nodePort });
   }
 }

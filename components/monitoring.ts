@@ -32,8 +32,9 @@ export interface MonitoringArgs {
   readonly dockerPrefix?: string;
   /** Kubernetes: the platform's namespace. */
   readonly namespace?: string;
-  /** Host port Grafana and Prometheus are published at on Docker (loopback). */
+  /** Docker: host port Grafana is published at (loopback). Ignored on Kubernetes. */
   readonly grafanaHostPort?: number;
+  /** Docker: host port Prometheus is published at (loopback). Ignored on Kubernetes. */
   readonly prometheusHostPort?: number;
 }
 
@@ -83,6 +84,9 @@ export class Monitoring extends pulumi.ComponentResource {
     const password = new random.RandomPassword(`${name}-grafana-admin`, { length: 32, special: false }, { parent: this });
     this.grafanaAdminPassword = pulumi.secret(password.result);
     const at = (w: string, port: number) => target.address(w, port);
+    // Only Docker publishes Grafana and Prometheus (on loopback); on Kubernetes only the gateway
+    // takes traffic from outside: reach them with `kubectl port-forward`.
+    const publish = target.kind === 'docker';
     const rendered = renderMonitoringFiles<pulumi.Output<string>>(args.spec, {
       endpoints: { prometheus: at('prometheus', MONITORING_PORTS.prometheus), loki: at('loki', MONITORING_PORTS.loki) },
       prometheus: {
@@ -105,7 +109,7 @@ export class Monitoring extends pulumi.ComponentResource {
     const image = (n: keyof typeof MONITORING_IMAGES) => args.images?.[n] ?? MONITORING_IMAGES[n];
     const prometheus = monitoringWorkload('prometheus', rendered.prometheus, image('prometheus'), {
       talksTo: [WORKLOADS.gateway, WORKLOADS.egress, WORKLOADS.opa, WORKLOADS.agentd],
-      ...(args.prometheusHostPort ? { publish: { port: MONITORING_PORTS.prometheus, hostPort: args.prometheusHostPort } } : {}),
+      ...(publish && args.prometheusHostPort ? { publish: { port: MONITORING_PORTS.prometheus, hostPort: args.prometheusHostPort } } : {}),
     });
     const loki = monitoringWorkload('loki', rendered.loki, image('loki'));
     const alloy = monitoringWorkload('alloy', rendered.alloy, image('alloy'), {
@@ -116,12 +120,15 @@ export class Monitoring extends pulumi.ComponentResource {
     });
     const grafana = monitoringWorkload('grafana', rendered.grafana, image('grafana'), {
       talksTo: ['prometheus', 'loki'],
-      ...(args.grafanaHostPort ? { publish: { port: MONITORING_PORTS.grafana, hostPort: args.grafanaHostPort } } : {}),
+      ...(publish && args.grafanaHostPort ? { publish: { port: MONITORING_PORTS.grafana, hostPort: args.grafanaHostPort } } : {}),
     });
-    for (const w of [prometheus, loki, alloy, grafana]) target.deploy(w, this, `${name}-${w.name}`);
-    const host = target.kind === 'docker' ? '127.0.0.1' : undefined;
-    this.grafanaUrl = pulumi.output(host && args.grafanaHostPort ? `http://${host}:${args.grafanaHostPort}` : `http://${at('grafana', MONITORING_PORTS.grafana).host}:${MONITORING_PORTS.grafana}`);
-    this.prometheusUrl = pulumi.output(host && args.prometheusHostPort ? `http://${host}:${args.prometheusHostPort}` : `http://${at('prometheus', MONITORING_PORTS.prometheus).host}:${MONITORING_PORTS.prometheus}`);
+    const deployed = Object.fromEntries([prometheus, loki, alloy, grafana].map((w) => [w.name, target.deploy(w, this, `${name}-${w.name}`)]));
+    const url = (w: 'grafana' | 'prometheus', port: number) => {
+      const inside = at(w, port);
+      return (deployed[w]!.endpoint ?? pulumi.output(`${inside.host}:${inside.port}`)).apply((e) => `http://${e}`);
+    };
+    this.grafanaUrl = url('grafana', MONITORING_PORTS.grafana);
+    this.prometheusUrl = url('prometheus', MONITORING_PORTS.prometheus);
     this.registerOutputs({ grafanaUrl: this.grafanaUrl, prometheusUrl: this.prometheusUrl, grafanaAdminPassword: this.grafanaAdminPassword });
   }
 }

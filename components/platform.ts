@@ -78,6 +78,8 @@ export class Platform extends pulumi.ComponentResource {
   readonly gatewayUrl: pulumi.Output<string>;
   /** host:port for gRPC clients (plaintext HTTP/2 through the gateway). */
   readonly grpcEndpoint: pulumi.Output<string>;
+  /** Kubernetes with NodePort exposure: the gateway's node port (reach it on any node's address). */
+  readonly gatewayNodePort?: pulumi.Output<number>;
   /** API keys by client id: a secret. */
   readonly apiKeys: pulumi.Output<Record<string, string>>;
   /** The policy bundle's content hash. */
@@ -144,9 +146,9 @@ export class Platform extends pulumi.ComponentResource {
     }
     target.connect?.();
 
-    const host = config.gateway.bindAddress === '0.0.0.0' ? '127.0.0.1' : config.gateway.bindAddress;
-    this.gatewayUrl = pulumi.output(`http://${host}:${config.gateway.port}`);
-    this.grpcEndpoint = pulumi.output(`${host}:${config.gateway.port}`);
+    this.gatewayUrl = gateway.endpoint.apply((e) => `http://${e}`);
+    this.grpcEndpoint = gateway.endpoint;
+    if (gateway.nodePort) this.gatewayNodePort = gateway.nodePort;
     this.contentHashes = pulumi.all({ gateway: gateway.contentHash, egress: egress.contentHash, opa: opa.contentHash, agentd: agentd.contentHash });
     this.registerOutputs({
       gatewayUrl: this.gatewayUrl,
@@ -154,6 +156,7 @@ export class Platform extends pulumi.ComponentResource {
       apiKeys: this.apiKeys,
       policyRevision: this.policyRevision,
       contentHashes: this.contentHashes,
+      ...(this.gatewayNodePort ? { gatewayNodePort: this.gatewayNodePort } : {}),
       ...(this.monitoring ? { grafanaUrl: this.monitoring.grafanaUrl, prometheusUrl: this.monitoring.prometheusUrl } : {}),
     });
   }

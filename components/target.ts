@@ -9,6 +9,14 @@ export interface DeployedWorkload {
   readonly resource: pulumi.Resource;
   /** The content hash the target labelled it with. */
   readonly hash: pulumi.Output<string>;
+  /**
+   * For a published workload: `host:port` where clients reach its published port (Docker: the
+   * bound host address; Kubernetes: the load balancer's address once assigned, else the
+   * Service's cluster DNS name).
+   */
+  readonly endpoint?: pulumi.Output<string>;
+  /** Kubernetes NodePort exposure: the node port the cluster assigned to the published port. */
+  readonly nodePort?: pulumi.Output<number>;
 }
 
 export interface Target {

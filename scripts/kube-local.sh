@@ -36,6 +36,9 @@ DEFAULT_CONTROLLERS+=",serviceaccount-token-controller,root-ca-certificate-publi
 DEFAULT_CONTROLLERS+=",clusterrole-aggregation-controller,deployment-controller,replicaset-controller"
 DEFAULT_CONTROLLERS+=",statefulset-controller,daemonset-controller,job-controller,cronjob-controller"
 DEFAULT_CONTROLLERS+=",disruption-controller,endpointslice-controller,resourcequota-controller"
+# Without the protection controllers nothing removes the kubernetes.io/pvc-protection finalizer
+# and deleting a PersistentVolumeClaim (pulumi destroy) waits forever.
+DEFAULT_CONTROLLERS+=",persistentvolumeclaim-protection-controller,persistentvolume-protection-controller"
 
 usage() { sed -n '6,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 

@@ -12,16 +12,27 @@ process.stderr.write(`[agentd] deploying stack ${stack} (pulumi up)\n`);
 const up = pulumi(['up', '--yes', '--non-interactive', '--skip-preview', '--stack', stack, ...rest], { env });
 if (up.status !== 0) process.exit(up.status);
 const out = pulumi(['stack', 'output', '--json', '--stack', stack], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-const outputs = JSON.parse(out.stdout) as { gatewayUrl: string; grpcEndpoint: string; policyRevision: string };
+const outputs = JSON.parse(out.stdout) as { gatewayUrl: string; grpcEndpoint: string; gatewayNodePort?: number; policyRevision: string; grafanaUrl?: string };
 const keyCmd = `npm run -s key${stack === 'dev' ? '' : ` -- --stack ${stack}`} -- admin`;
 process.stdout.write(`
 agentd platform "${stack}" is up (${((Date.now() - t0) / 1000).toFixed(0)} s).
 
   gateway (HTTP)   ${outputs.gatewayUrl}
-  gateway (gRPC)   ${outputs.grpcEndpoint}
+  gateway (gRPC)   ${outputs.grpcEndpoint}${outputs.gatewayNodePort ? `\n  node port        ${outputs.gatewayNodePort} (on any node's address)` : ''}${outputs.grafanaUrl ? `\n  Grafana          ${outputs.grafanaUrl}` : ''}
   policy revision  ${outputs.policyRevision}
   API keys         pulumi stack output apiKeys --show-secrets --stack ${stack}
 
 Try it:
-  curl -s -H "x-api-key: $(${keyCmd})" ${outputs.gatewayUrl}/api/v1/status
+${tryIt(outputs.gatewayUrl)}
 `);
+
+/** The curl to paste; a cluster-internal address first needs a port-forward from here. */
+function tryIt(url: string): string {
+  const inCluster = /^http:\/\/([^.]+)\.([^.]+)\.svc\.cluster\.local:(\d+)$/.exec(url);
+  if (!inCluster) return `  curl -s -H "x-api-key: $(${keyCmd})" ${url}/api/v1/status`;
+  const [, service, namespace, port] = inCluster;
+  return [
+    `  kubectl port-forward -n ${namespace} svc/${service} 8080:${port} &`,
+    `  curl -s -H "x-api-key: $(${keyCmd})" http://127.0.0.1:8080/api/v1/status`,
+  ].join('\n');
+}

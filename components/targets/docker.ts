@@ -150,6 +150,7 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
       },
       { parent, dependsOn: [...dependsOn, seed], deleteBeforeReplace: true },
     );
-    return { resource: container, hash };
+    const host = this.args.bindAddress === '0.0.0.0' ? '127.0.0.1' : this.args.bindAddress;
+    return { resource: container, hash, ...(w.publish ? { endpoint: pulumi.output(`${host}:${w.publish.hostPort}`) } : {}) };
   }
 }

@@ -15,10 +15,8 @@ export interface KubernetesTargetArgs {
   readonly namespace: string;
   /** The provider to use (a cluster's kubeconfig, or renderYamlToDirectory). */
   readonly provider: k8s.Provider;
-  /** Service type of the published workload (the gateway). */
+  /** Service type of the published workload (the gateway); its Service listens on `publish.hostPort`. */
   readonly exposure: Exposure;
-  /** Port the published Service listens on. */
-  readonly publishedPort: number;
   /**
    * Add `pulumi.com/skipAwait` to every object: for API servers without nodes (tests), where a
    * Deployment never becomes ready.
@@ -31,6 +29,20 @@ export interface KubernetesTargetArgs {
 export const HASH_ANNOTATION = 'agentd.dev/content-hash';
 export const NAME_LABEL = 'app.kubernetes.io/name';
 export const PART_OF_LABEL = 'app.kubernetes.io/part-of';
+
+/**
+ * Provider options the target relies on. ConfigMaps and Secrets are updated in place (the
+ * provider's default replaces them on any change, and with fixed names a replace is delete then
+ * create: a moment with no config, and the Deployment referencing it replaced too). The
+ * content-hash annotation on the pod template is what rolls the pods.
+ */
+export function kubernetesProviderArgs(renderYamlTo?: string): k8s.ProviderArgs {
+  const mutable = { enableConfigMapMutable: true, enableSecretMutable: true };
+  // Rendering needs no cluster. The SDK fills `kubeconfig` from $KUBECONFIG when it is unset,
+  // and the provider refuses a kubeconfig together with renderYamlToDirectory: an empty one
+  // keeps a user's KUBECONFIG from breaking `pulumi up` of a GitOps stack.
+  return renderYamlTo ? { ...mutable, renderYamlToDirectory: renderYamlTo, kubeconfig: '' } : mutable;
+}
 
 /** Private ranges and link-local (cloud metadata): never reachable through the internet rule. */
 export const NON_INTERNET_CIDRS = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '169.254.0.0/16', '100.64.0.0/10'];
@@ -50,6 +62,22 @@ export function configMapData(files: WorkloadFiles): { data: Record<string, stri
     else binaryData[fileKey(p)] = c.base64;
   }
   return { data, binaryData };
+}
+
+/**
+ * Where clients reach a published Service: the load balancer's first ingress address once the
+ * cloud assigned one, else the Service's cluster DNS name (ClusterIP and NodePort exposure, or a
+ * load balancer still pending).
+ */
+export function publishedEndpoint(
+  namespace: string,
+  service: string,
+  port: number,
+  ingress: ReadonlyArray<{ ip?: string; hostname?: string }> | undefined,
+): string {
+  const first = ingress?.find((i) => i.hostname || i.ip);
+  const host = first ? (first.hostname || first.ip)! : kubernetesAddress(namespace)(service, port).host;
+  return `${host}:${port}`;
 }
 
 export const kubernetesAddress = (namespace: string) => (workload: string, port: number) => ({
@@ -93,7 +121,8 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
     this.workloads.push(w);
     const ns = this.args.namespace;
     const labels = { [NAME_LABEL]: w.name, [PART_OF_LABEL]: 'agentd' };
-    const child = { parent, dependsOn: [this.namespace, ...dependsOn], ...this.opts };
+    const after = [this.namespace, ...dependsOn];
+    const child = { parent, dependsOn: after, ...this.opts };
     const hash = workloadHash(w);
 
     const files = pulumi.output(w.files);
@@ -106,12 +135,16 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
 
     const secretNames = Object.keys(w.secretFiles).sort();
     const secretName = `${w.name}-secrets`;
+    // The Deployment names its ConfigMap and Secret literally (a known value in every preview)
+    // and depends on them explicitly.
+    const mounted: pulumi.Resource[] = [config];
     if (secretNames.length > 0 && this.args.createSecrets) {
-      new k8s.core.v1.Secret(`${baseName}-secrets`, {
+      const secret = new k8s.core.v1.Secret(`${baseName}-secrets`, {
         metadata: { name: secretName, namespace: ns, labels, annotations: this.annotations() },
         type: 'Opaque',
         stringData: Object.fromEntries(secretNames.map((n) => [fileKey(n), w.secretFiles[n]!])),
       }, child);
+      mounted.push(secret);
     }
     const claim = w.dataVolume
       ? new k8s.core.v1.PersistentVolumeClaim(`${baseName}-data`, {
@@ -119,6 +152,7 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
           spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
         }, child)
       : undefined;
+    if (claim) mounted.push(claim);
 
     if (w.apiAccess) {
       new k8s.core.v1.ServiceAccount(`${baseName}-account`, { metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() } }, child);
@@ -169,25 +203,25 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
               ],
             }],
             volumes: [
-              { name: 'config', configMap: { name: config.metadata.name, items: configItems } },
+              { name: 'config', configMap: { name: `${w.name}-config`, items: configItems } },
               ...(secretNames.length > 0 ? [{ name: 'secrets', secret: { secretName, items: secretNames.map((n) => ({ key: fileKey(n), path: n })) } }] : []),
-              ...(claim ? [{ name: 'data', persistentVolumeClaim: { claimName: claim.metadata.name } }] : []),
+              ...(claim ? [{ name: 'data', persistentVolumeClaim: { claimName: `${w.name}-data` } }] : []),
               { name: 'tmp', emptyDir: { medium: 'Memory', sizeLimit: '64Mi' } },
             ],
           },
         },
       },
-    }, child);
+    }, { ...child, dependsOn: [...after, ...mounted] });
 
     const published = w.publish !== undefined;
-    new k8s.core.v1.Service(`${baseName}-service`, {
+    const service = new k8s.core.v1.Service(`${baseName}-service`, {
       metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
       spec: {
         type: published ? this.args.exposure : 'ClusterIP',
         selector: { [NAME_LABEL]: w.name },
         ports: w.ports.map((p) => ({
           name: p.name,
-          port: published && p.port === w.publish?.port ? this.args.publishedPort : p.port,
+          port: published && p.port === w.publish?.port ? w.publish.hostPort : p.port,
           targetPort: p.port,
           appProtocol: p.protocol === 'http2' ? 'kubernetes.io/h2c' : 'http',
         })),
@@ -200,7 +234,15 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
         spec: { minAvailable: 1, selector: { matchLabels: { [NAME_LABEL]: w.name } } },
       }, child);
     }
-    return { resource: deployment, hash };
+    if (!w.publish) return { resource: deployment, hash };
+    const port = w.publish.hostPort;
+    const servicePort = (ports: ReadonlyArray<{ port: number; nodePort?: number }> | undefined) => ports?.find((p) => p.port === port)?.nodePort ?? 0;
+    return {
+      resource: deployment,
+      hash,
+      endpoint: service.status.apply((st) => publishedEndpoint(ns, w.name, port, st?.loadBalancer?.ingress)),
+      ...(this.args.exposure === 'NodePort' ? { nodePort: service.spec.apply((sp) => servicePort(sp.ports)) } : {}),
+    };
   }
 
   /**

@@ -5,7 +5,7 @@ import * as k8s from '@pulumi/kubernetes';
 import * as pulumi from '@pulumi/pulumi';
 import { parseStackConfig } from '../../components/config.ts';
 import { Platform } from '../../components/platform.ts';
-import { HASH_ANNOTATION, KubernetesTarget, NON_INTERNET_CIDRS } from '../../components/targets/kubernetes.ts';
+import { HASH_ANNOTATION, KubernetesTarget, NON_INTERNET_CIDRS, publishedEndpoint } from '../../components/targets/kubernetes.ts';
 import { shippedSpec } from '../support/fixtures.ts';
 import { installMocks, isSecretValue, testImages, unwrap, value } from './mocks.ts';
 
@@ -16,7 +16,7 @@ const named = (type: string, name: string) => of(type).find((c) => c.inputs.meta
 function build(configRaw: Record<string, string>, spec = shippedSpec(), createSecrets = true) {
   const config = parseStackConfig({ 'agentd:target': 'kubernetes', ...configRaw });
   const provider = new k8s.Provider('k8s', {});
-  const target = new KubernetesTarget('kubernetes', { namespace: config.kubernetes.namespace, provider, exposure: config.gateway.exposure, publishedPort: config.gateway.port, skipAwait: true, createSecrets });
+  const target = new KubernetesTarget('kubernetes', { namespace: config.kubernetes.namespace, provider, exposure: config.gateway.exposure, skipAwait: true, createSecrets });
   return new Platform('agentd', { spec, config, images: testImages, target, credentials: { openai: pulumi.secret('sk-openai-plaintext') } });
 }
 
@@ -64,6 +64,15 @@ describe('Platform on the Kubernetes target', () => {
     for (const n of ['egress', 'opa', 'agentd']) expect(named('kubernetes:core/v1:Service', n).inputs.spec.type).toBe('ClusterIP');
   });
 
+  it('gives the gateway endpoint as outputs: the load balancer address once assigned, else the cluster DNS name', async () => {
+    expect(await value(platform.gatewayUrl)).toBe('http://gateway.agentd-prod.svc.cluster.local:443');
+    expect(await value(platform.grpcEndpoint)).toBe('gateway.agentd-prod.svc.cluster.local:443');
+    expect(platform.gatewayNodePort).toBeUndefined();
+    expect(publishedEndpoint('agentd-prod', 'gateway', 443, [{ ip: '203.0.113.7' }])).toBe('203.0.113.7:443');
+    expect(publishedEndpoint('agentd-prod', 'gateway', 443, [{ hostname: 'lb.example.com', ip: '203.0.113.7' }])).toBe('lb.example.com:443');
+    expect(publishedEndpoint('agentd-prod', 'gateway', 443, [])).toBe('gateway.agentd-prod.svc.cluster.local:443');
+  });
+
   it('puts the checksum of its files on each pod template', () => {
     for (const d of of('kubernetes:apps/v1:Deployment')) expect(d.inputs.spec.template.metadata.annotations[HASH_ANNOTATION]).toMatch(/^[0-9a-f]{16}$/);
   });
@@ -92,6 +101,19 @@ describe('Platform on the Kubernetes target', () => {
     expect(egressTargets('agentd').sort()).toEqual(['egress', 'kube-dns']);
     expect(egressTargets('egress').sort()).toEqual(['internet', 'kube-dns', 'opa']);
     expect(policy('egress').egress.find((r: any) => r.to[0].ipBlock).to[0].ipBlock.except).toEqual(NON_INTERNET_CIDRS);
+  });
+});
+
+describe('NodePort exposure', () => {
+  it('outputs the node port the cluster assigned', async () => {
+    created.length = 0;
+    const p = build({ 'agentd:gateway': JSON.stringify({ exposure: 'NodePort' }) });
+    await value(p.contentHashes);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(named('kubernetes:core/v1:Service', 'gateway').inputs.spec.type).toBe('NodePort');
+    // The mocks echo inputs as state: no node port assigned, so 0. The real API server assigns
+    // one (test/k8s checks it against kubectl).
+    expect(await value(p.gatewayNodePort!)).toBe(0);
   });
 });
 

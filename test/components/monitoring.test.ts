@@ -42,8 +42,8 @@ describe('monitoring on the Docker target', () => {
 describe('monitoring on the Kubernetes target', () => {
   it('gives Alloy read access to pods through a Role, and lets Prometheus reach every scrape target', async () => {
     created.length = 0;
-    const config = parseStackConfig({ 'agentd:target': 'kubernetes', 'agentd:monitoring': JSON.stringify({ enabled: true }) });
-    const target = new KubernetesTarget('kubernetes', { namespace: 'agentd', provider: new k8s.Provider('k8s', {}), exposure: 'ClusterIP', publishedPort: 8080, skipAwait: true, createSecrets: true });
+    const config = parseStackConfig({ 'agentd:target': 'kubernetes', 'agentd:monitoring': JSON.stringify({ enabled: true }), 'agentd:gateway': JSON.stringify({ exposure: 'LoadBalancer', port: 443 }) });
+    const target = new KubernetesTarget('kubernetes', { namespace: 'agentd', provider: new k8s.Provider('k8s', {}), exposure: config.gateway.exposure, skipAwait: true, createSecrets: true });
     const p = new Platform('agentd', { spec: shippedSpec(), config, images: testImages, target, credentials: { openai: pulumi.secret('x') } });
     expect(await value(p.monitoring!.grafanaUrl)).toBe('http://grafana.agentd.svc.cluster.local:3000');
     await settle();
@@ -53,5 +53,14 @@ describe('monitoring on the Kubernetes target', () => {
     const callers = (n: string) => policies.find((x) => x.inputs.metadata.name === n)!.inputs.spec.ingress.flatMap((r: any) => (r.from ?? []).flatMap((f: any) => f.podSelector.matchExpressions[0].values));
     for (const w of ['gateway', 'egress', 'opa', 'agentd']) expect(callers(w), w).toContain('prometheus');
     expect(callers('loki').sort()).toEqual(['alloy', 'grafana']);
+    // Only the gateway takes outside traffic: Grafana and Prometheus stay ClusterIP on their own
+    // ports (a LoadBalancer gateway on 443 must not turn them into LoadBalancers on 443).
+    const services = created.filter((c) => c.type === 'kubernetes:core/v1:Service');
+    for (const n of ['grafana', 'prometheus', 'loki']) {
+      const svc = services.find((x) => x.inputs.metadata.name === n)!.inputs.spec;
+      expect(svc.type, n).toBe('ClusterIP');
+      expect(svc.ports.every((p: any) => p.port === p.targetPort), n).toBe(true);
+    }
+    for (const n of ['grafana', 'prometheus']) expect(policies.find((x) => x.inputs.metadata.name === n)!.inputs.spec.ingress.every((r: any) => r.from), n).toBe(true);
   });
 });

@@ -10,7 +10,7 @@ export interface ProjectCopy {
   readonly dir: string;
   readonly env: NodeJS.ProcessEnv;
   /** Runs `pulumi ARGS --stack STACK --non-interactive` in the copy; throws on failure when `check`. */
-  pulumi(args: string[], opts?: { check?: boolean; input?: string }): { status: number; out: string };
+  pulumi(args: string[], opts?: { check?: boolean; input?: string }): { status: number; out: string; stdout: string };
   /** `pulumi config set --path KEY` with the value on stdin (a PEM value would read as a flag). */
   set(path: string, value: string, secret?: boolean): void;
 }
@@ -28,7 +28,7 @@ export function copyProject(stack: string, extraEnv: NodeJS.ProcessEnv = {}): Pr
     const r = spawnSync('pulumi', [...args, '--stack', stack, '--non-interactive'], { cwd: dir, env, encoding: 'utf8', maxBuffer: 64 << 20, input: opts.input });
     const out = `${r.stdout}\n${r.stderr}`;
     if ((opts.check ?? true) && r.status !== 0) throw new Error(`pulumi ${args.join(' ')} failed (${r.status}):\n${out.slice(-4000)}`);
-    return { status: r.status ?? 1, out };
+    return { status: r.status ?? 1, out, stdout: r.stdout };
   };
   return {
     dir, env, pulumi,
