@@ -1,6 +1,6 @@
 import * as pulumi from '@pulumi/pulumi';
 import { OPA_CONFIG_FILE, type WorkloadFiles } from './render/platform.ts';
-import { OPA_MASK_FILE } from './render/opa.ts';
+import { OPA_MASK_FILE, OPA_MEMORY_MIB, opaRuntimeEnv } from './render/opa.ts';
 import { DIRS, PORTS, RUN_AS_USER, WORKLOADS } from './layout.ts';
 import type { ImageChoice } from './images.ts';
 import type { Target } from './target.ts';
@@ -35,7 +35,7 @@ export function policyEngineWorkload(args: Pick<PolicyEngineArgs, 'image' | 'fil
     name: WORKLOADS.opa,
     image: args.image.ref,
     command: opaCommand(args.image.binary),
-    env: {},
+    env: opaRuntimeEnv(OPA_MEMORY_MIB),
     configDir: DIRS.opa,
     files: args.files,
     secretDir: DIRS.secrets,
@@ -48,7 +48,7 @@ export function policyEngineWorkload(args: Pick<PolicyEngineArgs, 'image' | 'fil
     talksTo: [],
     internet: false,
     user: RUN_AS_USER,
-    resources: { cpuMillis: 500, memoryMiB: 256 },
+    resources: { cpuMillis: 500, memoryMiB: OPA_MEMORY_MIB },
     replicas: 1,
   };
 }

@@ -13,7 +13,7 @@ import { buildBundle } from '../../policy/bundle.ts';
 import { ExtAuthzClient, startOpa, type AuthzRequest, type RunningOpa } from '../../test/harness/opa.ts';
 import { ManagedProcess, answers, freePort } from '../../test/harness/processes.ts';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { OPA_BUNDLE_FILE, renderOpaConfig } from '../../components/render/opa.ts';
+import { OPA_BUNDLE_FILE, opaRuntimeEnv, renderOpaConfig } from '../../components/render/opa.ts';
 import { OPA_CONFIG_FILE } from '../../components/render/platform.ts';
 import { toYaml } from '../../components/render/yaml.ts';
 import { toolPath } from '../../test/support/tools.ts';
@@ -47,7 +47,7 @@ function prng(seed: number): () => number {
 }
 
 /** Allowed requests: a random enabled client on a path its role grants; a random service for an admin sandbox. */
-function requests(p: SyntheticPolicy, kind: Kind, n: number): AuthzRequest[] {
+export function requests(p: SyntheticPolicy, kind: Kind, n: number): AuthzRequest[] {
   const rnd = prng(kind === 'gateway' ? 1 : 2);
   const pick = <T>(a: readonly T[]) => a[Math.floor(rnd() * a.length)]!;
   if (kind === 'gateway') {
@@ -147,6 +147,7 @@ async function startOpaWithoutDecisionLog(dir: string, bundle: Buffer): Promise<
       command: toolPath('opa'),
       args: ['run', '--server', '--addr', `127.0.0.1:${httpPort}`, '--config-file', join(dir, OPA_CONFIG_FILE), '--log-format', 'json'],
       ready: () => answers(`http://127.0.0.1:${httpPort}/health?bundles`),
+      env: opaRuntimeEnv(),
     },
     join(dir, 'opa.log'),
   );

@@ -43,3 +43,22 @@ export function renderOpaConfig(input: OpaRenderInput): object {
     status: { console: false, prometheus: true },
   };
 }
+
+/** OPA's memory limit on every target. */
+export const OPA_MEMORY_MIB = 256;
+
+/**
+ * The Go runtime settings OPA runs with (same in the test harness and the benchmarks). A policy
+ * decision allocates a lot of short-lived garbage: with Go's default GOGC=100 the collector
+ * runs every few hundred decisions, and each cycle also shrinks the goroutine stacks that Rego
+ * evaluation then grows (copies) again. GOGC=400 with a soft memory limit below the container
+ * limit (the collector works harder only near it) and no stack shrinking cut OPA's CPU per
+ * decision by about a quarter in a side-by-side run (docs/benchmarks.md).
+ */
+export function opaRuntimeEnv(memoryMiB: number = OPA_MEMORY_MIB): Record<string, string> {
+  return {
+    GOGC: '400',
+    GOMEMLIMIT: `${Math.floor(memoryMiB * 0.7)}MiB`,
+    GODEBUG: 'gcshrinkstackoff=1',
+  };
+}

@@ -4,7 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { OPA_BUNDLE_FILE, renderOpaConfig } from '../../components/render/opa.ts';
+import { OPA_BUNDLE_FILE, opaRuntimeEnv, renderOpaConfig } from '../../components/render/opa.ts';
 import { MASK_POLICY_FILE } from '../../policy/bundle.ts';
 import { OPA_CONFIG_FILE } from '../../components/render/platform.ts';
 import { toYaml } from '../../components/render/yaml.ts';
@@ -34,6 +34,7 @@ export async function startOpa(dir: string, bundle: Buffer, ports?: { grpc: numb
       command: toolPath('opa'),
       args: ['run', '--server', '--addr', `127.0.0.1:${httpPort}`, '--config-file', join(dir, OPA_CONFIG_FILE), '--log-format', 'json', MASK_POLICY_FILE],
       ready: () => answers(`http://127.0.0.1:${httpPort}/health?bundles`),
+      env: opaRuntimeEnv(),
     },
     join(dir, 'opa.log'),
   );

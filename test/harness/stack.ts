@@ -8,7 +8,7 @@ import { sha256Hex } from '../../policy/bundle.ts';
 import type { PolicySpec } from '../../policy/spec.ts';
 import { credentialValueFile, type Upstream } from '../../components/render/envoy/egress.ts';
 import { envoyArgs } from '../../components/render/envoy/common.ts';
-import { OPA_BUNDLE_FILE, OPA_MASK_FILE } from '../../components/render/opa.ts';
+import { OPA_BUNDLE_FILE, OPA_MASK_FILE, opaRuntimeEnv } from '../../components/render/opa.ts';
 import { EGRESS_SDS_SUBDIR, ENVOY_CONFIG_FILE, OPA_CONFIG_FILE, fileBytes, renderPlatform, type FileContent, type RenderedPlatform } from '../../components/render/platform.ts';
 import { ENV, READY_PATH } from '../../agentd/src/contract.ts';
 import { ManagedProcess, answers, freePort } from './processes.ts';
@@ -148,6 +148,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         command: toolPath('opa'),
         args: ['run', '--server', '--addr', `127.0.0.1:${ports.opaHttp}`, '--config-file', join(opaDir, OPA_CONFIG_FILE), '--log-format', 'json', join(opaDir, OPA_MASK_FILE)],
         ready: () => answers(`http://127.0.0.1:${ports.opaHttp}/health?bundles`),
+        env: opaRuntimeEnv(),
       },
       join(logDir, 'opa.log'),
     ),
