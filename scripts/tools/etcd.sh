@@ -7,31 +7,11 @@
 # requirements of the published siblings at the same version. See docs/toolchain/kubernetes.md.
 set -euo pipefail
 
-if [[ -z "${ETCD_VERSION:-}" ]]; then
-  # shellcheck source=../versions.env
-  source "$(dirname "$0")/../versions.env"
-fi
+# shellcheck source=cache.sh
+source "$(dirname "$0")/cache.sh"
+tool_cache_begin etcd ETCD_VERSION
 
-tool=etcd
-ver="$ETCD_VERSION"
-AGENTD_TOOLS="${AGENTD_TOOLS:-$HOME/.cache/agentd/tools}"
-root="$AGENTD_TOOLS/$tool"
-dest="$root/$ver"
-
-if [[ -e "$dest/.complete" ]]; then
-  echo "$tool $ver: cached"
-  exit 0
-fi
-
-log() { echo "[setup:$tool] $*" >&2; }
-
-mkdir -p "$root"
-exec 9>"$root/.lock"
-flock 9
-if [[ -e "$dest/.complete" ]]; then
-  echo "$tool $ver: cached"
-  exit 0
-fi
+tool_cache_lock
 
 if ! command -v go >/dev/null; then
   log "building etcd needs Go (>= 1.26)"

@@ -11,23 +11,9 @@
 # hack/lib/version.sh. See docs/toolchain/kubernetes.md.
 set -euo pipefail
 
-if [[ -z "${KUBERNETES_VERSION:-}" ]]; then
-  # shellcheck source=../versions.env
-  source "$(dirname "$0")/../versions.env"
-fi
-
-tool=kube-apiserver
-ver="$KUBERNETES_VERSION"
-AGENTD_TOOLS="${AGENTD_TOOLS:-$HOME/.cache/agentd/tools}"
-root="$AGENTD_TOOLS/kubernetes"
-dest="$root/$ver"
-
-if [[ -e "$dest/.complete" ]]; then
-  echo "$tool $ver: cached"
-  exit 0
-fi
-
-log() { echo "[setup:$tool] $*" >&2; }
+# shellcheck source=cache.sh
+source "$(dirname "$0")/cache.sh"
+tool_cache_begin kube-apiserver KUBERNETES_VERSION kubernetes
 
 IFS=. read -r major minor patch <<<"$ver"
 if [[ "$major" != 1 || -z "$minor" || -z "$patch" ]]; then
@@ -38,13 +24,7 @@ modver="v$ver"
 stagingver="v0.$minor.$patch"
 mod=k8s.io/kubernetes
 
-mkdir -p "$root"
-exec 9>"$root/.lock"
-flock 9
-if [[ -e "$dest/.complete" ]]; then
-  echo "$tool $ver: cached"
-  exit 0
-fi
+tool_cache_lock
 
 if ! command -v go >/dev/null; then
   log "building kube-apiserver needs Go (>= 1.26)"

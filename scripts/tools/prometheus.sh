@@ -8,23 +8,9 @@
 # answer with an error), the HTTP API (/api/v1/*, /-/healthy, /-/ready, /metrics) is complete.
 set -euo pipefail
 
-if [[ -z "${PROMETHEUS_VERSION:-}" ]]; then
-  # shellcheck source=../versions.env
-  source "$(dirname "$0")/../versions.env"
-fi
-
-tool=prometheus
-ver="$PROMETHEUS_VERSION"
-AGENTD_TOOLS="${AGENTD_TOOLS:-$HOME/.cache/agentd/tools}"
-root="$AGENTD_TOOLS/$tool"
-dest="$root/$ver"
-
-if [[ -e "$dest/.complete" ]]; then
-  echo "$tool $ver: cached"
-  exit 0
-fi
-
-log() { echo "[setup:$tool] $*" >&2; }
+# shellcheck source=cache.sh
+source "$(dirname "$0")/cache.sh"
+tool_cache_begin prometheus PROMETHEUS_VERSION
 
 # 3.16.0 -> v0.316.0 (major 3 is folded into the minor: minor*1 + 300).
 IFS=. read -r major minor patch <<<"$ver"
@@ -35,13 +21,7 @@ fi
 modver="v0.$((major * 100 + minor)).$patch"
 mod=github.com/prometheus/prometheus
 
-mkdir -p "$root"
-exec 9>"$root/.lock"
-flock 9
-if [[ -e "$dest/.complete" ]]; then
-  echo "$tool $ver: cached"
-  exit 0
-fi
+tool_cache_lock
 
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 # Keep the build polite on a shared 2-core machine.
