@@ -31,6 +31,9 @@ export interface BenchSettings {
   readonly renderServices: number;
   readonly renderColdRuns: number;
   readonly renderWarmRuns: number;
+  /** Deploy: cold `pulumi up` runs (destroy between), and runs of each no-op (preview, up). */
+  readonly pulumiColdRuns: number;
+  readonly pulumiNoopRuns: number;
   /** Total time the run may wait for the machine to go quiet before rounds. */
   readonly quietBudgetMs: number;
   /** Seconds the stack settles before the idle memory reading. */
@@ -60,6 +63,8 @@ export const FULL: BenchSettings = {
   renderServices: 100,
   renderColdRuns: 5,
   renderWarmRuns: 20,
+  pulumiColdRuns: 2,
+  pulumiNoopRuns: 3,
   idleSettleMs: 3000,
   quietBudgetMs: 60_000,
 };
@@ -78,6 +83,8 @@ export const QUICK: BenchSettings = {
   opaRounds: 2,
   opaThroughputMs: 500,
   renderColdRuns: 2,
+  pulumiColdRuns: 1,
+  pulumiNoopRuns: 1,
   renderWarmRuns: 5,
   idleSettleMs: 1500,
   quietBudgetMs: 10_000,

@@ -7,8 +7,9 @@
 // the call): rendering is single-threaded CPU work, so on an idle machine its wall time is at
 // most that, while on a shared one the wall time mostly measures the neighbours. Both are shown.
 //
-// Pulumi timings need the Docker stack and are placeholders until wired in: to add one, give
-// its entry in DEPLOY_MEASUREMENTS a `measure` function (and a `limitMs` if it has a target).
+// The Pulumi timings are the core Docker stack for real (bench/lib/pulumi-stack.ts): a cold
+// `pulumi up` from an empty stack to healthy containers (local images already built), then a
+// no-op `pulumi up` and a `pulumi preview --expect-no-changes`, each repeated; wall time, median.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { fileBytes, renderPlatform, type PlatformRenderInput, type RenderedPlatform } from '../../components/render/platform.ts';
@@ -18,30 +19,13 @@ import { renderEgressConfig } from '../../components/render/envoy/egress.ts';
 import { renderGatewayConfig } from '../../components/render/envoy/gateway.ts';
 import { toYaml } from '../../components/render/yaml.ts';
 import { median, summarize } from '../lib/stats.ts';
-import { checkTarget, fmt, notMeasured, table, type SectionResult, type TargetCheck } from '../lib/report.ts';
+import { checkTarget, fmt, table, type SectionResult, type TargetCheck } from '../lib/report.ts';
 import type { BenchSettings } from '../lib/settings.ts';
 import { syntheticPolicy, type SyntheticPolicy } from '../lib/synthetic.ts';
+import { pulumiTimings, type PulumiTiming } from '../lib/pulumi-stack.ts';
 
 const SECTION = 'Deploy';
 export const RENDER_TARGET_MS = 200;
-
-/** One deploy-time measurement. Without `measure` it is reported as not measured. */
-export interface DeployMeasurement {
-  readonly id: string;
-  readonly description: string;
-  /** A target, if the measurement has one (pass when the time is at most this). */
-  readonly limitMs?: number;
-  /** Why there is no number yet. */
-  readonly pendingReason?: string;
-  readonly measure?: () => Promise<{ readonly ms: number; readonly detail?: string }>;
-}
-
-/** The Pulumi timings. The lead wires these in (each is one `measure` function). */
-export const DEPLOY_MEASUREMENTS: readonly DeployMeasurement[] = [
-  { id: 'pulumi-preview', description: '`pulumi preview` of the Docker stack, nothing changed', pendingReason: 'needs the Docker stack' },
-  { id: 'pulumi-up-noop', description: 'no-op `pulumi up` (second up, nothing changed)', pendingReason: 'needs the Docker stack' },
-  { id: 'pulumi-up-cold', description: 'cold `pulumi up` (empty stack to a ready platform)', pendingReason: 'needs the Docker stack' },
-];
 
 /** Addresses as the Docker target gives them (the render tests' fixtures), every credential configured. */
 export function renderInput(p: SyntheticPolicy): PlatformRenderInput {
@@ -125,7 +109,6 @@ export async function deploySuite(s: BenchSettings, log: (m: string) => void): P
   const coldParseMs = median(cold.map((c) => c.parseMs));
   const sizes = renderedSizes(rendered);
 
-  const pulumi: { id: string; description: string; ms: number | null; status: string; detail?: string }[] = [];
   const targets: TargetCheck[] = [
     checkTarget({
       id: 'deploy.render-1000-keys',
@@ -138,21 +121,9 @@ export async function deploySuite(s: BenchSettings, log: (m: string) => void): P
       digits: 1,
     }),
   ];
-  for (const m of DEPLOY_MEASUREMENTS) {
-    if (!m.measure) {
-      const reason = m.pendingReason ?? 'not wired in';
-      pulumi.push({ id: m.id, description: m.description, ms: null, status: `not measured: ${reason}` });
-      targets.push(notMeasured({ id: `deploy.${m.id}`, section: SECTION, description: m.description, goal: m.limitMs ? `<= ${m.limitMs} ms` : 'to be set', reason }));
-      continue;
-    }
-    log(`deploy: ${m.description}`);
-    const r = await m.measure();
-    pulumi.push({ id: m.id, description: m.description, ms: r.ms, status: 'measured', ...(r.detail ? { detail: r.detail } : {}) });
-    if (m.limitMs !== undefined) {
-      targets.push(checkTarget({ id: `deploy.${m.id}`, section: SECTION, description: m.description, value: r.ms, limit: m.limitMs, kind: 'max', unit: ' ms', digits: 0 }));
-    }
-  }
-
+  log(`deploy: pulumi up (cold, ${s.pulumiColdRuns}x), no-op up and preview (${s.pulumiNoopRuns}x each) of the core Docker stack`);
+  const pulumi: PulumiTiming[] = await pulumiTimings({ coldRuns: s.pulumiColdRuns, noopRuns: s.pulumiNoopRuns, log });
+  const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
   const kib = (n: number | undefined) => (n === undefined ? 'n/a' : `${(n / 1024).toFixed(1)} KiB`);
   const markdown = [
     `Spec: ${s.renderKeys} API keys, ${s.renderServices} egress services (synthetic YAML validated by parsePolicySpec), rendered for the Docker target's addresses.`,
@@ -171,9 +142,11 @@ export async function deploySuite(s: BenchSettings, log: (m: string) => void): P
     '',
     `Rendered sizes: gateway envoy.yaml ${kib(sizes['gateway/envoy.yaml'])}, egress envoy.yaml ${kib(sizes['egress/envoy.yaml'])}, OPA bundle ${kib(sizes['opa/agentd-bundle.tar.gz'])} (tar.gz).`,
     '',
+    `Pulumi: the core Docker stack (gateway, egress, OPA, agentd; monitoring off) from local images already built, ${pulumi[0]?.resources ?? '?'} resources, state in a local file backend; wall time of the whole command (engine start, plugin start, program, provider calls; a cold up waits until every container is healthy).`,
+    '',
     table(
-      ['Pulumi', 'Time', 'Status'],
-      pulumi.map((p) => [p.description, p.ms === null ? '-' : `${(p.ms / 1000).toFixed(1)} s`, p.status]),
+      ['Pulumi', 'Median', 'Min', 'Max', 'Runs'],
+      pulumi.map((p) => [p.description, secs(median(p.runsMs)), secs(Math.min(...p.runsMs)), secs(Math.max(...p.runsMs)), String(p.runsMs.length)]),
     ),
   ].join('\n');
 
