@@ -34,6 +34,12 @@ unset agentd_path
 # Go builds the tools that no registry ships as binaries; its usual home may not be on PATH.
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then export PATH="$PATH:/usr/local/go/bin"; fi
 
+# dockerd, containerd and iptables live in /usr/sbin and /sbin, which a non-login or `env -i`
+# shell (CI) may not have on PATH.
+for d in /usr/sbin /sbin; do
+  case ":$PATH:" in *":$d:"*) ;; *) [ -d "$d" ] && export PATH="$PATH:$d" ;; esac
+done
+
 # Pulumi: the local file backend and no update checks unless the user chose otherwise.
 export PULUMI_SKIP_UPDATE_CHECK="${PULUMI_SKIP_UPDATE_CHECK:-true}"
 export PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK="${PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK:-true}"
