@@ -33,4 +33,15 @@ tool_cache_lock() {
   tool_cache_exit_if_complete
 }
 
+# For tools built from Go modules: Go must be on PATH; static binaries, module-mode builds, and
+# $gobuildp parallel compile jobs (AGENTD_GO_BUILD_P, default 2: the machines have 2 cores).
+tool_go_build_env() {
+  if ! command -v go >/dev/null; then
+    log "building $tool needs Go (>= 1.26)"
+    exit 1
+  fi
+  export CGO_ENABLED=0 GOFLAGS=-mod=mod
+  gobuildp="${AGENTD_GO_BUILD_P:-2}"
+}
+
 log() { echo "[setup:${tool:-tools}] $*" >&2; }

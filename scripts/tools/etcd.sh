@@ -13,13 +13,7 @@ tool_cache_begin etcd ETCD_VERSION
 
 tool_cache_lock
 
-if ! command -v go >/dev/null; then
-  log "building etcd needs Go (>= 1.26)"
-  exit 1
-fi
-
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
-gobuildp="${AGENTD_GO_BUILD_P:-2}"
+tool_go_build_env
 modver="v$ver"
 mod=go.etcd.io/etcd/server/v3
 siblings=(go.etcd.io/etcd/api/v3 go.etcd.io/etcd/client/pkg/v3 go.etcd.io/etcd/client/v3 go.etcd.io/etcd/pkg/v3)

@@ -26,13 +26,7 @@ mod=k8s.io/kubernetes
 
 tool_cache_lock
 
-if ! command -v go >/dev/null; then
-  log "building kube-apiserver needs Go (>= 1.26)"
-  exit 1
-fi
-
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
-gobuildp="${AGENTD_GO_BUILD_P:-2}"
+tool_go_build_env
 
 src="$root/src-$ver"
 mkdir -p "$src"

@@ -23,9 +23,7 @@ mod=github.com/prometheus/prometheus
 
 tool_cache_lock
 
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
-# Keep the build polite on a shared 2-core machine.
-gobuildp="${AGENTD_GO_BUILD_P:-2}"
+tool_go_build_env
 
 src="$root/src-$ver"
 mkdir -p "$src"

@@ -21,6 +21,9 @@ const kubeJson = (...args: string[]) => JSON.parse(kubectl(...args, '-o', 'json'
 const names = (kind: string) => kubeJson('get', kind, '-n', NS).items.map((i) => i.metadata.name).sort();
 const templateHashes = () => Object.fromEntries(kubeJson('get', 'deployments', '-n', NS).items.map((d) => [d.metadata.name, d.spec.template.metadata.annotations['agentd.dev/content-hash']]));
 const configMapVersions = () => Object.fromEntries(kubeJson('get', 'configmaps', '-n', NS).items.map((c) => [c.metadata.name, c.metadata.resourceVersion]));
+/** What a destroy left in a namespace (the API server's own kube-root-ca.crt aside). */
+const objectsLeft = (ns: string) =>
+  kubectl('get', 'deployments,services,configmaps,secrets,networkpolicies,pdb,pvc', '-n', ns, '-o', 'name').split('\n').filter((l) => l && !l.includes('kube-root-ca.crt'));
 
 beforeAll(() => {
   kubeDir = mkdtempSync(join(tmpdir(), 'agentd-kube-'));
@@ -106,8 +109,7 @@ describe('pulumi up against a real kube-apiserver', () => {
 
   it('pulumi destroy leaves nothing', () => {
     project.pulumi(['destroy', '--yes', '--skip-preview']);
-    const left = spawnSync('kubectl', ['--kubeconfig', kubeconfig, 'get', 'deployments,services,configmaps,secrets,networkpolicies,pdb,pvc', '-n', NS, '-o', 'name'], { encoding: 'utf8' });
-    expect(left.stdout.split('\n').filter((l) => l && !l.includes('kube-root-ca.crt'))).toEqual([]);
+    expect(objectsLeft(NS)).toEqual([]);
     // The namespace goes too (the namespace controller empties and removes it).
     const deadline = Date.now() + 60_000;
     let namespaces = '';
@@ -203,6 +205,6 @@ describe.each([
     expect(kubeJson('get', 'poddisruptionbudgets', '-n', ns).items.map((p) => p.metadata.name).sort()).toEqual(pdbs);
     copy.pulumi(['preview', '--expect-no-changes']);
     copy.pulumi(['destroy', '--yes', '--skip-preview']);
-    expect(kubectl('get', 'deployments,services,configmaps,secrets', '-n', ns, '-o', 'name').split('\n').filter((l) => l && !l.includes('kube-root-ca.crt'))).toEqual([]);
+    expect(objectsLeft(ns)).toEqual([]);
   }, 300_000);
 });
