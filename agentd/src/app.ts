@@ -3,14 +3,26 @@
 // tests start it in-process.
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
-import { formatAddress, type AgentdConfig } from './config.ts';
-import { ENV } from './contract.ts';
+import {
+  PURGE_INTERVAL_MS,
+  REGISTRY_ACK_TIMEOUT_MS,
+  REGISTRY_MAX_WAIT_SECONDS,
+  REGISTRY_POLLER_SEEN_MS,
+  formatAddress,
+  readSecretFile,
+  type AgentdConfig,
+} from './config.ts';
+import { ENV, METRICS_PATH } from './contract.ts';
+import { CallerAuthenticator } from './core/caller.ts';
 import { EgressClient } from './core/egress.ts';
+import { SandboxRegistry } from './core/registry.ts';
+import { Retention } from './core/retention.ts';
 import { AgentdService } from './core/service.ts';
 import { TokenService, generateJwks } from './core/tokens.ts';
 import { startGrpcServer, type GrpcHandle } from './grpc/server.ts';
 import { loadAgentdProtos } from './grpc/protos.ts';
-import { buildHttpServer } from './http/server.ts';
+import { startMetricsServer, type MetricsServer } from './http/metrics-server.ts';
+import { buildHttpServer, trackConnections } from './http/server.ts';
 import { createLogger, type Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
 import { Storage } from './storage/sqlite.ts';
@@ -27,11 +39,18 @@ export interface Agentd {
   readonly config: AgentdConfig;
   readonly logger: Logger;
   readonly service: AgentdService;
-  readonly metrics: Metrics;
+  /** The Prometheus registry and the metric objects. */
+  readonly prom: Metrics;
   readonly tokens: TokenService;
+  readonly registry: SandboxRegistry;
+  readonly retention: Retention;
+  /** Path of the SQLite database file. */
+  readonly databaseFile: string;
   /** Bound addresses (the real ports when the configuration asked for port 0). */
   readonly http: { host: string; port: number; url: string };
   readonly grpc: { host: string; port: number; address: string };
+  /** The metrics listener; `url` is the full URL of /metrics. */
+  readonly metrics: { host: string; port: number; url: string };
   /** Graceful shutdown: drain HTTP and gRPC (bounded by AGENTD_SHUTDOWN_GRACE_MS), close storage. */
   close(reason?: string): Promise<void>;
 }
@@ -40,6 +59,15 @@ export async function startAgentd(config: AgentdConfig, opts: StartOptions = {})
   const logger = opts.logger ?? createLogger(config.logLevel);
   const version = opts.version ?? VERSION;
   const tokens = opts.tokens ?? (await loadTokens(config, logger));
+  // Secrets are read once, at start; a missing or short one stops the start (naming the variable).
+  const gatewayToken = config.gatewayTokenFile === null ? null : readSecretFile(config.gatewayTokenFile, ENV.gatewayTokenFile);
+  const registryToken = config.registryTokenFile === null ? null : readSecretFile(config.registryTokenFile, ENV.registryTokenFile);
+  if (gatewayToken === null) {
+    logger.warn({ variable: ENV.gatewayTokenFile }, `${ENV.gatewayTokenFile} is not set (development): API requests without identity headers act as a local admin`);
+  }
+  if (registryToken === null) {
+    logger.warn({ variable: ENV.registryTokenFile }, `${ENV.registryTokenFile} is not set (development): the sandbox registry answers loopback clients only, without a token`);
+  }
 
   const storage = new Storage(config.dataDir);
   const interrupted = storage.interruptRunningIntents(Date.now(), 'interrupted: agentd stopped before the intent completed');
@@ -47,26 +75,38 @@ export async function startAgentd(config: AgentdConfig, opts: StartOptions = {})
 
   const metrics = new Metrics({ version, countActiveSandboxes: () => storage.countActiveSandboxes(Date.now()) });
   const egress = new EgressClient({ egressUrl: config.egressUrl, maxBytes: config.fetchMaxBytes });
-  const service = new AgentdService({ config, storage, tokens, egress, metrics, logger, version });
+  const registry = new SandboxRegistry({ storage, logger, ackTimeoutMs: REGISTRY_ACK_TIMEOUT_MS, pollerSeenMs: REGISTRY_POLLER_SEEN_MS, expectPoller: config.registryTokenFile !== null, maxWaitSeconds: REGISTRY_MAX_WAIT_SECONDS });
+  const service = new AgentdService({ config, storage, tokens, egress, metrics, logger, version, registry });
+  const auth = new CallerAuthenticator({ gatewayToken, allTiers: config.sandboxTiers, logger });
+  const retention = new Retention({ storage, metrics, logger, retentionDays: config.retentionDays, intentsPerSandbox: config.retentionIntentsPerSandbox });
 
   let http: FastifyInstance | undefined;
   let grpcHandle: GrpcHandle | undefined;
+  let metricsServer: MetricsServer | undefined;
+  let connections: ReturnType<typeof trackConnections> | undefined;
   try {
-    http = await buildHttpServer({ config, service, metrics, logger, version });
+    http = await buildHttpServer({ config, service, metrics, logger, version, auth, registry, registryToken });
+    connections = trackConnections(http.server);
     await http.listen({ host: config.http.host, port: config.http.port, listenTextResolver: (address) => `http listening at ${address}` });
-    grpcHandle = await startGrpcServer({ service, metrics, logger, listen: config.grpc, packageDefinition: loadAgentdProtos() });
+    grpcHandle = await startGrpcServer({ service, auth, metrics, logger, listen: config.grpc, packageDefinition: loadAgentdProtos() });
+    metricsServer = await startMetricsServer({ metrics, listen: config.metrics, logger });
   } catch (err) {
     grpcHandle?.forceShutdown();
     await http?.close().catch(() => undefined);
+    await metricsServer?.close();
     await egress.close();
     storage.close();
     throw err;
   }
+  registry.start();
+  retention.start(PURGE_INTERVAL_MS);
   const httpPort = (http.server.address() as AddressInfo).port;
   const httpAddr = { host: config.http.host, port: httpPort };
   const grpcAddr = { host: config.grpc.host, port: grpcHandle.port };
   const clientHost = (h: string): string => (h === '0.0.0.0' ? '127.0.0.1' : h === '::' ? '::1' : h);
   const httpUrl = `http://${formatAddress({ host: clientHost(httpAddr.host), port: httpPort })}`;
+  const metricsAddr = { host: config.metrics.host, port: metricsServer.port };
+  const metricsUrl = `http://${formatAddress({ host: clientHost(metricsAddr.host), port: metricsAddr.port })}${METRICS_PATH}`;
 
   logger.info(
     {
@@ -74,6 +114,7 @@ export async function startAgentd(config: AgentdConfig, opts: StartOptions = {})
       mode: config.mode,
       http: formatAddress(httpAddr),
       grpc: formatAddress(grpcAddr),
+      metrics: formatAddress(metricsAddr),
       data_dir: config.dataDir,
       egress_url: config.egressUrl,
       token_kid: tokens.signingKid,
@@ -83,19 +124,28 @@ export async function startAgentd(config: AgentdConfig, opts: StartOptions = {})
 
   const httpServer = http;
   const grpcServer = grpcHandle;
+  const httpConnections = connections;
+  const metricsListener = metricsServer;
   let closing: Promise<void> | undefined;
   const close = (reason = 'close'): Promise<void> => {
     closing ??= (async () => {
       const grace = config.shutdownGraceMs;
       logger.info({ reason, grace_ms: grace, in_flight_intents: service.inFlightIntents }, 'shutting down: draining in-flight requests');
       service.beginDrain();
+      // Held registry long polls answer now, so that they do not hold the drain open.
+      registry.close();
+      await retention.stop();
       const drained = Promise.allSettled([httpServer.close(), grpcServer.shutdown()]).then(() => 'drained' as const);
+      // Connections without a request in flight do not hold the drain open.
+      const idleSweep = setInterval(() => httpConnections.closeIdle(), 100);
+      void drained.finally(() => clearInterval(idleSweep));
       let timer: NodeJS.Timeout | undefined;
       const expired = new Promise<'expired'>((resolve) => {
         timer = setTimeout(() => resolve('expired'), grace);
       });
       const first = await Promise.race([drained, expired]);
       clearTimeout(timer);
+      clearInterval(idleSweep);
       if (first === 'expired') {
         logger.warn({ in_flight_intents: service.inFlightIntents }, 'grace period over: interrupting what is still running');
         service.abortInFlight();
@@ -107,6 +157,7 @@ export async function startAgentd(config: AgentdConfig, opts: StartOptions = {})
       }
       await Promise.race([egress.close(), delay(500)]);
       egress.destroy();
+      await metricsListener.close();
       storage.close();
       logger.info({ reason }, 'agentd stopped');
     })();
@@ -117,9 +168,13 @@ export async function startAgentd(config: AgentdConfig, opts: StartOptions = {})
     config,
     logger,
     service,
-    metrics,
+    prom: metrics,
     tokens,
+    registry,
+    retention,
+    databaseFile: storage.file,
     http: { ...httpAddr, url: httpUrl },
+    metrics: { ...metricsAddr, url: metricsUrl },
     grpc: { ...grpcAddr, address: formatAddress({ host: clientHost(grpcAddr.host), port: grpcAddr.port }) },
     close,
   };

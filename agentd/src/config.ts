@@ -1,9 +1,11 @@
 // Configuration from the environment, validated once at start. Every problem names the variable
 // and says how to fix it; all problems are reported together.
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   AGENTD_GRPC_PORT,
   AGENTD_HTTP_PORT,
+  AGENTD_METRICS_PORT,
   CONTAINER_DATA_DIR,
   DEFAULTS,
   DEFAULT_SANDBOX_TIERS,
@@ -21,6 +23,8 @@ export interface AgentdConfig {
   mode: AgentdMode;
   http: ListenAddress;
   grpc: ListenAddress;
+  /** The metrics listener (GET /metrics only). */
+  metrics: ListenAddress;
   /** Origin (and optional base path) of the egress proxy, without a trailing slash. */
   egressUrl: string;
   dataDir: string;
@@ -34,7 +38,32 @@ export interface AgentdConfig {
   fetchTimeoutMs: number;
   fetchMaxTimeoutMs: number;
   shutdownGraceMs: number;
+  /** File with the per-deploy gateway secret (GATEWAY_TOKEN_HEADER); required in production. */
+  gatewayTokenFile: string | null;
+  /** File with the bearer token of the sandbox registry endpoint; required in production. */
+  registryTokenFile: string | null;
+  /** Days after which intents, and sandboxes that ended, are purged; 0 keeps them. */
+  retentionDays: number;
+  /** Intent records kept per sandbox (the newest); 0 = unlimited. */
+  retentionIntentsPerSandbox: number;
+  intentRecordMaxBytes: number;
+  pageMaxBytes: number;
+  maxActiveSandboxesPerClient: number;
 }
+
+/** Secrets (gateway token, registry token) are at least this long. */
+export const SECRET_MIN_LENGTH = 16;
+/**
+ * The sandbox registry: createSandbox/terminateSandbox wait at most this long for a poller (OPA)
+ * to acknowledge a bundle revision that includes the change...
+ */
+export const REGISTRY_ACK_TIMEOUT_MS = 3000;
+/** ...but only when a poller is expected (a registry token is configured) or was seen this recently (agentd without OPA never waits). */
+export const REGISTRY_POLLER_SEEN_MS = 60_000;
+/** Longest long poll agentd holds (a longer `Prefer: wait=N` is cut to this). */
+export const REGISTRY_MAX_WAIT_SECONDS = 300;
+/** Retention runs at start and then this often. */
+export const PURGE_INTERVAL_MS = 60_000;
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -73,8 +102,20 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
 
   const http = parseListen(get(ENV.httpListen), ENV.httpListen, `${defaultHost}:${AGENTD_HTTP_PORT}`, problems);
   const grpc = parseListen(get(ENV.grpcListen), ENV.grpcListen, `${defaultHost}:${AGENTD_GRPC_PORT}`, problems);
-  if (http.port !== 0 && http.port === grpc.port && http.host === grpc.host) {
-    problems.push(`${ENV.httpListen} and ${ENV.grpcListen} both use ${http.host}:${http.port}; give them different ports`);
+  const metrics = parseListen(get(ENV.metricsListen), ENV.metricsListen, `${defaultHost}:${AGENTD_METRICS_PORT}`, problems);
+  const listeners: [string, ListenAddress][] = [
+    [ENV.httpListen, http],
+    [ENV.grpcListen, grpc],
+    [ENV.metricsListen, metrics],
+  ];
+  for (let i = 0; i < listeners.length; i++) {
+    for (let j = i + 1; j < listeners.length; j++) {
+      const [an, a] = listeners[i] as [string, ListenAddress];
+      const [bn, b] = listeners[j] as [string, ListenAddress];
+      if (a.port !== 0 && a.port === b.port && a.host === b.host) {
+        problems.push(`${an} and ${bn} both use ${a.host}:${a.port}; give them different ports`);
+      }
+    }
   }
 
   let egressUrl = '';
@@ -111,6 +152,17 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   if (tokenKid !== null && tokenKeyFile === null) {
     problems.push(`${ENV.tokenKid} is set but ${ENV.tokenKeyFile} is not; set ${ENV.tokenKeyFile} to the JWKS file that contains the key '${tokenKid}'`);
   }
+
+  const secretFile = (name: string, what: string): string | null => {
+    const raw = get(name);
+    if (raw === undefined) {
+      if (prod) problems.push(`${name} is required in production mode; set it to a file holding ${what} (at least ${SECRET_MIN_LENGTH} characters, e.g. from openssl rand -hex 32)`);
+      return null;
+    }
+    return path.resolve(cwd, raw);
+  };
+  const gatewayTokenFile = secretFile(ENV.gatewayTokenFile, 'the per-deploy secret the gateway sends in every API request');
+  const registryTokenFile = secretFile(ENV.registryTokenFile, 'the bearer token OPA presents to fetch the sandbox registry');
 
   const logRaw = (get(ENV.logLevel) ?? 'info').toLowerCase();
   let logLevel: LogLevel = 'info';
@@ -158,12 +210,18 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     problems.push(`${ENV.fetchTimeoutMs}=${fetchTimeoutMs} exceeds ${ENV.fetchMaxTimeoutMs}=${fetchMaxTimeoutMs}; lower the default or raise the maximum`);
   }
   const shutdownGraceMs = int(ENV.shutdownGraceMs, DEFAULTS.shutdownGraceMs, 0, 600_000, 'milliseconds');
+  const retentionDays = int(ENV.retentionDays, DEFAULTS.retentionDays, 0, 3650, 'days (0 keeps everything)');
+  const retentionIntentsPerSandbox = int(ENV.retentionIntentsPerSandbox, DEFAULTS.retentionIntentsPerSandbox, 0, 10_000_000, 'a number of intent records (0 = unlimited)');
+  const intentRecordMaxBytes = int(ENV.intentRecordMaxBytes, DEFAULTS.intentRecordMaxBytes, 1024, 1024 * 1024, 'bytes');
+  const pageMaxBytes = int(ENV.pageMaxBytes, DEFAULTS.pageMaxBytes, 1024, 64 * 1024 * 1024, 'bytes');
+  const maxActiveSandboxesPerClient = int(ENV.maxActiveSandboxesPerClient, DEFAULTS.maxActiveSandboxesPerClient, 1, 1_000_000, 'a number of sandboxes');
 
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     mode,
     http,
     grpc,
+    metrics,
     egressUrl,
     dataDir,
     tokenKeyFile,
@@ -176,7 +234,37 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     fetchTimeoutMs,
     fetchMaxTimeoutMs,
     shutdownGraceMs,
+    gatewayTokenFile,
+    registryTokenFile,
+    retentionDays,
+    retentionIntentsPerSandbox,
+    intentRecordMaxBytes,
+    pageMaxBytes,
+    maxActiveSandboxesPerClient,
   };
+}
+
+/**
+ * Reads a secret from a file named by an environment variable (at start; surrounding
+ * whitespace, e.g. a trailing newline, is not part of it). Errors name the variable and the
+ * file, never the content.
+ */
+export function readSecretFile(file: string, variable: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    throw new Error(`${variable}='${file}' cannot be read (${code}); mount the secret file there or fix the path`);
+  }
+  const secret = text.trim();
+  if (secret.length < SECRET_MIN_LENGTH) {
+    throw new Error(`${variable}='${file}' holds ${secret.length === 0 ? 'nothing' : 'a too short secret'}; it must hold at least ${SECRET_MIN_LENGTH} characters (e.g. openssl rand -hex 32)`);
+  }
+  if (/[\s\u0000-\u001f\u007f]/.test(secret)) {
+    throw new Error(`${variable}='${file}' holds whitespace or control characters inside the secret; it must be one line of printable characters`);
+  }
+  return secret;
 }
 
 function parseListen(raw: string | undefined, name: string, def: string, problems: string[]): ListenAddress {

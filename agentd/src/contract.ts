@@ -8,6 +8,8 @@
 /** Default listen ports. In containers the daemon listens on 0.0.0.0 at these ports. */
 export const AGENTD_HTTP_PORT = 8090;
 export const AGENTD_GRPC_PORT = 9500;
+/** The metrics listener: /metrics only, apart from the API so a scraper never reaches the API. */
+export const AGENTD_METRICS_PORT = 9464;
 
 /** HTTP paths that infrastructure probes or scrapes. */
 export const HEALTH_PATH = '/health'; // liveness: the process answers
@@ -35,6 +37,21 @@ export const ENV = {
   fetchTimeoutMs: 'AGENTD_FETCH_TIMEOUT_MS',
   fetchMaxTimeoutMs: 'AGENTD_FETCH_MAX_TIMEOUT_MS',
   shutdownGraceMs: 'AGENTD_SHUTDOWN_GRACE_MS',
+  metricsListen: 'AGENTD_METRICS_LISTEN',
+  /** File holding the per-deploy secret the gateway injects (GATEWAY_TOKEN_HEADER); required in production. */
+  gatewayTokenFile: 'AGENTD_GATEWAY_TOKEN_FILE',
+  /** File holding the bearer token OPA presents to fetch the sandbox registry bundle; required in production. */
+  registryTokenFile: 'AGENTD_REGISTRY_TOKEN_FILE',
+  /** Retention: intents and ended sandboxes older than this many days are purged (0 = keep). */
+  retentionDays: 'AGENTD_RETENTION_DAYS',
+  /** Retention: at most this many intent records per sandbox (the oldest are purged). */
+  retentionIntentsPerSandbox: 'AGENTD_RETENTION_INTENTS_PER_SANDBOX',
+  /** Largest stored intent record (path + forwarded headers + metadata), in bytes: 400 above. */
+  intentRecordMaxBytes: 'AGENTD_INTENT_RECORD_MAX_BYTES',
+  /** Largest page a list endpoint returns, in bytes (fewer items and a cursor above). */
+  pageMaxBytes: 'AGENTD_PAGE_MAX_BYTES',
+  /** At most this many active sandboxes per API client. */
+  maxActiveSandboxesPerClient: 'AGENTD_MAX_ACTIVE_SANDBOXES_PER_CLIENT',
 } as const;
 export type AgentdEnvName = (typeof ENV)[keyof typeof ENV];
 
@@ -50,6 +67,12 @@ export const DEFAULTS = {
   fetchTimeoutMs: 30_000,
   fetchMaxTimeoutMs: 120_000,
   shutdownGraceMs: 15_000,
+  /** Storage bounds (README: Retention). */
+  retentionDays: 30,
+  retentionIntentsPerSandbox: 1000,
+  intentRecordMaxBytes: 16_384,
+  pageMaxBytes: 1024 * 1024,
+  maxActiveSandboxesPerClient: 100,
   /** Development-mode defaults (production has none for these). */
   devEgressUrl: 'http://127.0.0.1:8443',
   devDataDir: 'build/agentd-dev',
@@ -103,6 +126,36 @@ export const TOKEN_CLAIMS = {
 /** The JWT header field that names the signing key (a `kid` in the JWKS). */
 export const TOKEN_KID_HEADER = 'kid';
 
+/**
+ * Identity the gateway forwards to agentd once OPA allowed a request (OPA's answer; the
+ * gateway strips every x-agentd-* header a caller sends before any filter runs).
+ *   clientId      the API client (owner of the sandboxes it creates)
+ *   clientRole    its role (roles.yaml)
+ *   clientScope   'all' (sees every client's sandboxes) or 'own'
+ *   sandboxTiers  comma-separated sandbox tiers the role may create ('' = none)
+ * In production agentd trusts these only on requests that carry GATEWAY_TOKEN_HEADER with the
+ * per-deploy secret, which the gateway injects (Envoy credential_injector, from a secret file).
+ */
+export const IDENTITY_HEADERS = {
+  clientId: 'x-agentd-client-id',
+  clientRole: 'x-agentd-client-role',
+  clientScope: 'x-agentd-client-scope',
+  sandboxTiers: 'x-agentd-sandbox-tiers',
+} as const;
+export const CLIENT_SCOPES = ['all', 'own'] as const;
+export type ClientScope = (typeof CLIENT_SCOPES)[number];
+export const GATEWAY_TOKEN_HEADER = 'x-agentd-gateway-token';
+
+/**
+ * The sandbox registry: agentd serves the set of active sandboxes as an OPA bundle (tar.gz with
+ * .manifest and sandboxes/data.json), with long polling, at this path on its HTTP port; OPA
+ * fetches it with `Authorization: Bearer <registry token>`. In OPA: data.sandboxes.active is an
+ * object keyed by sandbox id ({"tier": ..., "exp": epoch seconds}); a token whose sandbox is not
+ * in it is refused at the egress proxy.
+ */
+export const REGISTRY_BUNDLE_PATH = '/internal/v1/registry/bundle.tar.gz';
+export const REGISTRY_BUNDLE_ROOT = 'sandboxes';
+
 /** Headers agentd sets on egress requests besides the token. */
 export const REQUEST_ID_HEADER = 'x-request-id';
 
@@ -127,6 +180,8 @@ export const METRICS = {
   httpRequestsTotal: { name: 'agentd_http_requests_total', labels: ['route', 'method', 'status'] },
   grpcRequestsTotal: { name: 'agentd_grpc_requests_total', labels: ['method', 'code'] },
   buildInfo: { name: 'agentd_build_info', labels: ['version'] },
+  /** Rows deleted by retention (table: sandboxes | intents). */
+  storagePurgedRowsTotal: { name: 'agentd_storage_purged_rows_total', labels: ['table'] },
 } as const;
 /** prom-client's default process metrics are exported too (process_*, nodejs_*), unprefixed. */
 

@@ -1,11 +1,11 @@
 // Structured JSON logs (pino). Tokens, keys and credential headers are redacted wherever they
 // could appear; the code also never passes them to the logger on purpose.
 import { pino, type DestinationStream, type Logger } from 'pino';
-import { SANDBOX_TOKEN_HEADER } from './contract.ts';
+import { GATEWAY_TOKEN_HEADER, SANDBOX_TOKEN_HEADER } from './contract.ts';
 
 export type { Logger };
 
-const SENSITIVE = ['authorization', 'proxy-authorization', 'cookie', 'set-cookie', SANDBOX_TOKEN_HEADER, 'x-api-key'];
+const SENSITIVE = ['authorization', 'proxy-authorization', 'cookie', 'set-cookie', SANDBOX_TOKEN_HEADER, GATEWAY_TOKEN_HEADER, 'x-api-key'];
 
 export const REDACT_PATHS: string[] = [
   'token',

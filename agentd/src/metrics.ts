@@ -11,6 +11,7 @@ export class Metrics {
   readonly egressRequestsTotal: Counter<'service' | 'status'>;
   readonly httpRequestsTotal: Counter<'route' | 'method' | 'status'>;
   readonly grpcRequestsTotal: Counter<'method' | 'code'>;
+  readonly storagePurgedRowsTotal: Counter<'table'>;
 
   constructor(opts: { version: string; countActiveSandboxes: () => number }) {
     const registry = new Registry();
@@ -60,6 +61,13 @@ export class Metrics {
       labelNames: METRICS.grpcRequestsTotal.labels,
       registers: [registry],
     });
+    this.storagePurgedRowsTotal = new Counter({
+      name: METRICS.storagePurgedRowsTotal.name,
+      help: 'Rows deleted by retention (age, and the per-sandbox cap on intent records), by table.',
+      labelNames: METRICS.storagePurgedRowsTotal.labels,
+      registers: [registry],
+    });
+    for (const table of ['sandboxes', 'intents']) this.storagePurgedRowsTotal.inc({ table }, 0);
     const info = new Gauge({
       name: METRICS.buildInfo.name,
       help: 'Always 1; the version label says which agentd is running.',

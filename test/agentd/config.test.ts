@@ -4,9 +4,9 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../agentd/src/config.ts';
+import { ConfigError, loadConfig, readSecretFile } from '../../agentd/src/config.ts';
 import * as contract from '../../agentd/src/contract.ts';
-import { AGENTD_DIR, MAIN_TS } from './support.ts';
+import { AGENTD_DIR, MAIN_TS, tempDir, writeSecret } from './support.ts';
 
 const problems = (env: Record<string, string>): string[] => {
   try {
@@ -25,6 +25,7 @@ describe('loadConfig', () => {
       mode: 'development',
       http: { host: '127.0.0.1', port: contract.AGENTD_HTTP_PORT },
       grpc: { host: '127.0.0.1', port: contract.AGENTD_GRPC_PORT },
+      metrics: { host: '127.0.0.1', port: contract.AGENTD_METRICS_PORT },
       egressUrl: 'http://127.0.0.1:8443',
       dataDir: '/repo/build/agentd-dev',
       tokenKeyFile: null,
@@ -37,16 +38,39 @@ describe('loadConfig', () => {
       fetchTimeoutMs: 30_000,
       fetchMaxTimeoutMs: 120_000,
       shutdownGraceMs: 15_000,
+      gatewayTokenFile: null,
+      registryTokenFile: null,
+      retentionDays: 30,
+      retentionIntentsPerSandbox: 1000,
+      intentRecordMaxBytes: 16_384,
+      pageMaxBytes: 1024 * 1024,
+      maxActiveSandboxesPerClient: 100,
     });
   });
 
-  it('production: 0.0.0.0, /data, and a key file and egress URL are required', () => {
+  it('production: 0.0.0.0, /data, and a key file, egress URL, gateway and registry token files are required', () => {
     expect(problems({ AGENTD_MODE: 'production' })).toEqual([
       expect.stringMatching(/^AGENTD_EGRESS_URL is required in production mode; set it to/),
       expect.stringMatching(/^AGENTD_TOKEN_KEY_FILE is required in production mode; set it to a JWKS file/),
+      expect.stringMatching(/^AGENTD_GATEWAY_TOKEN_FILE is required in production mode; set it to a file holding the per-deploy secret/),
+      expect.stringMatching(/^AGENTD_REGISTRY_TOKEN_FILE is required in production mode; set it to a file holding the bearer token/),
     ]);
-    const c = loadConfig({ AGENTD_MODE: 'production', AGENTD_EGRESS_URL: 'http://egress:8443/', AGENTD_TOKEN_KEY_FILE: '/keys/jwks.json' });
-    expect(c).toMatchObject({ http: { host: '0.0.0.0', port: 8090 }, grpc: { host: '0.0.0.0', port: 9500 }, dataDir: '/data', egressUrl: 'http://egress:8443' });
+    const c = loadConfig({
+      AGENTD_MODE: 'production',
+      AGENTD_EGRESS_URL: 'http://egress:8443/',
+      AGENTD_TOKEN_KEY_FILE: '/keys/jwks.json',
+      AGENTD_GATEWAY_TOKEN_FILE: '/secrets/gateway-token',
+      AGENTD_REGISTRY_TOKEN_FILE: '/secrets/registry-token',
+    });
+    expect(c).toMatchObject({
+      http: { host: '0.0.0.0', port: 8090 },
+      grpc: { host: '0.0.0.0', port: 9500 },
+      metrics: { host: '0.0.0.0', port: 9464 },
+      dataDir: '/data',
+      egressUrl: 'http://egress:8443',
+      gatewayTokenFile: '/secrets/gateway-token',
+      registryTokenFile: '/secrets/registry-token',
+    });
   });
 
   it('reads every variable', () => {
@@ -66,6 +90,14 @@ describe('loadConfig', () => {
         AGENTD_FETCH_TIMEOUT_MS: '1000',
         AGENTD_FETCH_MAX_TIMEOUT_MS: '5000',
         AGENTD_SHUTDOWN_GRACE_MS: '0',
+        AGENTD_METRICS_LISTEN: '127.0.0.2:9999',
+        AGENTD_GATEWAY_TOKEN_FILE: 'secrets/gw',
+        AGENTD_REGISTRY_TOKEN_FILE: '/secrets/reg',
+        AGENTD_RETENTION_DAYS: '0',
+        AGENTD_RETENTION_INTENTS_PER_SANDBOX: '50',
+        AGENTD_INTENT_RECORD_MAX_BYTES: '4096',
+        AGENTD_PAGE_MAX_BYTES: '65536',
+        AGENTD_MAX_ACTIVE_SANDBOXES_PER_CLIENT: '7',
       },
       '/cwd',
     );
@@ -84,6 +116,14 @@ describe('loadConfig', () => {
       fetchTimeoutMs: 1000,
       fetchMaxTimeoutMs: 5000,
       shutdownGraceMs: 0,
+      metrics: { host: '127.0.0.2', port: 9999 },
+      gatewayTokenFile: '/cwd/secrets/gw',
+      registryTokenFile: '/secrets/reg',
+      retentionDays: 0,
+      retentionIntentsPerSandbox: 50,
+      intentRecordMaxBytes: 4096,
+      pageMaxBytes: 65_536,
+      maxActiveSandboxesPerClient: 7,
     });
   });
 
@@ -105,6 +145,15 @@ describe('loadConfig', () => {
     [{ AGENTD_FETCH_MAX_BYTES: '-1' }, /^AGENTD_FETCH_MAX_BYTES='-1' is not a whole number/],
     [{ AGENTD_FETCH_TIMEOUT_MS: '9000', AGENTD_FETCH_MAX_TIMEOUT_MS: '5000' }, /^AGENTD_FETCH_TIMEOUT_MS=9000 exceeds AGENTD_FETCH_MAX_TIMEOUT_MS=5000/],
     [{ AGENTD_SHUTDOWN_GRACE_MS: '1.5' }, /^AGENTD_SHUTDOWN_GRACE_MS='1.5' is not a whole number/],
+    [{ AGENTD_METRICS_LISTEN: 'metrics' }, /^AGENTD_METRICS_LISTEN='metrics' is not host:port; set it like 0\.0\.0\.0:9464/],
+    [{ AGENTD_HTTP_LISTEN: '127.0.0.1:7000', AGENTD_METRICS_LISTEN: '127.0.0.1:7000' }, /^AGENTD_HTTP_LISTEN and AGENTD_METRICS_LISTEN both use 127\.0\.0\.1:7000/],
+    [{ AGENTD_GRPC_LISTEN: '127.0.0.1:9464' }, /^AGENTD_GRPC_LISTEN and AGENTD_METRICS_LISTEN both use 127\.0\.0\.1:9464/],
+    [{ AGENTD_RETENTION_DAYS: '-1' }, /^AGENTD_RETENTION_DAYS='-1' is not a whole number; set it to days/],
+    [{ AGENTD_RETENTION_DAYS: '4000' }, /^AGENTD_RETENTION_DAYS=4000 is out of range/],
+    [{ AGENTD_RETENTION_INTENTS_PER_SANDBOX: 'all' }, /^AGENTD_RETENTION_INTENTS_PER_SANDBOX='all' is not a whole number/],
+    [{ AGENTD_INTENT_RECORD_MAX_BYTES: '100' }, /^AGENTD_INTENT_RECORD_MAX_BYTES=100 is out of range; set it to bytes between 1024/],
+    [{ AGENTD_PAGE_MAX_BYTES: '1e6' }, /^AGENTD_PAGE_MAX_BYTES='1e6' is not a whole number/],
+    [{ AGENTD_MAX_ACTIVE_SANDBOXES_PER_CLIENT: '0' }, /^AGENTD_MAX_ACTIVE_SANDBOXES_PER_CLIENT=0 is out of range/],
   ])('%j', (env, message) => {
     expect(problems(env)).toEqual([expect.stringMatching(message)]);
   });
@@ -128,6 +177,44 @@ describe('loadConfig', () => {
     });
     expect(r.status).toBe(1);
     expect(r.stdout).toContain("AGENTD_TOKEN_KEY_FILE='/nonexistent/jwks.json' cannot be read (ENOENT)");
+  });
+
+  it('secret files: read once, trimmed, at least 16 characters; errors name the variable, never the content', () => {
+    const dir = tempDir();
+    expect(readSecretFile(writeSecret(dir, 'ok', 'a'.repeat(16)), 'AGENTD_GATEWAY_TOKEN_FILE')).toBe('a'.repeat(16));
+    expect(() => readSecretFile(writeSecret(dir, 'short', 'tooshort-15char'), 'AGENTD_GATEWAY_TOKEN_FILE')).toThrow(
+      /^AGENTD_GATEWAY_TOKEN_FILE='.*short' holds a too short secret; it must hold at least 16 characters/,
+    );
+    expect(() => readSecretFile(writeSecret(dir, 'empty', ''), 'AGENTD_REGISTRY_TOKEN_FILE')).toThrow(/^AGENTD_REGISTRY_TOKEN_FILE='.*empty' holds nothing/);
+    expect(() => readSecretFile(path.join(dir, 'missing'), 'AGENTD_REGISTRY_TOKEN_FILE')).toThrow(/^AGENTD_REGISTRY_TOKEN_FILE='.*missing' cannot be read \(ENOENT\)/);
+    let message = '';
+    try {
+      readSecretFile(writeSecret(dir, 'spaced', 'secret with spaces inside'), 'AGENTD_GATEWAY_TOKEN_FILE');
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/whitespace or control characters/);
+    expect(message).not.toContain('secret with spaces');
+  });
+
+  it('the daemon fails to start, naming the variable, when the gateway token file is too short', () => {
+    const dir = tempDir();
+    const r = spawnSync(process.execPath, [MAIN_TS], {
+      env: {
+        PATH: process.env.PATH ?? '',
+        AGENTD_GATEWAY_TOKEN_FILE: writeSecret(dir, 'gw', 'short-secret'),
+        AGENTD_DATA_DIR: path.join(dir, 'data'),
+        AGENTD_HTTP_LISTEN: '127.0.0.1:0',
+        AGENTD_GRPC_LISTEN: '127.0.0.1:0',
+        AGENTD_METRICS_LISTEN: '127.0.0.1:0',
+      },
+      encoding: 'utf8',
+      timeout: 15_000,
+    });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toContain('AGENTD_GATEWAY_TOKEN_FILE=');
+    expect(r.stdout).toContain('it must hold at least 16 characters');
+    expect(r.stdout).not.toContain('short-secret');
   });
 });
 
@@ -156,6 +243,13 @@ describe('contract module', () => {
     expect(contract.METRICS.intentDurationSeconds.name).toBe('agentd_intent_duration_seconds');
     expect(contract.METRICS.sandboxesActive.name).toBe('agentd_sandboxes_active');
     expect(contract.METRICS.egressRequestsTotal).toEqual({ name: 'agentd_egress_requests_total', labels: ['service', 'status'] });
+    expect(contract.METRICS.storagePurgedRowsTotal).toEqual({ name: 'agentd_storage_purged_rows_total', labels: ['table'] });
+    expect(contract).toMatchObject({
+      AGENTD_METRICS_PORT: 9464,
+      GATEWAY_TOKEN_HEADER: 'x-agentd-gateway-token',
+      REGISTRY_BUNDLE_PATH: '/internal/v1/registry/bundle.tar.gz',
+      REGISTRY_BUNDLE_ROOT: 'sandboxes',
+    });
     // Every variable in the README's configuration table is in ENV, and the other way round.
     const readme = readFileSync(path.join(AGENTD_DIR, 'README.md'), 'utf8');
     const documented = new Set([...readme.matchAll(/^\| `(AGENTD_[A-Z_]+)`/gm)].map((m) => m[1] as string));

@@ -7,7 +7,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GRPC_ERROR_CODE_METADATA, GRPC_ERROR_FIELD_METADATA, GRPC_INTENT_ID_METADATA, GRPC_SERVICE, SANDBOX_TOKEN_HEADER } from '../../agentd/src/contract.ts';
 import { verifySandboxToken } from '../../agentd/src/core/tokens.ts';
-import { cleanupAll, deadPort, grpcClient, rejection, startEgress, startInProcess, type GrpcClient, type InProcess, type StandInEgress } from './support.ts';
+import { cleanupAll, deadPort, grpcClient, metricsText, rejection, startEgress, startInProcess, type GrpcClient, type InProcess, type StandInEgress } from './support.ts';
 
 let d: InProcess;
 let egress: StandInEgress;
@@ -42,11 +42,14 @@ describe('agentd.v1.Agentd', () => {
     expect(s.uptime_seconds).toBeGreaterThanOrEqual(0);
     expect(s.sandboxes.total).toBeGreaterThanOrEqual(1);
     expect(s.sandboxes.active).toBeGreaterThanOrEqual(1);
+    // The local development admin has scope 'all': the deployment details are there.
+    expect(s.token_kid).toBe('test-key-1');
+    expect(s.egress_url).toBe(egress.url);
   });
 
   it('CreateSandbox returns the sandbox and a token naming it', async () => {
     const r = await c.call('CreateSandbox', { tier: 'premium', labels: { team: 'x' }, ttl_seconds: 90 });
-    expect(r.sandbox).toMatchObject({ tier: 'premium', labels: { team: 'x' }, state: 'active' });
+    expect(r.sandbox).toMatchObject({ tier: 'premium', labels: { team: 'x' }, state: 'active', owner: 'local-admin' });
     expect(r.sandbox.id).toMatch(/^sbx_[0-9a-f]{24}$/);
     expect(r.sandbox.terminated_at).toBeUndefined();
     expect(Date.parse(r.sandbox.expires_at) - Date.parse(r.sandbox.created_at)).toBe(90_000);
@@ -164,7 +167,7 @@ describe('agentd.v1.Agentd', () => {
   });
 
   it('counts calls in agentd_grpc_requests_total', async () => {
-    const m = (await d.api('GET', '/metrics')).text;
+    const m = await metricsText(d.agentd);
     expect(m).toMatch(/agentd_grpc_requests_total\{method="\/agentd\.v1\.Agentd\/CreateSandbox",code="OK"\} [1-9]/);
     expect(m).toMatch(/agentd_grpc_requests_total\{method="\/agentd\.v1\.Agentd\/GetSandbox",code="NOT_FOUND"\} [1-9]/);
   });

@@ -1,5 +1,6 @@
 // The HTTP API over real HTTP: every route's happy path, bad input (400 naming the field), not
-// found, conflict; error format; OpenAPI; metrics; request ids; log redaction.
+// found, conflict; error format (malformed URLs and query strings too); OpenAPI; metrics on their
+// own listener; request ids; log redaction.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { METRICS, OPENAPI_PATH, REQUEST_ID_HEADER, SANDBOX_TOKEN_HEADER } from '../../agentd/src/contract.ts';
 import { cleanupAll, startEgress, startInProcess, type InProcess, type StandInEgress } from './support.ts';
@@ -39,13 +40,21 @@ describe('system routes', () => {
     expect(r.json).toEqual({ status: 'ok' });
   });
 
-  it('GET /ready reports storage and the egress probe', async () => {
+  it('GET /ready answers booleans only: no egress probe, no address', async () => {
     const r = await d.api('GET', '/ready');
     expect(r.status).toBe(200);
-    expect(r.json.status).toBe('ready');
-    expect(r.json.checks.storage.ok).toBe(true);
-    expect(r.json.checks.egress).toMatchObject({ ok: true, url: egress.url, reachable: true });
-    expect(r.json.checks.shutdown).toEqual({ ok: true, draining: false });
+    expect(r.json).toEqual({ status: 'ready', checks: { storage: true, draining: false } });
+    expect(r.text).not.toContain('127.0.0.1');
+    expect(r.text).not.toContain(String(egress.port));
+  });
+
+  it('GET /ready is 503 with the failed check named when storage is gone, and still no internals', async () => {
+    const x = await startInProcess({ AGENTD_EGRESS_URL: egress.url });
+    const storage = (x.agentd.service as unknown as { deps: { storage: { close(): void } } }).deps.storage;
+    storage.close();
+    const r = await x.api('GET', '/ready');
+    expect(r.status).toBe(503);
+    expect(r.json).toEqual({ status: 'not_ready', checks: { storage: false, draining: false }, error: { code: 'not_ready', message: 'not ready: storage' } });
   });
 
   it('GET /api/v1/status has version, uptime and counts', async () => {
@@ -58,19 +67,36 @@ describe('system routes', () => {
     expect(r.json.sandboxes.active).toBeGreaterThanOrEqual(1);
     expect(r.json.intents).toMatchObject({ running: 0, in_flight: 0 });
     expect(r.json.token_kid).toBe('test-key-1');
+    expect(r.json.egress_url).toBe(egress.url);
   });
 
-  it('GET /metrics exposes the contract metrics and process metrics as text', async () => {
-    const r = await d.api('GET', '/metrics');
+  it('the metrics listener serves the contract metrics and process metrics as text', async () => {
+    expect(d.agentd.metrics.port).toBeGreaterThan(0);
+    expect(d.agentd.metrics.port).not.toBe(d.agentd.http.port);
+    expect(d.agentd.metrics.url).toBe(`http://127.0.0.1:${d.agentd.metrics.port}/metrics`);
+    const r = await fetch(d.agentd.metrics.url);
     expect(r.status).toBe(200);
     expect(r.headers.get('content-type')).toMatch(/^text\/plain/);
-    for (const m of [METRICS.intentsTotal, METRICS.intentDurationSeconds, METRICS.sandboxesActive, METRICS.egressRequestsTotal, METRICS.httpRequestsTotal]) {
-      expect(r.text).toContain(`# TYPE ${m.name} `);
+    const text = await r.text();
+    for (const m of [METRICS.intentsTotal, METRICS.intentDurationSeconds, METRICS.sandboxesActive, METRICS.egressRequestsTotal, METRICS.httpRequestsTotal, METRICS.storagePurgedRowsTotal]) {
+      expect(text).toContain(`# TYPE ${m.name} `);
     }
-    expect(r.text).toContain('process_cpu_user_seconds_total');
-    expect(r.text).toMatch(/agentd_sandboxes_active [1-9]/);
-    expect(r.text).toContain('agentd_intents_total{capability="http_fetch",outcome="ok"}');
-    expect(r.text).toMatch(/agentd_http_requests_total\{route="\/api\/v1\/sandboxes",method="POST",status="201"\} [1-9]/);
+    expect(text).toContain('process_cpu_user_seconds_total');
+    expect(text).toMatch(/agentd_sandboxes_active [1-9]/);
+    expect(text).toContain('agentd_intents_total{capability="http_fetch",outcome="ok"}');
+    expect(text).toContain('agentd_storage_purged_rows_total{table="intents"}');
+    expect(text).toMatch(/agentd_http_requests_total\{route="\/api\/v1\/sandboxes",method="POST",status="201"\} [1-9]/);
+  });
+
+  it('the metrics listener serves nothing else (404 JSON); the API port has no /metrics', async () => {
+    const base = d.agentd.metrics.url.replace(/\/metrics$/, '');
+    for (const [method, p] of [['GET', '/'], ['GET', '/api/v1/status'], ['GET', '/health'], ['POST', '/metrics'], ['GET', '/metricsx']] as const) {
+      const r = await fetch(`${base}${p}`, { method });
+      expect(r.status, `${method} ${p}`).toBe(404);
+      expect(r.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(((await r.json()) as any).error.code).toBe('not_found');
+    }
+    expectError(await d.api('GET', '/metrics'), 404, 'not_found');
   });
 
   it('GET /openapi.json is generated from the route schemas', async () => {
@@ -78,12 +104,14 @@ describe('system routes', () => {
     expect(r.status).toBe(200);
     expect(r.json.openapi).toMatch(/^3\./);
     expect(Object.keys(r.json.paths)).toEqual(
-      expect.arrayContaining(['/health', '/ready', '/api/v1/status', '/metrics', '/api/v1/sandboxes', '/api/v1/sandboxes/{id}', '/api/v1/sandboxes/{id}/intents']),
+      expect.arrayContaining(['/health', '/ready', '/api/v1/status', '/api/v1/sandboxes', '/api/v1/sandboxes/{id}', '/api/v1/sandboxes/{id}/intents']),
     );
+    expect(Object.keys(r.json.paths)).not.toContain('/metrics');
     const create = r.json.paths['/api/v1/sandboxes'].post;
     const body = create.requestBody.content['application/json'].schema;
     expect(body.properties.tier.enum).toEqual(['default', 'restricted', 'standard', 'premium', 'admin']);
-    expect(Object.keys(create.responses)).toEqual(expect.arrayContaining(['201', '400']));
+    expect(Object.keys(create.responses)).toEqual(expect.arrayContaining(['201', '400', '401', '403', '429']));
+    expect(r.json.components.schemas.Sandbox.required).toContain('owner');
     expect(Object.keys(r.json.paths['/api/v1/sandboxes/{id}/intents'].post.responses)).toEqual(expect.arrayContaining(['200', '400', '404', '409', '502', '504']));
     expect(Object.keys(r.json.components.schemas)).toEqual(expect.arrayContaining(['Error', 'Sandbox', 'Intent', 'IntentResult']));
   });
@@ -93,6 +121,48 @@ describe('system routes', () => {
     expectError(await d.api('POST', '/api/v1/sandboxes', '{"tier":'), 400, 'invalid_argument', 'body');
     expectError(await d.api('POST', '/api/v1/sandboxes', 'tier=default', { 'content-type': 'text/plain' }), 415, 'unsupported_media_type');
     expectError(await d.api('POST', '/api/v1/sandboxes', 'x'.repeat(3 * 1024 * 1024)), 413, 'payload_too_large');
+  });
+
+  it('malformed query strings and paths are 400 JSON invalid_argument on every route, never plain text', async () => {
+    const cases: [string, string][] = [
+      ['/api/v1/sandboxes?limit=1;x', 'limit'],
+      ['/api/v1/sandboxes?%zz', 'query'],
+      ['/api/v1/sandboxes?state=%', 'query'],
+      ['/api/v1/sandboxes?state=%E0%A4%A', 'query'],
+      ['/api/v1/sandboxes?limit=1&limit=2', 'limit'],
+      ['/api/v1/sandboxes?cursor[]=1', 'cursor[]'],
+      ['/api/v1/status?%zz', 'query'],
+      ['/api/v1/status?verbose=1', 'verbose'],
+      [`/api/v1/sandboxes/${NO_SUCH}?x=%`, 'query'],
+      [`/api/v1/sandboxes/${NO_SUCH}/intents?limit=1;x`, 'limit'],
+      ['/health?%zz', 'query'],
+      ['/ready?state=%', 'query'],
+      ['/api/v1/sandboxes/%zz', 'path'],
+      ['/api/v1/sandboxes/%', 'path'],
+      ['/%E0%A4%A', 'path'],
+    ];
+    for (const [url, field] of cases) {
+      const r = await d.api('GET', url);
+      expect.soft(r.status, url).toBe(400);
+      expectError(r, 400, 'invalid_argument');
+      expect(r.json.error.field, url).toBe(field);
+    }
+    // The daemon is still fine.
+    expect((await d.api('GET', '/health')).status).toBe(200);
+  });
+
+  it('a request that is not HTTP at all gets a JSON 400 before the connection closes', async () => {
+    const net = await import('node:net');
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = net.connect(d.agentd.http.port, '127.0.0.1', () => s.write('GET /health HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n'));
+      let buf = '';
+      s.on('data', (c) => (buf += c.toString('utf8')));
+      s.on('close', () => resolve(buf));
+      s.on('error', reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toMatch(/content-type: application\/json/i);
+    expect(JSON.parse(answer.split('\r\n\r\n')[1] as string)).toEqual({ error: { code: 'invalid_argument', message: 'malformed HTTP request' } });
   });
 
   it('echoes x-request-id from Envoy, or makes one', async () => {
@@ -185,7 +255,7 @@ describe('sandboxes', () => {
     const s = await create({ tier: 'standard', labels: { k: 'v' } });
     const r = await d.api('GET', `/api/v1/sandboxes/${s.id}`);
     expect(r.status).toBe(200);
-    expect(r.json).toEqual({ id: s.id, tier: 'standard', labels: { k: 'v' }, state: 'active', created_at: s.created_at, expires_at: s.expires_at, terminated_at: null });
+    expect(r.json).toEqual({ id: s.id, owner: 'local-admin', tier: 'standard', labels: { k: 'v' }, state: 'active', created_at: s.created_at, expires_at: s.expires_at, terminated_at: null });
     expectError(await d.api('GET', `/api/v1/sandboxes/${NO_SUCH}`), 404, 'sandbox_not_found');
     expectError(await d.api('GET', '/api/v1/sandboxes/not-an-id'), 400, 'invalid_argument', 'id');
   });
@@ -330,7 +400,7 @@ describe('draining', () => {
     x.agentd.service.beginDrain();
     const ready = await x.api('GET', '/ready');
     expect(ready.status).toBe(503);
-    expect(ready.json).toMatchObject({ status: 'not_ready', checks: { shutdown: { ok: false, draining: true } }, error: { code: 'not_ready' } });
+    expect(ready.json).toEqual({ status: 'not_ready', checks: { storage: true, draining: true }, error: { code: 'not_ready', message: 'not ready: draining' } });
     expect(ready.headers.get('connection')).toBe('close');
     expect((await x.api('GET', '/health')).status).toBe(200);
     expect((await x.api('GET', `/api/v1/sandboxes/${s.id}`)).status).toBe(200);

@@ -12,7 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { startAgentd, type Agentd } from '../../agentd/src/app.ts';
 import { loadConfig } from '../../agentd/src/config.ts';
-import { PROTO_FILES, PROTO_ROOT } from '../../agentd/src/contract.ts';
+import { GATEWAY_TOKEN_HEADER, IDENTITY_HEADERS, PROTO_FILES, PROTO_ROOT } from '../../agentd/src/contract.ts';
 import { generateJwks, type Jwks } from '../../agentd/src/core/tokens.ts';
 import { LOADER_OPTIONS } from '../../agentd/src/grpc/protos.ts';
 import { createLogger } from '../../agentd/src/log.ts';
@@ -33,6 +33,24 @@ export function tempDir(prefix = 'agentd-test-'): string {
   const dir = mkdtempSync(path.join(tmpdir(), prefix));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** Writes a secret file (gateway or registry token) and returns its path. */
+export function writeSecret(dir: string, name: string, secret: string): string {
+  const file = path.join(dir, name);
+  writeFileSync(file, `${secret}\n`);
+  return file;
+}
+
+/** Identity headers as the gateway forwards them (gRPC: the same names as metadata). */
+export function identity(id: { clientId: string; role?: string; scope?: 'all' | 'own'; tiers?: string[]; gatewayToken?: string }): Record<string, string> {
+  return {
+    [IDENTITY_HEADERS.clientId]: id.clientId,
+    [IDENTITY_HEADERS.clientRole]: id.role ?? 'operator',
+    [IDENTITY_HEADERS.clientScope]: id.scope ?? 'own',
+    [IDENTITY_HEADERS.sandboxTiers]: (id.tiers ?? ['default', 'restricted', 'standard', 'premium', 'admin']).join(','),
+    ...(id.gatewayToken !== undefined ? { [GATEWAY_TOKEN_HEADER]: id.gatewayToken } : {}),
+  };
 }
 
 export function writeJwks(dir: string, jwks: Jwks = generateJwks('test-key-1')): { file: string; jwks: Jwks } {
@@ -124,6 +142,7 @@ export function testEnv(overrides: Record<string, string> = {}): TestEnv {
   const env: Record<string, string> = {
     AGENTD_HTTP_LISTEN: '127.0.0.1:0',
     AGENTD_GRPC_LISTEN: '127.0.0.1:0',
+    AGENTD_METRICS_LISTEN: '127.0.0.1:0',
     AGENTD_DATA_DIR: dataDir,
     AGENTD_TOKEN_KEY_FILE: file,
     AGENTD_EGRESS_URL: 'http://127.0.0.1:9',
@@ -155,10 +174,19 @@ export async function startInProcess(overrides: Record<string, string> = {}, exi
   return { agentd, env, logs, api: apiClient(agentd.http.url) };
 }
 
+/** The Prometheus text of a daemon's metrics listener. */
+export async function metricsText(agentd: Agentd): Promise<string> {
+  const res = await fetch(agentd.metrics.url);
+  if (res.status !== 200) throw new Error(`GET ${agentd.metrics.url} answered ${res.status}`);
+  return res.text();
+}
+
 export interface Child {
   proc: ChildProcess;
   httpUrl: string;
   grpcAddress: string;
+  /** host:port of the metrics listener. */
+  metricsAddress: string;
   logs: string[];
   api: ApiClient;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -177,7 +205,7 @@ export async function startChild(env: Record<string, string>, entry: string = MA
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
     return exited.then(() => undefined);
   });
-  const listening = new Promise<{ http: string; grpc: string }>((resolve, reject) => {
+  const listening = new Promise<{ http: string; grpc: string; metrics: string }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`agentd did not start within ${timeoutMs} ms\n${logs.join('\n')}\n${stderr}`)), timeoutMs);
     let buf = '';
     proc.stdout?.on('data', (c: Buffer) => {
@@ -188,10 +216,10 @@ export async function startChild(env: Record<string, string>, entry: string = MA
         buf = buf.slice(nl + 1);
         logs.push(line);
         try {
-          const j = JSON.parse(line) as { msg?: string; http?: string; grpc?: string };
+          const j = JSON.parse(line) as { msg?: string; http?: string; grpc?: string; metrics?: string };
           if (j.msg === 'agentd listening') {
             clearTimeout(timer);
-            resolve({ http: j.http as string, grpc: j.grpc as string });
+            resolve({ http: j.http as string, grpc: j.grpc as string, metrics: j.metrics as string });
           }
         } catch {
           // not JSON
@@ -208,7 +236,7 @@ export async function startChild(env: Record<string, string>, entry: string = MA
   });
   const addr = await listening;
   const httpUrl = `http://${addr.http}`;
-  return { proc, httpUrl, grpcAddress: addr.grpc, logs, api: apiClient(httpUrl), exited };
+  return { proc, httpUrl, grpcAddress: addr.grpc, metricsAddress: addr.metrics, logs, api: apiClient(httpUrl), exited };
 }
 
 // ---- clients --------------------------------------------------------------------------------
@@ -222,9 +250,10 @@ export interface ApiResponse<T = any> {
 
 export type ApiClient = <T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>) => Promise<ApiResponse<T>>;
 
-export function apiClient(base: string): ApiClient {
+/** A client of the HTTP API; defaultHeaders go with every request (e.g. identity). */
+export function apiClient(base: string, defaultHeaders: Record<string, string> = {}): ApiClient {
   return async (method, p, body, headers = {}) => {
-    const init: RequestInit = { method, headers: { ...headers } };
+    const init: RequestInit = { method, headers: { ...defaultHeaders, ...headers } };
     if (body !== undefined) {
       init.body = typeof body === 'string' ? body : JSON.stringify(body);
       (init.headers as Record<string, string>)['content-type'] ??= 'application/json';

@@ -2,7 +2,6 @@
 // The request carries Host: <service> (the egress proxy routes on it and adds the upstream's
 // credentials), the sandbox token, and only allowlisted caller headers. Redirects are not
 // followed, bodies are capped, and every request has a deadline.
-import net from 'node:net';
 import { Agent, errors as undiciErrors } from 'undici';
 import { REQUEST_ID_HEADER, SANDBOX_TOKEN_HEADER } from '../contract.ts';
 import type { HttpFetchMethod } from '../contract.ts';
@@ -43,18 +42,11 @@ const UNAVAILABLE_CODES = new Set([
   'UND_ERR_CLOSED',
 ]);
 
-export interface EgressProbe {
-  reachable: boolean;
-  checked_at: string;
-  error?: string;
-}
-
 export class EgressClient {
   readonly url: URL;
   private readonly basePath: string;
   private readonly maxBytes: number;
   private readonly agent: Agent;
-  private probeCache: { at: number; result: EgressProbe } | undefined;
 
   constructor(opts: { egressUrl: string; maxBytes: number }) {
     this.url = new URL(opts.egressUrl);
@@ -137,26 +129,6 @@ export class EgressClient {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onOuterAbort);
     }
-  }
-
-  /** Whether a TCP connection to the egress proxy opens (cached for 5 s). */
-  async probe(timeoutMs = 1000): Promise<EgressProbe> {
-    const now = Date.now();
-    if (this.probeCache && now - this.probeCache.at < 5000) return this.probeCache.result;
-    const port = Number(this.url.port || (this.url.protocol === 'https:' ? 443 : 80));
-    const host = this.url.hostname.replace(/^\[|\]$/g, '');
-    const result = await new Promise<EgressProbe>((resolve) => {
-      const socket = net.connect({ host, port });
-      const done = (error?: string): void => {
-        socket.destroy();
-        resolve({ reachable: error === undefined, checked_at: new Date().toISOString(), ...(error ? { error } : {}) });
-      };
-      socket.setTimeout(timeoutMs, () => done(`no connection within ${timeoutMs} ms`));
-      socket.once('connect', () => done());
-      socket.once('error', (err) => done(errorCode(err) ?? err.message));
-    });
-    this.probeCache = { at: Date.now(), result };
-    return result;
   }
 
   async close(): Promise<void> {

@@ -3,8 +3,11 @@
 
 export type ErrorKind =
   | 'invalid_argument'
+  | 'unauthenticated'
+  | 'permission_denied'
   | 'not_found'
   | 'conflict'
+  | 'resource_exhausted'
   | 'bad_gateway'
   | 'unavailable'
   | 'deadline_exceeded'
@@ -40,10 +43,26 @@ export function conflict(code: string, message: string): AgentdError {
   return new AgentdError('conflict', code, message);
 }
 
+/** The one answer to a request without valid gateway credentials: it says nothing more. */
+export function unauthenticated(): AgentdError {
+  return new AgentdError('unauthenticated', 'unauthenticated', 'authentication required');
+}
+
+export function permissionDenied(code: string, message: string): AgentdError {
+  return new AgentdError('permission_denied', code, message);
+}
+
+export function resourceExhausted(code: string, message: string): AgentdError {
+  return new AgentdError('resource_exhausted', code, message);
+}
+
 export const HTTP_STATUS: Record<ErrorKind, number> = {
   invalid_argument: 400,
+  unauthenticated: 401,
+  permission_denied: 403,
   not_found: 404,
   conflict: 409,
+  resource_exhausted: 429,
   bad_gateway: 502,
   unavailable: 503,
   deadline_exceeded: 504,

@@ -6,13 +6,18 @@ import type { IntentOutcome, SandboxState } from '../contract.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import type { IntentRow, SandboxRow, Storage } from '../storage/sqlite.ts';
-import type { EgressClient, EgressProbe } from './egress.ts';
-import { AgentdError, conflict, notFound } from './errors.ts';
+import { intentRecordText } from '../storage/sqlite.ts';
+import type { Caller } from './caller.ts';
+import type { EgressClient } from './egress.ts';
+import { AgentdError, conflict, notFound, permissionDenied, resourceExhausted } from './errors.ts';
+import type { SandboxRegistry } from './registry.ts';
 import type { TokenService } from './tokens.ts';
 import { validateCreateSandbox, validateIntent, validateListSandboxes, validatePage, validateSandboxId } from './validation.ts';
 
 export interface SandboxView {
   id: string;
+  /** The client that created it. */
+  owner: string;
   tier: string;
   labels: Record<string, string>;
   state: SandboxState;
@@ -53,17 +58,18 @@ export interface StatusView {
   uptime_seconds: number;
   sandboxes: { total: number; active: number; expired: number; terminated: number };
   intents: { total: number; running: number; in_flight: number };
-  egress_url: string;
-  token_kid: string;
+  /** Only for callers with scope 'all'. */
+  egress_url?: string;
+  /** Only for callers with scope 'all'. */
+  token_kid?: string;
 }
 
+/** Readiness: booleans only (never an address or an error text). */
 export interface ReadinessView {
   ready: boolean;
-  checks: {
-    storage: { ok: boolean; error?: string };
-    egress: { ok: boolean; url: string; reachable: boolean; error?: string };
-    shutdown: { ok: boolean; draining: boolean };
-  };
+  checks: { storage: boolean; draining: boolean };
+  /** Names of the checks that make the daemon unready. */
+  failed: string[];
 }
 
 export interface ServiceDeps {
@@ -74,8 +80,13 @@ export interface ServiceDeps {
   metrics: Metrics;
   logger: Logger;
   version: string;
+  /** The sandbox registry served to OPA (absent: no revocation feed, no waiting). */
+  registry?: SandboxRegistry;
   now?: () => number;
 }
+
+/** Bytes of the numeric columns and the outcome of an intent record (a fixed allowance). */
+const INTENT_RECORD_FIXED_BYTES = 64;
 
 const newId = (prefix: string): string => `${prefix}_${randomBytes(12).toString('hex')}`;
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -85,7 +96,8 @@ export class AgentdService {
   private readonly now: () => number;
   private readonly startedAt: number;
   private draining = false;
-  private readonly inFlight = new Set<AbortController>();
+  /** In-flight egress requests, with the owner of their sandbox. */
+  private readonly inFlight = new Map<AbortController, string>();
   private readonly listeners = new Set<(serving: boolean) => void>();
 
   constructor(deps: ServiceDeps) {
@@ -106,34 +118,27 @@ export class AgentdService {
   }
 
   /**
-   * Readiness: the daemon's own dependencies. Storage must answer and the daemon must not be
-   * draining. The egress proxy is reported (a TCP connect, cached 5 s) but does not make the
-   * daemon unready: it is shared by every replica, so failing readiness on it would take the
-   * whole API (sandbox management included) out of the load balancer for a downstream outage;
-   * intents report egress_unavailable instead.
+   * Readiness: the daemon's own dependencies only. Storage must answer and the daemon must not
+   * be draining. The egress proxy is not probed: it is shared by every replica, so failing
+   * readiness on it would take the whole API (sandbox management included) out of the load
+   * balancer for a downstream outage; intents report egress_unavailable instead. The answer
+   * holds booleans only: no address, no error text.
    */
-  async readiness(): Promise<ReadinessView> {
-    let storage: ReadinessView['checks']['storage'];
+  readiness(): ReadinessView {
+    let storage = false;
     try {
-      storage = { ok: this.deps.storage.ping() };
-      if (!storage.ok) storage.error = 'storage is closed';
-    } catch (err) {
-      storage = { ok: false, error: (err as Error).message };
+      storage = this.deps.storage.ping();
+    } catch {
+      storage = false;
     }
-    const probe: EgressProbe = await this.deps.egress.probe();
-    const egress = { ok: true, url: this.deps.config.egressUrl, reachable: probe.reachable, ...(probe.error ? { error: `egress proxy not reachable: ${probe.error}` } : {}) };
-    const shutdown = { ok: !this.draining, draining: this.draining };
-    return { ready: storage.ok && shutdown.ok, checks: { storage, egress, shutdown } };
+    const checks = { storage, draining: this.draining };
+    const failed = [...(storage ? [] : ['storage']), ...(this.draining ? ['draining'] : [])];
+    return { ready: failed.length === 0, checks, failed };
   }
 
-  /** Readiness without the (informational, networked) egress probe. */
+  /** Whether the daemon is ready (gRPC Health). */
   isReadyNow(): boolean {
-    if (this.draining) return false;
-    try {
-      return this.deps.storage.ping();
-    } catch {
-      return false;
-    }
+    return this.readiness().ready;
   }
 
   /** Subscribe to serving-state changes (gRPC health Watch). Returns an unsubscribe function. */
@@ -142,13 +147,30 @@ export class AgentdService {
     return () => this.listeners.delete(fn);
   }
 
-  status(): StatusView {
+  /**
+   * Version, uptime and counts. Scope 'all' sees every sandbox and the deployment details;
+   * scope 'own' gets the counts of its own sandboxes and no egress URL or key id.
+   */
+  status(caller: Caller): StatusView {
     const now = this.now();
-    return {
+    const base = {
       version: this.deps.version,
       mode: this.deps.config.mode,
       started_at: iso(this.startedAt),
       uptime_seconds: Math.round((now - this.startedAt) / 100) / 10,
+    };
+    if (caller.scope !== 'all') {
+      const owner = caller.clientId;
+      let inFlight = 0;
+      for (const o of this.inFlight.values()) if (o === owner) inFlight += 1;
+      return {
+        ...base,
+        sandboxes: this.deps.storage.countSandboxes(now, owner),
+        intents: { ...this.deps.storage.countIntents(owner), in_flight: inFlight },
+      };
+    }
+    return {
+      ...base,
       sandboxes: this.deps.storage.countSandboxes(now),
       intents: { ...this.deps.storage.countIntents(), in_flight: this.inFlight.size },
       egress_url: this.deps.config.egressUrl,
@@ -158,38 +180,59 @@ export class AgentdService {
 
   // ---- sandboxes ----------------------------------------------------------------------------
 
-  async createSandbox(raw: unknown): Promise<{ sandbox: SandboxView; token: string }> {
+  /**
+   * Creates a sandbox owned by the caller. The tier must be one the caller's role may create
+   * (403 tier_not_allowed), and the caller may have at most AGENTD_MAX_ACTIVE_SANDBOXES_PER_CLIENT
+   * active sandboxes (429 too_many_sandboxes). Returns once the registry's poller (OPA) has the
+   * new sandbox, when one is polling (bounded wait).
+   */
+  async createSandbox(caller: Caller, raw: unknown): Promise<{ sandbox: SandboxView; token: string }> {
     const { config, storage, tokens } = this.deps;
     const input = validateCreateSandbox(raw, { tiers: config.sandboxTiers, defaultTtlSeconds: config.defaultTtlSeconds, maxTtlSeconds: config.maxTtlSeconds });
+    if (!caller.sandboxTiers.includes(input.tier)) {
+      const allowed = config.sandboxTiers.filter((t) => caller.sandboxTiers.includes(t));
+      const who = caller.role !== '' ? `role "${caller.role}"` : `client "${caller.clientId}"`;
+      throw permissionDenied('tier_not_allowed', `${who} may not create "${input.tier}" sandboxes; allowed: ${allowed.length > 0 ? allowed.join(', ') : 'none'}`);
+    }
+    this.checkActiveLimit(caller);
     const createdAt = this.now();
     const id = newId('sbx');
     const expiresAt = createdAt + input.ttlSeconds * 1000;
     // Sign before storing: a sandbox is only acknowledged together with its token.
     const token = await tokens.sign({ sandboxId: id, tier: input.tier, expiresAtMs: expiresAt, issuedAtMs: createdAt });
-    const row = storage.insertSandbox({ id, tier: input.tier, labels: input.labels, created_at: createdAt, expires_at: expiresAt });
-    this.deps.logger.info({ sandbox_id: id, tier: input.tier, ttl_seconds: input.ttlSeconds }, 'sandbox created');
+    // Checked again with no await before the insert, so concurrent creates cannot overshoot.
+    this.checkActiveLimit(caller);
+    const row = storage.insertSandbox({ id, owner: caller.clientId, tier: input.tier, labels: input.labels, created_at: createdAt, expires_at: expiresAt });
+    this.deps.logger.info({ sandbox_id: id, owner: caller.clientId, tier: input.tier, ttl_seconds: input.ttlSeconds }, 'sandbox created');
+    await this.publish(id, 'created');
     return { sandbox: this.sandboxView(row), token };
   }
 
-  listSandboxes(raw: { state?: unknown; tier?: unknown; limit?: unknown; cursor?: unknown }): { sandboxes: SandboxView[]; next_cursor: string | null } {
+  /** Sandboxes the caller may see (scope 'own': its own), oldest first; pages bounded in bytes. */
+  listSandboxes(caller: Caller, raw: { state?: unknown; tier?: unknown; limit?: unknown; cursor?: unknown }): { sandboxes: SandboxView[]; next_cursor: string | null } {
     const q = validateListSandboxes(raw, this.deps.config.sandboxTiers);
-    const page = this.deps.storage.listSandboxes({ state: q.state, tier: q.tier, after: q.after, limit: q.limit, now: this.now() });
-    return { sandboxes: page.items.map((r) => this.sandboxView(r)), next_cursor: page.next === null ? null : String(page.next) };
+    const owner = caller.scope === 'all' ? undefined : caller.clientId;
+    const page = this.deps.storage.listSandboxes({ state: q.state, tier: q.tier, owner, after: q.after, limit: q.limit, now: this.now() });
+    const fitted = this.fitPage(page.items, page.next, (r) => this.sandboxView(r));
+    return { sandboxes: fitted.items, next_cursor: fitted.next_cursor };
   }
 
-  getSandbox(rawId: unknown, field = 'id'): SandboxView {
-    return this.sandboxView(this.requireSandbox(rawId, field));
+  getSandbox(caller: Caller, rawId: unknown, field = 'id'): SandboxView {
+    return this.sandboxView(this.requireSandbox(caller, rawId, field));
   }
 
   /**
    * Terminates a sandbox. Terminating an expired sandbox is allowed (it records the
-   * termination); terminating one that is already terminated is a conflict.
+   * termination); terminating one that is already terminated is a conflict. Returns once the
+   * registry's poller (OPA) no longer lists it, when one is polling (bounded wait): from then
+   * on its token is refused at the egress proxy.
    */
-  terminateSandbox(rawId: unknown, field = 'id'): SandboxView {
-    const existing = this.requireSandbox(rawId, field);
+  async terminateSandbox(caller: Caller, rawId: unknown, field = 'id'): Promise<SandboxView> {
+    const existing = this.requireSandbox(caller, rawId, field);
     const row = this.deps.storage.terminateSandbox(existing.id, this.now());
     if (!row) throw conflict('sandbox_terminated', `sandbox ${existing.id} is already terminated`);
-    this.deps.logger.info({ sandbox_id: row.id }, 'sandbox terminated');
+    this.deps.logger.info({ sandbox_id: row.id, owner: row.owner }, 'sandbox terminated');
+    await this.publish(row.id, 'terminated');
     return this.sandboxView(row);
   }
 
@@ -201,18 +244,13 @@ export class AgentdService {
    * with outcome "ok"; otherwise an AgentdError carries the completed record in details.intent
    * (bad_gateway: egress_unavailable, deadline_exceeded: timeout, unavailable: interrupted).
    */
-  async executeIntent(rawId: unknown, raw: unknown, ctx: { requestId: string; idField?: string; paramsField?: string }): Promise<IntentResult> {
+  async executeIntent(caller: Caller, rawId: unknown, raw: unknown, ctx: { requestId: string; idField?: string; paramsField?: string }): Promise<IntentResult> {
     const { config, storage, tokens, egress, metrics, logger } = this.deps;
-    const sandbox = this.requireSandbox(rawId, ctx.idField ?? 'id');
-    const input = validateIntent(raw, { paramsField: ctx.paramsField ?? 'params', defaultTimeoutMs: config.fetchTimeoutMs, maxTimeoutMs: config.fetchMaxTimeoutMs });
-    const state = this.stateOf(sandbox);
-    if (state !== 'active') throw conflict('sandbox_not_active', `sandbox ${sandbox.id} is ${state}; intents need an active sandbox`);
-    if (this.draining) throw new AgentdError('unavailable', 'shutting_down', 'agentd is shutting down; retry on another instance');
-
+    const sandbox = this.requireSandbox(caller, rawId, ctx.idField ?? 'id');
+    const paramsField = ctx.paramsField ?? 'params';
+    const input = validateIntent(raw, { paramsField, defaultTimeoutMs: config.fetchTimeoutMs, maxTimeoutMs: config.fetchMaxTimeoutMs });
     const p = input.params;
-    const started = this.now();
-    const startedHr = performance.now();
-    const record = storage.insertIntent({
+    const newRecord = {
       id: newId('int'),
       sandbox_id: sandbox.id,
       capability: input.capability,
@@ -220,10 +258,31 @@ export class AgentdService {
       method: p.method,
       path: p.path,
       request_headers: p.headers,
-      created_at: started,
-    });
+    };
+    // The stored record is bounded: refuse before anything is stored or sent.
+    const recordBytes = intentRecordText(newRecord).reduce((n, t) => n + Buffer.byteLength(t), INTENT_RECORD_FIXED_BYTES);
+    if (recordBytes > config.intentRecordMaxBytes) {
+      const pathBytes = Buffer.byteLength(p.path);
+      const headerBytes = Buffer.byteLength(JSON.stringify(p.headers));
+      const field = headerBytes > pathBytes ? `${paramsField}.headers` : `${paramsField}.path`;
+      throw new AgentdError(
+        'invalid_argument',
+        'intent_too_large',
+        `${field} makes the intent record ${recordBytes} bytes; at most ${config.intentRecordMaxBytes} bytes are stored per intent (path, forwarded headers and metadata)`,
+        { field },
+      );
+    }
+    const state = this.stateOf(sandbox);
+    if (state !== 'active') throw conflict('sandbox_not_active', `sandbox ${sandbox.id} is ${state}; intents need an active sandbox`);
+    if (this.draining) throw new AgentdError('unavailable', 'shutting_down', 'agentd is shutting down; retry on another instance');
+
+    const started = this.now();
+    const startedHr = performance.now();
+    const inserted = storage.insertIntent({ ...newRecord, created_at: started }, config.retentionIntentsPerSandbox);
+    const record = inserted.row;
+    if (inserted.purged > 0) metrics.storagePurgedRowsTotal.inc({ table: 'intents' }, inserted.purged);
     const controller = new AbortController();
-    this.inFlight.add(controller);
+    this.inFlight.set(controller, sandbox.owner);
     let res;
     try {
       const token = await tokens.sign({ sandboxId: sandbox.id, tier: sandbox.tier, expiresAtMs: sandbox.expires_at });
@@ -274,11 +333,12 @@ export class AgentdService {
     }
   }
 
-  listIntents(rawId: unknown, raw: { limit?: unknown; cursor?: unknown }, field = 'id'): { intents: IntentView[]; next_cursor: string | null } {
-    const sandbox = this.requireSandbox(rawId, field);
+  listIntents(caller: Caller, rawId: unknown, raw: { limit?: unknown; cursor?: unknown }, field = 'id'): { intents: IntentView[]; next_cursor: string | null } {
+    const sandbox = this.requireSandbox(caller, rawId, field);
     const q = validatePage(raw);
     const page = this.deps.storage.listIntents(sandbox.id, q);
-    return { intents: page.items.map((r) => this.intentView(r)), next_cursor: page.next === null ? null : String(page.next) };
+    const fitted = this.fitPage(page.items, page.next, (r) => this.intentView(r));
+    return { intents: fitted.items, next_cursor: fitted.next_cursor };
   }
 
   // ---- lifecycle ----------------------------------------------------------------------------
@@ -297,17 +357,65 @@ export class AgentdService {
   /** Abort every in-flight egress request (after the grace period); they end "interrupted". */
   abortInFlight(): number {
     const n = this.inFlight.size;
-    for (const c of this.inFlight) c.abort();
+    for (const c of this.inFlight.keys()) c.abort();
     return n;
   }
 
   // ---- helpers ------------------------------------------------------------------------------
 
-  private requireSandbox(rawId: unknown, field: string): SandboxRow {
+  /**
+   * The sandbox, if the caller may see it. Another client's sandbox is, for scope 'own',
+   * exactly as absent as one that does not exist (same code, same message).
+   */
+  private requireSandbox(caller: Caller, rawId: unknown, field: string): SandboxRow {
     const id = validateSandboxId(rawId, field);
     const row = this.deps.storage.getSandbox(id);
-    if (!row) throw notFound('sandbox_not_found', `sandbox ${id} not found`);
+    if (!row || (caller.scope !== 'all' && row.owner !== caller.clientId)) throw notFound('sandbox_not_found', `sandbox ${id} not found`);
     return row;
+  }
+
+  private checkActiveLimit(caller: Caller): void {
+    const max = this.deps.config.maxActiveSandboxesPerClient;
+    const active = this.deps.storage.countActiveSandboxes(this.now(), caller.clientId);
+    if (active >= max) {
+      throw resourceExhausted('too_many_sandboxes', `client "${caller.clientId}" has ${active} active sandboxes, the most allowed (${max}); terminate one first`);
+    }
+  }
+
+  /** Publishes a change of the active set to the registry and waits (bounded) for OPA to have it. */
+  private async publish(sandboxId: string, change: 'created' | 'terminated'): Promise<void> {
+    const registry = this.deps.registry;
+    if (!registry) return;
+    const counter = registry.changed(change);
+    const started = performance.now();
+    const result = await registry.awaitAck(counter);
+    if (result === 'timeout') {
+      this.deps.logger.warn(
+        { sandbox_id: sandboxId, change, revision: registry.revision, acknowledged: registry.acknowledged, waited_ms: Math.round(performance.now() - started) },
+        'sandbox registry: no poller acknowledged the change in time; the egress proxy may not know it yet',
+      );
+    }
+  }
+
+  /**
+   * Cuts a page so that its JSON stays within AGENTD_PAGE_MAX_BYTES (at least one item, so
+   * paging always advances). `next` is the storage cursor when more items follow the rows.
+   */
+  private fitPage<R extends { seq: number }, V>(rows: R[], next: number | null, view: (r: R) => V): { items: V[]; next_cursor: string | null } {
+    const max = this.deps.config.pageMaxBytes;
+    const items: V[] = [];
+    let bytes = 64; // the envelope
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i] as R;
+      const v = view(r);
+      const size = Buffer.byteLength(JSON.stringify(v)) + 1;
+      if (items.length > 0 && bytes + size > max) {
+        return { items, next_cursor: String((rows[i - 1] as R).seq) };
+      }
+      bytes += size;
+      items.push(v);
+    }
+    return { items, next_cursor: next === null ? null : String(next) };
   }
 
   private stateOf(r: SandboxRow): SandboxState {
@@ -318,6 +426,7 @@ export class AgentdService {
   private sandboxView(r: SandboxRow): SandboxView {
     return {
       id: r.id,
+      owner: r.owner,
       tier: r.tier,
       labels: r.labels,
       state: this.stateOf(r),

@@ -1,5 +1,10 @@
 // The gRPC transport: agentd.v1.Agentd over the domain core, the standard grpc.health.v1.Health
 // service, and server reflection (v1 and v1alpha).
+//
+// Every agentd.v1.Agentd call is authenticated in one place (`unary`): the caller comes from
+// the identity metadata the gateway forwards (the IDENTITY_HEADERS names), trusted only with the
+// gateway token when one is configured (core/caller.ts). grpc.health.v1 and reflection are
+// open, like /health.
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { PackageDefinition } from '@grpc/proto-loader';
@@ -12,6 +17,7 @@ import {
   GRPC_SERVICE,
   REQUEST_ID_HEADER,
 } from '../contract.ts';
+import type { Caller, CallerAuthenticator } from '../core/caller.ts';
 import { AgentdError, type ErrorKind } from '../core/errors.ts';
 import type { AgentdService, IntentResult } from '../core/service.ts';
 import type { Logger } from '../log.ts';
@@ -19,8 +25,11 @@ import type { Metrics } from '../metrics.ts';
 
 const STATUS_FOR: Record<ErrorKind, grpc.status> = {
   invalid_argument: grpc.status.INVALID_ARGUMENT,
+  unauthenticated: grpc.status.UNAUTHENTICATED,
+  permission_denied: grpc.status.PERMISSION_DENIED,
   not_found: grpc.status.NOT_FOUND,
   conflict: grpc.status.FAILED_PRECONDITION,
+  resource_exhausted: grpc.status.RESOURCE_EXHAUSTED,
   bad_gateway: grpc.status.UNAVAILABLE,
   unavailable: grpc.status.UNAVAILABLE,
   deadline_exceeded: grpc.status.DEADLINE_EXCEEDED,
@@ -35,6 +44,7 @@ const STATUS_NAME: Record<number, string> = Object.fromEntries(
 
 export interface GrpcDeps {
   service: AgentdService;
+  auth: CallerAuthenticator;
   metrics: Metrics;
   logger: Logger;
   listen: ListenAddress;
@@ -50,10 +60,10 @@ export interface GrpcHandle {
 }
 
 type Req = Record<string, unknown>;
-type Ctx = { requestId: string };
+type Ctx = { requestId: string; caller: Caller };
 
 export async function startGrpcServer(deps: GrpcDeps): Promise<GrpcHandle> {
-  const { service, metrics, logger } = deps;
+  const { service, metrics, logger, auth } = deps;
   const loaded = grpc.loadPackageDefinition(deps.packageDefinition) as unknown as {
     agentd: { v1: { Agentd: grpc.ServiceClientConstructor } };
     grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
@@ -74,7 +84,15 @@ export async function startGrpcServer(deps: GrpcDeps): Promise<GrpcHandle> {
         else logger.info(entry, 'rpc completed');
       };
       Promise.resolve()
-        .then(() => fn(call.request, { requestId }))
+        .then(() => {
+          // The caller, from the metadata (a key given more than once counts as missing).
+          const caller = auth.authenticate((key) => {
+            const values = call.metadata.get(key);
+            if (values.length === 0) return undefined;
+            return values.length === 1 && typeof values[0] === 'string' ? values[0] : null;
+          }, requestId);
+          return fn(call.request, { requestId, caller });
+        })
         .then(
           (res) => {
             done(grpc.status.OK);
@@ -99,27 +117,27 @@ export async function startGrpcServer(deps: GrpcDeps): Promise<GrpcHandle> {
 
   server.addService(loaded.agentd.v1.Agentd.service, {
     Health: unary('Health', () => ({ status: service.health().status, ready: service.isReadyNow() })),
-    Status: unary('Status', () => service.status()),
-    CreateSandbox: unary('CreateSandbox', async (req) => {
-      const { sandbox, token } = await service.createSandbox(pick(req, ['tier', 'labels', 'ttl_seconds']));
+    Status: unary('Status', (_req, ctx) => service.status(ctx.caller)),
+    CreateSandbox: unary('CreateSandbox', async (req, ctx) => {
+      const { sandbox, token } = await service.createSandbox(ctx.caller, pick(req, ['tier', 'labels', 'ttl_seconds']));
       return { sandbox, token };
     }),
-    ListSandboxes: unary('ListSandboxes', (req) => {
-      const r = service.listSandboxes(pick(req, ['state', 'tier', 'limit', 'cursor']) ?? {});
+    ListSandboxes: unary('ListSandboxes', (req, ctx) => {
+      const r = service.listSandboxes(ctx.caller, pick(req, ['state', 'tier', 'limit', 'cursor']) ?? {});
       return { sandboxes: r.sandboxes, next_cursor: r.next_cursor ?? '' };
     }),
-    GetSandbox: unary('GetSandbox', (req) => ({ sandbox: service.getSandbox(req.id) })),
-    TerminateSandbox: unary('TerminateSandbox', (req) => ({ sandbox: service.terminateSandbox(req.id) })),
+    GetSandbox: unary('GetSandbox', (req, ctx) => ({ sandbox: service.getSandbox(ctx.caller, req.id) })),
+    TerminateSandbox: unary('TerminateSandbox', async (req, ctx) => ({ sandbox: await service.terminateSandbox(ctx.caller, req.id) })),
     ExecuteIntent: unary('ExecuteIntent', async (req, ctx) => {
       const raw = {
         capability: req.capability,
         params: pick(req.http_fetch as Req | undefined, ['service', 'method', 'path', 'headers', 'body', 'timeout_ms']),
       };
-      const r = await service.executeIntent(req.sandbox_id, raw, { requestId: ctx.requestId, idField: 'sandbox_id', paramsField: 'http_fetch' });
+      const r = await service.executeIntent(ctx.caller, req.sandbox_id, raw, { requestId: ctx.requestId, idField: 'sandbox_id', paramsField: 'http_fetch' });
       return intentResponse(r);
     }),
-    ListIntents: unary('ListIntents', (req) => {
-      const r = service.listIntents(req.sandbox_id, pick(req, ['limit', 'cursor']) ?? {}, 'sandbox_id');
+    ListIntents: unary('ListIntents', (req, ctx) => {
+      const r = service.listIntents(ctx.caller, req.sandbox_id, pick(req, ['limit', 'cursor']) ?? {}, 'sandbox_id');
       return { intents: r.intents, next_cursor: r.next_cursor ?? '' };
     }),
   });

@@ -1,6 +1,7 @@
 // Every HTTP error is JSON {error: {code, message, field?}}: domain errors, schema validation
 // errors (with the offending field named), Fastify's own errors (bad JSON, body too large,
 // unsupported media type), unknown routes and unexpected exceptions.
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AgentdError, HTTP_STATUS } from '../core/errors.ts';
 
@@ -59,6 +60,7 @@ export function registerErrorHandlers(app: FastifyInstance): void {
       const body: ErrorBody = { error: { code: err.code, message: err.message, ...(err.field !== undefined ? { field: err.field } : {}) } };
       if (err.details) Object.assign(body, err.details);
       if (err.kind === 'internal') request.log.error({ code: err.code, err: err.message }, 'request failed');
+      if (err.kind === 'unauthenticated') void reply.header('www-authenticate', 'Bearer');
       return send(reply, HTTP_STATUS[err.kind], body);
     }
     const fe = err as FastifyError;
@@ -92,6 +94,38 @@ export function registerErrorHandlers(app: FastifyInstance): void {
   app.setNotFoundHandler((request: FastifyRequest, reply: FastifyReply) => {
     send(reply, 404, { error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } });
   });
+}
+
+/**
+ * Errors Fastify raises before routing (a path with a broken percent-escape, an over-long
+ * parameter): the same JSON shape as every other error.
+ */
+export function frameworkErrorHandler(error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  if (error.code === 'FST_ERR_BAD_URL' || error.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    send(reply, 400, { error: { code: 'invalid_argument', message: 'the request path is not valid (bad percent-encoding or too long)', field: 'path' } });
+    return;
+  }
+  send(reply, 500, { error: { code: 'internal', message: 'internal error' } });
+}
+
+/** Requests that are not valid HTTP at all: answered in the same JSON shape, then closed. */
+export function clientErrorHandler(err: NodeJS.ErrnoException & { code?: string }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  let status = 400;
+  let body: ErrorBody = { error: { code: 'invalid_argument', message: 'malformed HTTP request' } };
+  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    status = 408;
+    body = { error: { code: 'request_timeout', message: 'the request did not arrive in time' } };
+  } else if (err.code === 'HPE_HEADER_OVERFLOW') {
+    status = 431;
+    body = { error: { code: 'headers_too_large', message: 'request headers are too large' } };
+  }
+  const text = JSON.stringify(body);
+  const reason = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' }[status];
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+  }
+  socket.destroy(err);
 }
 
 function codeForStatus(status: number): string {

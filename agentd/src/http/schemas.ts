@@ -24,7 +24,7 @@ export function sharedSchemas(): Schema[] {
           type: 'object',
           required: ['code', 'message'],
           properties: {
-            code: { type: 'string', description: 'Stable machine-readable code, e.g. invalid_argument, sandbox_not_found, sandbox_terminated.' },
+            code: { type: 'string', description: 'Stable machine-readable code, e.g. invalid_argument, unauthenticated, tier_not_allowed, sandbox_not_found, sandbox_terminated, too_many_sandboxes, intent_too_large.' },
             message: { type: 'string' },
             field: { type: 'string', description: 'For invalid_argument: the offending field, e.g. "tier" or "params.path".' },
           },
@@ -34,9 +34,10 @@ export function sharedSchemas(): Schema[] {
     {
       $id: 'Sandbox',
       type: 'object',
-      required: ['id', 'tier', 'labels', 'state', 'created_at', 'expires_at', 'terminated_at'],
+      required: ['id', 'owner', 'tier', 'labels', 'state', 'created_at', 'expires_at', 'terminated_at'],
       properties: {
         id: { type: 'string', pattern: SANDBOX_ID_PATTERN },
+        owner: { type: 'string', description: 'The API client that created it.' },
         tier: { type: 'string' },
         labels: { type: 'object', additionalProperties: { type: 'string' } },
         state: { type: 'string', enum: [...SANDBOX_STATES] },
@@ -91,6 +92,9 @@ function intentProperties(): Schema {
 const ref = (id: string): Schema => ({ $ref: `${id}#` });
 const errors = (...codes: number[]): Record<number, Schema> => Object.fromEntries(codes.map((c) => [c, ref('Error')]));
 
+/** Routes without query parameters refuse any. */
+const noQuery = { type: 'object', additionalProperties: false, properties: {} } as const;
+
 const sandboxIdParams = {
   type: 'object',
   required: ['id'],
@@ -109,11 +113,13 @@ export function routeSchemas(config: AgentdConfig) {
     health: {
       tags: ['system'],
       summary: 'Liveness: the process answers.',
+      querystring: noQuery,
       response: { 200: { type: 'object', required: ['status'], properties: { status: { type: 'string', enum: ['ok'] } } } },
     },
     ready: {
       tags: ['system'],
-      summary: 'Readiness: storage open and not draining. The egress proxy is probed and reported but does not make the daemon unready.',
+      summary: 'Readiness: storage open and not draining (booleans only; the egress proxy is not probed).',
+      querystring: noQuery,
       response: {
         200: readinessSchema(),
         503: readinessSchema(),
@@ -121,8 +127,10 @@ export function routeSchemas(config: AgentdConfig) {
     },
     status: {
       tags: ['system'],
-      summary: 'Version, uptime and counts.',
+      summary: "Version, uptime and counts. Scope 'own': counts of the caller's sandboxes, without egress_url and token_kid.",
+      querystring: noQuery,
       response: {
+        ...errors(400, 401),
         200: {
           type: 'object',
           required: ['version', 'mode', 'started_at', 'uptime_seconds', 'sandboxes', 'intents'],
@@ -133,21 +141,26 @@ export function routeSchemas(config: AgentdConfig) {
             uptime_seconds: { type: 'number' },
             sandboxes: counts(['total', 'active', 'expired', 'terminated']),
             intents: counts(['total', 'running', 'in_flight']),
-            egress_url: { type: 'string' },
-            token_kid: { type: 'string' },
+            egress_url: { type: 'string', description: "Only for scope 'all'." },
+            token_kid: { type: 'string', description: "Only for scope 'all'." },
           },
         },
       },
     },
-    metrics: {
-      tags: ['system'],
-      summary: 'Prometheus metrics (text exposition format).',
-      produces: ['text/plain'],
-      response: { 200: { type: 'string', description: 'Prometheus text format 0.0.4' } },
+    registry: {
+      hide: true,
+      summary: 'The sandbox registry as an OPA bundle (bearer token; ETag, If-None-Match, Prefer: wait=N long polling).',
+      querystring: noQuery,
+      response: {
+        200: { type: 'string', format: 'binary', description: 'gzipped tar: .manifest and sandboxes/data.json' },
+        304: { type: 'null', description: 'Not modified (If-None-Match is the current revision).' },
+        ...errors(400, 401),
+      },
     },
     createSandbox: {
       tags: ['sandboxes'],
-      summary: 'Create a sandbox; the response carries its token (returned only here).',
+      summary: "Create a sandbox owned by the caller; the response carries its token (returned only here). 403 tier_not_allowed when the caller's role may not create the tier; 429 too_many_sandboxes above the per-client limit.",
+      querystring: noQuery,
       body: {
         type: 'object',
         required: ['tier'],
@@ -166,9 +179,10 @@ export function routeSchemas(config: AgentdConfig) {
       response: {
         201: {
           type: 'object',
-          required: ['id', 'tier', 'labels', 'state', 'created_at', 'expires_at', 'token'],
+          required: ['id', 'owner', 'tier', 'labels', 'state', 'created_at', 'expires_at', 'token'],
           properties: {
             id: { type: 'string' },
+            owner: { type: 'string' },
             tier: { type: 'string' },
             labels: { type: 'object', additionalProperties: { type: 'string' } },
             state: { type: 'string', enum: [...SANDBOX_STATES] },
@@ -178,12 +192,12 @@ export function routeSchemas(config: AgentdConfig) {
             token: { type: 'string', description: 'The sandbox token (JWT HS256; sub = sandbox id, tier, exp = expires_at).' },
           },
         },
-        ...errors(400),
+        ...errors(400, 401, 403, 429),
       },
     },
     listSandboxes: {
       tags: ['sandboxes'],
-      summary: 'List sandboxes, oldest first.',
+      summary: "List sandboxes, oldest first (scope 'own': the caller's). A page stops before AGENTD_PAGE_MAX_BYTES.",
       querystring: {
         type: 'object',
         additionalProperties: false,
@@ -195,25 +209,28 @@ export function routeSchemas(config: AgentdConfig) {
           required: ['sandboxes', 'next_cursor'],
           properties: { sandboxes: { type: 'array', items: ref('Sandbox') }, next_cursor: { type: ['string', 'null'] } },
         },
-        ...errors(400),
+        ...errors(400, 401),
       },
     },
     getSandbox: {
       tags: ['sandboxes'],
-      summary: 'Get a sandbox.',
+      summary: "Get a sandbox (404 for another client's sandbox with scope 'own').",
       params: sandboxIdParams,
-      response: { 200: ref('Sandbox'), ...errors(400, 404) },
+      querystring: noQuery,
+      response: { 200: ref('Sandbox'), ...errors(400, 401, 404) },
     },
     terminateSandbox: {
       tags: ['sandboxes'],
       summary: 'Terminate a sandbox. 409 if it is already terminated; an expired sandbox can be terminated.',
       params: sandboxIdParams,
-      response: { 200: ref('Sandbox'), ...errors(400, 404, 409) },
+      querystring: noQuery,
+      response: { 200: ref('Sandbox'), ...errors(400, 401, 404, 409) },
     },
     executeIntent: {
       tags: ['intents'],
       summary: 'Execute an intent (http_fetch through the egress proxy). 200 whatever the upstream status; 502 egress unavailable, 504 timeout (both with the intent record).',
       params: sandboxIdParams,
+      querystring: noQuery,
       body: {
         type: 'object',
         required: ['capability', 'params'],
@@ -242,7 +259,7 @@ export function routeSchemas(config: AgentdConfig) {
       },
       response: {
         200: ref('IntentResult'),
-        ...errors(400, 404, 409),
+        ...errors(400, 401, 404, 409),
         500: errorWithIntent('the egress request failed unexpectedly (with the intent record)'),
         502: errorWithIntent('egress proxy unavailable (with the intent record)'),
         503: errorWithIntent('shutting down (intent interrupted, with its record; or not started)'),
@@ -260,7 +277,7 @@ export function routeSchemas(config: AgentdConfig) {
           required: ['intents', 'next_cursor'],
           properties: { intents: { type: 'array', items: ref('Intent') }, next_cursor: { type: ['string', 'null'] } },
         },
-        ...errors(400, 404),
+        ...errors(400, 401, 404),
       },
     },
   };
@@ -287,7 +304,6 @@ function errorWithIntent(description: string): Schema {
 }
 
 function readinessSchema(): Schema {
-  const check = (extra: Schema = {}): Schema => ({ type: 'object', required: ['ok'], properties: { ok: { type: 'boolean' }, error: { type: 'string' }, ...extra } });
   return {
     type: 'object',
     required: ['status', 'checks'],
@@ -295,10 +311,10 @@ function readinessSchema(): Schema {
       status: { type: 'string', enum: ['ready', 'not_ready'] },
       checks: {
         type: 'object',
+        required: ['storage', 'draining'],
         properties: {
-          storage: check(),
-          egress: check({ url: { type: 'string' }, reachable: { type: 'boolean' } }),
-          shutdown: check({ draining: { type: 'boolean' } }),
+          storage: { type: 'boolean', description: 'The database answers.' },
+          draining: { type: 'boolean', description: 'The daemon is shutting down.' },
         },
       },
       error: {

@@ -1,17 +1,30 @@
 // The HTTP transport: a Fastify instance with one plugin per concern. Request validation uses
 // two Ajv instances: strict (no type coercion, unknown fields rejected) for bodies and path
 // parameters, and one that coerces query strings ("?limit=10" -> 10).
+//
+// Every /api/v1 request is authenticated first (onRequest): the caller comes from the identity
+// headers the gateway forwards, trusted only with the gateway token when one is configured
+// (core/caller.ts); handlers read it with callerOf(request). The sandbox registry
+// (REGISTRY_BUNDLE_PATH) has its own bearer token. /metrics is served on its own listener
+// (metrics-server.ts), not here.
 import { randomUUID } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { Socket } from 'node:net';
 import { Ajv, type Options as AjvOptions } from 'ajv';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { AgentdConfig } from '../config.ts';
-import { HEALTH_PATH, HTTP_BODY_LIMIT_BYTES, METRICS_PATH, READY_PATH, REQUEST_ID_HEADER } from '../contract.ts';
+import { API_PREFIX, HEALTH_PATH, HTTP_BODY_LIMIT_BYTES, READY_PATH, REGISTRY_BUNDLE_PATH, REQUEST_ID_HEADER } from '../contract.ts';
+import type { CallerAuthenticator } from '../core/caller.ts';
+import { invalidArgument } from '../core/errors.ts';
+import type { SandboxRegistry } from '../core/registry.ts';
 import type { AgentdService } from '../core/service.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
-import { registerErrorHandlers } from './errors.ts';
+import './caller.ts';
+import { clientErrorHandler, frameworkErrorHandler, registerErrorHandlers } from './errors.ts';
 import { intentRoutes } from './routes/intents.ts';
+import { registryRoutes } from './routes/registry.ts';
 import { sandboxRoutes } from './routes/sandboxes.ts';
 import { systemRoutes } from './routes/system.ts';
 import { routeSchemas, sharedSchemas } from './schemas.ts';
@@ -22,12 +35,63 @@ export interface HttpDeps {
   metrics: Metrics;
   logger: Logger;
   version: string;
+  auth: CallerAuthenticator;
+  registry: SandboxRegistry;
+  /** The registry endpoint's bearer token (null: development, loopback callers only). */
+  registryToken: string | null;
 }
 
-/** Probes and scrapes arrive every few seconds: their request lines are logged at debug. */
-const QUIET_ROUTES = new Set<string>([HEALTH_PATH, READY_PATH, METRICS_PATH]);
+/** Probes and registry polls arrive every few seconds: their request lines are logged at debug. */
+const QUIET_ROUTES = new Set<string>([HEALTH_PATH, READY_PATH, REGISTRY_BUNDLE_PATH]);
+
+const isApiPath = (p: string): boolean => p === API_PREFIX || p.startsWith(`${API_PREFIX}/`);
+
+/** Whether every percent-escape of a raw query string is well-formed UTF-8. */
+function wellFormedQuery(query: string): boolean {
+  for (const part of query.split('&')) {
+    try {
+      decodeURIComponent(part.replace(/\+/g, ' '));
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
+
+/**
+ * Counts the requests in flight on each connection of an HTTP server. closeIdle() destroys the
+ * connections with none: kept-alive ones, and ones that were opened but never sent a request
+ * (Node's own closeIdleConnections leaves those, and they would hold a drain open until the
+ * grace period ends). Connections with a request in flight finish it (Connection: close).
+ */
+export function trackConnections(server: Server): { closeIdle(): number } {
+  const active = new Map<Socket, number>();
+  server.on('connection', (socket: Socket) => {
+    active.set(socket, 0);
+    socket.once('close', () => active.delete(socket));
+  });
+  server.on('request', (req, res) => {
+    const socket = req.socket;
+    active.set(socket, (active.get(socket) ?? 0) + 1);
+    res.once('close', () => {
+      if (active.has(socket)) active.set(socket, Math.max(0, (active.get(socket) ?? 1) - 1));
+    });
+  });
+  return {
+    closeIdle: () => {
+      let n = 0;
+      for (const [socket, count] of active) {
+        if (count === 0) {
+          socket.destroy();
+          n += 1;
+        }
+      }
+      return n;
+    },
+  };
+}
 
 export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> {
   const app = Fastify({
@@ -46,6 +110,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
       return typeof h === 'string' && REQUEST_ID_RE.test(h) ? h : randomUUID();
     },
     routerOptions: { ignoreTrailingSlash: true },
+    // Malformed URLs and HTTP requests are answered in the same JSON error shape.
+    frameworkErrors: frameworkErrorHandler,
+    clientErrorHandler,
   }) as unknown as FastifyInstance;
 
   // verbose: errors carry their schema, whose description makes pattern errors readable.
@@ -79,6 +146,24 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
 
   registerErrorHandlers(app);
 
+  // Authentication first, before routing decides anything else (unknown /api/v1 paths too).
+  app.decorateRequest('caller', null);
+  app.addHook('onRequest', async (request) => {
+    const route = request.routeOptions.url;
+    if (!isApiPath(route ?? request.url.split('?')[0] ?? '')) return;
+    request.caller = deps.auth.authenticate((name) => {
+      const v = request.headers[name];
+      return Array.isArray(v) ? null : v;
+    }, request.id);
+  });
+  // A query string with a broken percent-escape is refused on every route.
+  app.addHook('onRequest', async (request) => {
+    const q = request.url.indexOf('?');
+    if (q >= 0 && !wellFormedQuery(request.url.slice(q + 1))) {
+      throw invalidArgument('query', 'is not a well-formed query string (bad percent-encoding)');
+    }
+  });
+
   app.addHook('onSend', async (request, reply, payload) => {
     reply.header(REQUEST_ID_HEADER, request.id);
     // While draining, close each connection after its response, so that a kept-alive
@@ -96,8 +181,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   });
 
   const schemas = routeSchemas(deps.config);
-  await app.register(systemRoutes, { service: deps.service, metrics: deps.metrics, schemas });
+  await app.register(systemRoutes, { service: deps.service, schemas });
   await app.register(sandboxRoutes, { service: deps.service, schemas });
   await app.register(intentRoutes, { service: deps.service, schemas });
+  await app.register(registryRoutes, { registry: deps.registry, token: deps.registryToken, schemas });
   return app;
 }

@@ -1,7 +1,12 @@
 // Durable storage for sandboxes and intent records: one SQLite file (node:sqlite) in WAL mode
 // with synchronous=FULL, so every statement that returned has been fsynced and survives kill -9
 // or power loss. All access is synchronous and happens on the event loop thread; statements are
-// small (single-row writes, paged reads).
+// small (single-row writes, paged reads) and purges run in bounded batches.
+//
+// Bounded: an intent insert and the deletion of the sandbox's records beyond the per-sandbox
+// cap are one transaction; retention (intents, and sandboxes that ended, older than N days)
+// deletes in batches the caller spreads over event loop turns. New databases use
+// auto_vacuum=INCREMENTAL, so freed pages can be returned to the file system.
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
@@ -10,6 +15,8 @@ import { DATABASE_FILE } from '../contract.ts';
 export interface SandboxRow {
   seq: number;
   id: string;
+  /** The client that created it ('' for sandboxes from before schema 2). */
+  owner: string;
   tier: string;
   labels: Record<string, string>;
   created_at: number; // epoch ms
@@ -46,7 +53,7 @@ export interface Page<T> {
   next: number | null;
 }
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 const MIGRATIONS: Record<number, string> = {
   1: `
@@ -81,9 +88,24 @@ const MIGRATIONS: Record<number, string> = {
     CREATE INDEX intents_sandbox ON intents (sandbox_id, seq);
     CREATE INDEX intents_outcome ON intents (outcome);
   `,
+  2: `
+    ALTER TABLE sandboxes ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    CREATE INDEX sandboxes_owner ON sandboxes (owner, terminated_at, expires_at);
+    CREATE INDEX intents_created ON intents (created_at);
+  `,
 };
 
+/** Most rows one purge statement deletes (the event loop gets a turn between batches). */
+export const PURGE_BATCH_ROWS = 500;
+/** The WAL file is cut back to this size after a checkpoint. */
+const JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024;
+
 type Raw = Record<string, unknown>;
+
+/** The text columns of an intent record as insertIntent stores them (to measure its size). */
+export function intentRecordText(i: { id: string; sandbox_id: string; capability: string; service: string; method: string; path: string; request_headers: Record<string, string> }): string[] {
+  return [i.id, i.sandbox_id, i.capability, i.service, i.method, i.path, JSON.stringify(i.request_headers)];
+}
 
 export class Storage {
   readonly file: string;
@@ -95,8 +117,11 @@ export class Storage {
     mkdirSync(dataDir, { recursive: true });
     this.file = path.join(dataDir, DATABASE_FILE);
     this.db = new DatabaseSync(this.file);
+    // Only takes effect on a new database (before the first table exists).
+    this.db.exec('PRAGMA auto_vacuum = INCREMENTAL');
     this.db.exec(`
       PRAGMA journal_mode = WAL;
+      PRAGMA journal_size_limit = ${JOURNAL_SIZE_LIMIT};
       PRAGMA synchronous = FULL;
       PRAGMA foreign_keys = ON;
       PRAGMA busy_timeout = 5000;
@@ -105,7 +130,7 @@ export class Storage {
     this.migrate();
     const p = (sql: string): StatementSync => this.db.prepare(sql);
     this.stmts = {
-      insertSandbox: p(`INSERT INTO sandboxes (id, tier, labels, created_at, expires_at) VALUES (?, ?, ?, ?, ?) RETURNING *`),
+      insertSandbox: p(`INSERT INTO sandboxes (id, owner, tier, labels, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING *`),
       getSandbox: p(`SELECT * FROM sandboxes WHERE id = ?`),
       terminateSandbox: p(`UPDATE sandboxes SET terminated_at = ? WHERE id = ? AND terminated_at IS NULL RETURNING *`),
       insertIntent: p(`INSERT INTO intents (id, sandbox_id, capability, service, method, path, request_headers, outcome, created_at)
@@ -119,8 +144,30 @@ export class Storage {
                            coalesce(sum(terminated_at IS NULL AND expires_at <= ?), 0) AS expired,
                            coalesce(sum(terminated_at IS NULL AND expires_at > ?), 0) AS active
                          FROM sandboxes`),
+      countSandboxesOwned: p(`SELECT count(*) AS total,
+                           coalesce(sum(terminated_at IS NOT NULL), 0) AS terminated,
+                           coalesce(sum(terminated_at IS NULL AND expires_at <= ?), 0) AS expired,
+                           coalesce(sum(terminated_at IS NULL AND expires_at > ?), 0) AS active
+                         FROM sandboxes WHERE owner = ?`),
       countActive: p(`SELECT count(*) AS n FROM sandboxes WHERE terminated_at IS NULL AND expires_at > ?`),
+      countActiveOwned: p(`SELECT count(*) AS n FROM sandboxes WHERE owner = ? AND terminated_at IS NULL AND expires_at > ?`),
       countIntents: p(`SELECT count(*) AS total, coalesce(sum(outcome = 'running'), 0) AS running FROM intents`),
+      countIntentsOwned: p(`SELECT count(*) AS total, coalesce(sum(i.outcome = 'running'), 0) AS running
+                            FROM intents i JOIN sandboxes s ON s.id = i.sandbox_id WHERE s.owner = ?`),
+      listActive: p(`SELECT id, tier, expires_at FROM sandboxes WHERE terminated_at IS NULL AND expires_at > ? ORDER BY seq`),
+      nextExpiry: p(`SELECT min(expires_at) AS at FROM sandboxes WHERE terminated_at IS NULL AND expires_at > ?`),
+      // The per-sandbox cap: delete this sandbox's records older than its newest N.
+      trimSandboxIntents: p(`DELETE FROM intents WHERE sandbox_id = ? AND seq <= (
+                               SELECT seq FROM intents WHERE sandbox_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)`),
+      purgeOldIntents: p(`DELETE FROM intents WHERE seq IN (
+                            SELECT seq FROM intents WHERE created_at < ? AND outcome != 'running' ORDER BY created_at LIMIT ?)`),
+      endedSandboxes: p(`SELECT id FROM sandboxes
+                         WHERE (terminated_at IS NOT NULL AND terminated_at < ?) OR (terminated_at IS NULL AND expires_at < ?)
+                         ORDER BY seq LIMIT ?`),
+      purgeSandboxIntents: p(`DELETE FROM intents WHERE seq IN (SELECT seq FROM intents WHERE sandbox_id = ? LIMIT ?)`),
+      deleteSandbox: p(`DELETE FROM sandboxes WHERE id = ? AND NOT EXISTS (SELECT 1 FROM intents WHERE sandbox_id = ?)`),
+      overfullSandboxes: p(`SELECT sandbox_id FROM intents GROUP BY sandbox_id HAVING count(*) > ? LIMIT ?`),
+      freelist: p(`PRAGMA freelist_count`),
       ping: p(`SELECT 1 AS ok`),
     };
   }
@@ -153,8 +200,8 @@ export class Storage {
     return (this.stmts.ping!.get() as Raw).ok === 1;
   }
 
-  insertSandbox(s: { id: string; tier: string; labels: Record<string, string>; created_at: number; expires_at: number }): SandboxRow {
-    const row = this.stmts.insertSandbox!.get(s.id, s.tier, JSON.stringify(s.labels), s.created_at, s.expires_at) as Raw;
+  insertSandbox(s: { id: string; owner: string; tier: string; labels: Record<string, string>; created_at: number; expires_at: number }): SandboxRow {
+    const row = this.stmts.insertSandbox!.get(s.id, s.owner, s.tier, JSON.stringify(s.labels), s.created_at, s.expires_at) as Raw;
     return toSandbox(row);
   }
 
@@ -169,9 +216,13 @@ export class Storage {
     return row ? toSandbox(row) : undefined;
   }
 
-  listSandboxes(opts: { state?: SandboxStateFilter | undefined; tier?: string | undefined; after: number; limit: number; now: number }): Page<SandboxRow> {
+  listSandboxes(opts: { state?: SandboxStateFilter | undefined; tier?: string | undefined; owner?: string | undefined; after: number; limit: number; now: number }): Page<SandboxRow> {
     const where: string[] = ['seq > ?'];
     const args: (string | number)[] = [opts.after];
+    if (opts.owner !== undefined) {
+      where.push('owner = ?');
+      args.push(opts.owner);
+    }
     if (opts.state === 'terminated') where.push('terminated_at IS NOT NULL');
     if (opts.state === 'active') {
       where.push('terminated_at IS NULL AND expires_at > ?');
@@ -190,18 +241,46 @@ export class Storage {
     return page(rows.map(toSandbox), opts.limit);
   }
 
-  countSandboxes(now: number): { total: number; active: number; expired: number; terminated: number } {
-    const r = this.stmts.countSandboxes!.get(now, now) as Raw;
+  /** Counts of all sandboxes, or of one owner's. */
+  countSandboxes(now: number, owner?: string): { total: number; active: number; expired: number; terminated: number } {
+    const r = (owner === undefined ? this.stmts.countSandboxes!.get(now, now) : this.stmts.countSandboxesOwned!.get(now, now, owner)) as Raw;
     return { total: Number(r.total), active: Number(r.active), expired: Number(r.expired), terminated: Number(r.terminated) };
   }
 
-  countActiveSandboxes(now: number): number {
-    return Number((this.stmts.countActive!.get(now) as Raw).n);
+  countActiveSandboxes(now: number, owner?: string): number {
+    const r = (owner === undefined ? this.stmts.countActive!.get(now) : this.stmts.countActiveOwned!.get(owner, now)) as Raw;
+    return Number(r.n);
   }
 
-  insertIntent(i: { id: string; sandbox_id: string; capability: string; service: string; method: string; path: string; request_headers: Record<string, string>; created_at: number }): IntentRow {
-    const row = this.stmts.insertIntent!.get(i.id, i.sandbox_id, i.capability, i.service, i.method, i.path, JSON.stringify(i.request_headers), i.created_at) as Raw;
-    return toIntent(row);
+  /** Active sandboxes (neither terminated nor expired at `now`), oldest first. */
+  listActiveSandboxes(now: number): { id: string; tier: string; expires_at: number }[] {
+    return (this.stmts.listActive!.all(now) as Raw[]).map((r) => ({ id: String(r.id), tier: String(r.tier), expires_at: Number(r.expires_at) }));
+  }
+
+  /** When the next active sandbox expires (epoch ms), or null if none is active. */
+  nextExpiry(now: number): number | null {
+    const at = (this.stmts.nextExpiry!.get(now) as Raw).at;
+    return at === null || at === undefined ? null : Number(at);
+  }
+
+  /**
+   * Stores an intent as running. With keepPerSandbox > 0, the sandbox's records beyond the
+   * newest keepPerSandbox are deleted in the same transaction; `purged` counts them.
+   */
+  insertIntent(
+    i: { id: string; sandbox_id: string; capability: string; service: string; method: string; path: string; request_headers: Record<string, string>; created_at: number },
+    keepPerSandbox = 0,
+  ): { row: IntentRow; purged: number } {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const row = this.stmts.insertIntent!.get(i.id, i.sandbox_id, i.capability, i.service, i.method, i.path, JSON.stringify(i.request_headers), i.created_at) as Raw;
+      const purged = keepPerSandbox > 0 ? Number(this.stmts.trimSandboxIntents!.run(i.sandbox_id, i.sandbox_id, keepPerSandbox).changes) : 0;
+      this.db.exec('COMMIT');
+      return { row: toIntent(row), purged };
+    } catch (err) {
+      if (this.db.isTransaction) this.db.exec('ROLLBACK');
+      throw err;
+    }
   }
 
   completeIntent(id: string, r: { outcome: Exclude<IntentState, 'running'>; status: number | null; truncated: boolean; body_bytes: number | null; duration_ms: number; error: string | null; completed_at: number }): IntentRow | undefined {
@@ -214,9 +293,74 @@ export class Storage {
     return page(rows.map(toIntent), opts.limit);
   }
 
-  countIntents(): { total: number; running: number } {
-    const r = this.stmts.countIntents!.get() as Raw;
+  countIntents(owner?: string): { total: number; running: number } {
+    const r = (owner === undefined ? this.stmts.countIntents!.get() : this.stmts.countIntentsOwned!.get(owner)) as Raw;
     return { total: Number(r.total), running: Number(r.running) };
+  }
+
+  // ---- retention (each call deletes at most about `batch` rows) ------------------------------
+
+  /** Deletes up to `batch` completed intent records created before `cutoff`. */
+  purgeIntentsBefore(cutoff: number, batch = PURGE_BATCH_ROWS): number {
+    return Number(this.stmts.purgeOldIntents!.run(cutoff, batch).changes);
+  }
+
+  /**
+   * Deletes sandboxes that ended (terminated, or expired) before `cutoff`, with their intent
+   * records: at most `batch` rows in all. Returns what it deleted.
+   */
+  purgeEndedSandboxes(cutoff: number, batch = PURGE_BATCH_ROWS): { sandboxes: number; intents: number } {
+    const ids = (this.stmts.endedSandboxes!.all(cutoff, cutoff, batch) as Raw[]).map((r) => String(r.id));
+    let budget = batch;
+    let sandboxes = 0;
+    let intents = 0;
+    if (ids.length === 0) return { sandboxes, intents };
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      for (const id of ids) {
+        if (budget <= 0) break;
+        const n = Number(this.stmts.purgeSandboxIntents!.run(id, budget).changes);
+        intents += n;
+        budget -= n;
+        // Deleted only once no intent record refers to it (else the next batch continues).
+        const d = Number(this.stmts.deleteSandbox!.run(id, id).changes);
+        sandboxes += d;
+        budget -= d;
+      }
+      this.db.exec('COMMIT');
+    } catch (err) {
+      if (this.db.isTransaction) this.db.exec('ROLLBACK');
+      throw err;
+    }
+    return { sandboxes, intents };
+  }
+
+  /** Trims sandboxes holding more than `keep` intent records (after the cap was lowered). */
+  trimIntentsPerSandbox(keep: number, batch = PURGE_BATCH_ROWS): number {
+    if (keep <= 0) return 0;
+    const ids = (this.stmts.overfullSandboxes!.all(keep, 50) as Raw[]).map((r) => String(r.sandbox_id));
+    let n = 0;
+    for (const id of ids) {
+      if (n >= batch) break;
+      n += Number(this.stmts.trimSandboxIntents!.run(id, id, keep).changes);
+    }
+    return n;
+  }
+
+  /** Returns up to `pages` free pages to the file system; how many free pages remain. */
+  incrementalVacuum(pages: number): number {
+    this.db.exec(`PRAGMA incremental_vacuum(${Math.max(1, Math.floor(pages))})`);
+    return Number((this.stmts.freelist!.get() as Raw).freelist_count);
+  }
+
+  /** Checkpoints the WAL into the database and truncates the WAL file. */
+  checkpoint(): void {
+    this.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+  }
+
+  /** auto_vacuum mode: 0 none, 1 full, 2 incremental. */
+  autoVacuumMode(): number {
+    return Number((this.db.prepare('PRAGMA auto_vacuum').get() as Raw).auto_vacuum);
   }
 
   /** Intents left "running" by a previous process can never complete: mark them interrupted. */
@@ -241,6 +385,7 @@ function toSandbox(r: Raw): SandboxRow {
   return {
     seq: Number(r.seq),
     id: String(r.id),
+    owner: String(r.owner ?? ''),
     tier: String(r.tier),
     labels: JSON.parse(String(r.labels)) as Record<string, string>,
     created_at: Number(r.created_at),

@@ -3,6 +3,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import { SANDBOXES_PATH } from '../../contract.ts';
 import type { AgentdService } from '../../core/service.ts';
 import type { routeSchemas } from '../schemas.ts';
+import { callerOf } from '../caller.ts';
 
 export interface IntentRouteOptions {
   service: AgentdService;
@@ -14,10 +15,10 @@ type PageQuery = { Querystring: { limit?: number; cursor?: string } };
 
 export const intentRoutes: FastifyPluginAsync<IntentRouteOptions> = async (app, { service, schemas }) => {
   app.post<IdParams>(`${SANDBOXES_PATH}/:id/intents`, { schema: schemas.executeIntent }, async (request) =>
-    service.executeIntent(request.params.id, request.body, { requestId: request.id }),
+    service.executeIntent(callerOf(request), request.params.id, request.body, { requestId: request.id }),
   );
 
   app.get<IdParams & PageQuery>(`${SANDBOXES_PATH}/:id/intents`, { schema: schemas.listIntents }, async (request) =>
-    service.listIntents(request.params.id, request.query),
+    service.listIntents(callerOf(request), request.params.id, request.query),
   );
 };
