@@ -9,11 +9,25 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import type { PolicySpec } from './spec.ts';
 import type { PathPattern } from './paths.ts';
+import { IDENTITY_HEADERS, REGISTRY_BUNDLE_ROOT } from '../agentd/src/contract.ts';
 
 /** Where the bundle's data lands in OPA: `data.agentd.config`. */
 export const BUNDLE_DATA_PATH = 'agentd/config/data.json';
-/** The bundle owns everything under `data.agentd`, and nothing else. */
+/**
+ * The bundle owns everything under `data.agentd`, and nothing else. OPA refuses to activate two
+ * bundles whose roots overlap: the sandbox registry bundle that agentd serves owns
+ * `data.sandboxes` (REGISTRY_BUNDLE_ROOT), so the two must stay disjoint (checked below).
+ */
 export const BUNDLE_ROOTS = ['agentd'] as const;
+
+/** Whether one bundle root lies inside the other (OPA's overlap rule: path prefixes by segment). */
+export function rootsOverlap(a: string, b: string): boolean {
+  const sa = a.split('/').filter(Boolean);
+  const sb = b.split('/').filter(Boolean);
+  const n = Math.min(sa.length, sb.length);
+  return sa.slice(0, n).every((s, i) => s === sb[i]);
+}
+
 /** The rule OPA's Envoy plugin queries. */
 export const AUTHZ_DECISION_PATH = 'agentd/envoy/authz/result';
 /** The rule that masks decision logs: outside the bundle (policy/mask/log.rego), see MASK_POLICY_FILE. */
@@ -88,10 +102,22 @@ export function renderPolicyData(spec: PolicySpec, keyHashes: KeyHashes): object
   return {
     gateway: {
       keys,
+      // The names of the identity headers the gateway forwards to agentd (agentd's contract), so
+      // that the Rego never spells a header name agentd does not read.
+      identity_headers: {
+        client_id: IDENTITY_HEADERS.clientId,
+        client_role: IDENTITY_HEADERS.clientRole,
+        client_scope: IDENTITY_HEADERS.clientScope,
+        sandbox_tiers: IDENTITY_HEADERS.sandboxTiers,
+      },
       roles: Object.fromEntries(
         Object.entries(spec.roles).map(([id, r]) => [
           id,
-          { rules: r.rules.map((rule) => ({ methods: methodSet(rule.methods), patterns: compilePatterns(rule.paths) })) },
+          {
+            rules: r.rules.map((rule) => ({ methods: methodSet(rule.methods), patterns: compilePatterns(rule.paths) })),
+            scope: r.scope,
+            sandbox_tiers: [...r.sandboxTiers],
+          },
         ]),
       ),
     },
@@ -126,6 +152,9 @@ export function stableJson(value: unknown, indent = 0): string {
 
 /** Builds the bundle from the spec, the key hashes and the Rego sources. */
 export function buildBundle(spec: PolicySpec, keyHashes: KeyHashes, rego: Readonly<Record<string, string>> = readRegoSources()): Bundle {
+  if (BUNDLE_ROOTS.some((r) => rootsOverlap(r, REGISTRY_BUNDLE_ROOT))) {
+    throw new Error(`the policy bundle roots (${BUNDLE_ROOTS.join(', ')}) overlap the sandbox registry's root ${REGISTRY_BUNDLE_ROOT}: OPA would refuse one of the two bundles`);
+  }
   const content: Record<string, string> = { [BUNDLE_DATA_PATH]: stableJson(renderPolicyData(spec, keyHashes)) + '\n' };
   for (const [p, text] of Object.entries(rego)) {
     // OPA refuses a bundle with files outside its roots; say which file, not just "invalid".

@@ -7,6 +7,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parsePathPattern, type PathPattern } from './paths.ts';
+import { CLIENT_SCOPES, type ClientScope } from '../agentd/src/contract.ts';
 
 export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 export type HttpMethod = (typeof HTTP_METHODS)[number];
@@ -28,6 +29,13 @@ export interface RoleRule {
 export interface Role {
   readonly description: string;
   readonly rules: readonly RoleRule[];
+  /**
+   * Sandbox tiers this role may create (sandbox-tiers.yaml ids), expanded from `all` and sorted;
+   * empty: none. agentd enforces it (403 tier_not_allowed) from the header OPA sets.
+   */
+  readonly sandboxTiers: readonly string[];
+  /** `all`: the role's clients see every client's sandboxes; `own` (default): only their own. */
+  readonly scope: ClientScope;
 }
 
 /** A client rate-limit tier; `null` limits mean unlimited. */
@@ -229,7 +237,8 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
   const issues: PolicyIssue[] = [];
   const path = (k: keyof typeof POLICY_FILES) => join(dir, POLICY_FILES[k]);
 
-  // Rate-limit tiers first: clients refer to them.
+  // Load order follows the references: clients name a rate-limit tier and a role, roles name
+  // sandbox tiers, sandbox tiers name egress services. Each file is checked after what it names.
   const rateLimitTiers: Record<string, RateLimitTier> = {};
   {
     const c = new FileCheck(issues, path('rateLimitTiers'));
@@ -258,67 +267,6 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
       rateLimitTiers[id] = { requestsPerMinute: perMinute ?? 1, requestsPerHour: perHour ?? 1 };
     }
     if (tiers && Object.keys(tiers).length === 0) c.fail('tiers', 'defines no tier', 'define at least one tier');
-  }
-
-  const roles: Record<string, Role> = {};
-  {
-    const c = new FileCheck(issues, path('roles'));
-    const doc = c.object(parseYamlFile(issues, c.file, sources.roles), '(document)', 'write `roles:` with one entry per role');
-    const raw = doc && c.object(doc['roles'], 'roles', 'write `roles:` with one entry per role');
-    if (doc) c.keys(doc, '(document)', ['roles']);
-    for (const [id, r] of Object.entries(raw ?? {})) {
-      const f = `roles.${id}`;
-      if (!ID.test(id)) c.fail(f, `role id "${id}" is not valid`, ID_FIX);
-      const role = c.object(r, f, 'give a description and rules');
-      if (!role) continue;
-      c.keys(role, f, ['description', 'rules']);
-      const rules: RoleRule[] = [];
-      const list = c.list(role['rules'], `${f}.rules`, 'list rules of methods and paths') ?? [];
-      for (const [i, rr] of list.entries()) {
-        const rf = `${f}.rules[${i}]`;
-        const rule = c.object(rr, rf, 'write {methods: [...], paths: [...]}');
-        if (!rule) continue;
-        c.keys(rule, rf, ['methods', 'paths']);
-        rules.push({ methods: c.methods(rule['methods'], `${rf}.methods`), paths: c.patterns(rule['paths'], `${rf}.paths`) });
-      }
-      if (list.length === 0) c.fail(`${f}.rules`, 'is empty: this role grants nothing', 'add a rule, or remove the role and its clients');
-      roles[id] = { description: typeof role['description'] === 'string' ? role['description'] : '', rules };
-    }
-  }
-
-  const clients: ApiClient[] = [];
-  {
-    const c = new FileCheck(issues, path('clients'));
-    const doc = c.object(parseYamlFile(issues, c.file, sources.clients), '(document)', 'write `clients:` with a list of clients');
-    if (doc) c.keys(doc, '(document)', ['clients']);
-    const list = (doc && c.list(doc['clients'], 'clients', 'write `clients:` with a list of clients')) ?? [];
-    const seen = new Set<string>();
-    for (const [i, raw] of list.entries()) {
-      const f = `clients[${i}]`;
-      const cl = c.object(raw, f, 'write {id, role, rate_limit_tier, enabled, description}');
-      if (!cl) continue;
-      c.keys(cl, f, ['id', 'role', 'rate_limit_tier', 'enabled', 'description', 'key']);
-      if ('key' in cl) {
-        c.fail(`${f}.key`, 'holds a plaintext API key: keys never belong in policy data', 'delete it; keys are generated at deploy time (stack output `apiKeys`) or set with `pulumi config set --secret`');
-      }
-      const id = c.string(cl['id'], `${f}.id`, 'give the client an id');
-      if (id !== undefined && !ID.test(id)) c.fail(`${f}.id`, `"${id}" is not a valid id`, ID_FIX);
-      if (id !== undefined && seen.has(id)) c.fail(`${f}.id`, `duplicate client id "${id}"`, 'give every client its own id');
-      if (id !== undefined) seen.add(id);
-      const role = c.string(cl['role'], `${f}.role`, `set a role: ${Object.keys(roles).join(', ')}`);
-      if (role !== undefined && !(role in roles)) {
-        c.fail(`${f}.role`, `unknown role "${role}"`, `use one of ${Object.keys(roles).join(', ')} (defined in ${path('roles')})`);
-      }
-      const tier = c.string(cl['rate_limit_tier'], `${f}.rate_limit_tier`, `set a tier: ${Object.keys(rateLimitTiers).join(', ')}`);
-      if (tier !== undefined && !(tier in rateLimitTiers)) {
-        c.fail(`${f}.rate_limit_tier`, `unknown tier "${tier}"`, `use one of ${Object.keys(rateLimitTiers).join(', ')} (defined in ${path('rateLimitTiers')})`);
-      }
-      const enabled = cl['enabled'] ?? true;
-      if (typeof enabled !== 'boolean') c.fail(`${f}.enabled`, `must be true or false, found ${describe(enabled)}`, 'write enabled: true or enabled: false');
-      const description = cl['description'] ?? '';
-      if (typeof description !== 'string') c.fail(`${f}.description`, 'must be a string', 'quote the description');
-      clients.push({ id: id ?? '', description: String(description), role: role ?? '', rateLimitTier: tier ?? '', enabled: enabled === true });
-    }
   }
 
   const egressServices: Record<string, EgressService> = {};
@@ -365,11 +313,16 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
   }
 
   const sandboxTiers: Record<string, SandboxTier> = {};
+  // False when sandbox-tiers.yaml itself is unreadable: roles then cannot be checked against it
+  // (that file's problem is reported; every tier a role names would only add noise).
+  let sandboxTiersLoaded = false;
   {
     const c = new FileCheck(issues, path('sandboxTiers'));
     const doc = c.object(parseYamlFile(issues, c.file, sources.sandboxTiers), '(document)', 'write `tiers:` with one entry per sandbox tier');
     if (doc) c.keys(doc, '(document)', ['tiers']);
-    const raw = (doc && c.object(doc['tiers'], 'tiers', 'write `tiers:` with one entry per sandbox tier')) ?? {};
+    const tiersDoc = doc && c.object(doc['tiers'], 'tiers', 'write `tiers:` with one entry per sandbox tier');
+    sandboxTiersLoaded = tiersDoc !== undefined;
+    const raw = tiersDoc ?? {};
     const known = Object.keys(egressServices);
     for (const [id, r] of Object.entries(raw)) {
       const f = `tiers.${id}`;
@@ -402,8 +355,108 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
     if (Object.keys(raw).length === 0 && doc) c.fail('tiers', 'defines no tier', 'define at least one sandbox tier (e.g. default with no services)');
   }
 
+  const roles: Record<string, Role> = {};
+  {
+    const c = new FileCheck(issues, path('roles'));
+    const doc = c.object(parseYamlFile(issues, c.file, sources.roles), '(document)', 'write `roles:` with one entry per role');
+    const raw = doc && c.object(doc['roles'], 'roles', 'write `roles:` with one entry per role');
+    if (doc) c.keys(doc, '(document)', ['roles']);
+    for (const [id, r] of Object.entries(raw ?? {})) {
+      const f = `roles.${id}`;
+      if (!ID.test(id)) c.fail(f, `role id "${id}" is not valid`, ID_FIX);
+      const role = c.object(r, f, 'give a description and rules');
+      if (!role) continue;
+      c.keys(role, f, ['description', 'rules', 'sandbox_tiers', 'scope']);
+      const rules: RoleRule[] = [];
+      const list = c.list(role['rules'], `${f}.rules`, 'list rules of methods and paths') ?? [];
+      for (const [i, rr] of list.entries()) {
+        const rf = `${f}.rules[${i}]`;
+        const rule = c.object(rr, rf, 'write {methods: [...], paths: [...]}');
+        if (!rule) continue;
+        c.keys(rule, rf, ['methods', 'paths']);
+        rules.push({ methods: c.methods(rule['methods'], `${rf}.methods`), paths: c.patterns(rule['paths'], `${rf}.paths`) });
+      }
+      if (list.length === 0) c.fail(`${f}.rules`, 'is empty: this role grants nothing', 'add a rule, or remove the role and its clients');
+      const sandboxTierIds = parseRoleSandboxTiers(c, role['sandbox_tiers'], `${f}.sandbox_tiers`, sandboxTiersLoaded ? Object.keys(sandboxTiers) : undefined, path('sandboxTiers'));
+      const scope = role['scope'] ?? 'own';
+      if (!(CLIENT_SCOPES as readonly unknown[]).includes(scope)) {
+        c.fail(`${f}.scope`, `${describe(scope)} is not a scope`, 'write `scope: own` (the role sees the sandboxes its client created; the default) or `scope: all` (every client\'s sandboxes)');
+      }
+      roles[id] = {
+        description: typeof role['description'] === 'string' ? role['description'] : '',
+        rules,
+        sandboxTiers: sandboxTierIds,
+        scope: (CLIENT_SCOPES as readonly unknown[]).includes(scope) ? (scope as ClientScope) : 'own',
+      };
+    }
+  }
+
+  const clients: ApiClient[] = [];
+  {
+    const c = new FileCheck(issues, path('clients'));
+    const doc = c.object(parseYamlFile(issues, c.file, sources.clients), '(document)', 'write `clients:` with a list of clients');
+    if (doc) c.keys(doc, '(document)', ['clients']);
+    const list = (doc && c.list(doc['clients'], 'clients', 'write `clients:` with a list of clients')) ?? [];
+    const seen = new Set<string>();
+    for (const [i, raw] of list.entries()) {
+      const f = `clients[${i}]`;
+      const cl = c.object(raw, f, 'write {id, role, rate_limit_tier, enabled, description}');
+      if (!cl) continue;
+      c.keys(cl, f, ['id', 'role', 'rate_limit_tier', 'enabled', 'description', 'key']);
+      if ('key' in cl) {
+        c.fail(`${f}.key`, 'holds a plaintext API key: keys never belong in policy data', 'delete it; keys are generated at deploy time (stack output `apiKeys`) or set with `pulumi config set --secret`');
+      }
+      const id = c.string(cl['id'], `${f}.id`, 'give the client an id');
+      if (id !== undefined && !ID.test(id)) c.fail(`${f}.id`, `"${id}" is not a valid id`, ID_FIX);
+      if (id !== undefined && seen.has(id)) c.fail(`${f}.id`, `duplicate client id "${id}"`, 'give every client its own id');
+      if (id !== undefined) seen.add(id);
+      const role = c.string(cl['role'], `${f}.role`, `set a role: ${Object.keys(roles).join(', ')}`);
+      if (role !== undefined && !(role in roles)) {
+        c.fail(`${f}.role`, `unknown role "${role}"`, `use one of ${Object.keys(roles).join(', ')} (defined in ${path('roles')})`);
+      }
+      const tier = c.string(cl['rate_limit_tier'], `${f}.rate_limit_tier`, `set a tier: ${Object.keys(rateLimitTiers).join(', ')}`);
+      if (tier !== undefined && !(tier in rateLimitTiers)) {
+        c.fail(`${f}.rate_limit_tier`, `unknown tier "${tier}"`, `use one of ${Object.keys(rateLimitTiers).join(', ')} (defined in ${path('rateLimitTiers')})`);
+      }
+      const enabled = cl['enabled'] ?? true;
+      if (typeof enabled !== 'boolean') c.fail(`${f}.enabled`, `must be true or false, found ${describe(enabled)}`, 'write enabled: true or enabled: false');
+      const description = cl['description'] ?? '';
+      if (typeof description !== 'string') c.fail(`${f}.description`, 'must be a string', 'quote the description');
+      clients.push({ id: id ?? '', description: String(description), role: role ?? '', rateLimitTier: tier ?? '', enabled: enabled === true });
+    }
+  }
+
   if (issues.length > 0) throw new PolicyError(issues);
   return deepFreeze({ clients, roles, rateLimitTiers, egressServices, sandboxTiers });
+}
+
+/**
+ * A role's `sandbox_tiers`: `all`, or a list of sandbox tier ids; absent means none (a role may
+ * create no sandbox unless the policy grants it tiers). `known` is undefined when
+ * sandbox-tiers.yaml could not be read. Returns the ids expanded and sorted.
+ */
+function parseRoleSandboxTiers(c: FileCheck, v: Json, field: string, known: readonly string[] | undefined, tiersFile: string): string[] {
+  const all = [...(known ?? [])].sort();
+  const fix = known
+    ? `use one of ${known.join(', ')} (defined in ${tiersFile}), or write \`sandbox_tiers: all\``
+    : `name tiers defined in ${tiersFile}, or write \`sandbox_tiers: all\``;
+  if (v === undefined || v === null) return [];
+  if (v === 'all') return all;
+  const list = c.list(v, field, `list sandbox tiers, e.g. [default, standard], write \`all\`, or \`[]\` for none`);
+  if (!list) return [];
+  const out: string[] = [];
+  for (const [i, t] of list.entries()) {
+    if (typeof t !== 'string') {
+      c.fail(`${field}[${i}]`, `must be a sandbox tier id, found ${describe(t)}`, fix);
+    } else if (known && !known.includes(t)) {
+      c.fail(`${field}[${i}]`, `unknown sandbox tier "${t}"`, fix);
+    } else if (out.includes(t)) {
+      c.fail(`${field}[${i}]`, `lists "${t}" twice`, 'remove the duplicate');
+    } else {
+      out.push(t);
+    }
+  }
+  return out.sort();
 }
 
 function parseBaseUrl(c: FileCheck, v: Json, field: string): EgressService['baseUrl'] | undefined {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildBundle, sha256Hex } from '../policy/bundle.ts';
 import { loadPolicySpec, PolicyError } from '../policy/spec.ts';
-import { ExtAuthzClient, startOpa } from '../test/harness/opa.ts';
+import { ExtAuthzClient, RegistryServer, startOpa } from '../test/harness/opa.ts';
 import { ROOT } from './pulumi-env.ts';
 
 const USAGE = `usage:
@@ -45,7 +45,10 @@ if (values.client && !spec.clients.some((c) => c.id === values.client)) process.
 const hashes = Object.fromEntries(spec.clients.map((c) => [c.id, sha256Hex(c.id === values.client ? KEY : `other-${c.id}`)]));
 const bundle = buildBundle(spec, hashes);
 const dir = mkdtempSync(join(tmpdir(), 'agentd-explain-'));
-const opa = await startOpa(dir, bundle.bytes);
+// The sandbox explained is active (the egress policy refuses sandboxes missing from agentd's registry).
+const exp = Math.floor(Date.now() / 1000) + 300;
+const registry = await new RegistryServer(join(dir, 'registry'), values.tier ? { sbx_explain: { tier: values.tier, exp } } : {}).start();
+const opa = await startOpa(dir, bundle.bytes, { registry: registry.opaInput() });
 const client = new ExtAuthzClient(opa.grpcPort);
 try {
   const method = values.method!.toUpperCase();
@@ -53,7 +56,7 @@ try {
     ? await client.check({ contextExtensions: { policy: 'gateway' }, method, path: values.path!, headers: { 'x-api-key': KEY } })
     : await client.check({
         contextExtensions: { policy: 'egress', service: values.service! }, method, path: values.path!, host: values.service!,
-        jwtClaims: { sub: 'sbx_explain', tier: values.tier!, iss: 'agentd', aud: 'agentd-egress', exp: Math.floor(Date.now() / 1000) + 300 },
+        jwtClaims: { sub: 'sbx_explain', tier: values.tier!, iss: 'agentd', aud: 'agentd-egress', exp },
       });
   if (values.json) {
     process.stdout.write(JSON.stringify(answer, null, 2) + '\n');
@@ -68,5 +71,6 @@ try {
 } finally {
   client.close();
   await opa.process.stop();
+  await registry.close();
   rmSync(dir, { recursive: true, force: true });
 }

@@ -10,7 +10,8 @@
 //  - Decisions/s with several calls in flight.
 import { join } from 'node:path';
 import { buildBundle } from '../../policy/bundle.ts';
-import { ExtAuthzClient, startOpa, type AuthzRequest, type RunningOpa } from '../../test/harness/opa.ts';
+import { ExtAuthzClient, RegistryServer, startOpa, type AuthzRequest, type RunningOpa } from '../../test/harness/opa.ts';
+import type { OpaRegistryInput } from '../../components/render/opa.ts';
 import { ManagedProcess, answers, freePort } from '../../test/harness/processes.ts';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { OPA_BUNDLE_FILE, opaRuntimeEnv, renderOpaConfig } from '../../components/render/opa.ts';
@@ -133,12 +134,12 @@ async function throughput(st: SizeState, concurrency: number, ms: number): Promi
 }
 
 /** OPA as the harness starts it, but with the decision_logs block removed from the rendered config. */
-async function startOpaWithoutDecisionLog(dir: string, bundle: Buffer): Promise<RunningOpa> {
+async function startOpaWithoutDecisionLog(dir: string, bundle: Buffer, registry: OpaRegistryInput): Promise<RunningOpa> {
   mkdirSync(dir, { recursive: true });
   const grpcPort = await freePort();
   const httpPort = await freePort();
   writeFileSync(join(dir, OPA_BUNDLE_FILE), bundle);
-  const config = { ...(renderOpaConfig({ grpc: { host: '127.0.0.1', port: grpcPort }, bundlePath: join(dir, OPA_BUNDLE_FILE) }) as Record<string, unknown>) };
+  const config = { ...(renderOpaConfig({ grpc: { host: '127.0.0.1', port: grpcPort }, bundlePath: join(dir, OPA_BUNDLE_FILE), registry }) as Record<string, unknown>) };
   delete config['decision_logs'];
   writeFileSync(join(dir, OPA_CONFIG_FILE), toYaml(config));
   const proc = new ManagedProcess(
@@ -169,6 +170,7 @@ async function evalTimes(st: SizeState, kind: Kind, calls: number): Promise<Late
 
 export async function opaSuite(s: BenchSettings, ctx: { workDir: string; log: (m: string) => void; track: (p: ManagedProcess) => void; quiet?: QuietWindow }): Promise<SectionResult> {
   const states: SizeState[] = [];
+  const registries: RegistryServer[] = [];
   try {
     const sizes = [...s.opaKeyCounts.map((keys) => ({ keys, withoutDecisionLog: false })), { keys: Math.min(...s.opaKeyCounts), withoutDecisionLog: true }];
     for (const { keys, withoutDecisionLog } of sizes) {
@@ -176,7 +178,11 @@ export async function opaSuite(s: BenchSettings, ctx: { workDir: string; log: (m
       const policy = syntheticPolicy({ clients: keys, services: s.opaServices });
       const bundle = buildBundle(policy.spec, policy.keyHashes);
       const dir = join(ctx.workDir, `opa-${keys}${withoutDecisionLog ? '-nolog' : ''}`);
-      const opa = withoutDecisionLog ? await startOpaWithoutDecisionLog(dir, bundle.bytes) : await startOpa(dir, bundle.bytes);
+      // The sandboxes the egress requests name are live in agentd's registry (a stand-in here).
+      const exp = Math.floor(Date.now() / 1000) + 7200;
+      const registry = await new RegistryServer(join(dir, 'registry'), Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`sbx_bench${i}`, { tier: 'admin', exp }]))).start();
+      registries.push(registry);
+      const opa = withoutDecisionLog ? await startOpaWithoutDecisionLog(dir, bundle.bytes, registry.opaInput()) : await startOpa(dir, bundle.bytes, { registry: registry.opaInput() });
       ctx.track(opa.process);
       const client = new RawExtAuthz(opa.grpcPort);
       await client.ready;
@@ -303,5 +309,6 @@ export async function opaSuite(s: BenchSettings, ctx: { workDir: string; log: (m
       st.client.close();
       await st.opa.process.stop();
     }
+    for (const r of registries) await r.close();
   }
 }

@@ -1,7 +1,9 @@
-// OPA's configuration: the bundle it loads, the Envoy ext_authz gRPC plugin it serves, masked
-// decision logs, and metrics. Pure: the bundle bytes are rendered by policy/bundle.ts.
+// OPA's configuration: the bundle it loads, the sandbox registry it polls from agentd, the Envoy
+// ext_authz gRPC plugin it serves, masked decision logs, and metrics. Pure: the bundle bytes are
+// rendered by policy/bundle.ts.
 
 import { AUTHZ_DECISION_PATH, DECISION_LOG_MASK_PATH } from '../../policy/bundle.ts';
+import { REGISTRY_BUNDLE_PATH } from '../../agentd/src/contract.ts';
 import type { Endpoint } from './envoy/common.ts';
 
 export const OPA_BUNDLE_NAME = 'agentd';
@@ -9,24 +11,102 @@ export const OPA_BUNDLE_FILE = 'agentd-bundle.tar.gz';
 /** The decision-log masking policy, a file of its own beside the config (not in the bundle). */
 export const OPA_MASK_FILE = 'mask.rego';
 
+/** The sandbox registry bundle (agentd's; root REGISTRY_BUNDLE_ROOT, data.sandboxes.active). */
+export const OPA_REGISTRY_BUNDLE_NAME = 'sandboxes';
+/** The OPA service (config `services.<name>`) the registry bundle is fetched from: agentd. */
+export const OPA_REGISTRY_SERVICE = 'agentd';
+/** How long agentd may hold a registry request open when nothing changed (OPA's `Prefer: wait=`). */
+export const REGISTRY_LONG_POLLING_TIMEOUT_SECONDS = 10;
+/**
+ * Polling delays of the registry bundle, in whole seconds (OPA's unit). With long polling they
+ * only apply after a failed request (OPA retries with a backoff from 100 ms capped at the max
+ * delay, so a restarted agentd is polled again within REGISTRY_MAX_DELAY_SECONDS) or when agentd
+ * answers without long-polling support (then OPA polls every min..max seconds).
+ */
+export const REGISTRY_MIN_DELAY_SECONDS = 1;
+export const REGISTRY_MAX_DELAY_SECONDS = 1;
+
+export interface OpaRegistryInput {
+  /** agentd's base URL as OPA reaches it, e.g. http://agentd:8090 (no path). */
+  readonly url: string;
+  /** File inside the OPA workload holding the bearer token agentd expects (AGENTD_REGISTRY_TOKEN_FILE on its side). */
+  readonly tokenFile: string;
+  /** Long-poll timeout agentd is asked to honour; default REGISTRY_LONG_POLLING_TIMEOUT_SECONDS. */
+  readonly longPollingTimeoutSeconds?: number;
+}
+
 export interface OpaRenderInput {
   /** Where the Envoy ext_authz gRPC plugin listens. */
   readonly grpc: Endpoint;
   /** Absolute path of the bundle file inside the OPA workload. */
   readonly bundlePath: string;
+  /**
+   * The sandbox registry served by agentd. Without it data.sandboxes.active is never loaded and
+   * the egress policy refuses every sandbox (503 sandbox_registry_unavailable): fail closed.
+   */
+  readonly registry?: OpaRegistryInput;
 }
 
 /**
- * OPA loads the bundle from a file with its bundle plugin (a `file://` resource), once at
- * start: a policy change is a new bundle file and a restart of OPA, which the targets do by
+ * The policy bundle: OPA loads it from a file with its bundle plugin (a `file://` resource), once
+ * at start: a policy change is a new bundle file and a restart of OPA, which the targets do by
  * content hash. The plugin reports the revision (status, metrics) and `/health?bundles` stays
  * unhealthy until a bundle is active, so a missing or corrupt bundle means refusals (Envoy
  * fails closed), never an open door.
+ *
+ * The sandbox registry (with `registry`): a second bundle, `sandboxes`, downloaded from agentd
+ * (service `agentd`, resource REGISTRY_BUNDLE_PATH, bearer token from a file) with long polling,
+ * so that a terminated sandbox's token stops working at the egress proxy within a second. What
+ * OPA 1.x needs for that (v1/download/download.go, v1/plugins/rest, v1/plugins/bundle):
+ * - long polling is on from the first request when `polling.long_polling_timeout_seconds` is
+ *   set: OPA sends `If-None-Match: <last ETag>` and `Prefer: modes=snapshot,delta;wait=<s>`, with
+ *   no response-header timeout. agentd answers 200 with the bundle as soon as its ETag differs
+ *   from If-None-Match, or holds the request until something changes or `wait` seconds pass and
+ *   then answers 304 (with the ETag); after a 200 or 304 OPA asks again at once;
+ * - OPA keeps long polling only while agentd's 200 answers carry
+ *   `Content-Type: application/vnd.openpolicyagent.bundles` exactly (no parameters): any other
+ *   content type (application/gzip, octet-stream) still loads the bundle, but silently turns
+ *   long polling off and OPA falls back to polling every min..max delay seconds;
+ * - every 200 must carry an ETag (OPA sends it back as If-None-Match; without one OPA asks for
+ *   the full bundle each time) and a `.manifest` with `"roots": ["sandboxes"]` (a bundle without
+ *   roots claims all of data and OPA refuses it, as it overlaps the policy bundle's `agentd`);
+ * - `persist: false`: OPA never writes the registry to disk, so after a restart it refuses
+ *   egress until agentd has answered, rather than trusting a stale list. A registry loaded once
+ *   stays in force while agentd is unreachable (tokens still expire at their exp);
+ * - `/health?bundles` waits for every configured bundle, so OPA is ready only once agentd has
+ *   served the registry once (agentd must not wait for OPA to become ready);
+ * - decision_logs keeps `console: true` and status `prometheus: true`: with a service configured
+ *   and neither set, OPA would upload decision logs or status to its first service, agentd.
  */
 export function renderOpaConfig(input: OpaRenderInput): object {
+  const registry = input.registry;
   return {
+    ...(registry
+      ? {
+          services: {
+            [OPA_REGISTRY_SERVICE]: {
+              url: registry.url.replace(/\/+$/, ''), // OPA joins url + '/' + resource
+              credentials: { bearer: { token_path: registry.tokenFile } },
+            },
+          },
+        }
+      : {}),
     bundles: {
       [OPA_BUNDLE_NAME]: { resource: `file://${input.bundlePath}` },
+      ...(registry
+        ? {
+            [OPA_REGISTRY_BUNDLE_NAME]: {
+              service: OPA_REGISTRY_SERVICE,
+              resource: REGISTRY_BUNDLE_PATH.replace(/^\//, ''),
+              persist: false,
+              polling: {
+                min_delay_seconds: REGISTRY_MIN_DELAY_SECONDS,
+                max_delay_seconds: REGISTRY_MAX_DELAY_SECONDS,
+                long_polling_timeout_seconds: registry.longPollingTimeoutSeconds ?? REGISTRY_LONG_POLLING_TIMEOUT_SECONDS,
+              },
+            },
+          }
+        : {}),
     },
     plugins: {
       envoy_ext_authz_grpc: {

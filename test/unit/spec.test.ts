@@ -47,6 +47,27 @@ describe('policy spec: the shipped data', () => {
     expect(spec.egressServices['openai']?.baseUrl).toEqual({ scheme: 'https', host: 'api.openai.com', port: 443 });
   });
 
+  it('gives httpbin no credential: it echoes request headers, so the agent would read it', () => {
+    expect(spec.egressServices['httpbin']?.credential).toBeNull();
+    const secrets = Object.values(spec.egressServices).flatMap((s) => (s.credential ? [s.credential.secret] : []));
+    expect(secrets).toEqual(['openai-api-key', 'anthropic-api-key', 'github-token', 'slack-bot-token']);
+  });
+
+  it('narrows GitHub to contents, issues, pulls, search and /user', () => {
+    const gh = spec.egressServices['github']!;
+    expect(gh.allowedMethods).toEqual(['GET', 'POST', 'PATCH', 'PUT']);
+    expect(gh.allowedPaths.map((p) => p.source)).toEqual([
+      '/user', '/repos/*/*/contents/**', '/repos/*/*/issues', '/repos/*/*/issues/**', '/repos/*/*/pulls', '/repos/*/*/pulls/**', '/search/**',
+    ]);
+  });
+
+  it('grants each role its sandbox tiers (sorted) and scope', () => {
+    expect(spec.roles['admin']).toMatchObject({ sandboxTiers: ['admin', 'default', 'premium', 'restricted', 'standard'], scope: 'all' });
+    expect(spec.roles['admin']?.sandboxTiers).toEqual(Object.keys(spec.sandboxTiers).sort());
+    expect(spec.roles['operator']).toMatchObject({ sandboxTiers: ['default', 'premium', 'restricted', 'standard'], scope: 'own' });
+    expect(spec.roles['reader']).toMatchObject({ sandboxTiers: [], scope: 'own' });
+  });
+
   it('is immutable', () => {
     expect(Object.isFrozen(spec.clients)).toBe(true);
     expect(Object.isFrozen(spec.egressServices['openai']?.allowedPaths)).toBe(true);
@@ -129,6 +150,51 @@ describe('policy spec: bad data fails with file, field and fix', () => {
   it('YAML syntax errors name the file', () => {
     const [i] = issuesWith('roles', (t) => t + '\n  bad: [unclosed\n');
     expect(i).toMatchObject({ file: 'policy/data/roles.yaml', field: '(syntax)' });
+  });
+
+  it('an unknown sandbox tier in a role', () => {
+    const issues = issuesWith('roles', (t) => t.replace('sandbox_tiers: [default, restricted, standard, premium]', 'sandbox_tiers: [default, gold]'));
+    expect(issues).toHaveLength(1);
+    expect(issues[0]).toMatchObject({ file: 'policy/data/roles.yaml', field: 'roles.operator.sandbox_tiers[1]', message: 'unknown sandbox tier "gold"' });
+    expect(issues[0]?.fix).toContain('use one of default, restricted, standard, premium, admin (defined in policy/data/sandbox-tiers.yaml)');
+    expect(issues[0]?.fix).toContain('sandbox_tiers: all');
+  });
+
+  it('a role naming a sandbox tier twice', () => {
+    const [i] = issuesWith('roles', (t) => t.replace('sandbox_tiers: [default, restricted, standard, premium]', 'sandbox_tiers: [default, default]'));
+    expect(i).toMatchObject({ field: 'roles.operator.sandbox_tiers[1]', message: 'lists "default" twice' });
+  });
+
+  it('sandbox_tiers that is neither a list nor `all`', () => {
+    const [i] = issuesWith('roles', (t) => t.replace('sandbox_tiers: all', 'sandbox_tiers: everything'));
+    expect(i).toMatchObject({ field: 'roles.admin.sandbox_tiers' });
+    expect(i?.message).toContain('must be a list');
+    expect(i?.fix).toContain('`all`');
+  });
+
+  it('a role whose sandbox tier was removed from sandbox-tiers.yaml: checked after the tiers are known', () => {
+    const issues = issuesWith('sandboxTiers', (t) => t.replace(/  premium:\n.*\n.*\n/, ''));
+    expect(issues.map((i) => `${i.file} ${i.field} ${i.message}`)).toEqual(['policy/data/roles.yaml roles.operator.sandbox_tiers[3] unknown sandbox tier "premium"']);
+  });
+
+  it('an unreadable sandbox-tiers.yaml is reported once, not again for every tier a role names', () => {
+    const issues = issuesWith('sandboxTiers', () => 'tiers: [unclosed\n');
+    expect(issues.length).toBeGreaterThan(0);
+    expect([...new Set(issues.map((i) => i.file))]).toEqual(['policy/data/sandbox-tiers.yaml']);
+  });
+
+  it('an unknown scope', () => {
+    const [i] = issuesWith('roles', (t) => t.replace('scope: all', 'scope: everyone'));
+    expect(i).toMatchObject({ file: 'policy/data/roles.yaml', field: 'roles.admin.scope', message: 'string "everyone" is not a scope' });
+    expect(i?.fix).toContain('scope: own');
+    expect(i?.fix).toContain('scope: all');
+  });
+
+  it('a role without sandbox_tiers and scope gets none and `own` (the safe defaults)', () => {
+    const s = sources();
+    s.roles = s.roles.replace('    sandbox_tiers: all\n    scope: all\n', '');
+    const spec = parsePolicySpec(s);
+    expect(spec.roles['admin']).toMatchObject({ sandboxTiers: [], scope: 'own' });
   });
 
   it('reports every problem at once, in one readable message', () => {

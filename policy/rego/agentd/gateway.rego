@@ -1,6 +1,12 @@
 # Gateway authorization: who is calling (API key, looked up by its SHA-256) and whether their
 # role grants this method on this path. Runs when Envoy's gateway listener sets the ext_authz
 # context extension policy=gateway; nothing the caller sends can select it.
+#
+# An allowed request carries the caller's identity to agentd in headers OPA sets (the gateway
+# strips every x-agentd-* header a caller sends): client id, role, scope (`all` or `own`: whose
+# sandboxes the client sees) and the sandbox tiers its role may create (sorted, comma-separated,
+# "" for none). agentd enforces scope and tiers; the decision is OPA's, made from roles.yaml.
+# The header names come from the bundle data (agentd's contract), never spelt here.
 package agentd.gateway
 
 import data.agentd.config.gateway as cfg
@@ -41,6 +47,13 @@ method_allowed if {
 	rule.methods[http.method]
 }
 
+# Only an explicit `all` widens the scope; anything else (absent, misspelt) is `own`.
+scope := "all" if role.scope == "all"
+
+else := "own"
+
+sandbox_tiers := concat(",", sort(object.get(role, "sandbox_tiers", [])))
+
 decision := deny(400, "invalid_path", "the request path is not a valid path") if {
 	not path.ok
 } else := deny(401, "ambiguous_api_key", "send the API key in one header only: x-api-key or Authorization: Bearer") if {
@@ -58,8 +71,10 @@ decision := deny(400, "invalid_path", "the request path is not a valid path") if
 } else := {
 	"allowed": true,
 	"upstream_headers": {
-		"x-agentd-client-id": client.id,
-		"x-agentd-client-role": client.role,
+		cfg.identity_headers.client_id: client.id,
+		cfg.identity_headers.client_role: client.role,
+		cfg.identity_headers.client_scope: scope,
+		cfg.identity_headers.sandbox_tiers: sandbox_tiers,
 	},
 	"remove_headers": ["x-api-key", "authorization"],
 	"metadata": {
