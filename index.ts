@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as pulumi from '@pulumi/pulumi';
-import { checkAgainstSpec, parseStackConfig, StackConfigError } from './components/config.ts';
+import { checkAgainstSpec, GATEWAY_TLS_CONFIG, parseStackConfig, publicPassphraseProblem, StackConfigError } from './components/config.ts';
 import { chooseImages } from './components/images.ts';
 import { Platform } from './components/platform.ts';
 import { DockerTarget } from './components/targets/docker.ts';
@@ -18,6 +18,8 @@ const stack = pulumi.getStack();
 
 function load() {
   try {
+    const passphrase = publicPassphraseProblem(stack, process.env['PULUMI_CONFIG_PASSPHRASE']);
+    if (passphrase) throw new StackConfigError([passphrase]);
     const config = parseStackConfig(pulumi.runtime.allConfig(), stack);
     const spec = loadPolicySpec(join(ROOT, 'policy/data'), 'policy/data');
     checkAgainstSpec(config, Object.keys(spec.egressServices));
@@ -39,6 +41,20 @@ for (const s of Object.values(spec.egressServices)) {
   const value = s.credential ? egressConfig.getSecret(s.credential.secret) : undefined;
   if (value) credentials[s.id] = value;
   else if (s.credential) pulumi.log.warn(`egress service ${s.id} has no credential; it answers 503 until you run: pulumi config set --secret egress:${s.credential.secret} VALUE --stack ${stack}`);
+}
+
+// The gateway's certificate, when it comes from stack config: secret values only.
+const tlsConfig = new pulumi.Config(GATEWAY_TLS_CONFIG.namespace);
+let gatewayTls: { certificate: pulumi.Output<string>; privateKey: pulumi.Output<string> } | undefined;
+if (config.gateway.tls?.source === 'config') {
+  // The engine passes the names of secret config keys to the program in this variable.
+  const secretKeys = process.env['PULUMI_CONFIG_SECRET_KEYS'];
+  const known = secretKeys === undefined ? undefined : (JSON.parse(secretKeys) as string[]);
+  const key = `${GATEWAY_TLS_CONFIG.namespace}:${GATEWAY_TLS_CONFIG.privateKey}`;
+  if (known && !known.includes(key)) {
+    throw new pulumi.RunError(`${key} is stored in plaintext in the stack file; set it again as a secret: pulumi config set --secret ${key} "$(cat key.pem)" --stack ${stack}`);
+  }
+  gatewayTls = { certificate: tlsConfig.requireSecret(GATEWAY_TLS_CONFIG.certificate), privateKey: tlsConfig.requireSecret(GATEWAY_TLS_CONFIG.privateKey) };
 }
 
 function makeTarget(): Target {
@@ -65,7 +81,7 @@ function makeTarget(): Target {
 }
 const target = makeTarget();
 
-const platform = new Platform('agentd', { spec, config, images, target, credentials, dockerPrefix: `agentd-${stack}` });
+const platform = new Platform('agentd', { spec, config, images, target, credentials, ...(gatewayTls ? { gatewayTls } : {}), dockerPrefix: `agentd-${stack}` });
 
 // Stack outputs. Optional ones are left out, not exported as undefined (which Pulumi warns about).
 const monitoring = platform.monitoring;

@@ -1,6 +1,6 @@
 import * as pulumi from '@pulumi/pulumi';
 import { ENV, HEALTH_PATH } from '../agentd/src/contract.ts';
-import { DIRS, PORTS, RUN_AS_USER, WORKLOADS } from './layout.ts';
+import { DIRS, PORTS, RUN_AS_USER, SECRET_FILES, WORKLOADS } from './layout.ts';
 import type { ImageChoice } from './images.ts';
 import type { Target } from './target.ts';
 import type { Workload } from './workload.ts';
@@ -14,11 +14,18 @@ export interface AgentdArgs {
   readonly image: ImageChoice;
   /** The JWKS document (secret). */
   readonly jwks: pulumi.Output<string>;
+  /** The per-deploy token the gateway sends with every API request (secret). */
+  readonly gatewayToken: pulumi.Output<string>;
+  /** The token OPA presents to fetch the sandbox registry (secret). */
+  readonly registryToken: pulumi.Output<string>;
   /** Sandbox tiers agentd accepts: the policy's, so the two cannot drift. */
   readonly sandboxTiers: readonly string[];
   readonly logLevel: string;
   readonly defaultTtlSeconds: number;
   readonly maxTtlSeconds: number;
+  readonly retentionDays: number;
+  readonly retentionIntentsPerSandbox: number;
+  readonly maxActiveSandboxesPerClient: number;
 }
 
 export function agentdWorkload(args: Omit<AgentdArgs, 'target'>): Workload {
@@ -37,18 +44,25 @@ export function agentdWorkload(args: Omit<AgentdArgs, 'target'>): Workload {
       [ENV.logLevel]: args.logLevel,
       [ENV.defaultTtlSeconds]: String(args.defaultTtlSeconds),
       [ENV.maxTtlSeconds]: String(args.maxTtlSeconds),
+      [ENV.metricsListen]: `0.0.0.0:${PORTS.agentdMetrics}`,
+      [ENV.gatewayTokenFile]: `${DIRS.secrets}/${SECRET_FILES.gatewayToken}`,
+      [ENV.registryTokenFile]: `${DIRS.secrets}/${SECRET_FILES.registryToken}`,
+      [ENV.retentionDays]: String(args.retentionDays),
+      [ENV.retentionIntentsPerSandbox]: String(args.retentionIntentsPerSandbox),
+      [ENV.maxActiveSandboxesPerClient]: String(args.maxActiveSandboxesPerClient),
     },
     configDir: '/etc/agentd/agentd',
     files: {},
     secretDir: DIRS.secrets,
-    secretFiles: { [JWKS_FILE]: args.jwks },
+    secretFiles: { [JWKS_FILE]: args.jwks, [SECRET_FILES.gatewayToken]: args.gatewayToken, [SECRET_FILES.registryToken]: args.registryToken },
     ports: [
       { name: 'http', port: PORTS.agentdHttp, protocol: 'http' },
       { name: 'grpc', port: PORTS.agentdGrpc, protocol: 'http2' },
+      { name: 'metrics', port: PORTS.agentdMetrics, protocol: 'http' },
     ],
     health: { port: PORTS.agentdHttp, path: HEALTH_PATH, command: args.image.probe(`http://127.0.0.1:${PORTS.agentdHttp}${HEALTH_PATH}`) },
     dataVolume: { mountPath: DIRS.agentdData },
-    talksTo: [WORKLOADS.egress],
+    talksTo: [{ workload: WORKLOADS.egress, port: PORTS.egress }],
     internet: false,
     user: RUN_AS_USER,
     resources: { cpuMillis: 500, memoryMiB: 256 },

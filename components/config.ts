@@ -22,6 +22,14 @@ export interface StackConfig {
     /** Kubernetes Service type of the gateway. */
     readonly exposure: Exposure;
     readonly replicas: number;
+    /**
+     * Where the gateway's certificate comes from, if it speaks TLS: `config` (the secret stack
+     * config GATEWAY_TLS_CONFIG.certificate and .privateKey) or `secret` (an existing Kubernetes
+     * TLS Secret, e.g. cert-manager's). With TLS the gateway serves only TLS.
+     */
+    readonly tls: { readonly source: 'config' } | { readonly source: 'secret'; readonly secretName: string } | undefined;
+    /** Accept a gateway exposed beyond loopback without TLS (off: such a stack is refused). */
+    readonly allowPlaintext: boolean;
   };
   readonly egress: {
     /** Per-service upstream overrides (e.g. a stand-in or a corporate proxy), by service id. */
@@ -41,6 +49,12 @@ export interface StackConfig {
     readonly logLevel: string;
     readonly defaultTtlSeconds: number;
     readonly maxTtlSeconds: number;
+    /** Intents and ended sandboxes older than this are purged (0: kept forever). */
+    readonly retentionDays: number;
+    /** At most this many intent records per sandbox, the oldest purged first (0: no cap). */
+    readonly retentionIntentsPerSandbox: number;
+    /** At most this many active sandboxes per API client. */
+    readonly maxActiveSandboxesPerClient: number;
   };
   readonly docker: {
     /** Existing Docker networks the egress proxy joins besides its own (e.g. to reach a stand-in). */
@@ -72,6 +86,29 @@ export class StackConfigError extends Error {
   }
 }
 
+/**
+ * The gateway's certificate and key as secret stack config (PEM), in their own namespace:
+ * `pulumi config set --secret gateway:tlsCertificate "$(cat cert.pem)"` (likewise tlsPrivateKey).
+ */
+export const GATEWAY_TLS_CONFIG = { namespace: 'gateway', certificate: 'tlsCertificate', privateKey: 'tlsPrivateKey' } as const;
+
+/** Whether the stack publishes the gateway beyond this machine's loopback. */
+export function exposedBeyondLoopback(target: TargetKind, gateway: Pick<StackConfig['gateway'], 'bindAddress' | 'exposure'>): string | undefined {
+  if (target === 'docker') return gateway.bindAddress.startsWith('127.') ? undefined : `agentd:gateway.bindAddress is ${gateway.bindAddress}`;
+  return gateway.exposure === 'ClusterIP' ? undefined : `agentd:gateway.exposure is ${gateway.exposure}`;
+}
+
+/** The stack `npm run up` deploys by default, and the only one the public passphrase may protect. */
+export const DEV_STACK = 'dev';
+/** The passphrase of the local development stack when the user sets none. Public: dev only. */
+export const LOCAL_PASSPHRASE = 'agentd-local-development';
+
+/** A stack other than dev encrypted with the public development passphrase: its secrets are not secret. */
+export function publicPassphraseProblem(stack: string, passphrase: string | undefined): string | undefined {
+  if (stack === DEV_STACK || passphrase !== LOCAL_PASSPHRASE) return undefined;
+  return `stack ${stack} is encrypted with the public development passphrase "${LOCAL_PASSPHRASE}", which is for the ${DEV_STACK} stack only; set a passphrase of your own (PULUMI_CONFIG_PASSPHRASE_FILE or PULUMI_CONFIG_PASSPHRASE, then pulumi stack change-secrets-provider passphrase --stack ${stack}) or another secrets provider`;
+}
+
 const KEYS = ['target', 'gateway', 'egress', 'images', 'agentd', 'docker', 'kubernetes', 'monitoring'] as const;
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
 
@@ -85,6 +122,10 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
   for (const [k, v] of Object.entries(raw)) {
     if (!k.startsWith('agentd:')) continue;
     const key = k.slice('agentd:'.length);
+    if (key.includes('.') && (KEYS as readonly string[]).includes(key.split('.')[0]!)) {
+      problems.push(`agentd:${key} is a nested setting set without --path; set it with: pulumi config rm agentd:${key} --stack ${stack} && pulumi config set --path 'agentd:${key}' VALUE --stack ${stack}`);
+      continue;
+    }
     if (!(KEYS as readonly string[]).includes(key)) {
       problems.push(`agentd:${key} is not a known setting; known: ${KEYS.map((x) => `agentd:${x}`).join(', ')} (remove it with: pulumi config rm agentd:${key} --stack ${stack})`);
       continue;
@@ -139,7 +180,37 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
   }
   const target: TargetKind = targetRaw === 'kubernetes' ? 'kubernetes' : 'docker';
 
-  const g = obj('gateway', ['port', 'bindAddress', 'maxRequestBytes', 'upstreamTimeoutSeconds', 'exposure', 'replicas']);
+  const g = obj('gateway', ['port', 'bindAddress', 'maxRequestBytes', 'upstreamTimeoutSeconds', 'exposure', 'replicas', 'tls', 'allowPlaintext']);
+  const tlsRaw = g['tls'];
+  let secretName: string | undefined;
+  if (tlsRaw !== undefined) {
+    if (tlsRaw === null || typeof tlsRaw !== 'object' || Array.isArray(tlsRaw)) {
+      problems.push(`agentd:gateway.tls must be an object (fix: ${set('gateway.tls.secretName', 'agentd-gateway-tls')})`);
+    } else {
+      const t = tlsRaw as Record<string, unknown>;
+      for (const f of Object.keys(t)) {
+        if (f !== 'secretName') problems.push(`agentd:gateway.tls.${f} is not a known field; known: secretName (the certificate itself is secret config: pulumi config set --secret ${GATEWAY_TLS_CONFIG.namespace}:${GATEWAY_TLS_CONFIG.certificate} "$(cat cert.pem)" --stack ${stack})`);
+      }
+      secretName = str(t, 'gateway.tls', 'secretName', '', (s) => /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(s), 'the name of a Kubernetes TLS Secret in the stack namespace') || undefined;
+    }
+  }
+  const ns = GATEWAY_TLS_CONFIG.namespace;
+  const pem = (field: string, marker: RegExp, what: string): boolean => {
+    const v = raw[`${ns}:${field}`];
+    if (v === undefined) return false;
+    if (!marker.test(v)) problems.push(`${ns}:${field} must be ${what} in PEM (fix: pulumi config set --secret ${ns}:${field} "$(cat FILE.pem)" --stack ${stack})`);
+    return true;
+  };
+  const hasCert = pem(GATEWAY_TLS_CONFIG.certificate, /-----BEGIN CERTIFICATE-----/, 'a certificate chain');
+  const hasKey = pem(GATEWAY_TLS_CONFIG.privateKey, /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/, 'a private key');
+  if (hasCert !== hasKey) {
+    const missing = hasCert ? GATEWAY_TLS_CONFIG.privateKey : GATEWAY_TLS_CONFIG.certificate;
+    problems.push(`the gateway's TLS needs both ${ns}:${GATEWAY_TLS_CONFIG.certificate} and ${ns}:${GATEWAY_TLS_CONFIG.privateKey}; ${ns}:${missing} is not set (fix: pulumi config set --secret ${ns}:${missing} "$(cat FILE.pem)" --stack ${stack})`);
+  }
+  if (hasCert && secretName !== undefined) {
+    problems.push(`the gateway's certificate is given twice: as ${ns}:${GATEWAY_TLS_CONFIG.certificate} and as agentd:gateway.tls.secretName; keep one (pulumi config rm --path agentd:gateway.tls --stack ${stack})`);
+  }
+  const tls = secretName !== undefined ? { source: 'secret' as const, secretName } : hasCert && hasKey ? { source: 'config' as const } : undefined;
   const gateway = {
     port: int(g, 'gateway', 'port', 8080, 1, 65535),
     bindAddress: str(g, 'gateway', 'bindAddress', '127.0.0.1', isIp, 'an IPv4 address such as 127.0.0.1 (or 0.0.0.0 to publish on every interface)'),
@@ -147,6 +218,8 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     upstreamTimeoutSeconds: int(g, 'gateway', 'upstreamTimeoutSeconds', 120, 1, 3600),
     exposure: str(g, 'gateway', 'exposure', 'ClusterIP', (s) => ['ClusterIP', 'NodePort', 'LoadBalancer'].includes(s), 'ClusterIP, NodePort or LoadBalancer') as Exposure,
     replicas: int(g, 'gateway', 'replicas', 1, 1, 100),
+    tls,
+    allowPlaintext: bool(g, 'gateway', 'allowPlaintext', false),
   };
 
   const e = obj('egress', ['upstreams', 'caCertificates', 'replicas']);
@@ -178,11 +251,14 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     ...optional('agentd', image('agentd')),
   };
 
-  const a = obj('agentd', ['logLevel', 'defaultTtlSeconds', 'maxTtlSeconds']);
+  const a = obj('agentd', ['logLevel', 'defaultTtlSeconds', 'maxTtlSeconds', 'retentionDays', 'retentionIntentsPerSandbox', 'maxActiveSandboxesPerClient']);
   const agentd = {
     logLevel: str(a, 'agentd', 'logLevel', 'info', (s) => LOG_LEVELS.includes(s), LOG_LEVELS.join(', ')),
     defaultTtlSeconds: int(a, 'agentd', 'defaultTtlSeconds', 3600, 60, 30 * 86400),
     maxTtlSeconds: int(a, 'agentd', 'maxTtlSeconds', 86400, 60, 365 * 86400),
+    retentionDays: int(a, 'agentd', 'retentionDays', 30, 0, 3650),
+    retentionIntentsPerSandbox: int(a, 'agentd', 'retentionIntentsPerSandbox', 1000, 0, 1_000_000),
+    maxActiveSandboxesPerClient: int(a, 'agentd', 'maxActiveSandboxesPerClient', 100, 1, 100_000),
   };
   if (agentd.defaultTtlSeconds > agentd.maxTtlSeconds) problems.push('agentd:agentd.defaultTtlSeconds is above agentd:agentd.maxTtlSeconds; lower the default or raise the maximum');
 
@@ -207,6 +283,18 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     prometheusPort: int(m, 'monitoring', 'prometheusPort', 9090, 1, 65535),
   };
 
+  if (target === 'docker' && gateway.tls?.source === 'secret') {
+    problems.push(`agentd:gateway.tls.secretName names a Kubernetes Secret, but this stack's target is docker; give the certificate as secret config instead (pulumi config set --secret ${ns}:${GATEWAY_TLS_CONFIG.certificate} "$(cat cert.pem)" --stack ${stack}, likewise ${ns}:${GATEWAY_TLS_CONFIG.privateKey})`);
+  }
+  const exposed = exposedBeyondLoopback(target, gateway);
+  if (exposed && !gateway.tls && !gateway.allowPlaintext) {
+    problems.push(
+      `${exposed}, so the gateway is reachable beyond this machine, but it has no TLS: API keys would cross the network in plaintext. ` +
+        `Give it a certificate (pulumi config set --secret ${ns}:${GATEWAY_TLS_CONFIG.certificate} "$(cat cert.pem)" --stack ${stack} and ${ns}:${GATEWAY_TLS_CONFIG.privateKey}` +
+        `${target === 'kubernetes' ? `, or name an existing TLS Secret: ${set('gateway.tls.secretName', 'agentd-gateway-tls')}` : ''}), ` +
+        `or accept plaintext on purpose: ${set('gateway.allowPlaintext', 'true')}`,
+    );
+  }
   if (problems.length > 0) throw new StackConfigError(problems);
   return { target, gateway, egress, images, agentd, docker: { egressNetworks: Array.isArray(nets) ? (nets as string[]) : [] }, kubernetes, monitoring };
 }

@@ -34,7 +34,7 @@ export function egressWorkload(args: Pick<EgressArgs, 'image' | 'files' | 'secre
       { name: 'stats', port: PORTS.envoyStats, protocol: 'http' },
     ],
     health: { port: PORTS.envoyStats, path: '/ready', command: args.image.probe(`http://127.0.0.1:${PORTS.envoyStats}/ready`) },
-    talksTo: [WORKLOADS.opa],
+    talksTo: [{ workload: WORKLOADS.opa, port: PORTS.opaGrpc }],
     internet: true,
     user: RUN_AS_USER,
     resources: { cpuMillis: 500, memoryMiB: 256 },

@@ -4,15 +4,19 @@ import { ENVOY_CONFIG_FILE, type WorkloadFiles } from './render/platform.ts';
 import { DIRS, PORTS, RUN_AS_USER, WORKLOADS } from './layout.ts';
 import type { ImageChoice } from './images.ts';
 import type { Target } from './target.ts';
-import type { Workload } from './workload.ts';
+import type { MountedSecret, Workload } from './workload.ts';
 
 export interface GatewayArgs {
   /** Where the gateway runs. */
   readonly target: Target;
   /** Envoy image, its binary and probe. */
   readonly image: ImageChoice;
-  /** The rendered gateway files (envoy.yaml), from renderPlatform. */
+  /** The rendered gateway files (envoy.yaml, SDS files), from renderPlatform. */
   readonly files: pulumi.Input<WorkloadFiles>;
+  /** Secret files under the secrets directory: the agentd token, and the certificate when it is stack config. */
+  readonly secretFiles: Readonly<Record<string, pulumi.Output<string>>>;
+  /** Kubernetes: an existing TLS Secret to serve (agentd:gateway.tls.secretName). */
+  readonly tlsSecretName?: string;
   /** Replicas (Kubernetes); the Docker target runs one. */
   readonly replicas: number;
   /** Port clients reach the gateway at (Docker host port, Kubernetes Service port). */
@@ -20,7 +24,8 @@ export interface GatewayArgs {
 }
 
 /** The gateway as a workload: the only one published outside the platform. */
-export function gatewayWorkload(args: Pick<GatewayArgs, 'image' | 'files' | 'replicas' | 'publishedPort'>): Workload {
+export function gatewayWorkload(args: Pick<GatewayArgs, 'image' | 'files' | 'secretFiles' | 'tlsSecretName' | 'replicas' | 'publishedPort'>): Workload {
+  const mounted: MountedSecret[] = args.tlsSecretName ? [{ secretName: args.tlsSecretName, mountPath: DIRS.gatewayTlsSecret }] : [];
   return {
     name: WORKLOADS.gateway,
     image: args.image.ref,
@@ -29,14 +34,19 @@ export function gatewayWorkload(args: Pick<GatewayArgs, 'image' | 'files' | 'rep
     configDir: DIRS.gateway,
     files: args.files,
     secretDir: DIRS.secrets,
-    secretFiles: {},
+    secretFiles: args.secretFiles,
+    ...(mounted.length > 0 ? { mountedSecrets: mounted } : {}),
     ports: [
       { name: 'http', port: PORTS.gateway, protocol: 'http' },
       { name: 'stats', port: PORTS.envoyStats, protocol: 'http' },
     ],
     health: { port: PORTS.envoyStats, path: '/ready', command: args.image.probe(`http://127.0.0.1:${PORTS.envoyStats}/ready`) },
     publish: { port: PORTS.gateway, hostPort: args.publishedPort },
-    talksTo: [WORKLOADS.agentd, WORKLOADS.opa],
+    talksTo: [
+      { workload: WORKLOADS.agentd, port: PORTS.agentdHttp },
+      { workload: WORKLOADS.agentd, port: PORTS.agentdGrpc },
+      { workload: WORKLOADS.opa, port: PORTS.opaGrpc },
+    ],
     internet: false,
     user: RUN_AS_USER,
     resources: { cpuMillis: 500, memoryMiB: 256 },

@@ -1,10 +1,9 @@
 // Where things live inside the workloads, and the ports they listen on: the same on every
 // target, so renderers, targets, probes and scrape configs agree by construction.
-import { AGENTD_GRPC_PORT, AGENTD_HTTP_PORT } from '../agentd/src/contract.ts';
+import { AGENTD_GRPC_PORT, AGENTD_HTTP_PORT, AGENTD_METRICS_PORT } from '../agentd/src/contract.ts';
 
 export const PORTS = {
   gateway: 8080,
-  gatewayTls: 8444,
   egress: 8443,
   /** Envoy admin, loopback only inside each proxy. */
   envoyAdmin: 9901,
@@ -17,6 +16,8 @@ export const PORTS = {
   opaDiagnostic: 8282,
   agentdHttp: AGENTD_HTTP_PORT,
   agentdGrpc: AGENTD_GRPC_PORT,
+  /** agentd's metrics listener (/metrics only): what Prometheus reaches, never the API. */
+  agentdMetrics: AGENTD_METRICS_PORT,
 } as const;
 
 export const DIRS = {
@@ -24,11 +25,26 @@ export const DIRS = {
   egress: '/etc/agentd/egress',
   opa: '/etc/agentd/opa',
   secrets: '/run/secrets/agentd',
+  /** Kubernetes: where the gateway mounts an existing TLS Secret (agentd:gateway.tls.secretName). */
+  gatewayTlsSecret: '/run/secrets/agentd-tls',
   agentdData: '/data',
 } as const;
 
 /** Workload names: also their DNS names inside the platform. */
 export const WORKLOADS = { gateway: 'gateway', egress: 'egress', opa: 'opa', agentd: 'agentd' } as const;
+
+/**
+ * Secret files, by name under DIRS.secrets: the per-deploy tokens that let agentd trust its
+ * callers (the gateway's, sent with every API request; OPA's, for the sandbox registry), and the
+ * gateway's certificate when it comes from stack config. A Kubernetes TLS Secret has the same
+ * key names (tls.crt, tls.key), mounted at DIRS.gatewayTlsSecret instead.
+ */
+export const SECRET_FILES = {
+  gatewayToken: 'gateway-token',
+  registryToken: 'registry-token',
+  tlsCertificate: 'tls.crt',
+  tlsPrivateKey: 'tls.key',
+} as const;
 
 /** The non-root user every workload runs as. */
 export const RUN_AS_USER = 10001;

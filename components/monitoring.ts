@@ -94,7 +94,7 @@ export class Monitoring extends pulumi.ComponentResource {
           gateway: at(WORKLOADS.gateway, PORTS.envoyStats),
           egress: at(WORKLOADS.egress, PORTS.envoyStats),
           opa: at(WORKLOADS.opa, PORTS.opaDiagnostic),
-          agentd: at(WORKLOADS.agentd, PORTS.agentdHttp),
+          agentd: at(WORKLOADS.agentd, PORTS.agentdMetrics),
         },
         retentionDays: 15,
       },
@@ -108,18 +108,24 @@ export class Monitoring extends pulumi.ComponentResource {
     });
     const image = (n: keyof typeof MONITORING_IMAGES) => args.images?.[n] ?? MONITORING_IMAGES[n];
     const prometheus = monitoringWorkload('prometheus', rendered.prometheus, image('prometheus'), {
-      talksTo: [WORKLOADS.gateway, WORKLOADS.egress, WORKLOADS.opa, WORKLOADS.agentd],
+      // Metrics ports only: Prometheus never reaches an API.
+      talksTo: [
+        { workload: WORKLOADS.gateway, port: PORTS.envoyStats },
+        { workload: WORKLOADS.egress, port: PORTS.envoyStats },
+        { workload: WORKLOADS.opa, port: PORTS.opaDiagnostic },
+        { workload: WORKLOADS.agentd, port: PORTS.agentdMetrics },
+      ],
       ...(publish && args.prometheusHostPort ? { publish: { port: MONITORING_PORTS.prometheus, hostPort: args.prometheusHostPort } } : {}),
     });
     const loki = monitoringWorkload('loki', rendered.loki, image('loki'));
     const alloy = monitoringWorkload('alloy', rendered.alloy, image('alloy'), {
-      talksTo: ['loki'],
+      talksTo: [{ workload: 'loki', port: MONITORING_PORTS.loki }],
       ...(target.kind === 'docker'
         ? { hostMounts: [{ hostPath: '/var/run/docker.sock', mountPath: '/var/run/docker.sock' }], root: true }
         : { apiAccess: [{ apiGroups: [''], resources: ['pods', 'pods/log', 'namespaces'], verbs: ['get', 'list', 'watch'] }] }),
     });
     const grafana = monitoringWorkload('grafana', rendered.grafana, image('grafana'), {
-      talksTo: ['prometheus', 'loki'],
+      talksTo: [{ workload: 'prometheus', port: MONITORING_PORTS.prometheus }, { workload: 'loki', port: MONITORING_PORTS.loki }],
       ...(publish && args.grafanaHostPort ? { publish: { port: MONITORING_PORTS.grafana, hostPort: args.grafanaHostPort } } : {}),
     });
     const deployed = Object.fromEntries([prometheus, loki, alloy, grafana].map((w) => [w.name, target.deploy(w, this, `${name}-${w.name}`)]));

@@ -8,12 +8,13 @@ import type { StackConfig } from './config.ts';
 import { Egress } from './egress.ts';
 import { Gateway } from './gateway.ts';
 import type { ImageSet } from './images.ts';
-import { DIRS, PORTS, WORKLOADS } from './layout.ts';
+import { DIRS, PORTS, SECRET_FILES, WORKLOADS } from './layout.ts';
 import { PolicyEngine } from './policy-engine.ts';
 import { Monitoring } from './monitoring.ts';
+import { DEFAULT_PROXY_LIMITS } from './render/envoy/common.ts';
 import { credentialValueFile } from './render/envoy/egress.ts';
 import { OPA_BUNDLE_FILE } from './render/opa.ts';
-import { EGRESS_SDS_SUBDIR, renderPlatform, type PlatformRenderInput, type RenderedPlatform } from './render/platform.ts';
+import { EGRESS_SDS_SUBDIR, GATEWAY_SDS_FILES, renderPlatform, type PlatformRenderInput, type RenderedPlatform } from './render/platform.ts';
 import type { Target } from './target.ts';
 
 export interface PlatformArgs {
@@ -27,6 +28,8 @@ export interface PlatformArgs {
   readonly target: Target;
   /** Configured egress credentials (Pulumi secrets), by service id. */
   readonly credentials: Readonly<Record<string, pulumi.Output<string>>>;
+  /** The gateway's certificate chain and private key (PEM, Pulumi secrets), when TLS comes from stack config. */
+  readonly gatewayTls?: { readonly certificate: pulumi.Output<string>; readonly privateKey: pulumi.Output<string> };
   /** Docker: the prefix of the stack's objects (the log shipper keeps to this stack). */
   readonly dockerPrefix?: string;
 }
@@ -38,14 +41,25 @@ const SYSTEM_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 /** Where each workload finds the others, for a target. Pure. */
 export function platformRenderInput(config: StackConfig, target: Pick<Target, 'address'>, configuredCredentials: readonly string[], keyHashes: Record<string, string>): PlatformRenderInput {
   const any = (port: number) => ({ host: '0.0.0.0', port });
+  const tls = config.gateway.tls;
+  // The certificate: secret files the platform writes, or the keys of a mounted TLS Secret.
+  const tlsDir = tls?.source === 'secret' ? DIRS.gatewayTlsSecret : DIRS.secrets;
+  const agentdHttp = target.address(WORKLOADS.agentd, PORTS.agentdHttp);
   return {
     gateway: {
       listen: { traffic: any(PORTS.gateway), adminPort: PORTS.envoyAdmin, stats: any(PORTS.envoyStats) },
-      agentdHttp: target.address(WORKLOADS.agentd, PORTS.agentdHttp),
+      agentdHttp,
       agentdGrpc: target.address(WORKLOADS.agentd, PORTS.agentdGrpc),
       opa: target.address(WORKLOADS.opa, PORTS.opaGrpc),
       maxRequestBytes: config.gateway.maxRequestBytes,
       upstreamTimeoutSeconds: config.gateway.upstreamTimeoutSeconds,
+      agentdTokenSdsFile: `${DIRS.gateway}/${GATEWAY_SDS_FILES.agentdToken}`,
+      ...(tls ? { tls: { sdsFile: `${DIRS.gateway}/${GATEWAY_SDS_FILES.tls}` } } : {}),
+      limits: DEFAULT_PROXY_LIMITS,
+    },
+    gatewaySecrets: {
+      agentdTokenFile: `${DIRS.secrets}/${SECRET_FILES.gatewayToken}`,
+      ...(tls ? { tls: { certificateChain: `${tlsDir}/${SECRET_FILES.tlsCertificate}`, privateKey: `${tlsDir}/${SECRET_FILES.tlsPrivateKey}` } } : {}),
     },
     egress: {
       listen: { traffic: any(PORTS.egress), adminPort: PORTS.envoyAdmin, stats: any(PORTS.envoyStats) },
@@ -56,8 +70,13 @@ export function platformRenderInput(config: StackConfig, target: Pick<Target, 'a
       caBundleFile: config.egress.caCertificates ? `${DIRS.egress}/${EGRESS_CA_FILE}` : SYSTEM_CA_BUNDLE,
       upstreams: config.egress.upstreams,
       configuredCredentials,
+      limits: DEFAULT_PROXY_LIMITS,
     },
-    opa: { grpc: { host: '0.0.0.0', port: PORTS.opaGrpc }, bundlePath: `${DIRS.opa}/${OPA_BUNDLE_FILE}` },
+    opa: {
+      grpc: { host: '0.0.0.0', port: PORTS.opaGrpc },
+      bundlePath: `${DIRS.opa}/${OPA_BUNDLE_FILE}`,
+      registry: { url: `http://${agentdHttp.host}:${agentdHttp.port}`, tokenFile: `${DIRS.secrets}/${SECRET_FILES.registryToken}` },
+    },
     keyHashes,
   };
 }
@@ -76,7 +95,7 @@ export function jwksFor(secret: string): string {
 export class Platform extends pulumi.ComponentResource {
   /** Where API clients call the gateway (HTTP). */
   readonly gatewayUrl: pulumi.Output<string>;
-  /** host:port for gRPC clients (plaintext HTTP/2 through the gateway). */
+  /** host:port for gRPC clients (through the gateway: TLS when the gateway has a certificate, else plaintext HTTP/2). */
   readonly grpcEndpoint: pulumi.Output<string>;
   /** Kubernetes with NodePort exposure: the gateway's node port (reach it on any node's address). */
   readonly gatewayNodePort?: pulumi.Output<number>;
@@ -104,6 +123,10 @@ export class Platform extends pulumi.ComponentResource {
 
     const tokenKey = new random.RandomPassword(`${name}-token-key`, { length: 64, special: false }, { parent: this });
     const jwks = pulumi.secret(tokenKey.result.apply(jwksFor));
+    // Per-deploy tokens that let agentd tell its two callers from anything else on the network.
+    const secretToken = (id: string) => pulumi.secret(new random.RandomPassword(`${name}-${id}`, { length: 48, special: false }, { parent: this }).result);
+    const gatewayToken = secretToken('gateway-token');
+    const registryToken = secretToken('registry-token');
 
     const configured = Object.keys(args.credentials);
     const rendered: pulumi.Output<RenderedPlatform> = keyHashes.apply((hashes) =>
@@ -111,15 +134,18 @@ export class Platform extends pulumi.ComponentResource {
     );
     this.policyRevision = rendered.apply((r) => r.policyRevision);
 
-    const opa = new PolicyEngine(`${name}-opa`, { target, image: images.opa, files: rendered.apply((r) => r.opa) }, { parent: this });
+    const opa = new PolicyEngine(`${name}-opa`, { target, image: images.opa, files: rendered.apply((r) => r.opa), registryToken }, { parent: this });
     const agentd = new Agentd(
       `${name}-agentd`,
       {
-        target, image: images.agentd, jwks,
+        target, image: images.agentd, jwks, gatewayToken, registryToken,
         sandboxTiers: Object.keys(spec.sandboxTiers),
         logLevel: config.agentd.logLevel,
         defaultTtlSeconds: config.agentd.defaultTtlSeconds,
         maxTtlSeconds: config.agentd.maxTtlSeconds,
+        retentionDays: config.agentd.retentionDays,
+        retentionIntentsPerSandbox: config.agentd.retentionIntentsPerSandbox,
+        maxActiveSandboxesPerClient: config.agentd.maxActiveSandboxesPerClient,
       },
       { parent: this },
     );
@@ -133,7 +159,18 @@ export class Platform extends pulumi.ComponentResource {
       },
       { parent: this },
     );
-    const gateway = new Gateway(`${name}-gateway`, { target, image: images.envoy, replicas: config.gateway.replicas, publishedPort: config.gateway.port, files: rendered.apply((r) => r.gateway) }, { parent: this });
+    const gatewaySecrets: Record<string, pulumi.Output<string>> = { [SECRET_FILES.gatewayToken]: gatewayToken };
+    if (config.gateway.tls?.source === 'config') {
+      if (!args.gatewayTls) throw new Error('the stack config asks for TLS from config, but no certificate was passed to the Platform');
+      gatewaySecrets[SECRET_FILES.tlsCertificate] = pulumi.secret(args.gatewayTls.certificate);
+      gatewaySecrets[SECRET_FILES.tlsPrivateKey] = pulumi.secret(args.gatewayTls.privateKey);
+    }
+    const gateway = new Gateway(`${name}-gateway`, {
+      target, image: images.envoy, replicas: config.gateway.replicas, publishedPort: config.gateway.port,
+      files: rendered.apply((r) => r.gateway),
+      secretFiles: gatewaySecrets,
+      ...(config.gateway.tls?.source === 'secret' ? { tlsSecretName: config.gateway.tls.secretName } : {}),
+    }, { parent: this });
 
     if (config.monitoring.enabled) {
       this.monitoring = new Monitoring(`${name}-monitoring`, {
@@ -146,7 +183,8 @@ export class Platform extends pulumi.ComponentResource {
     }
     target.connect?.();
 
-    this.gatewayUrl = gateway.endpoint.apply((e) => `http://${e}`);
+    const scheme = config.gateway.tls ? 'https' : 'http';
+    this.gatewayUrl = gateway.endpoint.apply((e) => `${scheme}://${e}`);
     this.grpcEndpoint = gateway.endpoint;
     if (gateway.nodePort) this.gatewayNodePort = gateway.nodePort;
     this.contentHashes = pulumi.all({ gateway: gateway.contentHash, egress: egress.contentHash, opa: opa.contentHash, agentd: agentd.contentHash });

@@ -1,7 +1,7 @@
 import * as pulumi from '@pulumi/pulumi';
 import { OPA_CONFIG_FILE, type WorkloadFiles } from './render/platform.ts';
 import { OPA_MASK_FILE, OPA_MEMORY_MIB, opaRuntimeEnv } from './render/opa.ts';
-import { DIRS, PORTS, RUN_AS_USER, WORKLOADS } from './layout.ts';
+import { DIRS, PORTS, RUN_AS_USER, SECRET_FILES, WORKLOADS } from './layout.ts';
 import type { ImageChoice } from './images.ts';
 import type { Target } from './target.ts';
 import type { Workload } from './workload.ts';
@@ -13,6 +13,8 @@ export interface PolicyEngineArgs {
   readonly image: ImageChoice;
   /** The rendered OPA files (config.yaml and the bundle), from renderPlatform. */
   readonly files: pulumi.Input<WorkloadFiles>;
+  /** The bearer token OPA presents to agentd for the sandbox registry bundle (secret). */
+  readonly registryToken: pulumi.Output<string>;
 }
 
 /** OPA's command line: REST API on loopback only; health and metrics on the diagnostic port. */
@@ -29,7 +31,7 @@ export function opaCommand(binary: readonly string[]): string[] {
   ];
 }
 
-export function policyEngineWorkload(args: Pick<PolicyEngineArgs, 'image' | 'files'>): Workload {
+export function policyEngineWorkload(args: Pick<PolicyEngineArgs, 'image' | 'files' | 'registryToken'>): Workload {
   const health = `http://127.0.0.1:${PORTS.opaDiagnostic}/health?bundles`;
   return {
     name: WORKLOADS.opa,
@@ -39,13 +41,14 @@ export function policyEngineWorkload(args: Pick<PolicyEngineArgs, 'image' | 'fil
     configDir: DIRS.opa,
     files: args.files,
     secretDir: DIRS.secrets,
-    secretFiles: {},
+    secretFiles: { [SECRET_FILES.registryToken]: args.registryToken },
     ports: [
       { name: 'grpc', port: PORTS.opaGrpc, protocol: 'http2' },
       { name: 'diagnostic', port: PORTS.opaDiagnostic, protocol: 'http' },
     ],
     health: { port: PORTS.opaDiagnostic, path: '/health?bundles', command: args.image.probe(health) },
-    talksTo: [],
+    // The sandbox registry (revocation): OPA long-polls agentd for the set of active sandboxes.
+    talksTo: [{ workload: WORKLOADS.agentd, port: PORTS.agentdHttp }],
     internet: false,
     user: RUN_AS_USER,
     resources: { cpuMillis: 500, memoryMiB: OPA_MEMORY_MIB },

@@ -13,6 +13,21 @@ export interface WorkloadPort {
   readonly protocol: 'http' | 'http2';
 }
 
+/** One connection a workload opens: another workload's port. */
+export interface Peer {
+  readonly workload: string;
+  readonly port: number;
+}
+
+/**
+ * A Secret the platform does not create but mounts as files (Kubernetes only: e.g. the TLS
+ * Secret cert-manager keeps renewed). Its keys become files in mountPath.
+ */
+export interface MountedSecret {
+  readonly secretName: string;
+  readonly mountPath: string;
+}
+
 export interface Workload {
   /** Short name, also its DNS name inside the platform: gateway, egress, opa, agentd. */
   readonly name: string;
@@ -28,6 +43,8 @@ export interface Workload {
   readonly secretDir: string;
   /** Secret files by path relative to secretDir: Pulumi secrets end to end. */
   readonly secretFiles: Readonly<Record<string, pulumi.Output<string>>>;
+  /** Secrets that exist apart from the platform, mounted read-only (Kubernetes only). */
+  readonly mountedSecrets?: readonly MountedSecret[];
   readonly ports: readonly WorkloadPort[];
   /** Liveness/readiness probe: an HTTP GET on loopback inside the workload. */
   readonly health: { readonly port: number; readonly path: string; readonly command: readonly string[] };
@@ -41,8 +58,11 @@ export interface Workload {
   readonly apiAccess?: readonly { readonly apiGroups: readonly string[]; readonly resources: readonly string[]; readonly verbs: readonly string[] }[];
   /** Runs as root (only the log shipper on Docker, which reads the root-owned Docker socket). */
   readonly root?: boolean;
-  /** Workloads this one opens connections to (network membership and NetworkPolicies). */
-  readonly talksTo: readonly string[];
+  /**
+   * The connections this workload opens: to which workload, on which of its ports (network
+   * membership, NetworkPolicies: a caller reaches only the ports it needs).
+   */
+  readonly talksTo: readonly Peer[];
   /** Whether it reaches the internet (only the egress proxy). */
   readonly internet: boolean;
   readonly user: number;

@@ -3,7 +3,7 @@
 import { ensureDockerEngine, pulumi, pulumiEnv, selectStack, stackArg } from './pulumi-env.ts';
 
 const { stack, rest } = stackArg(process.argv.slice(2));
-const env = pulumiEnv();
+const env = pulumiEnv(stack);
 ensureDockerEngine();
 selectStack(stack, env);
 process.exit(pulumi(['destroy', '--yes', '--non-interactive', '--skip-preview', '--stack', stack, ...rest], { env }).status);

@@ -3,7 +3,7 @@
 import { buildImagesIfNeeded, ensureDockerEngine, pulumi, pulumiEnv, selectStack, stackArg } from './pulumi-env.ts';
 
 const { stack, rest } = stackArg(process.argv.slice(2));
-const env = pulumiEnv();
+const env = pulumiEnv(stack);
 ensureDockerEngine();
 await buildImagesIfNeeded(stack);
 selectStack(stack, env);

@@ -6,19 +6,48 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 
+import { DEV_STACK as DEFAULT_STACK, LOCAL_PASSPHRASE, publicPassphraseProblem } from '../components/config.ts';
+
+export { DEFAULT_STACK, LOCAL_PASSPHRASE };
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
-export const DEFAULT_STACK = 'dev';
-/** The passphrase of local development stacks when the user sets none. Not for anything real. */
-export const LOCAL_PASSPHRASE = 'agentd-local-development';
 
 const log = (msg: string) => process.stderr.write(`[agentd] ${msg}\n`);
 
-export function pulumiEnv(): NodeJS.ProcessEnv {
+/**
+ * Why a stack's secrets would not be protected, or undefined. The public development passphrase
+ * is for the `dev` stack only; any other stack needs a passphrase of its own
+ * (PULUMI_CONFIG_PASSPHRASE or _FILE), a secrets provider in its stack file, or a backend that
+ * manages secrets (a PULUMI_BACKEND_URL that is not a local file backend). Pure.
+ */
+export function passphraseProblem(stack: string, env: NodeJS.ProcessEnv, stackFile: Record<string, unknown>): string | undefined {
+  const passphrase = env['PULUMI_CONFIG_PASSPHRASE'];
+  const ownPassphrase = (passphrase !== undefined && passphrase !== '') || Boolean(env['PULUMI_CONFIG_PASSPHRASE_FILE']);
+  if (stack === DEFAULT_STACK) return undefined;
+  const publicOne = publicPassphraseProblem(stack, passphrase);
+  if (publicOne) return publicOne;
+  if (ownPassphrase) return undefined;
+  if (typeof stackFile['secretsprovider'] === 'string' && stackFile['secretsprovider'] !== 'passphrase') return undefined;
+  const backend = env['PULUMI_BACKEND_URL'];
+  if (backend && !backend.startsWith('file://')) return undefined;
+  return (
+    `stack ${stack} has no passphrase: nothing was encrypted or changed. The local development passphrase is for the ${DEFAULT_STACK} stack only. ` +
+    `Set one for ${stack}, e.g.\n  umask 077; openssl rand -base64 32 > ~/.config/agentd/${stack}.passphrase\n  export PULUMI_CONFIG_PASSPHRASE_FILE=~/.config/agentd/${stack}.passphrase\n` +
+    `or use a secrets provider (pulumi stack change-secrets-provider awskms://... --stack ${stack}) or a backend that manages secrets (PULUMI_BACKEND_URL).`
+  );
+}
+
+/** The environment the Pulumi CLI runs with for `stack`; exits 2 if its secrets would be unprotected. */
+export function pulumiEnv(stack: string = DEFAULT_STACK): NodeJS.ProcessEnv {
   const env = { ...process.env };
+  const problem = passphraseProblem(stack, env, stackFileDocument(stack));
+  if (problem) {
+    log(problem);
+    process.exit(2);
+  }
   if (!env['PULUMI_BACKEND_URL']) mkdirSync(join(ROOT, '.pulumi-state'), { recursive: true });
   if (!env['PULUMI_CONFIG_PASSPHRASE'] && !env['PULUMI_CONFIG_PASSPHRASE_FILE']) {
     env['PULUMI_CONFIG_PASSPHRASE'] = LOCAL_PASSPHRASE;
-    log(`PULUMI_CONFIG_PASSPHRASE is not set: using the local development passphrase "${LOCAL_PASSPHRASE}" (set your own for any shared or real stack)`);
+    log(`PULUMI_CONFIG_PASSPHRASE is not set: using the local development passphrase "${LOCAL_PASSPHRASE}" (dev stack only)`);
   }
   env['PULUMI_SKIP_UPDATE_CHECK'] = 'true';
   return env;
@@ -44,14 +73,18 @@ export function selectStack(stack: string, env: NodeJS.ProcessEnv): void {
   if (r.status !== 0) throw new Error(`could not select or create stack ${stack}`);
 }
 
-/** The stack's config file, read directly (to know before Pulumi runs whether it needs local images). */
-export function stackFileConfig(stack: string): Record<string, unknown> {
+/** The stack's file (stacks/Pulumi.<stack>.yaml), read directly; {} when there is none. */
+export function stackFileDocument(stack: string): Record<string, unknown> {
   try {
-    const doc = parse(readFileSync(join(ROOT, 'stacks', `Pulumi.${stack}.yaml`), 'utf8')) as { config?: Record<string, unknown> };
-    return doc?.config ?? {};
+    return (parse(readFileSync(join(ROOT, 'stacks', `Pulumi.${stack}.yaml`), 'utf8')) as Record<string, unknown> | null) ?? {};
   } catch {
     return {};
   }
+}
+
+/** The stack's config, read directly (to know before Pulumi runs whether it needs local images). */
+export function stackFileConfig(stack: string): Record<string, unknown> {
+  return (stackFileDocument(stack)['config'] as Record<string, unknown> | undefined) ?? {};
 }
 
 export function needsLocalImages(stack: string): boolean {

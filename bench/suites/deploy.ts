@@ -31,6 +31,7 @@ export const RENDER_TARGET_MS = 200;
 export function renderInput(p: SyntheticPolicy): PlatformRenderInput {
   return {
     gateway: gatewayInput,
+    gatewaySecrets: { agentdTokenFile: '/run/secrets/agentd/gateway-token' },
     egress: { ...egressInput, configuredCredentials: [...p.serviceIds] },
     opa: { grpc: { host: '0.0.0.0', port: 9191 }, bundlePath: '/etc/agentd/opa/agentd-bundle.tar.gz' },
     keyHashes: p.keyHashes,

@@ -1,13 +1,13 @@
 // 2. Egress overhead, measured at two levels, each as "through egress" vs "direct", side by side:
 //
-//  - http_fetch (the target): POST /api/v1/sandboxes/<id>/intents {http_fetch GET httpbin /get}
-//    straight to agentd (no gateway), where
+//  - http_fetch (the target): POST /api/v1/sandboxes/<id>/intents {http_fetch GET github PATH}
+//    straight to agentd (no gateway; with the headers the gateway would send), where
 //      via egress: the harness's agentd -> egress Envoy (sandbox token verified by jwt_authn,
 //                  ext_authz to OPA, rate limit, credential injected) -> HTTPS stand-in;
 //      direct:     a second agentd, same build and settings, whose AGENTD_EGRESS_URL points
 //                  straight at the HTTPS stand-in (NODE_EXTRA_CA_CERTS trusts the test CA):
 //                  what agentd would cost calling the API itself.
-//  - Envoy level (the breakdown): GET /get with a valid sandbox token to the egress Envoy vs
+//  - Envoy level (the breakdown): GET PATH with a live sandbox's token to the egress Envoy vs
 //    the same GET over TLS straight to the stand-in.
 //
 // The stand-in upstream is the harness's (it runs in the bench's main process; the load
@@ -16,8 +16,8 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { ENV, READY_PATH, SANDBOXES_PATH, SANDBOX_TOKEN_HEADER } from '../../agentd/src/contract.ts';
-import { egressCall, mintToken, rawRequest } from '../../test/harness/clients.ts';
+import { ENV, IDENTITY_HEADERS, READY_PATH, SANDBOXES_PATH, SANDBOX_TOKEN_HEADER } from '../../agentd/src/contract.ts';
+import { egressCall, rawRequest } from '../../test/harness/clients.ts';
 import { ManagedProcess, answers, freePort } from '../../test/harness/processes.ts';
 import { StandInUpstream } from '../../test/harness/standin.ts';
 import { interleavedRounds, withCpu, type StackContext } from '../lib/context.ts';
@@ -28,8 +28,11 @@ import { medianRecord } from './gateway.ts';
 
 const SECTION = 'Egress';
 export const EGRESS_P50_OVERHEAD_MS = 1.5;
-const SERVICE = 'httpbin';
+const SERVICE = 'github';
+const PATH = '/repos/o/r/issues';
 const SANDBOX_TIER = 'admin';
+/** Sandboxes are spread over this many client ids, each well below agentd's per-client cap. */
+const CLIENTS = 10;
 
 /**
  * The upstream agentd calls directly: the harness's stand-in code on its own port, with a
@@ -76,19 +79,22 @@ async function startDirectAgentd(ctx: StackContext, upstreamPort: number): Promi
   return { process: p, port: http };
 }
 
-async function createSandboxes(port: number, n: number): Promise<string[]> {
-  const ids: string[] = [];
+/** The headers the gateway sends agentd, for sandbox `i`'s client. */
+const asClient = (gateway: Readonly<Record<string, string>>, i: number): Record<string, string> => ({ ...gateway, [IDENTITY_HEADERS.clientId]: `bench-${i % CLIENTS}` });
+
+async function createSandboxes(port: number, gateway: Readonly<Record<string, string>>, n: number): Promise<{ id: string; token: string }[]> {
+  const out: { id: string; token: string }[] = [];
   for (let i = 0; i < n; i++) {
-    const r = await rawRequest(port, { method: 'POST', path: SANDBOXES_PATH, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ tier: SANDBOX_TIER, labels: { bench: 'egress' } }) });
+    const r = await rawRequest(port, { method: 'POST', path: SANDBOXES_PATH, headers: { 'content-type': 'application/json', ...asClient(gateway, i) }, body: JSON.stringify({ tier: SANDBOX_TIER, labels: { bench: 'egress' } }) });
     if (r.status !== 201) throw new Error(`creating a sandbox on agentd :${port} answered ${r.status} ${r.body.slice(0, 300)}`);
-    ids.push(r.json().id);
+    out.push({ id: r.json().id, token: r.json().token });
   }
-  return ids;
+  return out;
 }
 
-const intentBody = JSON.stringify({ capability: 'http_fetch', params: { service: SERVICE, method: 'GET', path: '/get' } });
-const intentRequests = (ids: readonly string[]): HttpRequestSpec[] =>
-  ids.map((id) => ({ method: 'POST', path: `${SANDBOXES_PATH}/${id}/intents`, headers: { 'content-type': 'application/json' }, body: intentBody }));
+const intentBody = JSON.stringify({ capability: 'http_fetch', params: { service: SERVICE, method: 'GET', path: PATH } });
+const intentRequests = (ids: readonly string[], gateway: Readonly<Record<string, string>>): HttpRequestSpec[] =>
+  ids.map((id, i) => ({ method: 'POST', path: `${SANDBOXES_PATH}/${id}/intents`, headers: { 'content-type': 'application/json', ...asClient(gateway, i) }, body: intentBody }));
 
 interface Level {
   readonly id: 'fetch' | 'envoy';
@@ -111,21 +117,21 @@ export async function egressSuite(ctx: StackContext): Promise<SectionResult> {
     const sandboxCount = Math.max(20, Math.ceil((perRun(s.intentRate) * s.rounds * 2) / 500));
     const tokenCount = Math.max(50, Math.ceil((perRun(s.egressRate) * s.rounds * 2) / 500));
     ctx.log(`egress: ${sandboxCount} sandboxes per agentd, ${tokenCount} sandbox tokens`);
-    const viaIds = await createSandboxes(stack.ports.agentdHttp, sandboxCount);
-    const directIds = await createSandboxes(agent.port, sandboxCount);
-    const tokens = await Promise.all(
-      Array.from({ length: tokenCount }, (_, i) => mintToken(stack.signingKey, { sub: `sbx_bench${String(i).padStart(5, '0')}`, tier: SANDBOX_TIER, expInSeconds: 7200 })),
-    );
+    const gw = stack.asGateway;
+    const viaIds = (await createSandboxes(stack.ports.agentdHttp, gw, sandboxCount)).map((x) => x.id);
+    const directIds = (await createSandboxes(agent.port, gw, sandboxCount)).map((x) => x.id);
+    // Live sandboxes: the egress refuses a token whose sandbox agentd's registry does not list.
+    const tokens = (await createSandboxes(stack.ports.agentdHttp, gw, tokenCount)).map((x) => x.token);
     const credential = stack.credentials[SERVICE];
     if (!credential) throw new Error(`the harness configured no credential for ${SERVICE}`);
 
     // Both paths work, and the egress path injects the credential.
     stack.upstream.clear();
-    const viaEnvoy = await egressCall(stack.ports.egress, SERVICE, tokens[0], { path: '/get' });
+    const viaEnvoy = await egressCall(stack.ports.egress, SERVICE, tokens[0], { path: PATH });
     const injected = stack.upstream.received[0]?.headers['authorization'];
     if (viaEnvoy.status !== 200 || injected !== `Bearer ${credential}`) throw new Error(`egress check failed: ${viaEnvoy.status} ${viaEnvoy.body.slice(0, 200)}`);
     for (const [port, id] of [[stack.ports.agentdHttp, viaIds[0]!], [agent.port, directIds[0]!]] as const) {
-      const r = await rawRequest(port, { method: 'POST', path: `${SANDBOXES_PATH}/${id}/intents`, headers: { 'content-type': 'application/json' }, body: intentBody });
+      const r = await rawRequest(port, { method: 'POST', path: `${SANDBOXES_PATH}/${id}/intents`, headers: { 'content-type': 'application/json', ...asClient(gw, 0) }, body: intentBody });
       if (r.status !== 200 || r.json().outcome !== 'ok' || r.json().status !== 200) throw new Error(`http_fetch on agentd :${port} failed: ${r.status} ${r.body.slice(0, 300)}`);
     }
 
@@ -136,8 +142,8 @@ export async function egressSuite(ctx: StackContext): Promise<SectionResult> {
         rate: s.intentRate,
         expectBody: ['"outcome":"ok"', '"status":200'],
         variants: [
-          { id: 'egress', label: 'agentd -> egress Envoy -> upstream', target: { host: '127.0.0.1', port: stack.ports.agentdHttp }, requests: intentRequests(viaIds) },
-          { id: 'direct', label: 'agentd -> upstream (direct)', target: { host: '127.0.0.1', port: agent.port }, requests: intentRequests(directIds) },
+          { id: 'egress', label: 'agentd -> egress Envoy -> upstream', target: { host: '127.0.0.1', port: stack.ports.agentdHttp }, requests: intentRequests(viaIds, gw) },
+          { id: 'direct', label: 'agentd -> upstream (direct)', target: { host: '127.0.0.1', port: agent.port }, requests: intentRequests(directIds, gw) },
         ],
       },
       {
@@ -150,13 +156,13 @@ export async function egressSuite(ctx: StackContext): Promise<SectionResult> {
             id: 'egress',
             label: 'client -> egress Envoy (token) -> upstream',
             target: { host: '127.0.0.1', port: stack.ports.egress },
-            requests: tokens.map((t) => ({ method: 'GET', path: '/get', headers: { host: SERVICE, [SANDBOX_TOKEN_HEADER]: t } })),
+            requests: tokens.map((t) => ({ method: 'GET', path: PATH, headers: { host: SERVICE, [SANDBOX_TOKEN_HEADER]: t } })),
           },
           {
             id: 'direct',
             label: 'client -> upstream over TLS (direct)',
             target: { host: '127.0.0.1', port: stack.upstream.port, tls: { ca, servername: 'localhost' } },
-            requests: [{ method: 'GET', path: '/get', headers: { host: 'localhost', authorization: `Bearer ${credential}` } }],
+            requests: [{ method: 'GET', path: PATH, headers: { host: 'localhost', authorization: `Bearer ${credential}` } }],
           },
         ],
       },

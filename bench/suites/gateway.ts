@@ -10,9 +10,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { STATUS_PATH } from '../../agentd/src/contract.ts';
-import { envoyArgs, type Endpoint } from '../../components/render/envoy/common.ts';
+import { DEFAULT_PROXY_LIMITS, envoyArgs, type Endpoint } from '../../components/render/envoy/common.ts';
 import { renderGatewayConfig, type GatewayRenderInput } from '../../components/render/envoy/gateway.ts';
-import { ENVOY_CONFIG_FILE } from '../../components/render/platform.ts';
+import { ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES } from '../../components/render/platform.ts';
 import { toYaml } from '../../components/render/yaml.ts';
 import { rawRequest } from '../../test/harness/clients.ts';
 import { ManagedProcess, answers, freePort } from '../../test/harness/processes.ts';
@@ -33,7 +33,7 @@ export const AUTHZ_FILTERS = ['envoy.filters.http.ext_authz', 'envoy.filters.htt
 const loopback = (port: number): Endpoint => ({ host: '127.0.0.1', port });
 
 /** The gateway input test/harness/stack.ts renders with (checked against its output below). */
-function harnessGatewayInput(ports: StackPorts, listen?: { traffic: number; admin: number; stats: number }): GatewayRenderInput {
+function harnessGatewayInput(dir: string, ports: StackPorts, listen?: { traffic: number; admin: number; stats: number }): GatewayRenderInput {
   return {
     listen: {
       traffic: loopback(listen?.traffic ?? ports.gateway),
@@ -45,10 +45,16 @@ function harnessGatewayInput(ports: StackPorts, listen?: { traffic: number; admi
     opa: loopback(ports.opaGrpc),
     maxRequestBytes: 64 * 1024,
     upstreamTimeoutSeconds: 30,
+    agentdTokenSdsFile: join(dir, 'gateway', GATEWAY_SDS_FILES.agentdToken),
+    limits: DEFAULT_PROXY_LIMITS,
   };
 }
 
-/** renderGatewayConfig's output without ext_authz and local_ratelimit: filters and per-route/vhost configs. */
+/**
+ * renderGatewayConfig's output without ext_authz and local_ratelimit (filters and per-route/vhost
+ * configs), and without the early removal of x-agentd-* headers: (b) passes on the identity
+ * headers its client sends, as (c) passes on OPA's.
+ */
 export function withoutAuthz(config: object): object {
   let removed = 0;
   const strip = (v: unknown): unknown => {
@@ -60,6 +66,8 @@ export function withoutAuthz(config: object): object {
         const kept = x.filter((f: { name?: string }) => !AUTHZ_FILTERS.includes(f.name as never));
         removed += x.length - kept.length;
         out[k] = kept.map(strip);
+      } else if (k === 'early_header_mutation_extensions') {
+        removed++;
       } else if (k === 'typed_per_filter_config' && x && typeof x === 'object') {
         const kept = Object.entries(x).filter(([name]) => !AUTHZ_FILTERS.includes(name as never));
         if (kept.length > 0) out[k] = strip(Object.fromEntries(kept));
@@ -77,7 +85,7 @@ export function withoutAuthz(config: object): object {
 /** Starts variant (b): the harness's gateway config minus authz, on its own ports, like the harness starts Envoy. */
 async function startPlainEnvoy(ctx: StackContext): Promise<{ process: ManagedProcess; port: number }> {
   const { stack, spec } = ctx;
-  const full = toYaml(renderGatewayConfig(spec, harnessGatewayInput(stack.ports)));
+  const full = toYaml(renderGatewayConfig(spec, harnessGatewayInput(stack.dir, stack.ports)));
   if (full !== stack.rendered.gateway[ENVOY_CONFIG_FILE]) {
     throw new Error('bench/suites/gateway.ts no longer renders what test/harness/stack.ts renders for the gateway: update harnessGatewayInput()');
   }
@@ -85,7 +93,7 @@ async function startPlainEnvoy(ctx: StackContext): Promise<{ process: ManagedPro
   const dir = join(ctx.workDir, 'gateway-noauthz');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, ENVOY_CONFIG_FILE);
-  writeFileSync(file, toYaml(withoutAuthz(renderGatewayConfig(spec, harnessGatewayInput(stack.ports, ports)))));
+  writeFileSync(file, toYaml(withoutAuthz(renderGatewayConfig(spec, harnessGatewayInput(stack.dir, stack.ports, ports)))));
   const p = new ManagedProcess(
     {
       name: 'gateway-noauthz',
@@ -104,6 +112,8 @@ interface Variant {
   readonly id: 'direct' | 'envoy' | 'gateway';
   readonly label: string;
   readonly port: number;
+  /** What the client sends: (a) and (b) the headers the gateway would send agentd, (c) an API key. */
+  readonly headers: Readonly<Record<string, string>>;
 }
 
 type Pair = 'envoy-direct' | 'gateway-envoy' | 'gateway-direct';
@@ -120,19 +130,19 @@ export async function gatewaySuite(ctx: StackContext): Promise<SectionResult> {
     const key = stack.apiKeys['admin'];
     if (!key) throw new Error('the shipped policy has no `admin` client (unlimited tier) any more');
     const variants: readonly Variant[] = [
-      { id: 'direct', label: '(a) agentd direct', port: stack.ports.agentdHttp },
-      { id: 'envoy', label: '(b) Envoy, no ext_authz / rate limit', port: plain.port },
-      { id: 'gateway', label: '(c) full gateway', port: stack.ports.gateway },
+      { id: 'direct', label: '(a) agentd direct', port: stack.ports.agentdHttp, headers: stack.asGateway },
+      { id: 'envoy', label: '(b) Envoy, no ext_authz / rate limit', port: plain.port, headers: stack.asGateway },
+      { id: 'gateway', label: '(c) full gateway', port: stack.ports.gateway, headers: { 'x-api-key': key } },
     ];
-    const request: HttpRequestSpec = { method: 'GET', path: STATUS_PATH, headers: { 'x-api-key': key, accept: 'application/json' } };
+    const requestFor = (v: Variant): HttpRequestSpec => ({ method: 'GET', path: STATUS_PATH, headers: { ...v.headers, accept: 'application/json' } });
 
     // The variants are what they claim: all answer 200; only (c) asks for a key.
     for (const v of variants) {
-      const r = await rawRequest(v.port, { path: STATUS_PATH, headers: { 'x-api-key': key } });
+      const r = await rawRequest(v.port, { path: STATUS_PATH, headers: { ...v.headers } });
       if (r.status !== 200 || !r.json().version) throw new Error(`${v.label}: GET ${STATUS_PATH} answered ${r.status} ${r.body.slice(0, 200)}`);
     }
-    const noKey = await Promise.all(variants.map((v) => rawRequest(v.port, { path: STATUS_PATH })));
-    if (noKey.map((r) => r.status).join() !== '200,200,401') throw new Error(`without a key, expected 200/200/401 from (a)/(b)/(c), got ${noKey.map((r) => r.status).join('/')}`);
+    const noKey = await rawRequest(stack.ports.gateway, { path: STATUS_PATH });
+    if (noKey.status !== 401) throw new Error(`without a key, expected 401 from (c), got ${noKey.status}`);
 
     const pids = {
       'gateway Envoy': stack.processes.gateway.pid,
@@ -157,7 +167,7 @@ export async function gatewaySuite(ctx: StackContext): Promise<SectionResult> {
           ctx.log(`gateway: ${rate} req/s, round ${r + 1}/${s.rounds}${attempt ? ` (again)` : ''}, ${v.label}`);
           const { result, cpuUsPerRequest } = await withCpu(pids, (x) => x.sent, () =>
             rateLoad(
-              { target: loopback(v.port), requests: [request], rate, warmupMs: s.warmupMs, durationMs: s.durationMs, initialConnections: 4, maxConnections: 64, expectStatus: 200, expectBody: ['"version"'], timeoutMs: 10_000 },
+              { target: loopback(v.port), requests: [requestFor(v)], rate, warmupMs: s.warmupMs, durationMs: s.durationMs, initialConnections: 4, maxConnections: 64, expectStatus: 200, expectBody: ['"version"'], timeoutMs: 10_000 },
               `gateway ${v.label} at ${rate} req/s`,
             ),
           );
@@ -174,7 +184,7 @@ export async function gatewaySuite(ctx: StackContext): Promise<SectionResult> {
       await ctx.quiet.wait(ctx.log);
       for (const v of rotate(variants, r)) {
         ctx.log(`gateway: max throughput, round ${r + 1}/${s.maxRounds}, ${v.label}`);
-        const spec = { target: loopback(v.port), requests: [request], connections: s.maxConnections, expectStatus: 200, timeoutMs: 10_000 };
+        const spec = { target: loopback(v.port), requests: [requestFor(v)], connections: s.maxConnections, expectStatus: 200, timeoutMs: 10_000 };
         await maxLoad({ ...spec, warmupMs: 0, durationMs: s.maxWarmupMs }, `gateway ${v.label} warm-up`);
         const { result, cpuUsPerRequest } = await withCpu(pids, (x) => x.ok, () => maxLoad({ ...spec, warmupMs: 0, durationMs: s.maxDurationMs }, `gateway ${v.label} max`));
         max[v.id].push({ result, cpu: cpuUsPerRequest });
@@ -263,7 +273,7 @@ export async function gatewaySuite(ctx: StackContext): Promise<SectionResult> {
     return {
       id: 'gateway',
       title: '1. Gateway overhead: GET /api/v1/status',
-      data: { request: { method: request.method, path: request.path }, fixedRate: fixed, maxThroughput: { requestsPerSecond: maxRps, ratioGatewayToEnvoy: ratio, ratioPerRound, cpuUsPerRequest: maxCpu, rounds: max } },
+      data: { request: { method: 'GET', path: STATUS_PATH }, fixedRate: fixed, maxThroughput: { requestsPerSecond: maxRps, ratioGatewayToEnvoy: ratio, ratioPerRound, cpuUsPerRequest: maxCpu, rounds: max } },
       targets,
       markdown,
     };

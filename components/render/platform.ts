@@ -6,12 +6,19 @@ import { readFileSync } from 'node:fs';
 import { MASK_POLICY_FILE, buildBundle, type KeyHashes } from '../../policy/bundle.ts';
 import type { PolicySpec } from '../../policy/spec.ts';
 import { credentialSds, credentialSdsFile, renderEgressConfig, type EgressRenderInput } from './envoy/egress.ts';
-import { renderGatewayConfig, type GatewayRenderInput } from './envoy/gateway.ts';
+import { sdsResource } from './envoy/common.ts';
+import { GATEWAY_TLS_SECRET, GATEWAY_TOKEN_SECRET, renderGatewayConfig, type GatewayRenderInput } from './envoy/gateway.ts';
 import { OPA_BUNDLE_FILE, OPA_MASK_FILE, renderOpaConfig, type OpaRenderInput } from './opa.ts';
 import { toYaml } from './yaml.ts';
 
 export interface PlatformRenderInput {
+  /** Its SDS files are the ones GATEWAY_SDS_FILES names, under GatewayRenderInput's paths. */
   readonly gateway: GatewayRenderInput;
+  /** Where the gateway's secret files are (absolute paths in the workload): what its SDS files name. */
+  readonly gatewaySecrets: {
+    readonly agentdTokenFile: string;
+    readonly tls?: { readonly certificateChain: string; readonly privateKey: string };
+  };
   readonly egress: EgressRenderInput;
   /** `bundlePath` is where the workload finds OPA_BUNDLE_FILE. */
   readonly opa: OpaRenderInput;
@@ -42,6 +49,8 @@ export const ENVOY_CONFIG_FILE = 'envoy.yaml';
 export const OPA_CONFIG_FILE = 'config.yaml';
 /** SDS files live here, relative to the egress config directory (EgressRenderInput.sdsDir). */
 export const EGRESS_SDS_SUBDIR = 'sds';
+/** The gateway's SDS files, relative to its config directory. */
+export const GATEWAY_SDS_FILES = { agentdToken: 'sds/agentd-token.sds.json', tls: 'sds/tls.sds.json' } as const;
 
 export function renderPlatform(spec: PolicySpec, input: PlatformRenderInput): RenderedPlatform {
   const bundle = buildBundle(spec, input.keyHashes);
@@ -51,8 +60,15 @@ export function renderPlatform(spec: PolicySpec, input: PlatformRenderInput): Re
       sds[`${EGRESS_SDS_SUBDIR}/${credentialSdsFile(s.id)}`] = JSON.stringify(credentialSds(s.id, input.egress.credentialDir), null, 2) + '\n';
     }
   }
+  const json = (o: object) => JSON.stringify(o, null, 2) + '\n';
+  const { gatewaySecrets } = input;
+  if (Boolean(input.gateway.tls) !== Boolean(gatewaySecrets.tls)) throw new Error('renderPlatform: the gateway TLS listener and its certificate files must be given together');
   return {
-    gateway: { [ENVOY_CONFIG_FILE]: toYaml(renderGatewayConfig(spec, input.gateway)) },
+    gateway: {
+      [ENVOY_CONFIG_FILE]: toYaml(renderGatewayConfig(spec, input.gateway)),
+      [GATEWAY_SDS_FILES.agentdToken]: json(sdsResource(GATEWAY_TOKEN_SECRET, { generic: gatewaySecrets.agentdTokenFile })),
+      ...(gatewaySecrets.tls ? { [GATEWAY_SDS_FILES.tls]: json(sdsResource(GATEWAY_TLS_SECRET, gatewaySecrets.tls)) } : {}),
+    },
     egress: { [ENVOY_CONFIG_FILE]: toYaml(renderEgressConfig(spec, input.egress)), ...sds },
     opa: { [OPA_CONFIG_FILE]: toYaml(renderOpaConfig(input.opa)), [OPA_BUNDLE_FILE]: { base64: bundle.bytes.toString('base64') }, [OPA_MASK_FILE]: readFileSync(MASK_POLICY_FILE, 'utf8') },
     policyRevision: bundle.revision,

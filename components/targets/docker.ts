@@ -1,6 +1,10 @@
-// The Docker target: workloads become containers on two networks. `internal` (no route out)
-// holds every workload; `edge` is joined only by workloads that are published (the gateway)
-// or reach the internet (the egress proxy). Files go into per-workload volumes named after
+// The Docker target: workloads become containers on networks that say who reaches whom. Each
+// workload has an internal network of its own (`<prefix>-to-<workload>`, no route out) that it
+// and its callers join, so a container shares a network only with the peers it talks to or is
+// called by; `edge` is joined only by workloads that are published (the gateway) or reach the
+// internet (the egress proxy). Docker cannot filter ports between containers of one network:
+// there, every port but a metrics port authenticates its caller (agentd's API wants the
+// gateway's token, its registry OPA's token). Files go into per-workload volumes named after
 // their content hash, mounted read-only, so a changed file means a new volume and a new
 // container for exactly that workload, and a stale file can never linger.
 
@@ -45,24 +49,42 @@ export function uploadsFor(dir: string, files: WorkloadFiles): docker.types.inpu
   });
 }
 
-/** How workloads reach each other on Docker: the workload name on the internal network. */
+/** The internal network a workload and its callers share. */
+export const dockerNetworkTo = (prefix: string, workload: string) => `${prefix}-to-${workload}`;
+
+/** How workloads reach each other on Docker: the workload name on its own internal network. */
 export function dockerAddress(workload: string, port: number) {
   return { host: workload, port };
 }
 
 export class DockerTarget extends pulumi.ComponentResource implements Target {
   readonly kind = 'docker' as const;
-  readonly internal: docker.Network;
   readonly edge: docker.Network;
   private readonly args: DockerTargetArgs;
+  private readonly name: string;
+  private readonly networks = new Map<string, docker.Network>();
 
   constructor(name: string, args: DockerTargetArgs, opts?: pulumi.ComponentResourceOptions) {
     super('agentd:targets:DockerTarget', name, {}, opts);
     this.args = args;
+    this.name = name;
     const labels = [{ label: STACK_LABEL, value: args.prefix }];
-    this.internal = new docker.Network(`${name}-internal`, { name: `${args.prefix}-internal`, internal: true, labels }, { parent: this });
     this.edge = new docker.Network(`${name}-edge`, { name: `${args.prefix}-edge`, labels }, { parent: this });
-    this.registerOutputs({ internalNetwork: this.internal.name, edgeNetwork: this.edge.name });
+    this.registerOutputs({ edgeNetwork: this.edge.name });
+  }
+
+  /** The internal network of `workload`: it and the workloads that call it (created on first use). */
+  private networkTo(workload: string): docker.Network {
+    let n = this.networks.get(workload);
+    if (!n) {
+      n = new docker.Network(`${this.name}-to-${workload}`, {
+        name: dockerNetworkTo(this.args.prefix, workload),
+        internal: true,
+        labels: [{ label: STACK_LABEL, value: this.args.prefix }],
+      }, { parent: this });
+      this.networks.set(workload, n);
+    }
+    return n;
   }
 
   address(workload: string, port: number) {
@@ -72,6 +94,9 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
   /** Creates the volumes and the container of one workload, as children of `parent`. */
   deploy(w: Workload, parent: pulumi.Resource, baseName: string, dependsOn: pulumi.Resource[] = []): DeployedWorkload {
     const { prefix } = this.args;
+    if (w.mountedSecrets && w.mountedSecrets.length > 0) {
+      throw new Error(`${w.name}: the Docker target cannot mount existing Secrets (${w.mountedSecrets.map((m) => m.secretName).join(', ')}); give the files as secret stack config`);
+    }
     const name = `${prefix}-${w.name}`;
     const labels = [{ label: STACK_LABEL, value: prefix }, { label: WORKLOAD_LABEL, value: w.name }];
     const hash = workloadHash(w);
@@ -122,7 +147,8 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
         command: w.command.slice(1),
         envs: Object.entries(w.env).map(([k, v]) => pulumi.interpolate`${k}=${v}`),
         networksAdvanced: [
-          { name: this.internal.name, aliases: [w.name] },
+          { name: this.networkTo(w.name).name, aliases: [w.name] },
+          ...[...new Set(w.talksTo.map((p) => p.workload))].sort().map((peer) => ({ name: this.networkTo(peer).name })),
           ...(edge ? [{ name: this.edge.name, aliases: [w.name] }] : []),
           ...(w.internet ? this.args.extraEdgeNetworks.map((n) => ({ name: n })) : []),
         ],

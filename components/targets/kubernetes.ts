@@ -80,6 +80,9 @@ export function publishedEndpoint(
   return `${host}:${port}`;
 }
 
+/** The Service that takes a published workload's traffic from outside the cluster (NodePort, LoadBalancer). */
+export const publicServiceName = (workload: string) => `${workload}-public`;
+
 export const kubernetesAddress = (namespace: string) => (workload: string, port: number) => ({
   host: `${workload}.${namespace}.svc.cluster.local`,
   port,
@@ -198,6 +201,7 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
               volumeMounts: [
                 { name: 'config', mountPath: w.configDir, readOnly: true },
                 ...(secretNames.length > 0 ? [{ name: 'secrets', mountPath: w.secretDir, readOnly: true }] : []),
+                ...(w.mountedSecrets ?? []).map((m, i) => ({ name: `mounted-secret-${i}`, mountPath: m.mountPath, readOnly: true })),
                 ...(w.dataVolume ? [{ name: 'data', mountPath: w.dataVolume.mountPath }] : []),
                 { name: 'tmp', mountPath: '/tmp' },
               ],
@@ -205,6 +209,7 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
             volumes: [
               { name: 'config', configMap: { name: `${w.name}-config`, items: configItems } },
               ...(secretNames.length > 0 ? [{ name: 'secrets', secret: { secretName, items: secretNames.map((n) => ({ key: fileKey(n), path: n })) } }] : []),
+              ...(w.mountedSecrets ?? []).map((m, i) => ({ name: `mounted-secret-${i}`, secret: { secretName: m.secretName } })),
               ...(claim ? [{ name: 'data', persistentVolumeClaim: { claimName: `${w.name}-data` } }] : []),
               { name: 'tmp', emptyDir: { medium: 'Memory', sizeLimit: '64Mi' } },
             ],
@@ -213,20 +218,29 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
       },
     }, { ...child, dependsOn: [...after, ...mounted] });
 
-    const published = w.publish !== undefined;
-    const service = new k8s.core.v1.Service(`${baseName}-service`, {
-      metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
-      spec: {
-        type: published ? this.args.exposure : 'ClusterIP',
-        selector: { [NAME_LABEL]: w.name },
-        ports: w.ports.map((p) => ({
+    // Inside the cluster: every port, on a ClusterIP Service named after the workload (the
+    // published port at its published number). Outside it (NodePort, LoadBalancer): a second
+    // Service with the published port alone, so no other port (stats, admin) leaves the cluster.
+    const servicePorts = (only?: number) =>
+      w.ports
+        .filter((p) => only === undefined || p.port === only)
+        .map((p) => ({
           name: p.name,
-          port: published && p.port === w.publish?.port ? w.publish.hostPort : p.port,
+          port: p.port === w.publish?.port ? w.publish.hostPort : p.port,
           targetPort: p.port,
           appProtocol: p.protocol === 'http2' ? 'kubernetes.io/h2c' : 'http',
-        })),
-      },
+        }));
+    const service = new k8s.core.v1.Service(`${baseName}-service`, {
+      metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
+      spec: { type: 'ClusterIP', selector: { [NAME_LABEL]: w.name }, ports: servicePorts() },
     }, child);
+    const external = w.publish !== undefined && this.args.exposure !== 'ClusterIP';
+    const publicService = external
+      ? new k8s.core.v1.Service(`${baseName}-public-service`, {
+          metadata: { name: publicServiceName(w.name), namespace: ns, labels, annotations: this.annotations() },
+          spec: { type: this.args.exposure, selector: { [NAME_LABEL]: w.name }, ports: servicePorts(w.publish!.port) },
+        }, child)
+      : service;
 
     if (w.replicas > 1) {
       new k8s.policy.v1.PodDisruptionBudget(`${baseName}-pdb`, {
@@ -240,8 +254,8 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
     return {
       resource: deployment,
       hash,
-      endpoint: service.status.apply((st) => publishedEndpoint(ns, w.name, port, st?.loadBalancer?.ingress)),
-      ...(this.args.exposure === 'NodePort' ? { nodePort: service.spec.apply((sp) => servicePort(sp.ports)) } : {}),
+      endpoint: publicService.status.apply((st) => publishedEndpoint(ns, w.name, port, st?.loadBalancer?.ingress)),
+      ...(this.args.exposure === 'NodePort' ? { nodePort: publicService.spec.apply((sp) => servicePort(sp.ports)) } : {}),
     };
   }
 
@@ -252,19 +266,22 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
    */
   connect(): void {
     const ns = this.args.namespace;
-    const byName = new Map(this.workloads.map((w) => [w.name, w]));
     for (const w of this.workloads) {
-      const callers = this.workloads.filter((c) => c.talksTo.includes(w.name)).map((c) => c.name);
+      // One ingress rule per caller, opening exactly the ports that caller talks to.
+      const callers = this.workloads
+        .map((c) => ({ caller: c.name, ports: [...new Set(c.talksTo.filter((p) => p.workload === w.name).map((p) => p.port))].sort((a, b) => a - b) }))
+        .filter((c) => c.ports.length > 0);
       const ingress = [
-        ...(callers.length > 0
-          ? [{ from: [{ podSelector: { matchExpressions: [{ key: NAME_LABEL, operator: 'In', values: callers }] } }], ports: w.ports.map((p) => ({ port: p.port, protocol: 'TCP' })) }]
-          : []),
+        ...callers.map((c) => ({
+          from: [{ podSelector: { matchLabels: { [NAME_LABEL]: c.caller } } }],
+          ports: c.ports.map((port) => ({ port, protocol: 'TCP' })),
+        })),
         ...(w.publish ? [{ ports: [{ port: w.publish.port, protocol: 'TCP' }] }] : []),
       ];
       const egress = [
         ...w.talksTo.map((t) => ({
-          to: [{ podSelector: { matchLabels: { [NAME_LABEL]: t } } }],
-          ports: (byName.get(t)?.ports ?? []).map((p) => ({ port: p.port, protocol: 'TCP' })),
+          to: [{ podSelector: { matchLabels: { [NAME_LABEL]: t.workload } } }],
+          ports: [{ port: t.port, protocol: 'TCP' }],
         })),
         { to: [{ namespaceSelector: {}, podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } } }], ports: [{ port: 53, protocol: 'UDP' }, { port: 53, protocol: 'TCP' }] },
         ...(w.internet ? [{ to: [{ ipBlock: { cidr: '0.0.0.0/0', except: NON_INTERNET_CIDRS } }], ports: [{ port: 443, protocol: 'TCP' }, { port: 80, protocol: 'TCP' }] }] : []),

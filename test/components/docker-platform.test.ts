@@ -11,15 +11,19 @@ import { installMocks, isSecret, isSecretValue, testImages, unwrap, value, type 
 const created = installMocks();
 const images = testImages;
 
-function build(spec = shippedSpec(), configRaw: Record<string, string> = {}) {
+const TLS_CERT = '-----BEGIN CERTIFICATE-----\nMIIBcert-plaintext\n-----END CERTIFICATE-----\n';
+const TLS_KEY = '-----BEGIN PRIVATE KEY-----\nMIIBkey-plaintext\n-----END PRIVATE KEY-----\n';
+
+function build(spec = shippedSpec(), configRaw: Record<string, string> = {}, prefix = 'agentd-test') {
   const config = parseStackConfig({ 'agentd:target': 'docker', ...configRaw });
-  const target = new DockerTarget('docker', { prefix: 'agentd-test', bindAddress: config.gateway.bindAddress, extraEdgeNetworks: [] });
-  const credentials = { openai: pulumi.secret('sk-openai-plaintext'), httpbin: pulumi.secret('httpbin-plaintext') };
-  return new Platform('agentd', { spec, config, images, target, credentials });
+  const target = new DockerTarget(`docker-${prefix}`, { prefix, bindAddress: config.gateway.bindAddress, extraEdgeNetworks: [] });
+  const credentials = { openai: pulumi.secret('sk-openai-plaintext'), github: pulumi.secret('github-plaintext') };
+  const gatewayTls = config.gateway.tls ? { gatewayTls: { certificate: pulumi.secret(TLS_CERT), privateKey: pulumi.secret(TLS_KEY) } } : {};
+  return new Platform(`agentd-${prefix}`, { spec, config, images, target, credentials, ...gatewayTls });
 }
 
 let platform: Platform;
-const allContainers = () => created.filter((c) => c.type === 'docker:index/container:Container');
+const allContainers = () => created.filter((c) => c.type === 'docker:index/container:Container' && String(c.inputs.name).startsWith('agentd-test-'));
 const role = (c: Created) => c.inputs.labels.find((l: any) => l.label === 'agentd.role')?.value;
 const containers = () => allContainers().filter((c) => role(c) === 'workload');
 const seed = (name: string) => allContainers().find((c) => role(c) === 'files' && c.inputs.labels.some((l: any) => l.label === 'agentd.workload' && l.value === name))!;
@@ -34,12 +38,19 @@ beforeAll(async () => {
 });
 
 describe('Platform on the Docker target', () => {
-  it('creates the four workloads, two networks, one API key per client, one token key', () => {
+  it('creates the four workloads, an internal network per workload and the edge, one API key per client, the token key and the two caller tokens', () => {
     expect(containers().map((c) => c.inputs.name).sort()).toEqual(['agentd-test-agentd', 'agentd-test-egress', 'agentd-test-gateway', 'agentd-test-opa']);
-    const nets = created.filter((c) => c.type === 'docker:index/network:Network');
-    expect(nets.map((n) => [n.inputs.name, n.inputs.internal ?? false]).sort()).toEqual([['agentd-test-edge', false], ['agentd-test-internal', true]]);
-    const keys = created.filter((c) => c.type === 'random:index/randomPassword:RandomPassword');
-    expect(keys.map((k) => k.name).sort()).toEqual([...shippedSpec().clients.map((c) => `agentd-key-${c.id}`), 'agentd-token-key'].sort());
+    const nets = created.filter((c) => c.type === 'docker:index/network:Network' && String(c.inputs.name).startsWith('agentd-test-'));
+    expect(nets.map((n) => [n.inputs.name, n.inputs.internal ?? false]).sort()).toEqual([
+      ['agentd-test-edge', false],
+      ['agentd-test-to-agentd', true],
+      ['agentd-test-to-egress', true],
+      ['agentd-test-to-gateway', true],
+      ['agentd-test-to-opa', true],
+    ]);
+    const keys = created.filter((c) => c.type === 'random:index/randomPassword:RandomPassword' && c.name.startsWith('agentd-agentd-test-'));
+    const expected = [...shippedSpec().clients.map((c) => `key-${c.id}`), 'token-key', 'gateway-token', 'registry-token'].map((n) => `agentd-agentd-test-${n}`);
+    expect(keys.map((k) => k.name).sort()).toEqual(expected.sort());
   });
 
   it('hardens every container: non-root, read-only root, no capabilities, no new privileges, restart policy, health check', () => {
@@ -60,12 +71,17 @@ describe('Platform on the Docker target', () => {
     expect(published[0]!.inputs.ports).toEqual([{ internal: 8080, external: 8080, ip: '127.0.0.1', protocol: 'tcp' }]);
   });
 
-  it('keeps agentd and OPA off the edge network; egress and gateway join it', () => {
+  it('shares a network only between peers: a workload reaches only what it talks to; agentd and OPA stay off the edge', () => {
     const nets = (name: string) => container(name).inputs.networksAdvanced.map((n: any) => n.name);
-    expect(nets('agentd')).toEqual(['agentd-test-internal']);
-    expect(nets('opa')).toEqual(['agentd-test-internal']);
-    expect(nets('egress')).toEqual(['agentd-test-internal', 'agentd-test-edge']);
-    expect(nets('gateway')).toEqual(['agentd-test-internal', 'agentd-test-edge']);
+    expect(nets('agentd')).toEqual(['agentd-test-to-agentd', 'agentd-test-to-egress']);
+    expect(nets('opa')).toEqual(['agentd-test-to-opa', 'agentd-test-to-agentd']);
+    expect(nets('egress')).toEqual(['agentd-test-to-egress', 'agentd-test-to-opa', 'agentd-test-edge']);
+    expect(nets('gateway')).toEqual(['agentd-test-to-gateway', 'agentd-test-to-agentd', 'agentd-test-to-opa', 'agentd-test-edge']);
+    // Each workload is known by its name only on its own network.
+    for (const w of ['agentd', 'opa', 'egress', 'gateway']) {
+      const own = container(w).inputs.networksAdvanced.filter((n: any) => (n.aliases ?? []).includes(w));
+      expect(own.map((n: any) => n.name), w).toEqual([`agentd-test-to-${w}`, ...(['egress', 'gateway'].includes(w) ? ['agentd-test-edge'] : [])]);
+    }
   });
 
   it('labels each container with its content hash and mounts its files from a volume named after it', () => {
@@ -85,8 +101,11 @@ describe('Platform on the Docker target', () => {
 
   it('delivers the bundle to OPA and the Envoy configs to the proxies', () => {
     const files = (name: string) => uploads(seed(name)).map((u: any) => u.file);
-    expect(files('opa')).toEqual(['/etc/agentd/opa/agentd-bundle.tar.gz', '/etc/agentd/opa/config.yaml', '/etc/agentd/opa/mask.rego']);
-    expect(files('gateway')).toEqual(['/etc/agentd/gateway/envoy.yaml']);
+    expect(files('opa').filter((f) => f.startsWith('/etc/'))).toEqual(['/etc/agentd/opa/agentd-bundle.tar.gz', '/etc/agentd/opa/config.yaml', '/etc/agentd/opa/mask.rego']);
+    expect(files('gateway')).toEqual(['/etc/agentd/gateway/envoy.yaml', '/etc/agentd/gateway/sds/agentd-token.sds.json', '/run/secrets/agentd/gateway-token']);
+    expect(files('agentd')).toEqual(['/run/secrets/agentd/gateway-token', '/run/secrets/agentd/jwks.json', '/run/secrets/agentd/registry-token']);
+    expect(files('opa')).toHaveLength(4);
+    expect(files('opa')).toContain('/run/secrets/agentd/registry-token');
     expect(files('egress')).toEqual(expect.arrayContaining(['/etc/agentd/egress/envoy.yaml', '/etc/agentd/egress/sds/openai.sds.json', '/run/secrets/agentd/jwks.json', '/run/secrets/agentd/credentials/openai.credential']));
   });
 
@@ -95,11 +114,27 @@ describe('Platform on the Docker target', () => {
     const plain = JSON.stringify(seeds.map((c) => uploads(c).filter((u: any) => !u.file.startsWith('/run/secrets/'))));
     // The uploads that carry secrets reach the provider as secrets.
     const withSecrets = seeds.filter((c) => uploads(c).some((u: any) => u.file.startsWith('/run/secrets/')));
-    expect(withSecrets.map(workloadOf).sort()).toEqual(['agentd', 'egress']);
+    expect(withSecrets.map(workloadOf).sort()).toEqual(['agentd', 'egress', 'gateway', 'opa']);
     expect(withSecrets.every((c) => isSecretValue(c.inputs.uploads))).toBe(true);
     expect(plain).not.toContain('sk-openai-plaintext');
-    expect(plain).not.toContain('httpbin-plaintext');
+    expect(plain).not.toContain('github-plaintext');
     expect(plain).not.toMatch(/agk_/);
+  });
+
+  it('with a certificate in stack config: the gateway serves TLS, the certificate and key only as secret files, the URL is https', async () => {
+    const tlsPlatform = build(shippedSpec(), { 'gateway:tlsCertificate': TLS_CERT, 'gateway:tlsPrivateKey': TLS_KEY, 'agentd:gateway': JSON.stringify({ bindAddress: '0.0.0.0' }) }, 'agentd-tls');
+    expect(await value(tlsPlatform.gatewayUrl)).toBe('https://127.0.0.1:8080');
+    await new Promise((r) => setTimeout(r, 50));
+    const gwSeed = created.find((c) => c.type === 'docker:index/container:Container' && String(c.inputs.name).startsWith('agentd-tls-gateway-files'))!;
+    const all = uploads(gwSeed);
+    expect(all.map((u: any) => u.file)).toEqual([
+      '/etc/agentd/gateway/envoy.yaml', '/etc/agentd/gateway/sds/agentd-token.sds.json', '/etc/agentd/gateway/sds/tls.sds.json',
+      '/run/secrets/agentd/gateway-token', '/run/secrets/agentd/tls.crt', '/run/secrets/agentd/tls.key',
+    ]);
+    expect(isSecretValue(gwSeed.inputs.uploads)).toBe(true);
+    const plain = JSON.stringify(all.filter((u: any) => !u.file.startsWith('/run/secrets/')));
+    expect(plain).not.toContain('key-plaintext');
+    expect(plain).toContain('tls_certificate');
   });
 
   it('keeps the API keys output secret and the policy revision plain', async () => {

@@ -22,7 +22,7 @@ function build(configRaw: Record<string, string>, spec = shippedSpec(), createSe
 
 let platform: Platform;
 beforeAll(async () => {
-  platform = build({ 'agentd:gateway': JSON.stringify({ replicas: 2, exposure: 'LoadBalancer', port: 443 }), 'agentd:egress': JSON.stringify({ replicas: 3 }), 'agentd:kubernetes': JSON.stringify({ namespace: 'agentd-prod' }) });
+  platform = build({ 'agentd:gateway': JSON.stringify({ replicas: 2, exposure: 'LoadBalancer', port: 443, tls: { secretName: 'agentd-gateway-tls' } }), 'agentd:egress': JSON.stringify({ replicas: 3 }), 'agentd:kubernetes': JSON.stringify({ namespace: 'agentd-prod' }) });
   await value(platform.contentHashes);
   await new Promise((r) => setTimeout(r, 100));
 });
@@ -33,7 +33,7 @@ describe('Platform on the Kubernetes target', () => {
     const deployments = of('kubernetes:apps/v1:Deployment').map((d) => d.inputs.metadata.name).sort();
     expect(deployments).toEqual(['agentd', 'egress', 'gateway', 'opa']);
     expect(of('kubernetes:core/v1:ConfigMap').map((c) => c.inputs.metadata.name).sort()).toEqual(['agentd-config', 'egress-config', 'gateway-config', 'opa-config']);
-    expect(of('kubernetes:core/v1:Service').map((c) => c.inputs.metadata.name).sort()).toEqual(deployments);
+    expect(of('kubernetes:core/v1:Service').map((c) => c.inputs.metadata.name).sort()).toEqual([...deployments, 'gateway-public'].sort());
     for (const c of created.filter((x) => x.inputs.metadata?.namespace)) expect(c.inputs.metadata.namespace).toBe('agentd-prod');
   });
 
@@ -57,15 +57,28 @@ describe('Platform on the Kubernetes target', () => {
     expect(of('kubernetes:policy/v1:PodDisruptionBudget').map((p) => p.inputs.metadata.name).sort()).toEqual(['egress', 'gateway']);
   });
 
-  it('exposes only the gateway, with the configured Service type and port', () => {
-    const gw = named('kubernetes:core/v1:Service', 'gateway').inputs.spec;
-    expect(gw.type).toBe('LoadBalancer');
-    expect(gw.ports.find((p: any) => p.name === 'http')).toMatchObject({ port: 443, targetPort: 8080 });
-    for (const n of ['egress', 'opa', 'agentd']) expect(named('kubernetes:core/v1:Service', n).inputs.spec.type).toBe('ClusterIP');
+  it("exposes only the gateway's API port, with the configured Service type and port; every other port stays inside the cluster", () => {
+    const pub = named('kubernetes:core/v1:Service', 'gateway-public').inputs.spec;
+    expect(pub.type).toBe('LoadBalancer');
+    expect(pub.ports).toEqual([{ name: 'http', port: 443, targetPort: 8080, appProtocol: 'http' }]);
+    expect(named('kubernetes:core/v1:Service', 'gateway').inputs.spec.ports.map((p: any) => p.name)).toEqual(['http', 'stats']);
+    for (const n of ['gateway', 'egress', 'opa', 'agentd']) expect(named('kubernetes:core/v1:Service', n).inputs.spec.type).toBe('ClusterIP');
+  });
+
+  it('serves TLS from the named Secret, mounted read-only into the gateway only', () => {
+    const pod = named('kubernetes:apps/v1:Deployment', 'gateway').inputs.spec.template.spec;
+    expect(pod.volumes.filter((v: any) => v.secret?.secretName === 'agentd-gateway-tls')).toHaveLength(1);
+    const vol = pod.volumes.find((v: any) => v.secret?.secretName === 'agentd-gateway-tls');
+    expect(pod.containers[0].volumeMounts.find((m: any) => m.name === vol.name)).toEqual({ name: vol.name, mountPath: '/run/secrets/agentd-tls', readOnly: true });
+    const cm = JSON.stringify(unwrap(named('kubernetes:core/v1:ConfigMap', 'gateway-config').inputs.data));
+    expect(cm).toContain('/run/secrets/agentd-tls/tls.crt');
+    for (const n of ['egress', 'opa', 'agentd']) {
+      expect(JSON.stringify(named('kubernetes:apps/v1:Deployment', n).inputs.spec.template.spec.volumes)).not.toContain('agentd-gateway-tls');
+    }
   });
 
   it('gives the gateway endpoint as outputs: the load balancer address once assigned, else the cluster DNS name', async () => {
-    expect(await value(platform.gatewayUrl)).toBe('http://gateway.agentd-prod.svc.cluster.local:443');
+    expect(await value(platform.gatewayUrl)).toBe('https://gateway.agentd-prod.svc.cluster.local:443');
     expect(await value(platform.grpcEndpoint)).toBe('gateway.agentd-prod.svc.cluster.local:443');
     expect(platform.gatewayNodePort).toBeUndefined();
     expect(publishedEndpoint('agentd-prod', 'gateway', 443, [{ ip: '203.0.113.7' }])).toBe('203.0.113.7:443');
@@ -79,7 +92,7 @@ describe('Platform on the Kubernetes target', () => {
 
   it('keeps secrets in Secrets only, and marked secret', () => {
     const secrets = of('kubernetes:core/v1:Secret');
-    expect(secrets.map((s) => s.inputs.metadata.name).sort()).toEqual(['agentd-secrets', 'egress-secrets']);
+    expect(secrets.map((s) => s.inputs.metadata.name).sort()).toEqual(['agentd-secrets', 'egress-secrets', 'gateway-secrets', 'opa-secrets']);
     const egress = named('kubernetes:core/v1:Secret', 'egress-secrets');
     expect(isSecretValue(egress.inputs.stringData) || Object.values(egress.inputs.stringData).every(isSecretValue)).toBe(true);
     expect(unwrap(egress.inputs.stringData)['credentials__openai.credential']).toBeDefined();
@@ -87,14 +100,16 @@ describe('Platform on the Kubernetes target', () => {
     expect(configMaps).not.toContain('sk-openai-plaintext');
   });
 
-  it('denies by default, and lets only the gateway take outside traffic, only agentd reach egress, only the proxies reach OPA', () => {
+  it('denies by default, and lets only the gateway take outside traffic, only agentd reach egress, only the proxies reach OPA, each on the ports it needs', () => {
     const policies = of('kubernetes:networking.k8s.io/v1:NetworkPolicy');
     expect(policies.find((p) => p.inputs.metadata.name === 'default-deny')?.inputs.spec).toEqual({ podSelector: {}, policyTypes: ['Ingress', 'Egress'] });
     const policy = (n: string) => policies.find((p) => p.inputs.metadata.name === n)!.inputs.spec;
-    const callers = (n: string) => policy(n).ingress.flatMap((r: any) => (r.from ?? []).flatMap((f: any) => f.podSelector.matchExpressions[0].values));
-    expect(callers('opa').sort()).toEqual(['egress', 'gateway']);
-    expect(callers('egress')).toEqual(['agentd']);
-    expect(callers('agentd')).toEqual(['gateway']);
+    const callers = (n: string) => policy(n).ingress.filter((r: any) => r.from).map((r: any) => `${r.from[0].podSelector.matchLabels['app.kubernetes.io/name']}:${r.ports.map((p: any) => p.port).join(',')}`);
+    expect(callers('opa').sort()).toEqual(['egress:9191', 'gateway:9191']);
+    expect(callers('egress')).toEqual(['agentd:8443']);
+    // The gateway reaches agentd's API (HTTP, gRPC); OPA only its HTTP port (the sandbox registry).
+    expect(callers('agentd').sort()).toEqual(['gateway:8090,9500', 'opa:8090']);
+    expect(policy('gateway').ingress.filter((r: any) => !r.from)).toEqual([{ ports: [{ port: 8080, protocol: 'TCP' }] }]);
     expect(policy('gateway').ingress.some((r: any) => !r.from)).toBe(true);
     expect(policy('agentd').ingress.every((r: any) => r.from)).toBe(true);
     const egressTargets = (n: string) => policy(n).egress.flatMap((r: any) => (r.to ?? []).map((t: any) => t.podSelector?.matchLabels?.['app.kubernetes.io/name'] ?? t.podSelector?.matchLabels?.['k8s-app'] ?? (t.ipBlock ? 'internet' : '?')));
@@ -107,10 +122,11 @@ describe('Platform on the Kubernetes target', () => {
 describe('NodePort exposure', () => {
   it('outputs the node port the cluster assigned', async () => {
     created.length = 0;
-    const p = build({ 'agentd:gateway': JSON.stringify({ exposure: 'NodePort' }) });
+    const p = build({ 'agentd:gateway': JSON.stringify({ exposure: 'NodePort', allowPlaintext: true }) });
     await value(p.contentHashes);
     await new Promise((r) => setTimeout(r, 100));
-    expect(named('kubernetes:core/v1:Service', 'gateway').inputs.spec.type).toBe('NodePort');
+    expect(named('kubernetes:core/v1:Service', 'gateway-public').inputs.spec.type).toBe('NodePort');
+    expect(await value(p.gatewayUrl)).toBe('http://gateway.agentd.svc.cluster.local:8080');
     // The mocks echo inputs as state: no node port assigned, so 0. The real API server assigns
     // one (test/k8s checks it against kubectl).
     expect(await value(p.gatewayNodePort!)).toBe(0);

@@ -42,7 +42,7 @@ describe('monitoring on the Docker target', () => {
 describe('monitoring on the Kubernetes target', () => {
   it('gives Alloy read access to pods through a Role, and lets Prometheus reach every scrape target', async () => {
     created.length = 0;
-    const config = parseStackConfig({ 'agentd:target': 'kubernetes', 'agentd:monitoring': JSON.stringify({ enabled: true }), 'agentd:gateway': JSON.stringify({ exposure: 'LoadBalancer', port: 443 }) });
+    const config = parseStackConfig({ 'agentd:target': 'kubernetes', 'agentd:monitoring': JSON.stringify({ enabled: true }), 'agentd:gateway': JSON.stringify({ exposure: 'LoadBalancer', port: 443, allowPlaintext: true }) });
     const target = new KubernetesTarget('kubernetes', { namespace: 'agentd', provider: new k8s.Provider('k8s', {}), exposure: config.gateway.exposure, skipAwait: true, createSecrets: true });
     const p = new Platform('agentd', { spec: shippedSpec(), config, images: testImages, target, credentials: { openai: pulumi.secret('x') } });
     expect(await value(p.monitoring!.grafanaUrl)).toBe('http://grafana.agentd.svc.cluster.local:3000');
@@ -50,8 +50,12 @@ describe('monitoring on the Kubernetes target', () => {
     const role = created.find((c) => c.type === 'kubernetes:rbac.authorization.k8s.io/v1:Role')!;
     expect(role.inputs.rules[0].resources).toEqual(['pods', 'pods/log', 'namespaces']);
     const policies = created.filter((c) => c.type === 'kubernetes:networking.k8s.io/v1:NetworkPolicy');
-    const callers = (n: string) => policies.find((x) => x.inputs.metadata.name === n)!.inputs.spec.ingress.flatMap((r: any) => (r.from ?? []).flatMap((f: any) => f.podSelector.matchExpressions[0].values));
-    for (const w of ['gateway', 'egress', 'opa', 'agentd']) expect(callers(w), w).toContain('prometheus');
+    const rules = (n: string) => policies.find((x) => x.inputs.metadata.name === n)!.inputs.spec.ingress.filter((r: any) => r.from);
+    const callers = (n: string) => rules(n).map((r: any) => r.from[0].podSelector.matchLabels['app.kubernetes.io/name']);
+    const portsFor = (n: string, caller: string) => rules(n).find((r: any) => r.from[0].podSelector.matchLabels['app.kubernetes.io/name'] === caller).ports.map((p: any) => p.port);
+    // Prometheus reaches each workload's metrics port and nothing else (never agentd's API).
+    const metricsPorts = { gateway: [9902], egress: [9902], opa: [8282], agentd: [9464] };
+    for (const [w, ports] of Object.entries(metricsPorts)) expect(portsFor(w, 'prometheus'), w).toEqual(ports);
     expect(callers('loki').sort()).toEqual(['alloy', 'grafana']);
     // Only the gateway takes outside traffic: Grafana and Prometheus stay ClusterIP on their own
     // ports (a LoadBalancer gateway on 443 must not turn them into LoadBalancers on 443).

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { parseStackConfig } from '../../components/config.ts';
 import { platformRenderInput } from '../../components/platform.ts';
-import { ENVOY_CONFIG_FILE, fileBytes, renderPlatform, type PlatformRenderInput } from '../../components/render/platform.ts';
+import { ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES, fileBytes, renderPlatform, type PlatformRenderInput } from '../../components/render/platform.ts';
 import { dockerAddress } from '../../components/targets/docker.ts';
 import { sha256Hex } from '../../policy/bundle.ts';
 import { run, toolPath } from '../support/tools.ts';
@@ -19,7 +19,7 @@ const k8sAddress = (w: string, port: number) => ({ host: `${w}.agentd.svc.cluste
 const loopback = (_w: string, port: number) => ({ host: '127.0.0.1', port });
 
 /** Points every file path at a temp dir holding real files, so validation can open them. */
-function materialise(input: PlatformRenderInput, dir: string, tls: boolean): PlatformRenderInput {
+function materialise(input: PlatformRenderInput, dir: string): PlatformRenderInput {
   const f = (name: string, content: string) => {
     const p = join(dir, name);
     mkdirSync(join(p, '..'), { recursive: true });
@@ -29,34 +29,50 @@ function materialise(input: PlatformRenderInput, dir: string, tls: boolean): Pla
   const jwks = f('secrets/jwks.json', JSON.stringify({ keys: [{ kty: 'oct', kid: 'k', alg: 'HS256', k: 'c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0' }] }));
   const credDir = join(dir, 'secrets/credentials');
   for (const id of input.egress.configuredCredentials) f(`secrets/credentials/${id}.credential`, 'x');
-  let tlsFiles: { certChainFile: string; privateKeyFile: string } | undefined;
-  if (tls) {
+  const token = f('secrets/gateway-token', 'gateway-token-value');
+  let tls: { certificateChain: string; privateKey: string } | undefined;
+  if (input.gateway.tls) {
     execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'tls.key'), '-out', join(dir, 'tls.pem'), '-days', '1', '-subj', '/CN=gateway'], { stdio: 'pipe' });
-    tlsFiles = { certChainFile: join(dir, 'tls.pem'), privateKeyFile: join(dir, 'tls.key') };
+    tls = { certificateChain: join(dir, 'tls.pem'), privateKey: join(dir, 'tls.key') };
   }
   return {
     ...input,
-    gateway: { ...input.gateway, ...(tlsFiles ? { tls: { port: 8444, ...tlsFiles } } : {}) },
+    gateway: {
+      ...input.gateway,
+      agentdTokenSdsFile: join(dir, 'gateway', GATEWAY_SDS_FILES.agentdToken),
+      ...(tls ? { tls: { sdsFile: join(dir, 'gateway', GATEWAY_SDS_FILES.tls) } } : {}),
+    },
+    gatewaySecrets: { agentdTokenFile: token, ...(tls ? { tls } : {}) },
     egress: { ...input.egress, jwksFile: jwks, sdsDir: join(dir, 'egress/sds'), credentialDir: credDir, caBundleFile: '/etc/ssl/certs/ca-certificates.crt' },
   };
 }
 
-const variants: [string, (w: string, p: number) => { host: string; port: number }, Record<string, string>, string[], boolean][] = [
-  ['docker, all credentials', dockerAddress, {}, ['openai', 'anthropic', 'github', 'slack', 'httpbin'], false],
-  ['docker, no credentials, stand-in upstream', dockerAddress, { 'agentd:egress': JSON.stringify({ upstreams: { httpbin: 'http://standin:8080' } }) }, [], false],
-  ['kubernetes service DNS, TLS listener', k8sAddress, {}, ['openai'], true],
-  ['loopback (harness)', loopback, {}, ['httpbin'], false],
+const TLS_CONFIG = { 'gateway:tlsCertificate': '-----BEGIN CERTIFICATE-----', 'gateway:tlsPrivateKey': '-----BEGIN PRIVATE KEY-----' };
+const variants: [string, (w: string, p: number) => { host: string; port: number }, Record<string, string>, string[]][] = [
+  ['docker, all credentials', dockerAddress, {}, ['openai', 'anthropic', 'github', 'slack']],
+  ['docker, no credentials, stand-in upstream', dockerAddress, { 'agentd:egress': JSON.stringify({ upstreams: { httpbin: 'http://standin:8080' } }) }, []],
+  ['docker, TLS from stack config, published on every interface', dockerAddress, { ...TLS_CONFIG, 'agentd:gateway': JSON.stringify({ bindAddress: '0.0.0.0' }) }, ['openai']],
+  ['kubernetes service DNS, TLS from a Secret', k8sAddress, { 'agentd:target': 'kubernetes', 'agentd:gateway': JSON.stringify({ exposure: 'LoadBalancer', tls: { secretName: 'agentd-gateway-tls' } }) }, ['openai']],
+  ['loopback (harness)', loopback, {}, ['github']],
 ];
 
 describe('envoy --mode validate on every generated config', () => {
-  it.each(variants)('%s', (_name, address, raw, creds, tls) => {
+  it.each(variants)('%s', (_name, address, raw, creds) => {
     const dir = mkdtempSync(join(tmpdir(), 'agentd-validate-'));
     const config = parseStackConfig({ 'agentd:target': 'docker', ...raw });
-    const input = materialise(platformRenderInput(config, { address }, creds, hashes), dir, tls);
+    const input = materialise(platformRenderInput(config, { address }, creds, hashes), dir);
     const rendered = renderPlatform(spec, input);
-    for (const [p, c] of Object.entries(rendered.egress)) {
-      if (p.startsWith('sds/')) { mkdirSync(join(dir, 'egress/sds'), { recursive: true }); writeFileSync(join(dir, 'egress', p), fileBytes(c)); }
+    let sdsFiles = 0;
+    for (const proxy of ['gateway', 'egress'] as const) {
+      for (const [p, c] of Object.entries(rendered[proxy])) {
+        if (!p.startsWith('sds/')) continue;
+        mkdirSync(join(dir, proxy, 'sds'), { recursive: true });
+        writeFileSync(join(dir, proxy, p), fileBytes(c));
+        sdsFiles++;
+      }
     }
+    // The gateway's token to agentd, its certificate when TLS is on, and a file per credential.
+    expect(sdsFiles).toBe(1 + (config.gateway.tls ? 1 : 0) + creds.length);
     for (const proxy of ['gateway', 'egress'] as const) {
       const file = join(dir, `${proxy}.yaml`);
       writeFileSync(file, fileBytes(rendered[proxy][ENVOY_CONFIG_FILE]!));

@@ -1,14 +1,16 @@
 // The user's main job, for real: `pulumi up` of a stack into the local Docker engine, traffic
 // through the provisioned gateway and egress (to a stand-in upstream container that checks the
 // injected credential), a no-op preview, a policy change that restarts only OPA, invalid data
-// that stops the preview, and a destroy that leaves nothing behind.
+// that stops the preview, TLS at the gateway from secret stack config (and plaintext exposure
+// refused), the passphrase rule, and a destroy that leaves nothing behind.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTestCa } from '../harness/standin.ts';
 import { freePort } from '../harness/processes.ts';
-import { rawRequest } from '../harness/clients.ts';
+import { AgentdGrpc, rawRequest } from '../harness/clients.ts';
+import * as grpc from '@grpc/grpc-js';
 import { REPO_ROOT } from '../support/tools.ts';
 import { copyProject, type ProjectCopy } from '../support/project.ts';
 import { buildLocalImages, type LocalImages } from '../../scripts/images.ts';
@@ -17,7 +19,7 @@ const STACK = 'e2e';
 const PREFIX = `agentd-${STACK}`;
 const EXT_NET = 'agentd-e2e-ext';
 const STANDIN = 'agentd-e2e-standin';
-const CREDENTIAL = `httpbin-credential-${Date.now()}-e2e`;
+const CREDENTIAL = `github-credential-${Date.now()}-e2e`;
 
 let work: string;
 let env: NodeJS.ProcessEnv;
@@ -64,10 +66,10 @@ beforeAll(async () => {
   set('agentd:target', 'docker');
   set('agentd:images.mode', 'local');
   set('agentd:gateway.port', String(gatewayPort));
-  set('agentd:egress.upstreams.httpbin', 'https://standin:8443');
+  set('agentd:egress.upstreams.github', 'https://standin:8443');
   set('agentd:egress.caCertificates', readFileSync(ca.caFile, 'utf8'));
   set('agentd:docker.egressNetworks[0]', EXT_NET);
-  set('egress:httpbin-token', CREDENTIAL, true);
+  set('egress:github-token', CREDENTIAL, true);
 }, 900_000);
 
 afterAll(async () => {
@@ -114,18 +116,18 @@ describe('pulumi up into the local Docker engine', () => {
 
   it('runs an http_fetch through egress to the stand-in, which receives the injected credential', async () => {
     const key = outputs.apiKeys['ci']!;
-    const sbx = await rawRequest(gatewayPort, { method: 'POST', path: '/api/v1/sandboxes', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: JSON.stringify({ tier: 'restricted' }) });
-    expect(sbx.status).toBe(201);
+    const sbx = await rawRequest(gatewayPort, { method: 'POST', path: '/api/v1/sandboxes', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: JSON.stringify({ tier: 'standard' }) });
+    expect(sbx.status, sbx.body).toBe(201);
     const intent = await rawRequest(gatewayPort, {
       method: 'POST', path: `/api/v1/sandboxes/${sbx.json().id}/intents`,
       headers: { 'x-api-key': key, 'content-type': 'application/json' },
-      body: JSON.stringify({ capability: 'http_fetch', params: { service: 'httpbin', method: 'GET', path: '/get?e2e=1' } }),
+      body: JSON.stringify({ capability: 'http_fetch', params: { service: 'github', method: 'GET', path: '/repos/o/r/issues?e2e=1' } }),
     });
     expect(intent.status, intent.body).toBe(200);
     expect(intent.json().status).toBe(200);
     expect(intent.body).not.toContain(CREDENTIAL);
     const log = execFileSync('curl', ['-sk', `https://127.0.0.1:${standinPort}/__received`], { encoding: 'utf8' });
-    const got = (JSON.parse(log) as { path: string; headers: Record<string, string> }[]).filter((r) => r.path === '/get?e2e=1');
+    const got = (JSON.parse(log) as { path: string; headers: Record<string, string> }[]).filter((r) => r.path === '/repos/o/r/issues?e2e=1');
     expect(got).toHaveLength(1);
     expect(got[0]!.headers['authorization']).toBe(`Bearer ${CREDENTIAL}`);
     expect(got[0]!.headers['x-agentd-sandbox-token']).toBeUndefined();
@@ -167,6 +169,65 @@ describe('pulumi up into the local Docker engine', () => {
     expect(r.status).toBe(403);
     expect(r.json().error.code).toBe('disabled_api_key');
     expect((await get('/api/v1/status', outputs.apiKeys['admin'])).status).toBe(200);
+  }, 600_000);
+
+  it('a stack other than dev without a passphrase of its own stops before anything is encrypted, with the fix', () => {
+    const bare = { ...env };
+    delete bare['PULUMI_CONFIG_PASSPHRASE'];
+    delete bare['PULUMI_CONFIG_PASSPHRASE_FILE'];
+    const r = spawnSync(process.execPath, [join(work, 'scripts/preview.ts'), '--stack', 'staging'], { cwd: work, env: bare, encoding: 'utf8' });
+    expect(r.status, r.stdout + r.stderr).toBe(2);
+    expect(r.stderr).toContain('stack staging has no passphrase: nothing was encrypted or changed');
+    expect(r.stderr).toContain('PULUMI_CONFIG_PASSPHRASE_FILE');
+    expect(pulumi(['stack', 'ls', '--json']).stdout).not.toContain('"staging"');
+    // The public development passphrase does not pass for another stack either, even set on purpose.
+    const pub = spawnSync(process.execPath, [join(work, 'scripts/preview.ts'), '--stack', 'staging'], { cwd: work, env: { ...bare, PULUMI_CONFIG_PASSPHRASE: 'agentd-local-development' }, encoding: 'utf8' });
+    expect(pub.status).toBe(2);
+    expect(pub.stderr).toContain('public development passphrase');
+  });
+
+  it('publishing beyond loopback without TLS stops pulumi preview, naming the fix; nothing changes', () => {
+    const before = containerIds();
+    project.set('agentd:gateway.bindAddress', '0.0.0.0');
+    try {
+      const preview = pulumi(['preview'], false);
+      expect(preview.status).not.toBe(0);
+      expect(preview.out).toContain('agentd:gateway.bindAddress is 0.0.0.0');
+      expect(preview.out).toContain('has no TLS');
+      expect(preview.out).toContain('gateway:tlsCertificate');
+      expect(containerIds()).toEqual(before);
+    } finally {
+      project.set('agentd:gateway.bindAddress', '127.0.0.1');
+    }
+  }, 300_000);
+
+  it('with a certificate in secret stack config the gateway serves only HTTPS (HTTP/1.1, HTTP/2, gRPC); only the gateway is replaced', async () => {
+    const tlsDir = join(work, 'gateway-ca');
+    mkdirSync(tlsDir);
+    const ca = makeTestCa(tlsDir, 'localhost');
+    project.set('gateway:tlsCertificate', readFileSync(ca.certFile, 'utf8'), true);
+    project.set('gateway:tlsPrivateKey', readFileSync(ca.keyFile, 'utf8'), true);
+    const stackFile = readFileSync(join(work, 'stacks', `Pulumi.${STACK}.yaml`), 'utf8');
+    expect(stackFile).not.toContain('PRIVATE KEY');
+    const before = containerIds();
+    pulumi(['up', '--yes', '--skip-preview']);
+    const after = containerIds();
+    expect(after[`${PREFIX}-gateway`]).not.toBe(before[`${PREFIX}-gateway`]);
+    for (const w of ['opa', 'egress', 'agentd']) expect(after[`${PREFIX}-${w}`], w).toBe(before[`${PREFIX}-${w}`]);
+    expect(pulumi(['stack', 'output', 'gatewayUrl']).stdout.trim()).toBe(`https://127.0.0.1:${gatewayPort}`);
+    const admin = outputs.apiKeys['admin']!;
+    for (const [flag, version] of [['--http1.1', '1.1'], ['--http2', '2']] as const) {
+      const out = execFileSync('curl', ['-sS', '--max-time', '10', '--cacert', ca.caFile, '--resolve', `localhost:${gatewayPort}:127.0.0.1`, flag, '-H', `x-api-key: ${admin}`, '-w', '\n%{http_code} %{http_version}', `https://localhost:${gatewayPort}/api/v1/status`], { encoding: 'utf8' });
+      expect(out.trim().split('\n').pop(), flag).toBe(`200 ${version}`);
+    }
+    const rpc = new AgentdGrpc(`127.0.0.1:${gatewayPort}`, { caFile: ca.caFile, servername: 'localhost' });
+    try {
+      expect(await rpc.call('Status', {}, admin)).toMatchObject({ ok: true });
+      expect(await rpc.call('Status', {})).toMatchObject({ ok: false, code: grpc.status.UNAUTHENTICATED });
+    } finally {
+      rpc.close();
+    }
+    await expect(get('/api/v1/status', admin)).rejects.toThrow();
   }, 600_000);
 
   it('pulumi destroy leaves no container, network or volume of the stack', () => {

@@ -1,7 +1,9 @@
 // Clients the integration tests use: raw HTTP/1.1 (any Host, any header), HTTP/2, gRPC to
 // agentd through the gateway, and sandbox tokens minted as agentd does (or forged).
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:http2';
+import { connect as connectTcp } from 'node:net';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -60,11 +62,12 @@ const AgentdService = (grpc.loadPackageDefinition(agentdProto) as any).agentd.v1
 
 export type GrpcResult = { ok: true; value: any } | { ok: false; code: grpc.status; details: string };
 
-/** agentd's gRPC API at `address` (the gateway's), with an API key as metadata. */
+/** agentd's gRPC API at `address` (the gateway's), with an API key as metadata; over TLS when given a CA. */
 export class AgentdGrpc {
   private readonly client: any;
-  constructor(address: string) {
-    this.client = new AgentdService(address, grpc.credentials.createInsecure());
+  constructor(address: string, tls?: { caFile: string; servername: string }) {
+    const creds = tls ? grpc.credentials.createSsl(readFileSync(tls.caFile)) : grpc.credentials.createInsecure();
+    this.client = new AgentdService(address, creds, tls ? { 'grpc.ssl_target_name_override': tls.servername, 'grpc.default_authority': tls.servername } : {});
   }
   call(method: string, request: object, apiKey?: string, extra: Record<string, string> = {}): Promise<GrpcResult> {
     const md = new grpc.Metadata();
@@ -82,16 +85,17 @@ export class AgentdGrpc {
 }
 
 /** A sandbox token as agentd mints it, with any key, claims and expiry the test wants. */
-export async function mintToken(keyB64url: string, claims: { sub: string; tier: string; expInSeconds?: number; kid?: string; iss?: string; aud?: string }): Promise<string> {
+export async function mintToken(keyB64url: string, claims: { sub: string; tier: string; expInSeconds?: number | null; kid?: string; iss?: string; aud?: string }): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ tier: claims.tier })
+  const jwt = new SignJWT({ tier: claims.tier })
     .setProtectedHeader({ alg: 'HS256', kid: claims.kid ?? 'k1', typ: 'JWT' })
     .setSubject(claims.sub)
     .setIssuer(claims.iss ?? TOKEN_ISSUER)
     .setAudience(claims.aud ?? TOKEN_AUDIENCE)
-    .setIssuedAt(now - 5)
-    .setExpirationTime(now + (claims.expInSeconds ?? 600))
-    .sign(Buffer.from(keyB64url, 'base64url'));
+    .setIssuedAt(now - 5);
+  // expInSeconds: null mints a token without `exp` (which must be refused).
+  if (claims.expInSeconds !== null) jwt.setExpirationTime(now + (claims.expInSeconds ?? 600));
+  return jwt.sign(Buffer.from(keyB64url, 'base64url'));
 }
 
 /** A request to the egress proxy as agentd sends it: the service as Host, the token header. */
@@ -106,4 +110,59 @@ export function egressCall(port: number, service: string, token: string | undefi
 /** Every secret value of the stack must be absent from `text`. */
 export function secretsFoundIn(text: string, secrets: Record<string, string>): string[] {
   return Object.entries(secrets).filter(([, v]) => v && text.includes(v)).map(([k]) => k);
+}
+
+// ---- raw TCP ----------------------------------------------------------------------------------
+
+export interface RawExchange {
+  /** Status of the first response, 0 if none arrived. */
+  readonly status: number;
+  /** Everything the server sent (latin1). */
+  readonly text: string;
+  /** The body of the first response (after the blank line). */
+  readonly body: string;
+  /** The server closed the connection (or reset it) before waitMs. */
+  readonly closed: boolean;
+  readonly elapsedMs: number;
+}
+
+/**
+ * Sends bytes on a fresh TCP connection and collects what comes back until the server closes
+ * or `waitMs` passes. `drip` sends the chunks one by one, `dripMs` apart (slow clients).
+ */
+export function rawExchange(port: number, data: string | Buffer | (string | Buffer)[], opts: { waitMs?: number; dripMs?: number } = {}): Promise<RawExchange> {
+  const chunks = Array.isArray(data) ? data : [data];
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const s = connectTcp(port, '127.0.0.1');
+    let out = '';
+    let done = false;
+    let timer: NodeJS.Timeout | undefined;
+    let drip: NodeJS.Timeout | undefined;
+    const finish = (closed: boolean) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      clearInterval(drip);
+      s.destroy();
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(out);
+      const sep = out.indexOf('\r\n\r\n');
+      resolve({ status: m ? Number(m[1]) : 0, text: out, body: sep >= 0 ? out.slice(sep + 4) : '', closed, elapsedMs: Date.now() - started });
+    };
+    s.on('data', (d: Buffer) => (out += d.toString('latin1')));
+    s.on('close', () => finish(true));
+    s.on('error', () => finish(true));
+    s.on('connect', () => {
+      if (!opts.dripMs) {
+        for (const c of chunks) s.write(c);
+        return;
+      }
+      let i = 0;
+      s.write(chunks[i++]!);
+      drip = setInterval(() => {
+        if (i < chunks.length && !s.destroyed) s.write(chunks[i++]!);
+      }, opts.dripMs);
+    });
+    timer = setTimeout(() => finish(false), opts.waitMs ?? 3000);
+  });
 }

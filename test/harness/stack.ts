@@ -7,10 +7,11 @@ import { join } from 'node:path';
 import { sha256Hex } from '../../policy/bundle.ts';
 import type { PolicySpec } from '../../policy/spec.ts';
 import { credentialValueFile, type Upstream } from '../../components/render/envoy/egress.ts';
-import { envoyArgs } from '../../components/render/envoy/common.ts';
+import { DEFAULT_PROXY_LIMITS, envoyArgs, type ProxyLimits } from '../../components/render/envoy/common.ts';
 import { OPA_BUNDLE_FILE, OPA_MASK_FILE, opaRuntimeEnv } from '../../components/render/opa.ts';
-import { EGRESS_SDS_SUBDIR, ENVOY_CONFIG_FILE, OPA_CONFIG_FILE, fileBytes, renderPlatform, type FileContent, type RenderedPlatform } from '../../components/render/platform.ts';
-import { ENV, READY_PATH } from '../../agentd/src/contract.ts';
+import { EGRESS_SDS_SUBDIR, ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES, OPA_CONFIG_FILE, fileBytes, renderPlatform, type FileContent, type RenderedPlatform } from '../../components/render/platform.ts';
+import { SECRET_FILES } from '../../components/layout.ts';
+import { ENV, GATEWAY_TOKEN_HEADER, IDENTITY_HEADERS, READY_PATH } from '../../agentd/src/contract.ts';
 import { ManagedProcess, answers, freePort } from './processes.ts';
 import { StandInUpstream, makeTestCa, type TestCa } from './standin.ts';
 import { REPO_ROOT, toolPath } from '../support/tools.ts';
@@ -33,12 +34,16 @@ export interface StackOptions {
   readonly credentials?: Readonly<Record<string, string>>;
   /** `standin` (default): every service goes to the stand-in; `real`: to the policy's base URLs. */
   readonly upstreams?: 'standin' | 'real';
+  /** The gateway speaks only TLS, with a certificate for `localhost` from the stack's test CA. */
+  readonly tls?: boolean;
+  /** Override the proxies' overload and timeout limits. */
+  readonly limits?: Partial<ProxyLimits>;
 }
 
 export interface StackPorts {
   gateway: number; gatewayAdmin: number; gatewayStats: number;
   egress: number; egressAdmin: number; egressStats: number;
-  opaGrpc: number; opaHttp: number; agentdHttp: number; agentdGrpc: number; upstream: number;
+  opaGrpc: number; opaHttp: number; agentdHttp: number; agentdGrpc: number; agentdMetrics: number; upstream: number;
 }
 
 export interface Stack {
@@ -48,6 +53,16 @@ export interface Stack {
   readonly gatewayGrpc: string;
   readonly egressUrl: string;
   readonly agentdUrl: string;
+  readonly agentdMetricsUrl: string;
+  /** The per-deploy token the gateway sends agentd (a test may play a caller that has it). */
+  readonly gatewayToken: string;
+  /** The token OPA presents to fetch the sandbox registry. */
+  readonly registryToken: string;
+  /**
+   * The headers the gateway sends agentd for an admin (its token and the identity OPA answers):
+   * for a test that calls agentd directly, as the gateway does.
+   */
+  readonly asGateway: Readonly<Record<string, string>>;
   /** Plaintext API keys by client id (they exist only here and in the test). */
   readonly apiKeys: Readonly<Record<string, string>>;
   /** Plaintext upstream credentials by service id. */
@@ -76,7 +91,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   mkdirSync(dir, { recursive: true });
   const ports: StackPorts = {
     gateway: 0, gatewayAdmin: 0, gatewayStats: 0, egress: 0, egressAdmin: 0, egressStats: 0,
-    opaGrpc: 0, opaHttp: 0, agentdHttp: 0, agentdGrpc: 0, upstream: 0, ...opts.ports,
+    opaGrpc: 0, opaHttp: 0, agentdHttp: 0, agentdGrpc: 0, agentdMetrics: 0, upstream: 0, ...opts.ports,
   };
   for (const k of Object.keys(ports) as (keyof StackPorts)[]) if (!ports[k]) ports[k] = await freePort();
 
@@ -86,6 +101,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     if (!opts.credentials && s.credential && !opts.withoutCredential?.includes(s.id)) credentials[s.id] = `cred-${s.id}-${randomBytes(16).toString('hex')}`;
   }
   const signingKey = randomBytes(32).toString('base64url');
+  const gatewayToken = randomBytes(24).toString('base64url');
+  const registryToken = randomBytes(24).toString('base64url');
+  const limits: ProxyLimits = { ...DEFAULT_PROXY_LIMITS, ...opts.limits };
 
   mkdirSync(join(dir, 'ca'), { recursive: true });
   const ca = makeTestCa(join(dir, 'ca'));
@@ -106,6 +124,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       opa: loopback(ports.opaGrpc),
       maxRequestBytes: 64 * 1024,
       upstreamTimeoutSeconds: 30,
+      agentdTokenSdsFile: join(gatewayDir, GATEWAY_SDS_FILES.agentdToken),
+      ...(opts.tls ? { tls: { sdsFile: join(gatewayDir, GATEWAY_SDS_FILES.tls) } } : {}),
+      limits,
+    },
+    gatewaySecrets: {
+      agentdTokenFile: join(secretsDir, SECRET_FILES.gatewayToken),
+      ...(opts.tls ? { tls: { certificateChain: ca.certFile, privateKey: ca.keyFile } } : {}),
     },
     egress: {
       listen: { traffic: loopback(ports.egress), adminPort: ports.egressAdmin, stats: loopback(ports.egressStats) },
@@ -116,8 +141,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       caBundleFile: opts.upstreams === 'real' ? '/etc/ssl/certs/ca-certificates.crt' : ca.caFile,
       upstreams: opts.upstreams === 'real' ? {} : Object.fromEntries(Object.keys(spec.egressServices).map((id) => [id, standIn])),
       configuredCredentials: Object.keys(credentials),
+      limits,
     },
-    opa: { grpc: loopback(ports.opaGrpc), bundlePath: join(opaDir, OPA_BUNDLE_FILE) },
+    opa: {
+      grpc: loopback(ports.opaGrpc),
+      bundlePath: join(opaDir, OPA_BUNDLE_FILE),
+      registry: { url: `http://127.0.0.1:${ports.agentdHttp}`, tokenFile: join(secretsDir, SECRET_FILES.registryToken) },
+    },
     keyHashes: Object.fromEntries(Object.entries(apiKeys).map(([id, k]) => [id, sha256Hex(k)])),
   });
   write(gatewayDir, rendered.gateway);
@@ -126,6 +156,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   // Secret files, as a target writes them from Pulumi secrets.
   write(secretsDir, {
     'jwks.json': JSON.stringify({ keys: [{ kty: 'oct', kid: 'k1', alg: 'HS256', k: signingKey }] }),
+    [SECRET_FILES.gatewayToken]: gatewayToken,
+    [SECRET_FILES.registryToken]: registryToken,
     ...Object.fromEntries(Object.entries(credentials).map(([id, v]) => [`credentials/${credentialValueFile(id)}`, v])),
   });
 
@@ -168,6 +200,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
           [ENV.tokenKeyFile]: join(secretsDir, 'jwks.json'),
           [ENV.sandboxTiers]: Object.keys(spec.sandboxTiers).join(','),
           [ENV.logLevel]: 'info',
+          [ENV.metricsListen]: `127.0.0.1:${ports.agentdMetrics}`,
+          [ENV.gatewayTokenFile]: join(secretsDir, SECRET_FILES.gatewayToken),
+          [ENV.registryTokenFile]: join(secretsDir, SECRET_FILES.registryToken),
           ...opts.agentdEnv,
         },
         ready: () => answers(`http://127.0.0.1:${ports.agentdHttp}${READY_PATH}`),
@@ -177,7 +212,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
   const started: ManagedProcess[] = [];
   try {
-    for (const p of [processes.opa, processes.agentd, processes.egress, processes.gateway]) {
+    // agentd first: OPA is ready only once it has both bundles, the sandbox registry included.
+    for (const p of [processes.agentd, processes.opa, processes.egress, processes.gateway]) {
       await p.start();
       started.push(p);
     }
@@ -188,12 +224,20 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   }
 
   return {
-    dir, ports, apiKeys, credentials, signingKey, ca, upstream, rendered, processes,
+    dir, ports, apiKeys, credentials, signingKey, ca, upstream, rendered, processes, gatewayToken, registryToken,
+    asGateway: {
+      [GATEWAY_TOKEN_HEADER]: gatewayToken,
+      [IDENTITY_HEADERS.clientId]: 'admin',
+      [IDENTITY_HEADERS.clientRole]: 'admin',
+      [IDENTITY_HEADERS.clientScope]: 'all',
+      [IDENTITY_HEADERS.sandboxTiers]: Object.keys(spec.sandboxTiers).sort().join(','),
+    },
     jwksFile: join(secretsDir, 'jwks.json'),
-    gatewayUrl: `http://127.0.0.1:${ports.gateway}`,
+    gatewayUrl: `${opts.tls ? 'https' : 'http'}://${opts.tls ? 'localhost' : '127.0.0.1'}:${ports.gateway}`,
     gatewayGrpc: `127.0.0.1:${ports.gateway}`,
     egressUrl: `http://127.0.0.1:${ports.egress}`,
     agentdUrl: `http://127.0.0.1:${ports.agentdHttp}`,
+    agentdMetricsUrl: `http://127.0.0.1:${ports.agentdMetrics}`,
     logs: () => readdirSync(logDir).map((f) => readFileSync(join(logDir, f), 'utf8')).join('\n'),
     async stop() {
       await Promise.all(Object.values(processes).map((p) => p.stop()));

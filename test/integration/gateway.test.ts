@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { startStack, type Stack } from '../harness/stack.ts';
-import { AgentdGrpc, h2Request, rawRequest, secretsFoundIn } from '../harness/clients.ts';
+import { AgentdGrpc, h2Request, rawExchange, rawRequest, secretsFoundIn } from '../harness/clients.ts';
 import { shippedSpec } from '../support/fixtures.ts';
 
 const spec = shippedSpec();
@@ -69,14 +69,28 @@ describe('gateway over HTTP', () => {
     expect((await h2Request(stack.ports.gateway, { path: '/api/v1/status' })).status).toBe(401);
   });
 
-  it('refuses a body over the limit with a JSON 413', async () => {
+  it('refuses a body over the limit with a JSON 413 (announced, and chunked)', async () => {
+    const body = JSON.stringify({ tier: 'default', labels: { big: 'x'.repeat(200_000) } });
     const r = await rawRequest(stack.ports.gateway, {
       method: 'POST', path: '/api/v1/sandboxes',
-      headers: { 'x-api-key': stack.apiKeys['admin']!, 'content-type': 'application/json' },
-      body: JSON.stringify({ tier: 'default', labels: { big: 'x'.repeat(200_000) } }),
+      headers: { 'x-api-key': stack.apiKeys['admin']!, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) },
+      body,
     });
-    expect(r.status).toBe(413);
+    expect(r.status, r.body).toBe(413);
     expect(r.json().error.code).toBe('payload_too_large');
+    // Chunked (no length announced), part of it arriving after authorization: counted as a whole.
+    const head = `POST /api/v1/sandboxes HTTP/1.1\r\nhost: x\r\nx-api-key: ${stack.apiKeys['admin']}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n`;
+    const chunk = `10000\r\n${'x'.repeat(0x10000)}\r\n`;
+    const chunked = await rawExchange(stack.ports.gateway, [head, chunk, chunk, '0\r\n\r\n'], { waitMs: 5000, dripMs: 300 });
+    expect(chunked.status, chunked.text.slice(0, 300)).toBe(413);
+    expect(JSON.parse(chunked.body).error.code).toBe('payload_too_large');
+  });
+
+  it('refuses a body over the limit with a JSON 413 without reading it, once the key is checked', async () => {
+    const r = await rawExchange(stack.ports.gateway, `POST /api/v1/sandboxes HTTP/1.1\r\nhost: x\r\nx-api-key: ${stack.apiKeys['admin']}\r\ncontent-type: application/json\r\ncontent-length: ${10 << 20}\r\n\r\n{"tier":`, { waitMs: 4000 });
+    expect(r.status, r.text.slice(0, 300)).toBe(413);
+    expect(JSON.parse(r.body).error.code).toBe('payload_too_large');
+    expect(r.elapsedMs).toBeLessThan(2000);
   });
 
   it('logs JSON access lines with the decision id and client id, never the key', async () => {

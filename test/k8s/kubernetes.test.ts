@@ -38,6 +38,8 @@ beforeAll(() => {
   project.set('agentd:images.mode', 'upstream');
   project.set('agentd:gateway.replicas', '2');
   project.set('agentd:gateway.exposure', 'NodePort');
+  // TLS terminated in front of the node port in this setup: said on purpose.
+  project.set('agentd:gateway.allowPlaintext', 'true');
   project.set('agentd:monitoring.enabled', 'true');
   project.set('egress:openai-api-key', 'sk-k8s-test-credential', true);
 }, 600_000);
@@ -52,19 +54,20 @@ describe('pulumi up against a real kube-apiserver', () => {
     project.pulumi(['up', '--yes', '--skip-preview']);
     const workloads = ['agentd', 'alloy', 'egress', 'gateway', 'grafana', 'loki', 'opa', 'prometheus'];
     expect(names('deployments')).toEqual(workloads);
-    expect(names('services')).toEqual(workloads);
+    expect(names('services')).toEqual([...workloads, 'gateway-public'].sort());
     expect(names('configmaps')).toEqual(['kube-root-ca.crt', ...workloads.map((w) => `${w}-config`)].sort());
-    expect(names('secrets')).toEqual(expect.arrayContaining(['agentd-secrets', 'egress-secrets', 'grafana-secrets']));
+    expect(names('secrets')).toEqual(expect.arrayContaining(['agentd-secrets', 'egress-secrets', 'gateway-secrets', 'grafana-secrets', 'opa-secrets']));
     expect(names('networkpolicies')).toEqual(['default-deny', ...workloads].sort());
     expect(names('poddisruptionbudgets')).toEqual(['gateway']);
     expect(names('persistentvolumeclaims')).toEqual(['agentd-data', 'alloy-data', 'grafana-data', 'loki-data', 'prometheus-data']);
     expect(names('roles')).toEqual(['alloy']);
     expect(names('rolebindings')).toEqual(['alloy']);
     const services = kubeJson('get', 'services', '-n', NS).items;
-    const gw = services.find((s) => s.metadata.name === 'gateway');
+    const gw = services.find((s) => s.metadata.name === 'gateway-public');
     expect(gw.spec.type).toBe('NodePort');
-    // Only the gateway is exposed; everything else stays inside the cluster.
-    for (const s of services.filter((x) => x.metadata.name !== 'gateway')) expect(s.spec.type, s.metadata.name).toBe('ClusterIP');
+    // Only the gateway's API port is exposed; everything else stays inside the cluster.
+    expect(gw.spec.ports.map((p: any) => p.name)).toEqual(['http']);
+    for (const s of services.filter((x) => x.metadata.name !== 'gateway-public')) expect(s.spec.type, s.metadata.name).toBe('ClusterIP');
     // The endpoint outputs name what the API server assigned.
     const outputs = JSON.parse(project.pulumi(['stack', 'output', '--json']).stdout);
     expect(outputs.gatewayUrl).toBe(`http://gateway.${NS}.svc.cluster.local:8080`);
@@ -199,9 +202,13 @@ describe.each([
     expect(replicasOf('gateway')).toBe(replicas.gateway);
     expect(replicasOf('egress')).toBe(replicas.egress);
     expect(deployments.map((d) => d.metadata.name)).toEqual(expect.arrayContaining(['grafana', 'prometheus']));
-    const gw = kubeJson('get', 'services', '-n', ns).items.find((s) => s.metadata.name === 'gateway');
+    const services = kubeJson('get', 'services', '-n', ns).items;
+    const gw = services.find((s) => s.metadata.name === (exposure === 'ClusterIP' ? 'gateway' : 'gateway-public'));
     expect(gw.spec.type).toBe(exposure);
-    expect(gw.spec.ports.find((p: any) => p.name === 'http')).toMatchObject({ port, targetPort: 8080 });
+    expect(gw.spec.ports).toEqual([expect.objectContaining({ name: 'http', port, targetPort: 8080 })].concat(exposure === 'ClusterIP' ? [expect.objectContaining({ name: 'stats' })] : []));
+    // prod serves HTTPS only, from the cert-manager style Secret it names.
+    const gwPod = kubeJson('get', 'deployments', '-n', ns).items.find((d) => d.metadata.name === 'gateway').spec.template.spec;
+    expect(gwPod.volumes.some((v: any) => v.secret?.secretName === 'agentd-gateway-tls')).toBe(stack === 'prod');
     expect(kubeJson('get', 'poddisruptionbudgets', '-n', ns).items.map((p) => p.metadata.name).sort()).toEqual(pdbs);
     copy.pulumi(['preview', '--expect-no-changes']);
     copy.pulumi(['destroy', '--yes', '--skip-preview']);

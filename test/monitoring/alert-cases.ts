@@ -40,8 +40,8 @@ export function alertCases(spec: PolicySpec): Record<AlertName, { fires: Case; q
   const services = Object.keys(spec.egressServices);
   return {
     GatewayHigh5xxRatio: {
-      // 10% 5xx, served on the TLS listener: both traffic listeners count.
-      fires: { evalTime: '15m', alerts: [{}], series: [hcmXx('gateway', '2', perMin(540)), hcmXx('gateway_tls', '5', perMin(60))] },
+      // 10% 5xx on the traffic listener (one listener, with or without TLS).
+      fires: { evalTime: '15m', alerts: [{}], series: [hcmXx('gateway', '2', perMin(540)), hcmXx('gateway', '5', perMin(60))] },
       // 1% 5xx; the stats listener's own errors must not count.
       quiet: {
         evalTime: '15m',

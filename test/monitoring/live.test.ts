@@ -121,7 +121,7 @@ beforeAll(async () => {
       gateway: loop(stack.ports.gatewayStats),
       egress: loop(stack.ports.egressStats),
       opa: loop(stack.ports.opaHttp),
-      agentd: loop(stack.ports.agentdHttp),
+      agentd: loop(stack.ports.agentdMetrics),
     },
     scrapeIntervalSeconds: 1,
   });

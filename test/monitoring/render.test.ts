@@ -34,9 +34,9 @@ describe('names come from the renderers and the contract', () => {
     expect(SCRAPE_PATHS).toEqual({ gateway: ENVOY_STATS_PATH, egress: ENVOY_STATS_PATH, opa: '/metrics', agentd: METRICS_PATH });
   });
 
-  it("the gateway selector matches its traffic listeners (plain and TLS), never the stats listener's", () => {
-    const tls = renderGatewayConfig(spec, { ...gatewayInput, tls: { port: 8444, certChainFile: '/tls/c.pem', privateKeyFile: '/tls/k.pem' } });
-    const prefixes = hcmPrefixes(tls as never);
+  it("the gateway selector matches its traffic listener (plain or TLS), never the stats listener's", () => {
+    const tls = renderGatewayConfig(spec, { ...gatewayInput, tls: { sdsFile: '/etc/agentd/gateway/sds/tls.sds.json' } });
+    const prefixes = [...hcmPrefixes(tls as never), ...hcmPrefixes(renderGatewayConfig(spec, gatewayInput) as never)];
     const traffic = prefixes.filter((p) => !p.listener.endsWith('_stats'));
     expect(traffic.length).toBe(2);
     for (const p of traffic) expect(fullMatch(PROXIES.gateway.hcmPrefixRegex, p.prefix), p.prefix).toBe(true);

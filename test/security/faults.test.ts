@@ -13,6 +13,7 @@ import { AgentdGrpc, egressCall, rawRequest, type RawResponse } from '../harness
 import { ManagedProcess, answers } from '../harness/processes.ts';
 import { BUNDLE_DATA_PATH, buildBundle, sha256Hex, tarGz } from '../../policy/bundle.ts';
 import { OPA_BUNDLE_FILE } from '../../components/render/opa.ts';
+import { ENV } from '../../agentd/src/contract.ts';
 import { CaseBook, errorCode, h2Send, policyVariant, scanStack, secretsOf, sleep } from './support.ts';
 
 const book = new CaseBook('faults');
@@ -52,12 +53,14 @@ async function eventually(ok: () => Promise<boolean> | boolean, ms = 10_000): Pr
   return false;
 }
 const sandboxTotal = async () => {
-  const r = await rawRequest(stack.ports.agentdHttp, { path: '/api/v1/status' }); // agentd directly: counts even when OPA is down
+  // agentd directly (as the gateway would call it): counts even when OPA is down.
+  const r = await rawRequest(stack.ports.agentdHttp, { path: '/api/v1/status', headers: { ...stack.asGateway } });
   return r.json().sandboxes.total as number;
 };
 
 beforeAll(async () => {
-  stack = await startStack({ spec, dir: mkdtempSync(join(tmpdir(), 'agentd-sec-fault-')) });
+  // These cases create well over 100 sandboxes as admin: above agentd's default cap per client.
+  stack = await startStack({ spec, dir: mkdtempSync(join(tmpdir(), 'agentd-sec-fault-')), agentdEnv: { [ENV.maxActiveSandboxesPerClient]: '1000' } });
   rpc = new AgentdGrpc(stack.gatewayGrpc);
   sbx = await sandbox('admin');
 });
@@ -233,7 +236,7 @@ describe('agentd killed (kill -9) in the middle of work', () => {
     const s = await sandbox('admin');
     const acked: string[] = [];
     const burst = Array.from({ length: 20 }, (_, i) =>
-      fetchIntent(s.id, { service: 'github', method: 'GET', path: i % 2 ? `/delay/${300 + i * 20}` : `/repos/o/r/${i}` }, 15_000).then((r) => {
+      fetchIntent(s.id, { service: 'github', method: 'GET', path: i % 2 ? `/delay/${300 + i * 20}` : `/repos/o/r/issues/${i}` }, 15_000).then((r) => {
         if (r.status === 200) acked.push(r.json().id);
         return r.status;
       }, () => 0),

@@ -100,7 +100,8 @@ const KEY_CASES: KeyCase[] = [
   { name: 'Authorization twice, two bearer keys', headers: (k) => ({ authorization: [`Bearer ${k.dashboard}`, `Bearer ${k.admin}`] }), status: 401, code: 'invalid_api_key' },
   { name: 'key in the query string (api_key)', headers: () => ({}), path: (k) => `/api/v1/status?api_key=${k.admin}`, status: 401, code: 'missing_api_key', h2: true },
   { name: 'key in the query string (x-api-key)', headers: () => ({}), path: (k) => `/api/v1/status?x-api-key=${k.admin}`, status: 401, code: 'missing_api_key' },
-  { name: 'key in the query string beside a reader key', headers: (k) => ({ 'x-api-key': k.dashboard }), path: (k) => `/api/v1/status?api_key=${k.admin}`, status: 200 },
+  // The reader's key decides; agentd then refuses the unknown query parameter: never admin.
+  { name: 'key in the query string beside a reader key', headers: (k) => ({ 'x-api-key': k.dashboard }), path: (k) => `/api/v1/status?api_key=${k.admin}`, status: 400, code: 'invalid_argument' },
   { name: 'key in a cookie', headers: (k) => ({ cookie: `api_key=${k.admin}; x-api-key=${k.admin}` }), status: 401, code: 'missing_api_key', h2: true },
   { name: 'key as Authorization: Basic', headers: (k) => ({ authorization: `Basic ${Buffer.from(`${k.admin}:`).toString('base64')}` }), status: 401, code: 'missing_api_key' },
   { name: 'key as Authorization: Token', headers: (k) => ({ authorization: `Token ${k.admin}` }), status: 401, code: 'missing_api_key' },
@@ -281,7 +282,9 @@ describe('methods and method overrides', () => {
   }
   book.case('gateway-input', 'method: _method=DELETE in the query does not terminate', async () => {
     const id = (await h1('/api/v1/sandboxes', { 'x-api-key': K.ci, 'content-type': 'application/json' }, 'POST', JSON.stringify({ tier: 'restricted' }))).json().id;
-    expect((await h1(`/api/v1/sandboxes/${id}?_method=DELETE`, { 'x-api-key': K.ci })).json().state).toBe('active');
+    const r = await h1(`/api/v1/sandboxes/${id}?_method=DELETE`, { 'x-api-key': K.ci });
+    expectRefusal(r.status, r.body, { status: 400, code: 'invalid_argument' });
+    expect((await h1(`/api/v1/sandboxes/${id}`, { 'x-api-key': K.admin })).json().state).toBe('active');
   });
   book.case('gateway-input', 'method: the admin DELETE does terminate (control for the cases above)', async () => {
     const id = (await h1('/api/v1/sandboxes', { 'x-api-key': K.ci, 'content-type': 'application/json' }, 'POST', JSON.stringify({ tier: 'restricted' }))).json().id;

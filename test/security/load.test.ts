@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as h2connect } from 'node:http2';
 import { startStack, type Stack } from '../harness/stack.ts';
-import { egressCall, rawRequest, type RawResponse } from '../harness/clients.ts';
+import { egressCall, rawRequest, secretsFoundIn, type RawResponse } from '../harness/clients.ts';
 import { CaseBook, errorCode, h2Send, policyVariant, replaceAgentdWithRecorder, scanStack, secretsOf, sleep } from './support.ts';
 
 const book = new CaseBook('load');
@@ -183,7 +183,7 @@ describe('egress rate limits per sandbox x service, and identity per token, unde
   let standard: Sbx[] = [];
   let results: { sbx: Sbx; service: string; tag: string; r: RawResponse }[] = [];
   let elapsed = 0;
-  const tagPath = (service: string, tag: string) => ({ httpbin: `/anything/${tag}`, openai: `/v1/models/${tag}`, github: `/repos/${tag}` })[service]!;
+  const tagPath = (service: string, tag: string) => ({ httpbin: `/anything/${tag}`, openai: `/v1/models/${tag}`, github: `/repos/o/r/issues/${tag}` })[service]!;
   const create = async (tier: string, key: string): Promise<Sbx> => {
     const r = await rawRequest(stack.ports.gateway, { method: 'POST', path: '/api/v1/sandboxes', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: JSON.stringify({ tier }) });
     expect(r.status, r.body).toBe(201);
@@ -249,8 +249,11 @@ describe('egress rate limits per sandbox x service, and identity per token, unde
     for (const q of stack.upstream.received) {
       const x = byPath.get(q.path);
       if (!x) { wrong.push(`unexpected ${q.path}`); continue; }
-      const c = spec.egressServices[x.service]!.credential!;
-      if (q.headers[c.header.toLowerCase()] !== `${c.prefix}${stack.credentials[x.service]}`) wrong.push(`${q.path}: wrong credential`);
+      const c = spec.egressServices[x.service]!.credential;
+      // A service without a credential (httpbin) gets none; the others exactly their own.
+      const others = Object.fromEntries(Object.entries(stack.credentials).filter(([id]) => id !== x.service));
+      if (secretsFoundIn(JSON.stringify(q.headers), others).length > 0) wrong.push(`${q.path}: another service's credential`);
+      if (c ? q.headers[c.header.toLowerCase()] !== `${c.prefix}${stack.credentials[x.service]}` : q.headers['authorization'] !== undefined) wrong.push(`${q.path}: wrong credential`);
     }
     expect(wrong).toEqual([]);
   });
@@ -260,7 +263,9 @@ describe('end to end: concurrent intents from many tenants through gateway, agen
   book.case('load', 'intents: 10 sandboxes of 10 tenants x 6 intents at concurrency 50: each recorded, logged and sent as its own sandbox', async () => {
     const sbxs = await Promise.all(Array.from({ length: 10 }, async (_, i) => {
       const key = stack.apiKeys[PREMIUM[i]!.id]!;
-      const r = await rawRequest(stack.ports.gateway, { method: 'POST', path: '/api/v1/sandboxes', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: JSON.stringify({ tier: 'admin' }) });
+      // Operators may create premium sandboxes (tier ceilings): premium reaches github.
+      const r = await rawRequest(stack.ports.gateway, { method: 'POST', path: '/api/v1/sandboxes', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: JSON.stringify({ tier: 'premium' }) });
+      expect(r.status, r.body).toBe(201);
       tokens.push(r.json().token);
       return { id: r.json().id as string, key };
     }));
@@ -270,19 +275,19 @@ describe('end to end: concurrent intents from many tenants through gateway, agen
       const r = await rawRequest(stack.ports.gateway, {
         method: 'POST', path: `/api/v1/sandboxes/${s.id}/intents`,
         headers: { 'x-api-key': s.key, 'content-type': 'application/json' },
-        body: JSON.stringify({ capability: 'http_fetch', params: { service: 'httpbin', method: 'GET', path: `/anything/e2e/${s.id}/${n}` } }),
+        body: JSON.stringify({ capability: 'http_fetch', params: { service: 'github', method: 'GET', path: `/repos/e2e/${s.id}/issues/${n}` } }),
       });
       return { s, n, r };
     }));
     await sleep(1200);
-    const lines = stack.processes.egress.jsonLines().filter((l) => typeof l.path === 'string' && l.path.startsWith('/anything/e2e/'));
+    const lines = stack.processes.egress.jsonLines().filter((l) => typeof l.path === 'string' && l.path.startsWith('/repos/e2e/'));
     const wrong: string[] = [];
     for (const x of rs) {
       const { s, n, r } = x as { s: { id: string }; n: number; r: RawResponse };
       expect(r.status, r.body).toBe(200);
       const intent = r.json();
       if (intent.sandbox_id !== s.id || intent.status !== 200) wrong.push(`intent ${s.id}/${n}: ${intent.sandbox_id} ${intent.status}`);
-      const line = lines.find((l) => l.path === `/anything/e2e/${s.id}/${n}`);
+      const line = lines.find((l) => l.path === `/repos/e2e/${s.id}/issues/${n}`);
       if (line?.sandbox_id !== s.id) wrong.push(`egress log ${s.id}/${n}: ${line?.sandbox_id}`);
     }
     expect(wrong).toEqual([]);

@@ -5,7 +5,6 @@
 import { it } from 'vitest';
 import { createServer as createHttpServer, type IncomingHttpHeaders, type Server as HttpServer } from 'node:http';
 import { connect as h2connect, createServer as createH2Server, type ClientHttp2Session, type Http2Server } from 'node:http2';
-import { connect } from 'node:net';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, relative } from 'node:path';
@@ -25,7 +24,7 @@ export type Category = (typeof CATEGORIES)[number];
 interface CaseResult {
   readonly category: Category;
   readonly name: string;
-  status: 'passed' | 'failed' | 'not-run' | 'known-defect';
+  status: 'passed' | 'failed' | 'not-run';
   error?: string;
 }
 
@@ -58,28 +57,6 @@ export class CaseBook {
     }, timeoutMs);
   }
 
-  /**
-   * A case that shows an open product defect outside this suite's reach (listed in the summary
-   * under known_defects, counted as tried and not passed). It runs as `it.fails`: the run stays
-   * green while the defect reproduces, and turns red once it is fixed, so that the case is then
-   * made an ordinary one.
-   */
-  knownDefect(category: Category, name: string, fn: () => Promise<void> | void, timeoutMs?: number): void {
-    const r: CaseResult = { category, name, status: 'not-run' };
-    this.results.push(r);
-    it.fails(`[${category}] KNOWN DEFECT: ${name}`, async () => {
-      try {
-        await fn();
-        r.status = 'failed';
-        r.error = 'the known defect no longer reproduces: make this an ordinary case';
-      } catch (e) {
-        r.status = 'known-defect';
-        r.error = String((e as Error)?.message ?? e).slice(0, 500);
-        throw e;
-      }
-    }, timeoutMs);
-  }
-
   /** Writes this file's results and the merged summary of every file (build/security-summary.json). */
   flush(): void {
     mkdirSync(SUMMARY_DIR, { recursive: true });
@@ -90,7 +67,7 @@ export class CaseBook {
     withLock(join(SUMMARY_DIR, '.lock'), () => {
       const files = readdirSync(SUMMARY_DIR).filter((f) => f.endsWith('.json')).sort();
       const all = files.map((f) => JSON.parse(readFileSync(join(SUMMARY_DIR, f), 'utf8')) as typeof own);
-      const byCategory = Object.fromEntries(CATEGORIES.map((c) => [c, { tried: 0, passed: 0, failed: 0, known_defects: 0 }]));
+      const byCategory = Object.fromEntries(CATEGORIES.map((c) => [c, { tried: 0, passed: 0, failed: 0 }]));
       const byFile: Record<string, { tried: number; passed: number; finished_at: string }> = {};
       for (const f of all) {
         byFile[f.file] = { tried: f.cases.length, passed: f.cases.filter((c) => c.status === 'passed').length, finished_at: f.finished_at };
@@ -98,36 +75,32 @@ export class CaseBook {
           const b = byCategory[c.category]!;
           b.tried++;
           if (c.status === 'passed') b.passed++;
-          else if (c.status === 'known-defect') b.known_defects++;
           else b.failed++;
         }
       }
       const total = Object.values(byCategory).reduce(
-        (a, b) => ({ tried: a.tried + b.tried, passed: a.passed + b.passed, failed: a.failed + b.failed, known_defects: a.known_defects + b.known_defects }),
-        { tried: 0, passed: 0, failed: 0, known_defects: 0 },
+        (a, b) => ({ tried: a.tried + b.tried, passed: a.passed + b.passed, failed: a.failed + b.failed }),
+        { tried: 0, passed: 0, failed: 0 },
       );
-      const failures = all.flatMap((f) => f.cases.filter((c) => c.status !== 'passed' && c.status !== 'known-defect').map((c) => ({ file: f.file, ...c })));
-      const knownDefects = all.flatMap((f) => f.cases.filter((c) => c.status === 'known-defect').map((c) => ({ file: f.file, category: c.category, name: c.name })));
-      const summary = { generated_at: new Date().toISOString(), total, by_category: byCategory, by_file: byFile, failures, known_defects: knownDefects };
+      const failures = all.flatMap((f) => f.cases.filter((c) => c.status !== 'passed').map((c) => ({ file: f.file, ...c })));
+      const summary = { generated_at: new Date().toISOString(), total, by_category: byCategory, by_file: byFile, failures };
       const t = `${SUMMARY_FILE}.${process.pid}.tmp`;
       writeFileSync(t, JSON.stringify(summary, null, 2) + '\n');
       renameSync(t, SUMMARY_FILE);
-      const mine = this.results.reduce<Record<string, [number, number, number]>>((acc, c) => {
-        const v = (acc[c.category] ??= [0, 0, 0]);
+      const mine = this.results.reduce<Record<string, [number, number]>>((acc, c) => {
+        const v = (acc[c.category] ??= [0, 0]);
         v[0]++;
         if (c.status === 'passed') v[1]++;
-        if (c.status === 'known-defect') v[2]++;
         return acc;
       }, {});
-      const line = (k: string, tried: number, passed: number, known: number) =>
-        `  ${k.padEnd(16)} tried ${String(tried).padStart(4)}  passed ${String(passed).padStart(4)}${known ? `  known defects ${known}` : ''}`;
+      const line = (k: string, tried: number, passed: number) => `  ${k.padEnd(16)} tried ${String(tried).padStart(4)}  passed ${String(passed).padStart(4)}`;
       console.log(
         [
           `security cases in ${this.file}:`,
-          ...Object.entries(mine).map(([k, [t, p, d]]) => line(k, t, p, d)),
+          ...Object.entries(mine).map(([k, [t, p]]) => line(k, t, p)),
           `all files so far (${relative(REPO_ROOT, SUMMARY_FILE)}):`,
-          ...Object.entries(byCategory).map(([k, v]) => line(k, v.tried, v.passed, v.known_defects)),
-          line('total', total.tried, total.passed, total.known_defects),
+          ...Object.entries(byCategory).map(([k, v]) => line(k, v.tried, v.passed)),
+          line('total', total.tried, total.passed),
         ].join('\n'),
       );
     });
@@ -160,58 +133,7 @@ function withLock(lock: string, fn: () => void): void {
 
 // ---- raw TCP ----------------------------------------------------------------------------------
 
-export interface RawExchange {
-  /** Status of the first response, 0 if none arrived. */
-  readonly status: number;
-  /** Everything the server sent (latin1). */
-  readonly text: string;
-  /** The body of the first response (after the blank line). */
-  readonly body: string;
-  /** The server closed the connection (or reset it) before waitMs. */
-  readonly closed: boolean;
-  readonly elapsedMs: number;
-}
-
-/**
- * Sends bytes on a fresh TCP connection and collects what comes back until the server closes
- * or `waitMs` passes. `drip` sends the chunks one by one, `dripMs` apart (slow clients).
- */
-export function rawExchange(port: number, data: string | Buffer | (string | Buffer)[], opts: { waitMs?: number; dripMs?: number } = {}): Promise<RawExchange> {
-  const chunks = Array.isArray(data) ? data : [data];
-  const started = Date.now();
-  return new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1');
-    let out = '';
-    let done = false;
-    let timer: NodeJS.Timeout | undefined;
-    let drip: NodeJS.Timeout | undefined;
-    const finish = (closed: boolean) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      clearInterval(drip);
-      s.destroy();
-      const m = /^HTTP\/1\.[01] (\d{3})/.exec(out);
-      const sep = out.indexOf('\r\n\r\n');
-      resolve({ status: m ? Number(m[1]) : 0, text: out, body: sep >= 0 ? out.slice(sep + 4) : '', closed, elapsedMs: Date.now() - started });
-    };
-    s.on('data', (d: Buffer) => (out += d.toString('latin1')));
-    s.on('close', () => finish(true));
-    s.on('error', () => finish(true));
-    s.on('connect', () => {
-      if (!opts.dripMs) {
-        for (const c of chunks) s.write(c);
-        return;
-      }
-      let i = 0;
-      s.write(chunks[i++]!);
-      drip = setInterval(() => {
-        if (i < chunks.length && !s.destroyed) s.write(chunks[i++]!);
-      }, opts.dripMs);
-    });
-    timer = setTimeout(() => finish(false), opts.waitMs ?? 3000);
-  });
-}
+export { rawExchange, type RawExchange } from '../harness/clients.ts';
 
 /** The JSON error code in a body (also inside one HTTP/1.1 chunk), or undefined. */
 export function errorCode(body: string): string | undefined {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { loadPolicySpec } from '../../policy/spec.ts';
 import type { GatewayRenderInput } from '../../components/render/envoy/gateway.ts';
 import type { EgressRenderInput } from '../../components/render/envoy/egress.ts';
+import { DEFAULT_PROXY_LIMITS } from '../../components/render/envoy/common.ts';
 import { REPO_ROOT } from './tools.ts';
 
 export const shippedSpec = () => loadPolicySpec(join(REPO_ROOT, 'policy/data'));
@@ -14,6 +15,8 @@ export const gatewayInput: GatewayRenderInput = {
   opa: { host: 'opa', port: 9191 },
   maxRequestBytes: 1 << 20,
   upstreamTimeoutSeconds: 60,
+  agentdTokenSdsFile: '/etc/agentd/gateway/sds/agentd-token.sds.json',
+  limits: DEFAULT_PROXY_LIMITS,
 };
 
 export const egressInput: EgressRenderInput = {
@@ -23,5 +26,7 @@ export const egressInput: EgressRenderInput = {
   sdsDir: '/etc/agentd/egress/sds',
   credentialDir: '/run/secrets/agentd-egress',
   caBundleFile: '/etc/ssl/certs/ca-certificates.crt',
-  configuredCredentials: ['openai', 'anthropic', 'github', 'httpbin'],
+  // httpbin has no credential (it echoes request headers): listing it here would change nothing.
+  configuredCredentials: ['openai', 'anthropic', 'github'],
+  limits: DEFAULT_PROXY_LIMITS,
 };

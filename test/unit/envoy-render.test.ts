@@ -47,10 +47,42 @@ describe('gateway Envoy config', () => {
     expect(text).toContain('key: client_id');
   });
 
-  it('adds a TLS listener only when configured', () => {
-    expect(cfg.static_resources.listeners.map((l) => l.name)).toEqual(['gateway', 'gateway_stats']);
-    const tls = renderGatewayConfig(spec, { ...gatewayInput, tls: { port: 8444, certChainFile: '/tls/cert.pem', privateKeyFile: '/tls/key.pem' } });
-    expect(tls.static_resources.listeners.map((l) => l.name)).toEqual(['gateway', 'gateway_tls', 'gateway_stats']);
+  it('with TLS, serves only TLS on the traffic listener (ALPN h2 + http/1.1, TLS 1.2 minimum, certificate by SDS)', () => {
+    expect(cfg.static_resources.listeners[0]!.filter_chains[0]!.transport_socket).toBeUndefined();
+    const tls = renderGatewayConfig(spec, { ...gatewayInput, tls: { sdsFile: '/etc/agentd/gateway/sds/tls.sds.json' } });
+    expect(tls.static_resources.listeners.map((l) => l.name)).toEqual(['gateway', 'gateway_stats']);
+    const chains = tls.static_resources.listeners[0]!.filter_chains;
+    expect(chains.length).toBe(1);
+    const ctx = (chains[0]!.transport_socket!.typed_config as unknown as { common_tls_context: Record<string, unknown> }).common_tls_context;
+    expect(ctx['alpn_protocols']).toEqual(['h2', 'http/1.1']);
+    expect(ctx['tls_params']).toEqual({ tls_minimum_protocol_version: 'TLSv1_2' });
+    expect(JSON.stringify(ctx['tls_certificate_sds_secret_configs'])).toContain('/etc/agentd/gateway/sds/tls.sds.json');
+    expect(toYaml(tls)).not.toMatch(/BEGIN|private_key:/);
+  });
+
+  it('authorizes on headers before it buffers a body', () => {
+    const hcm = cfg.static_resources.listeners[0]!.filter_chains[0]!.filters[0]!.typed_config as unknown as { http_filters: { name: string }[] };
+    const names = hcm.http_filters.map((f) => f.name);
+    expect(names.indexOf('envoy.filters.http.ext_authz')).toBeLessThan(names.indexOf('envoy.filters.http.lua'));
+    expect(names).not.toContain('envoy.filters.http.buffer');
+    expect(text).not.toContain('with_request_body');
+  });
+
+  it('sends agentd its per-deploy token from an SDS file, never inline', () => {
+    const clusters = cfg.static_resources.clusters.filter((c) => c.name.startsWith('agentd_'));
+    expect(clusters.map((c) => c.name)).toEqual(['agentd_http', 'agentd_grpc']);
+    for (const c of clusters) {
+      const opts = JSON.stringify(c.typed_extension_protocol_options);
+      expect(opts).toContain('x-agentd-gateway-token');
+      expect(opts).toContain(gatewayInput.agentdTokenSdsFile);
+    }
+  });
+
+  it('has an overload manager (heap, connections) and request timeouts', () => {
+    expect(text).toContain('envoy.resource_monitors.fixed_heap');
+    expect(text).toContain('envoy.overload_actions.stop_accepting_requests');
+    expect(text).toContain('max_active_downstream_connections');
+    expect(text).toMatch(/request_timeout: \d+s/);
   });
 });
 

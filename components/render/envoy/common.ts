@@ -25,7 +25,11 @@ export interface ProxyListen {
 export const EXT_AUTHZ_NS = 'envoy.filters.http.ext_authz';
 export const JWT_AUTHN_NS = 'envoy.filters.http.jwt_authn';
 
-/** Headers that could claim an identity or pick a policy: removed from every incoming request. */
+/**
+ * Headers that could claim an identity or pick a policy: removed from every incoming request.
+ * The gateway also removes every header under IDENTITY_HEADER_PREFIXES (identityPrefixes); the
+ * egress proxy cannot, since agentd's sandbox token travels in x-agentd-sandbox-token.
+ */
 export const IDENTITY_HEADERS = [
   'x-agentd-client-id',
   'x-agentd-client-role',
@@ -39,6 +43,85 @@ export const IDENTITY_HEADERS = [
   'x-policy',
   'x-envoy-original-path',
 ] as const;
+
+/** On the gateway: any header with these prefixes is agentd's to set, never a caller's. */
+export const IDENTITY_HEADER_PREFIXES = ['x-agentd-', 'x-sandbox-'] as const;
+
+/** What each proxy may use before it refuses work instead of running out of memory. */
+export interface ProxyLimits {
+  /** The overload manager's heap ceiling: above 95 % of it new requests get 503 `overloaded`. */
+  readonly maxHeapBytes: number;
+  /** Downstream connections across all traffic listeners; more are refused. */
+  readonly maxDownstreamConnections: number;
+  /** Time to receive a whole request (headers and body), seconds: 408 after it. */
+  readonly requestTimeoutSeconds: number;
+}
+
+export const DEFAULT_PROXY_LIMITS: ProxyLimits = {
+  // 256 MiB container limit: leave room for what the heap monitor does not count.
+  maxHeapBytes: 192 * 1024 * 1024,
+  maxDownstreamConnections: 10_000,
+  requestTimeoutSeconds: 30,
+};
+
+/**
+ * Envoy's overload manager: shrink the heap at 90 % of the ceiling, stop keep-alive at 90 %,
+ * and above 95 % answer new requests 503 (JSON `overloaded`, see localReplyConfig) instead of
+ * growing until the kernel kills the proxy. The connection monitor caps downstream
+ * connections on every traffic listener (the stats listener is exempt, so probes still work).
+ */
+export function overloadManager(limits: ProxyLimits): object {
+  const heap = 'envoy.resource_monitors.fixed_heap';
+  const at = (value: number) => [{ name: heap, threshold: { value } }];
+  return {
+    refresh_interval: '0.25s',
+    resource_monitors: [
+      ext(heap, TYPE.fixedHeap, { max_heap_size_bytes: limits.maxHeapBytes }),
+      ext('envoy.resource_monitors.global_downstream_max_connections', TYPE.downstreamConnections, {
+        max_active_downstream_connections: limits.maxDownstreamConnections,
+      }),
+    ],
+    actions: [
+      { name: 'envoy.overload_actions.shrink_heap', triggers: at(0.9) },
+      { name: 'envoy.overload_actions.disable_http_keepalive', triggers: at(0.9) },
+      { name: 'envoy.overload_actions.stop_accepting_requests', triggers: at(0.95) },
+    ],
+  };
+}
+
+/**
+ * A file-based SDS resource (plain config: it names files, it holds no secret). Envoy watches
+ * the file and the directory of the files it names, so a rotated secret takes effect in place.
+ */
+export function sdsResource(name: string, secret: { generic: string } | { certificateChain: string; privateKey: string }): object {
+  return {
+    resources: [
+      {
+        '@type': TYPE.tlsSecret,
+        name,
+        ...('generic' in secret
+          ? { generic_secret: { secret: { filename: secret.generic } } }
+          : { tls_certificate: { certificate_chain: { filename: secret.certificateChain }, private_key: { filename: secret.privateKey } } }),
+      },
+    ],
+  };
+}
+
+/** Where Envoy finds an SDS resource: a file path. */
+export const sdsConfig = (path: string) => ({ path_config_source: { path }, resource_api_version: 'V3' as const });
+
+/** The upstream filter that injects a secret header from an SDS file (overwriting any such header). */
+export function credentialInjector(opts: { secretName: string; sdsFile: string; header: string; prefix?: string }): TypedExtension {
+  return ext('envoy.filters.http.credential_injector', TYPE.credentialInjector, {
+    overwrite: true,
+    allow_request_without_credential: false,
+    credential: ext('envoy.http.injected_credentials.generic', TYPE.genericCredential, {
+      credential: { name: opts.secretName, sds_config: sdsConfig(opts.sdsFile) },
+      header: opts.header,
+      ...(opts.prefix ? { header_value_prefix: opts.prefix } : {}),
+    }),
+  });
+}
 
 export function cluster(name: string, at: Endpoint, opts: { http2?: boolean; connectTimeout?: number } = {}): Cluster {
   return {
@@ -97,6 +180,9 @@ export const BASE_LOG_FIELDS = {
   reason: `%DYNAMIC_METADATA(${EXT_AUTHZ_NS}:reason)%`,
 } as const;
 
+/** A local reply filter on a CEL expression over the request and the response. */
+const cel = (expression: string) => ({ extension_filter: ext('envoy.access_loggers.extension_filters.cel', TYPE.celFilter, { expression }) });
+
 const jsonBody = (code: string, message: string) => ({
   json_format: { error: { code, message } },
 });
@@ -116,6 +202,12 @@ export function localReplyConfig(extra: readonly object[] = []): object {
         filter: { and_filter: { filters: [flag(['UAEX']), status(503)] } },
         body_format_override: jsonBody('authorization_unavailable', 'the policy engine did not answer; the request was refused'),
       },
+      // The ext_authz plugin's own 400 for a request it cannot parse (a malformed query such as
+      // `?%zz`) is plain text, unlike the policy's denials: give it the JSON shape too.
+      {
+        filter: { and_filter: { filters: [flag(['UAEX']), status(400), cel("!('content-type' in response.headers) || response.headers['content-type'] != 'application/json'")] } },
+        body_format_override: jsonBody('bad_request', 'the request could not be parsed (path or query string)'),
+      },
       // OPA's denials already carry OPA's JSON body: leave them as they are.
       { filter: flag(['UAEX']) },
       ...extra,
@@ -127,6 +219,12 @@ export function localReplyConfig(extra: readonly object[] = []): object {
       { filter: status(400), body_format_override: jsonBody('bad_request', 'the request is malformed (path, headers or encoding)') },
       { filter: status(408), body_format_override: jsonBody('request_timeout', 'the request was not received in time') },
       { filter: status(431), body_format_override: jsonBody('headers_too_large', 'the request headers are too large') },
+      // The overload manager refusing new requests near its heap ceiling: no response flag, so
+      // it is told by its response code details (its own body would be plain text).
+      {
+        filter: cel("response.code_details == 'overload'"),
+        body_format_override: jsonBody('overloaded', 'the proxy is overloaded; retry later'),
+      },
     ],
   };
 }
@@ -145,7 +243,11 @@ export function connectionManager(opts: {
   httpFilters: readonly TypedExtension[];
   accessLog: TypedExtension;
   localReply: object;
-  requestHeadersTimeoutSeconds?: number;
+  requestTimeoutSeconds: number;
+  /** Remove every request header with these prefixes before any filter runs (the gateway). */
+  stripPrefixes?: readonly string[];
+  /** Do not append the caller's address to x-forwarded-for (egress: nothing about the caller goes upstream). */
+  skipXffAppend?: boolean;
 }): TypedExtension {
   return ext('envoy.filters.network.http_connection_manager', TYPE.hcm, {
     stat_prefix: opts.statPrefix,
@@ -157,10 +259,16 @@ export function connectionManager(opts: {
     // Forged identity headers go before any filter or route sees them.
     early_header_mutation_extensions: [
       ext('envoy.http.early_header_mutation.header_mutation', TYPE.headerMutation, {
-        mutations: IDENTITY_HEADERS.map((h) => ({ remove: h })),
+        mutations: [
+          ...IDENTITY_HEADERS.map((h) => ({ remove: h })),
+          ...(opts.stripPrefixes ?? []).map((prefix) => ({ remove_on_match: { key_matcher: { prefix } } })),
+        ],
       }),
     ],
-    request_headers_timeout: seconds(opts.requestHeadersTimeoutSeconds ?? 10),
+    ...(opts.skipXffAppend ? { skip_xff_append: true } : {}),
+    request_headers_timeout: seconds(10),
+    // The whole request (a trickled body included) must arrive within this: 408 after it.
+    request_timeout: seconds(opts.requestTimeoutSeconds),
     stream_idle_timeout: seconds(300),
     common_http_protocol_options: { headers_with_underscores_action: 'REJECT_REQUEST', max_headers_count: 100, idle_timeout: seconds(300) },
     max_request_headers_kb: 60,
@@ -191,6 +299,7 @@ export function statsListener(name: string, at: Endpoint): Listener {
   return {
     name: `${name}_stats`,
     address: socketAddress(at.host, at.port),
+    ignore_global_conn_limit: true,
     filter_chains: [
       {
         filters: [
@@ -213,8 +322,8 @@ export function adminBlock(adminPort: number) {
  * ext_authz over gRPC to OPA; fails closed with 503 when OPA does not answer. `allowedHeaders`
  * are the only request headers OPA is sent (the ones its policy reads): nothing else a caller
  * sends (a key in a header of its own choosing, a sandbox token, a cookie) reaches OPA or its
- * decision log, whatever the log's masking policy does (it lives in the bundle, so it does not
- * run while OPA has no active bundle).
+ * decision log, whatever the log's masking policy does. No request body is sent: OPA decides on
+ * headers, before the proxy buffers a body.
  */
 export function extAuthzFilter(opts: { statPrefix: string; allowedHeaders: readonly string[]; metadataNamespaces?: readonly string[]; timeoutSeconds?: number }): TypedExtension {
   return ext('envoy.filters.http.ext_authz', TYPE.extAuthz, {

@@ -7,8 +7,8 @@ import { SANDBOX_TOKEN_HEADER, TOKEN_AUDIENCE, TOKEN_ISSUER } from '../../../age
 import type { EgressService, PolicySpec } from '../../../policy/spec.ts';
 import {
   BASE_LOG_FIELDS, EXT_AUTHZ_NS, enforcedRateLimit, fromAuthz, JWT_AUTHN_NS, OPA_CLUSTER, adminBlock, adminCluster, bucket, cluster, connectionManager,
-  extAuthzContext, extAuthzDisabled, extAuthzFilter, jsonAccessLog, jsonDirectResponse, localRateLimitFilter,
-  localReplyConfig, routerFilter, statsListener, type Endpoint, type ProxyListen,
+  credentialInjector, extAuthzContext, extAuthzDisabled, extAuthzFilter, jsonAccessLog, jsonDirectResponse, localRateLimitFilter,
+  localReplyConfig, overloadManager, routerFilter, sdsResource, statsListener, type Endpoint, type ProxyLimits, type ProxyListen,
 } from './common.ts';
 import {
   TYPE, ext, isIpLiteral, seconds, socketAddress, typed,
@@ -40,6 +40,7 @@ export interface EgressRenderInput {
    * none answers 503 `credential_not_configured` instead of calling upstream without it.
    */
   readonly configuredCredentials: readonly string[];
+  readonly limits: ProxyLimits;
 }
 
 export const EGRESS_STAT_PREFIX = 'egress';
@@ -91,8 +92,14 @@ export function egressRateLimit(spec: PolicySpec, serviceId: string): TypedConfi
 const jwtRequired = (): TypedConfig => typed(TYPE.jwtPerRoute, { requirement_name: JWT_PROVIDER });
 const jwtDisabled = (): TypedConfig => typed(TYPE.jwtPerRoute, { disabled: true });
 
-/** Headers a sandbox might send that must never reach an external API. */
-const STRIPPED_BEFORE_UPSTREAM = [SANDBOX_TOKEN_HEADER, 'authorization', 'proxy-authorization', 'x-api-key', 'cookie'];
+/**
+ * Headers a sandbox might send that must never reach an external API: credentials of its own,
+ * and anything that says where the request came from inside the platform (forwarding headers).
+ */
+export const STRIPPED_BEFORE_UPSTREAM = [
+  SANDBOX_TOKEN_HEADER, 'authorization', 'proxy-authorization', 'x-api-key', 'cookie',
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-real-ip', 'via', 'x-envoy-external-address',
+];
 
 export function renderEgressRoutes(spec: PolicySpec, input: EgressRenderInput): RouteConfiguration {
   const vhosts: VirtualHost[] = Object.values(spec.egressServices).map((s) => {
@@ -149,17 +156,11 @@ export function serviceClusterConfig(s: EgressService, input: EgressRenderInput)
   const upstreamFilters = [
     ...(s.credential
       ? [
-          ext('envoy.filters.http.credential_injector', TYPE.credentialInjector, {
-            overwrite: true,
-            allow_request_without_credential: false,
-            credential: ext('envoy.http.injected_credentials.generic', TYPE.genericCredential, {
-              credential: {
-                name: credentialSecretName(s.id),
-                sds_config: { path_config_source: { path: `${input.sdsDir}/${credentialSdsFile(s.id)}` }, resource_api_version: 'V3' },
-              },
-              header: s.credential.header,
-              ...(s.credential.prefix ? { header_value_prefix: s.credential.prefix } : {}),
-            }),
+          credentialInjector({
+            secretName: credentialSecretName(s.id),
+            sdsFile: `${input.sdsDir}/${credentialSdsFile(s.id)}`,
+            header: s.credential.header,
+            ...(s.credential.prefix ? { prefix: s.credential.prefix } : {}),
           }),
         ]
       : []),
@@ -195,15 +196,7 @@ export function serviceClusterConfig(s: EgressService, input: EgressRenderInput)
 
 /** The SDS resource that points Envoy at a credential file (plain config: no secret inside). */
 export function credentialSds(serviceId: string, credentialDir: string): object {
-  return {
-    resources: [
-      {
-        '@type': TYPE.tlsSecret,
-        name: credentialSecretName(serviceId),
-        generic_secret: { secret: { filename: `${credentialDir}/${credentialValueFile(serviceId)}` } },
-      },
-    ],
-  };
+  return sdsResource(credentialSecretName(serviceId), { generic: `${credentialDir}/${credentialValueFile(serviceId)}` });
 }
 
 export function renderEgressConfig(spec: PolicySpec, input: EgressRenderInput): Bootstrap {
@@ -237,6 +230,9 @@ export function renderEgressConfig(spec: PolicySpec, input: EgressRenderInput): 
       tier: `%DYNAMIC_METADATA(${EXT_AUTHZ_NS}:tier)%`,
       upstream_host: '%UPSTREAM_HOST%',
     }),
+    requestTimeoutSeconds: input.limits.requestTimeoutSeconds,
+    // Nothing about the caller goes upstream: no x-forwarded-for appended (and any sent is removed).
+    skipXffAppend: true,
     localReply: localReplyConfig([
       {
         // jwt_authn refuses a token for another audience with 403.
@@ -253,6 +249,7 @@ export function renderEgressConfig(spec: PolicySpec, input: EgressRenderInput): 
   return {
     node: { id: 'egress', cluster: 'agentd-egress' },
     admin: adminBlock(input.listen.adminPort),
+    overload_manager: overloadManager(input.limits),
     static_resources: {
       listeners: [
         {

@@ -2,25 +2,22 @@
 // authorized by OPA (policy chosen here, by Envoy's config: context extension policy=gateway)
 // and rate-limited per API key at the key's tier, keyed on what OPA returned.
 
-import { API_PREFIX, GRPC_SERVICE, HEALTH_PATH, READY_PATH } from '../../../agentd/src/contract.ts';
+import { API_PREFIX, GATEWAY_TOKEN_HEADER, GRPC_SERVICE, HEALTH_PATH, READY_PATH } from '../../../agentd/src/contract.ts';
 import type { PolicySpec } from '../../../policy/spec.ts';
 import {
-  BASE_LOG_FIELDS, EXT_AUTHZ_NS, enforcedRateLimit, fromAuthz, OPA_CLUSTER, adminBlock, adminCluster, bucket, cluster, connectionManager,
-  extAuthzContext, extAuthzDisabled, extAuthzFilter, jsonAccessLog, jsonDirectResponse, localRateLimitFilter,
-  localReplyConfig, percent, routerFilter, statsListener, type Endpoint, type ProxyListen,
+  BASE_LOG_FIELDS, EXT_AUTHZ_NS, IDENTITY_HEADER_PREFIXES, enforcedRateLimit, fromAuthz, OPA_CLUSTER, adminBlock, adminCluster, bucket, cluster,
+  connectionManager, credentialInjector, extAuthzContext, extAuthzDisabled, extAuthzFilter, jsonAccessLog, jsonDirectResponse,
+  localRateLimitFilter, localReplyConfig, overloadManager, percent, routerFilter, sdsConfig, statsListener,
+  type Endpoint, type ProxyLimits, type ProxyListen,
 } from './common.ts';
 import {
   TYPE, ext, seconds, socketAddress, typed,
-  type Bootstrap, type Listener, type RateLimit, type Route, type RouteConfiguration, type TypedConfig, type VirtualHost,
+  type Bootstrap, type Cluster, type Listener, type RateLimit, type Route, type RouteConfiguration, type TypedConfig, type TypedExtension, type VirtualHost,
 } from './model.ts';
 
-export interface GatewayTls {
-  /** Port of the TLS listener (beside the plain one). */
-  readonly port: number;
-  /** Certificate chain and private key files inside the gateway workload. */
-  readonly certChainFile: string;
-  readonly privateKeyFile: string;
-}
+/** SDS resource names of the gateway's secrets (files: see the SDS files the platform renders). */
+export const GATEWAY_TLS_SECRET = 'gateway_tls';
+export const GATEWAY_TOKEN_SECRET = 'agentd_gateway_token';
 
 export interface GatewayRenderInput {
   readonly listen: ProxyListen;
@@ -31,7 +28,17 @@ export interface GatewayRenderInput {
   readonly maxRequestBytes: number;
   /** Upstream timeout for API calls, in seconds (intents may wait on slow external APIs). */
   readonly upstreamTimeoutSeconds: number;
-  readonly tls?: GatewayTls;
+  /**
+   * TLS on the traffic listener (then it speaks only TLS: HTTP/1.1 and HTTP/2 by ALPN, TLS 1.2
+   * or later): the SDS file naming the certificate chain and key (GATEWAY_TLS_SECRET).
+   */
+  readonly tls?: { readonly sdsFile: string };
+  /**
+   * The SDS file naming the per-deploy secret the gateway sends agentd in GATEWAY_TOKEN_HEADER
+   * (GATEWAY_TOKEN_SECRET): agentd trusts the identity headers only with it.
+   */
+  readonly agentdTokenSdsFile: string;
+  readonly limits: ProxyLimits;
 }
 
 export const GATEWAY_STAT_PREFIX = 'gateway';
@@ -87,6 +94,16 @@ export function renderGatewayRoutes(spec: PolicySpec, input: GatewayRenderInput)
   const open = { 'envoy.filters.http.ext_authz': extAuthzDisabled(), 'envoy.filters.http.local_ratelimit': noRateLimit() };
   const timeout = seconds(input.upstreamTimeoutSeconds);
   const routes: Route[] = [
+    // A body announced larger than the gateway accepts: 413 without reading it, once the caller
+    // is authorized (ext_authz runs first). Bodies without a length are counted as they pass
+    // (bodyLimitFilter).
+    {
+      name: 'too_large',
+      match: { prefix: '/', headers: [{ name: 'content-length', range_match: { start: input.maxRequestBytes + 1, end: Number.MAX_SAFE_INTEGER } }] },
+      direct_response: jsonDirectResponse(413, 'payload_too_large', `the request body is larger than this gateway accepts (${input.maxRequestBytes} bytes)`),
+      // Answer at once, without collecting the body first (bodyLimitFilter would).
+      typed_per_filter_config: { 'envoy.filters.http.lua': typed(TYPE.luaPerRoute, { disabled: true }) },
+    },
     { name: 'health', match: { path: HEALTH_PATH }, route: { cluster: 'agentd_http', timeout: seconds(5) }, typed_per_filter_config: open },
     { name: 'ready', match: { path: READY_PATH }, route: { cluster: 'agentd_http', timeout: seconds(5) }, typed_per_filter_config: open },
     { name: 'grpc', match: { prefix: `/${GRPC_SERVICE}/`, grpc: {} }, route: { cluster: 'agentd_grpc', timeout } },
@@ -117,12 +134,17 @@ export function renderGatewayConfig(spec: PolicySpec, input: GatewayRenderInput)
     connectionManager({
       statPrefix,
       routeConfig,
+      // Authorization first, on headers alone: a request without a valid key is refused before
+      // any of its body is read or buffered (and its connection closed), however large the
+      // body it announces. Only an authorized request's body is counted, up to the limit.
       httpFilters: [
-        ext('envoy.filters.http.buffer', TYPE.buffer, { max_request_bytes: input.maxRequestBytes }),
         extAuthzFilter({ statPrefix: GATEWAY_EXT_AUTHZ_STAT_PREFIX, allowedHeaders: GATEWAY_AUTHZ_HEADERS }),
         localRateLimitFilter(GATEWAY_RATE_LIMIT_STAT_PREFIX),
+        bodyLimitFilter(input.maxRequestBytes),
         routerFilter(),
       ],
+      requestTimeoutSeconds: input.limits.requestTimeoutSeconds,
+      stripPrefixes: IDENTITY_HEADER_PREFIXES,
       accessLog: jsonAccessLog({
         ...BASE_LOG_FIELDS,
         proxy: 'gateway',
@@ -137,40 +159,75 @@ export function renderGatewayConfig(spec: PolicySpec, input: GatewayRenderInput)
       name: 'gateway',
       address: socketAddress(input.listen.traffic.host, input.listen.traffic.port),
       per_connection_buffer_limit_bytes: 1 << 20,
-      filter_chains: [{ filters: [hcm(GATEWAY_STAT_PREFIX)] }],
-    },
-  ];
-  if (input.tls) {
-    listeners.push({
-      name: 'gateway_tls',
-      address: socketAddress(input.listen.traffic.host, input.tls.port),
-      per_connection_buffer_limit_bytes: 1 << 20,
       filter_chains: [
         {
-          filters: [hcm(`${GATEWAY_STAT_PREFIX}_tls`)],
-          transport_socket: ext('envoy.transport_sockets.tls', TYPE.downstreamTls, {
-            common_tls_context: {
-              alpn_protocols: ['h2', 'http/1.1'],
-              tls_params: { tls_minimum_protocol_version: 'TLSv1_2' },
-              tls_certificates: [{ certificate_chain: { filename: input.tls.certChainFile }, private_key: { filename: input.tls.privateKeyFile } }],
-            },
-          }),
+          filters: [hcm(GATEWAY_STAT_PREFIX)],
+          ...(input.tls
+            ? {
+                transport_socket: ext('envoy.transport_sockets.tls', TYPE.downstreamTls, {
+                  common_tls_context: {
+                    alpn_protocols: ['h2', 'http/1.1'],
+                    tls_params: { tls_minimum_protocol_version: 'TLSv1_2' },
+                    tls_certificate_sds_secret_configs: [{ name: GATEWAY_TLS_SECRET, sds_config: sdsConfig(input.tls.sdsFile) }],
+                  },
+                }),
+              }
+            : {}),
         },
       ],
-    });
-  }
+    },
+  ];
   listeners.push(statsListener('gateway', input.listen.stats));
   return {
     node: { id: 'gateway', cluster: 'agentd-gateway' },
     admin: adminBlock(input.listen.adminPort),
+    overload_manager: overloadManager(input.limits),
     static_resources: {
       listeners,
       clusters: [
-        cluster('agentd_http', input.agentdHttp),
-        cluster('agentd_grpc', input.agentdGrpc, { http2: true }),
+        agentdCluster('agentd_http', input.agentdHttp, input.agentdTokenSdsFile, false),
+        agentdCluster('agentd_grpc', input.agentdGrpc, input.agentdTokenSdsFile, true),
         cluster(OPA_CLUSTER, input.opa, { http2: true }),
         adminCluster(input.listen.adminPort),
       ],
+    },
+  };
+}
+
+/**
+ * Buffers an authorized request's body and answers 413 (JSON) when it is larger than `maxBytes`.
+ * Envoy's buffer filter cannot do this after ext_authz: it counts only what arrives after it
+ * starts, and a body that arrived while OPA decided reaches it in one piece, uncounted. While
+ * a body is buffered Envoy holds at most the connection's buffer limit (1 MiB; 413 above it).
+ */
+export function bodyLimitFilter(maxBytes: number): TypedExtension {
+  const body = JSON.stringify({ error: { code: 'payload_too_large', message: `the request body is larger than this gateway accepts (${maxBytes} bytes)` } });
+  const script = [
+    'function envoy_on_request(handle)',
+    '  local body = handle:body()',
+    `  if body ~= nil and body:length() > ${maxBytes} then`,
+    `    handle:respond({[":status"] = "413", ["content-type"] = "application/json"}, [[${body}]])`,
+    '  end',
+    'end',
+  ].join('\n');
+  return ext('envoy.filters.http.lua', TYPE.lua, { default_source_code: { inline_string: script } });
+}
+
+/**
+ * A cluster to agentd whose requests carry the gateway's per-deploy token, injected by an
+ * upstream filter from a secret file (overwriting anything else under that name).
+ */
+function agentdCluster(name: string, at: Endpoint, tokenSdsFile: string, http2: boolean): Cluster {
+  return {
+    ...cluster(name, at),
+    typed_extension_protocol_options: {
+      'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': typed(TYPE.httpProtocolOptions, {
+        explicit_http_config: http2 ? { http2_protocol_options: {} } : { http_protocol_options: {} },
+        http_filters: [
+          credentialInjector({ secretName: GATEWAY_TOKEN_SECRET, sdsFile: tokenSdsFile, header: GATEWAY_TOKEN_HEADER }),
+          ext('envoy.filters.http.upstream_codec', TYPE.upstreamCodec),
+        ],
+      }),
     },
   };
 }

@@ -25,6 +25,11 @@ export const TYPE = {
   tlsSecret: `${T}envoy.extensions.transport_sockets.tls.v3.Secret`,
   reqWithoutQuery: `${T}envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery`,
   headerMutation: `${T}envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation`,
+  lua: `${T}envoy.extensions.filters.http.lua.v3.Lua`,
+  luaPerRoute: `${T}envoy.extensions.filters.http.lua.v3.LuaPerRoute`,
+  celFilter: `${T}envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter`,
+  fixedHeap: `${T}envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig`,
+  downstreamConnections: `${T}envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig`,
 } as const;
 
 export interface TypedConfig {
@@ -57,7 +62,12 @@ export interface HeaderValueOption {
 export interface RouteMatch {
   readonly prefix?: string;
   readonly path?: string;
-  readonly headers?: readonly { readonly name: string; readonly string_match: { readonly prefix?: string; readonly exact?: string } }[];
+  readonly headers?: readonly {
+    readonly name: string;
+    readonly string_match?: { readonly prefix?: string; readonly exact?: string };
+    /** Matches an integer header value in [start, end). */
+    readonly range_match?: { readonly start: number; readonly end: number };
+  }[];
   readonly grpc?: Record<string, never>;
 }
 
@@ -122,6 +132,8 @@ export interface Listener {
   readonly address: SocketAddress;
   readonly filter_chains: readonly FilterChain[];
   readonly per_connection_buffer_limit_bytes?: number;
+  /** Exempt from the overload manager's global connection limit (the stats listener: probes). */
+  readonly ignore_global_conn_limit?: boolean;
 }
 
 export interface Cluster {

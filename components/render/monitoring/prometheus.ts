@@ -26,7 +26,7 @@ export interface ScrapeTargets {
   readonly egress: Endpoint | readonly Endpoint[];
   /** OPA's HTTP API (8181 in containers); it serves /metrics. */
   readonly opa: Endpoint | readonly Endpoint[];
-  /** agentd's HTTP port (it serves the contract's METRICS_PATH). */
+  /** agentd's metrics listener (AGENTD_METRICS_PORT; it serves the contract's METRICS_PATH). */
   readonly agentd: Endpoint | readonly Endpoint[];
 }
 

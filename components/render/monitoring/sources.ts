@@ -38,8 +38,8 @@ export const AGENTD_METRICS_PATH = METRICS_PATH;
 /** The two proxies, with the stat prefixes their renderers give each filter. */
 export const PROXIES = {
   gateway: {
-    /** The traffic HCMs: `gateway`, and `gateway_tls` when TLS is on (see renderGatewayConfig). */
-    hcmPrefixRegex: `${regexLiteral(GATEWAY_STAT_PREFIX)}(${regexLiteral('_tls')})?`,
+    /** The traffic HCM: one listener, `gateway`, with or without TLS (see renderGatewayConfig). */
+    hcmPrefixRegex: regexLiteral(GATEWAY_STAT_PREFIX),
     extAuthzPrefix: GATEWAY_EXT_AUTHZ_STAT_PREFIX,
     rateLimitPrefix: GATEWAY_RATE_LIMIT_STAT_PREFIX,
   },
