@@ -172,7 +172,9 @@ describe('rendered manifests (agentd:kubernetes.renderYamlTo)', () => {
     gitops.set('agentd:kubernetes.renderSecrets', 'true');
     gitops.pulumi(['up', '--yes', '--skip-preview']);
     const secrets = files(out).filter((f) => /^kind: Secret$/m.test(readFileSync(f, 'utf8')));
-    expect(secrets.length).toBe(2);
+    // agentd (token key, gateway and registry tokens), egress (token key, credentials), gateway
+    // (its token to agentd), OPA (its registry token).
+    expect(secrets.length).toBe(4);
     expect(secrets.map((f) => readFileSync(f, 'utf8')).join('\n')).toContain(Buffer.from('sk-gitops-credential').toString('base64'));
   }, 300_000);
 });
