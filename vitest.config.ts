@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// One runner for every rung of the verification ladder (DESIGN.md). Suites that start real
+// One runner for every rung of the verification ladder (README.md, "Tests"). Suites that start real
 // processes or containers choose free ports themselves, so files may run in parallel; the
 // machines have 2 cores, hence at most 2 workers.
 export default defineConfig({

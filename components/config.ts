@@ -3,6 +3,7 @@
 // `pulumi preview` with the key, the problem and the `pulumi config set` that fixes it.
 // Pure: takes the raw config map (pulumi.runtime.allConfig()), no Pulumi calls.
 
+import { parseServiceUrl } from '../policy/url.ts';
 import type { Upstream } from './render/envoy/egress.ts';
 
 export type TargetKind = 'docker' | 'kubernetes';
@@ -314,15 +315,8 @@ function parseValue(v: string): unknown {
 const isIp = (s: string) => /^(\d{1,3})(\.\d{1,3}){3}$/.test(s) && s.split('.').every((p) => Number(p) <= 255);
 
 export function parseUpstream(url: string): Upstream | undefined {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    return undefined;
-  }
-  if ((u.protocol !== 'https:' && u.protocol !== 'http:') || (u.pathname !== '/' && u.pathname !== '') || u.search || url.endsWith('/')) return undefined;
-  const scheme = u.protocol === 'https:' ? 'https' : 'http';
-  return { scheme, host: u.hostname, port: u.port ? Number(u.port) : scheme === 'https' ? 443 : 80 };
+  const u = parseServiceUrl(url);
+  return 'problem' in u ? undefined : u;
 }
 
 /** Checks the overrides name services that exist; the spec is only known after it is loaded. */

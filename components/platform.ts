@@ -14,7 +14,7 @@ import { Monitoring } from './monitoring.ts';
 import { DEFAULT_PROXY_LIMITS } from './render/envoy/common.ts';
 import { credentialValueFile } from './render/envoy/egress.ts';
 import { OPA_BUNDLE_FILE } from './render/opa.ts';
-import { EGRESS_SDS_SUBDIR, GATEWAY_SDS_FILES, renderPlatform, type PlatformRenderInput, type RenderedPlatform } from './render/platform.ts';
+import { EGRESS_SDS_SUBDIR, GATEWAY_SDS_FILES, jwksDocument, renderPlatform, type PlatformRenderInput, type RenderedPlatform } from './render/platform.ts';
 import type { Target } from './target.ts';
 
 export interface PlatformArgs {
@@ -85,7 +85,7 @@ export function platformRenderInput(config: StackConfig, target: Pick<Target, 'a
 export function jwksFor(secret: string): string {
   const k = Buffer.from(secret, 'utf8').toString('base64url');
   const kid = createHash('sha256').update(secret).digest('hex').slice(0, 12);
-  return JSON.stringify({ keys: [{ kty: 'oct', kid, alg: 'HS256', use: 'sig', k }] });
+  return jwksDocument(kid, k);
 }
 
 /**

@@ -1,6 +1,6 @@
 import * as pulumi from '@pulumi/pulumi';
 import { OPA_CONFIG_FILE, type WorkloadFiles } from './render/platform.ts';
-import { OPA_MASK_FILE, OPA_MEMORY_MIB, opaRuntimeEnv } from './render/opa.ts';
+import { OPA_MASK_FILE, OPA_MEMORY_MIB, opaRunArgs, opaRuntimeEnv } from './render/opa.ts';
 import { DIRS, PORTS, RUN_AS_USER, SECRET_FILES, WORKLOADS } from './layout.ts';
 import type { ImageChoice } from './images.ts';
 import type { Target } from './target.ts';
@@ -20,14 +20,13 @@ export interface PolicyEngineArgs {
 /** OPA's command line: REST API on loopback only; health and metrics on the diagnostic port. */
 export function opaCommand(binary: readonly string[]): string[] {
   return [
-    ...binary, 'run', '--server',
-    '--addr', `127.0.0.1:${PORTS.opaApi}`,
-    '--diagnostic-addr', `0.0.0.0:${PORTS.opaDiagnostic}`,
-    '--config-file', `${DIRS.opa}/${OPA_CONFIG_FILE}`,
-    '--log-format', 'json',
-    '--log-level', 'info',
-    // The decision-log mask, loaded apart from the bundle so it applies before any bundle does.
-    `${DIRS.opa}/${OPA_MASK_FILE}`,
+    ...binary,
+    ...opaRunArgs({
+      apiAddr: `127.0.0.1:${PORTS.opaApi}`,
+      diagnosticAddr: `0.0.0.0:${PORTS.opaDiagnostic}`,
+      configFile: `${DIRS.opa}/${OPA_CONFIG_FILE}`,
+      maskFile: `${DIRS.opa}/${OPA_MASK_FILE}`,
+    }),
   ];
 }
 

@@ -3,6 +3,7 @@
 // is rendered from this object, so bad data must stop here, before anything is rendered or
 // deployed, with an error that names the file, the field and the fix.
 
+import { parseServiceUrl, type ServiceUrl } from './url.ts';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -57,7 +58,7 @@ export interface EgressService {
   readonly id: string;
   readonly displayName: string;
   /** Parsed base URL: scheme, host and port; no path. */
-  readonly baseUrl: { readonly scheme: 'http' | 'https'; readonly host: string; readonly port: number };
+  readonly baseUrl: ServiceUrl;
   readonly allowedMethods: readonly HttpMethod[];
   readonly allowedPaths: readonly PathPattern[];
   readonly credential: EgressCredential | null;
@@ -463,18 +464,8 @@ function parseBaseUrl(c: FileCheck, v: Json, field: string): EgressService['base
   const fix = 'write scheme and host only, e.g. https://api.example.com or https://api.example.com:8443';
   const s = c.string(v, field, fix);
   if (s === undefined) return undefined;
-  let u: URL;
-  try {
-    u = new URL(s);
-  } catch {
-    return c.fail(field, `"${s}" is not a URL`, fix);
-  }
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') return c.fail(field, `"${s}" must use https (or http for local stand-ins)`, fix);
-  if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash || u.username || u.password || s.endsWith('/')) {
-    return c.fail(field, `"${s}" must not carry a path, query, trailing "/" or user info`, fix);
-  }
-  const scheme = u.protocol === 'https:' ? 'https' : 'http';
-  return { scheme, host: u.hostname, port: u.port ? Number(u.port) : scheme === 'https' ? 443 : 80 };
+  const u = parseServiceUrl(s);
+  return 'problem' in u ? c.fail(field, u.problem, fix) : u;
 }
 
 function deepFreeze<T>(value: T): T {

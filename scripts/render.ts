@@ -8,6 +8,7 @@ import { checkAgainstSpec, parseStackConfig } from '../components/config.ts';
 import { platformRenderInput } from '../components/platform.ts';
 import { fileBytes, renderPlatform } from '../components/render/platform.ts';
 import { dockerAddress } from '../components/targets/docker.ts';
+import { kubernetesAddress } from '../components/targets/kubernetes.ts';
 import { sha256Hex } from '../policy/bundle.ts';
 import { loadPolicySpec } from '../policy/spec.ts';
 import { ROOT, stackArg, stackFileConfig } from './pulumi-env.ts';
@@ -23,7 +24,7 @@ const spec = loadPolicySpec(join(ROOT, 'policy/data'), 'policy/data');
 checkAgainstSpec(config, Object.keys(spec.egressServices));
 const configured = Object.values(spec.egressServices).filter((s) => s.credential && `egress:${s.credential.secret}` in raw).map((s) => s.id);
 const placeholderHashes = Object.fromEntries(spec.clients.map((c) => [c.id, sha256Hex(`placeholder-key-of-${c.id}`)]));
-const address = config.target === 'docker' ? dockerAddress : (w: string, port: number) => ({ host: `${w}.${config.kubernetes.namespace}.svc.cluster.local`, port });
+const address = config.target === 'docker' ? dockerAddress : kubernetesAddress(config.kubernetes.namespace);
 const rendered = renderPlatform(spec, platformRenderInput(config, { address }, configured, placeholderHashes));
 
 rmSync(out, { recursive: true, force: true });

@@ -11,10 +11,9 @@
 import { join } from 'node:path';
 import { buildBundle } from '../../policy/bundle.ts';
 import { ExtAuthzClient, RegistryServer, startOpa, type AuthzRequest, type RunningOpa } from '../../test/harness/opa.ts';
-import type { OpaRegistryInput } from '../../components/render/opa.ts';
 import { ManagedProcess, answers, freePort } from '../../test/harness/processes.ts';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { OPA_BUNDLE_FILE, opaRuntimeEnv, renderOpaConfig } from '../../components/render/opa.ts';
+import { OPA_BUNDLE_FILE, opaRunArgs, opaRuntimeEnv, renderOpaConfig, type OpaRegistryInput } from '../../components/render/opa.ts';
 import { OPA_CONFIG_FILE } from '../../components/render/platform.ts';
 import { toYaml } from '../../components/render/yaml.ts';
 import { toolPath } from '../../test/support/tools.ts';
@@ -146,7 +145,7 @@ async function startOpaWithoutDecisionLog(dir: string, bundle: Buffer, registry:
     {
       name: 'opa-no-decision-log',
       command: toolPath('opa'),
-      args: ['run', '--server', '--addr', `127.0.0.1:${httpPort}`, '--config-file', join(dir, OPA_CONFIG_FILE), '--log-format', 'json'],
+      args: opaRunArgs({ apiAddr: `127.0.0.1:${httpPort}`, configFile: join(dir, OPA_CONFIG_FILE) }),
       ready: () => answers(`http://127.0.0.1:${httpPort}/health?bundles`),
       env: opaRuntimeEnv(),
     },

@@ -142,3 +142,21 @@ export function opaRuntimeEnv(memoryMiB: number = OPA_MEMORY_MIB): Record<string
     GODEBUG: 'gcshrinkstackoff=1',
   };
 }
+
+/**
+ * OPA's command line after the binary, the same wherever OPA runs (a workload, the test harness,
+ * the benchmarks): the REST API on `apiAddr` (loopback in a workload), health and metrics on the
+ * diagnostic address when given, JSON logs, and the decision-log mask loaded from its own file,
+ * apart from the bundle, so that it applies before any bundle does.
+ */
+export function opaRunArgs(o: { apiAddr: string; diagnosticAddr?: string; configFile: string; maskFile?: string; logLevel?: 'debug' | 'info' | 'error' }): string[] {
+  return [
+    'run', '--server',
+    '--addr', o.apiAddr,
+    ...(o.diagnosticAddr ? ['--diagnostic-addr', o.diagnosticAddr] : []),
+    '--config-file', o.configFile,
+    '--log-format', 'json',
+    '--log-level', o.logLevel ?? 'info',
+    ...(o.maskFile ? [o.maskFile] : []),
+  ];
+}

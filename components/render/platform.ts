@@ -34,6 +34,14 @@ export type FileContent = string | { readonly base64: string };
 /** A workload's files, by path relative to its config directory. Nothing here is secret. */
 export type WorkloadFiles = Readonly<Record<string, FileContent>>;
 
+/**
+ * The JWKS document agentd signs sandbox tokens with and the egress proxy verifies them with
+ * (one HS256 "oct" key). The one place its shape is written.
+ */
+export function jwksDocument(kid: string, keyBase64url: string): string {
+  return JSON.stringify({ keys: [{ kty: 'oct', kid, alg: 'HS256', use: 'sig', k: keyBase64url }] });
+}
+
 /** The bytes of a file, for writing it to disk. */
 export const fileBytes = (c: FileContent): Buffer => (typeof c === 'string' ? Buffer.from(c, 'utf8') : Buffer.from(c.base64, 'base64'));
 

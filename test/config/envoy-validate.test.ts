@@ -7,15 +7,16 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { parseStackConfig } from '../../components/config.ts';
 import { platformRenderInput } from '../../components/platform.ts';
-import { ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES, fileBytes, renderPlatform, type PlatformRenderInput } from '../../components/render/platform.ts';
+import { ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES, fileBytes, jwksDocument, renderPlatform, type PlatformRenderInput } from '../../components/render/platform.ts';
 import { dockerAddress } from '../../components/targets/docker.ts';
+import { kubernetesAddress } from '../../components/targets/kubernetes.ts';
 import { sha256Hex } from '../../policy/bundle.ts';
 import { run, toolPath } from '../support/tools.ts';
 import { shippedSpec } from '../support/fixtures.ts';
 
 const spec = shippedSpec();
 const hashes = Object.fromEntries(spec.clients.map((c) => [c.id, sha256Hex(`k-${c.id}`)]));
-const k8sAddress = (w: string, port: number) => ({ host: `${w}.agentd.svc.cluster.local`, port });
+const k8sAddress = kubernetesAddress('agentd');
 const loopback = (_w: string, port: number) => ({ host: '127.0.0.1', port });
 
 /** Points every file path at a temp dir holding real files, so validation can open them. */
@@ -26,7 +27,7 @@ function materialise(input: PlatformRenderInput, dir: string): PlatformRenderInp
     writeFileSync(p, content);
     return p;
   };
-  const jwks = f('secrets/jwks.json', JSON.stringify({ keys: [{ kty: 'oct', kid: 'k', alg: 'HS256', k: 'c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0' }] }));
+  const jwks = f('secrets/jwks.json', jwksDocument('k', 'c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0'));
   const credDir = join(dir, 'secrets/credentials');
   for (const id of input.egress.configuredCredentials) f(`secrets/credentials/${id}.credential`, 'x');
   const token = f('secrets/gateway-token', 'gateway-token-value');

@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { OPA_BUNDLE_FILE, opaRuntimeEnv, renderOpaConfig, type OpaRegistryInput } from '../../components/render/opa.ts';
+import { OPA_BUNDLE_FILE, opaRunArgs, opaRuntimeEnv, renderOpaConfig, type OpaRegistryInput } from '../../components/render/opa.ts';
 import { MASK_POLICY_FILE, sha256Hex, stableJson, tarGz } from '../../policy/bundle.ts';
 import { OPA_CONFIG_FILE } from '../../components/render/platform.ts';
 import { toYaml } from '../../components/render/yaml.ts';
@@ -53,7 +53,7 @@ export async function startOpa(dir: string, bundle: Buffer, options: StartOpaOpt
     {
       name: 'opa',
       command: toolPath('opa'),
-      args: ['run', '--server', '--addr', `127.0.0.1:${httpPort}`, '--config-file', join(dir, OPA_CONFIG_FILE), '--log-format', 'json', MASK_POLICY_FILE],
+      args: opaRunArgs({ apiAddr: `127.0.0.1:${httpPort}`, configFile: join(dir, OPA_CONFIG_FILE), maskFile: MASK_POLICY_FILE }),
       ready,
       env: opaRuntimeEnv(),
     },

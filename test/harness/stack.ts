@@ -8,8 +8,8 @@ import { sha256Hex } from '../../policy/bundle.ts';
 import type { PolicySpec } from '../../policy/spec.ts';
 import { credentialValueFile, type Upstream } from '../../components/render/envoy/egress.ts';
 import { DEFAULT_PROXY_LIMITS, envoyArgs, type ProxyLimits } from '../../components/render/envoy/common.ts';
-import { OPA_BUNDLE_FILE, OPA_MASK_FILE, opaRuntimeEnv } from '../../components/render/opa.ts';
-import { EGRESS_SDS_SUBDIR, ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES, OPA_CONFIG_FILE, fileBytes, renderPlatform, type FileContent, type RenderedPlatform } from '../../components/render/platform.ts';
+import { OPA_BUNDLE_FILE, OPA_MASK_FILE, opaRunArgs, opaRuntimeEnv } from '../../components/render/opa.ts';
+import { EGRESS_SDS_SUBDIR, ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES, OPA_CONFIG_FILE, fileBytes, jwksDocument, renderPlatform, type FileContent, type RenderedPlatform } from '../../components/render/platform.ts';
 import { SECRET_FILES } from '../../components/layout.ts';
 import { ENV, GATEWAY_TOKEN_HEADER, IDENTITY_HEADERS, READY_PATH } from '../../agentd/src/contract.ts';
 import { ManagedProcess, answers, freePort } from './processes.ts';
@@ -155,7 +155,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   write(opaDir, rendered.opa);
   // Secret files, as a target writes them from Pulumi secrets.
   write(secretsDir, {
-    'jwks.json': JSON.stringify({ keys: [{ kty: 'oct', kid: 'k1', alg: 'HS256', k: signingKey }] }),
+    'jwks.json': jwksDocument('k1', signingKey),
     [SECRET_FILES.gatewayToken]: gatewayToken,
     [SECRET_FILES.registryToken]: registryToken,
     ...Object.fromEntries(Object.entries(credentials).map(([id, v]) => [`credentials/${credentialValueFile(id)}`, v])),
@@ -178,7 +178,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       {
         name: 'opa',
         command: toolPath('opa'),
-        args: ['run', '--server', '--addr', `127.0.0.1:${ports.opaHttp}`, '--config-file', join(opaDir, OPA_CONFIG_FILE), '--log-format', 'json', join(opaDir, OPA_MASK_FILE)],
+        args: opaRunArgs({ apiAddr: `127.0.0.1:${ports.opaHttp}`, configFile: join(opaDir, OPA_CONFIG_FILE), maskFile: join(opaDir, OPA_MASK_FILE) }),
         ready: () => answers(`http://127.0.0.1:${ports.opaHttp}/health?bundles`),
         env: opaRuntimeEnv(),
       },

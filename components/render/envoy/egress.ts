@@ -5,6 +5,7 @@
 
 import { SANDBOX_TOKEN_HEADER, TOKEN_AUDIENCE, TOKEN_ISSUER } from '../../../agentd/src/contract.ts';
 import type { EgressService, PolicySpec } from '../../../policy/spec.ts';
+import type { ServiceUrl } from '../../../policy/url.ts';
 import {
   BASE_LOG_FIELDS, EXT_AUTHZ_NS, enforcedRateLimit, fromAuthz, JWT_AUTHN_NS, OPA_CLUSTER, adminBlock, adminCluster, bucket, cluster, connectionManager,
   credentialInjector, extAuthzContext, extAuthzDisabled, extAuthzFilter, jsonAccessLog, jsonDirectResponse, localRateLimitFilter,
@@ -16,11 +17,7 @@ import {
 } from './model.ts';
 
 /** Where a service's requests go; the spec's base_url unless the stack overrides it. */
-export interface Upstream {
-  readonly scheme: 'http' | 'https';
-  readonly host: string;
-  readonly port: number;
-}
+export type Upstream = ServiceUrl;
 
 export interface EgressRenderInput {
   readonly listen: ProxyListen;
