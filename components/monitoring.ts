@@ -2,7 +2,7 @@ import * as pulumi from '@pulumi/pulumi';
 import * as random from '@pulumi/random';
 import type { PolicySpec } from '../policy/spec.ts';
 import { PORTS, RUN_AS_USER, WORKLOADS } from './layout.ts';
-import { renderMonitoringFiles, type MonitoringWorkload } from './render/monitoring/index.ts';
+import { renderMonitoringFiles, type MonitoringWorkload } from './render/overlay/index.ts';
 import { LOKI_HTTP_PORT } from './render/monitoring/loki.ts';
 import { ALLOY_HTTP_PORT } from './render/monitoring/alloy.ts';
 import { STACK_LABEL, WORKLOAD_LABEL } from './targets/docker.ts';

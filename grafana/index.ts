@@ -1,19 +1,15 @@
-// Grafana, rendered: grafana.ini (security settings), datasource and dashboard provisioning,
-// and the dashboards. The admin password is an input (a Pulumi secret, e.g. from
-// @pulumi/random) that goes into one secret file only; grafana.ini points at that file with
-// Grafana's `$__file{...}` expansion, so no plain config file ever holds it.
+// The Grafana workload, rendered: grafana.ini (security settings), datasource and dashboard
+// provisioning, and the dashboards (from ./dashboards/index.ts, their one entry point). The
+// admin password is an input (a Pulumi secret, e.g. from @pulumi/random) that goes into one
+// secret file only; grafana.ini points at that file with Grafana's `$__file{...}` expansion, so
+// no plain config file ever holds it.
 
 import type { PolicySpec } from '../policy/spec.ts';
 import type { Endpoint } from '../components/render/envoy/common.ts';
 import { toYaml } from '../components/render/yaml.ts';
-import { LOKI_DATASOURCE, PROMETHEUS_DATASOURCE } from './datasources.ts';
-import { agentdDashboard } from './dashboards/agentd.ts';
-import { egressDashboard } from './dashboards/egress.ts';
-import { gatewayDashboard } from './dashboards/gateway.ts';
-import type { Dashboard } from './dashboards/model.ts';
-import { opaDashboard } from './dashboards/opa.ts';
-import { overviewDashboard } from './dashboards/overview.ts';
+import { HOME_DASHBOARD_FILE, renderDashboardFiles } from './dashboards/index.ts';
 import { toIni } from './ini.ts';
+import { GRAFANA_DATASOURCES } from '../components/render/monitoring/sources.ts';
 
 export interface GrafanaRenderInput<S = string> {
   /** Prometheus and Loki as Grafana reaches them. */
@@ -55,17 +51,6 @@ export const GRAFANA_FILES = {
 } as const;
 export const GRAFANA_ADMIN_PASSWORD_FILE = 'admin-password';
 
-/** The dashboards, by file name (without `.json`). */
-export function renderDashboards(spec: PolicySpec): Record<string, Dashboard> {
-  return {
-    overview: overviewDashboard(spec),
-    gateway: gatewayDashboard(),
-    egress: egressDashboard(spec),
-    agentd: agentdDashboard(),
-    opa: opaDashboard(),
-  };
-}
-
 /** The parts of the input every plain file may depend on (never the password). */
 type PlainInput = Omit<GrafanaRenderInput<unknown>, 'adminPassword'>;
 
@@ -102,7 +87,7 @@ export function grafanaIni(input: PlainInput) {
     analytics: { reporting_enabled: false, check_for_updates: false, check_for_plugin_updates: false },
     news: { news_feed_enabled: false },
     log: { mode: 'console', level: 'warn' },
-    dashboards: { default_home_dashboard_path: `${r.configDir}/${GRAFANA_FILES.dashboardsDir}/overview.json` },
+    dashboards: { default_home_dashboard_path: `${r.configDir}/${GRAFANA_FILES.dashboardsDir}/${HOME_DASHBOARD_FILE}` },
   } as const;
 }
 
@@ -130,8 +115,8 @@ export function renderGrafanaFiles(spec: PolicySpec, input: PlainInput): Record<
     datasources: [
       {
         name: 'Prometheus',
-        uid: PROMETHEUS_DATASOURCE.uid,
-        type: PROMETHEUS_DATASOURCE.type,
+        uid: GRAFANA_DATASOURCES.prometheus.uid,
+        type: GRAFANA_DATASOURCES.prometheus.type,
         access: 'proxy',
         url: url(input.prometheus),
         isDefault: true,
@@ -140,8 +125,8 @@ export function renderGrafanaFiles(spec: PolicySpec, input: PlainInput): Record<
       },
       {
         name: 'Loki',
-        uid: LOKI_DATASOURCE.uid,
-        type: LOKI_DATASOURCE.type,
+        uid: GRAFANA_DATASOURCES.loki.uid,
+        type: GRAFANA_DATASOURCES.loki.type,
         access: 'proxy',
         url: url(input.loki),
         isDefault: false,
@@ -172,9 +157,7 @@ export function renderGrafanaFiles(spec: PolicySpec, input: PlainInput): Record<
     [GRAFANA_FILES.datasources]: toYaml(datasources),
     [GRAFANA_FILES.dashboardProvider]: toYaml(provider),
   };
-  for (const [name, dashboard] of Object.entries(renderDashboards(spec))) {
-    files[`${GRAFANA_FILES.dashboardsDir}/${name}.json`] = `${JSON.stringify(dashboard, null, 2)}\n`;
-  }
+  for (const [file, json] of Object.entries(renderDashboardFiles(spec))) files[`${GRAFANA_FILES.dashboardsDir}/${file}`] = json;
   return files;
 }
 

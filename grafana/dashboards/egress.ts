@@ -3,99 +3,102 @@
 // tier. Tiers are not a metric label (a sandbox's tier lives in its token); the egress access
 // log carries the tier OPA returned, so the tier panels count log lines in Loki.
 
+import * as units from '@grafana/grafana-foundation-sdk/units';
 import type { PolicySpec } from '../../policy/spec.ts';
 import { LOG_SERVICES } from '../../components/render/monitoring/alloy.ts';
 import { ALERT_THRESHOLDS } from '../../components/render/monitoring/alerts.ts';
 import { countBy, json, quantileOf, stream, where } from '../../components/render/monitoring/logql.ts';
 import { egressService, egressServices, proxy, up } from '../../components/render/monitoring/queries.ts';
 import { ENVOY_LABELS, METRICS } from '../../components/render/monitoring/sources.ts';
-import { DashboardBuilder, q, type Dashboard } from './model.ts';
-import { ACCESS_LOG, AUTHZ_LEGEND, RATIO_THRESHOLDS, UP_MAPPINGS, W, authzQueries, pLabel, quantileQueries } from './shared.ts';
+import { Board, logMetrics, q, stat, timeseries, type Dashboard } from './panels.ts';
+import { ACCESS_LOG, AUTHZ_LEGEND, UP_MAPPINGS, UP_THRESHOLDS, W, authzQueries, pLabel, quantileQueries } from './shared.ts';
 
 export function egressDashboard(spec: PolicySpec): Dashboard {
-  const d = new DashboardBuilder({
+  const d = new Board({
     uid: 'agentd-egress',
     title: 'agentd / Egress',
     description: 'Sandboxes out to external APIs: per service and per sandbox tier.',
     tags: ['egress'],
   });
 
-  d.row('Egress proxy')
-    .stat({ title: 'Egress', unit: 'none', queries: [q(up('egress'), 'up')], mappings: UP_MAPPINGS, thresholds: [{ value: null, color: 'red' }, { value: 1, color: 'green' }] })
-    .stat({ title: 'Requests', unit: 'reqps', queries: [q(proxy.responses('egress', W), 'requests/s')] })
-    .stat({ title: 'Rate-limited', unit: 'reqps', queries: [q(proxy.rateLimited('egress', W), '429/s')] })
-    .stat({ title: 'Denied by policy', unit: 'reqps', queries: [q(proxy.authz('egress', 'denied', W), 'denied/s')] })
-    .timeseries({
+  d.row('Egress proxy').add(
+    stat({ title: 'Egress', unit: units.NoUnit, queries: [q(up('egress'), 'up')], mappings: UP_MAPPINGS, thresholds: UP_THRESHOLDS }),
+    stat({ title: 'Requests', unit: units.RequestsPerSecond, queries: [q(proxy.responses('egress', W), 'requests/s')] }),
+    stat({ title: 'Rate-limited', unit: units.RequestsPerSecond, queries: [q(proxy.rateLimited('egress', W), '429/s')] }),
+    stat({ title: 'Denied by policy', unit: units.RequestsPerSecond, queries: [q(proxy.authz('egress', 'denied', W), 'denied/s')] }),
+    timeseries({
       title: 'Requests by service',
       description: 'Responses per second per external service (Envoy cluster), including denials charged to the service.',
-      unit: 'reqps',
+      unit: units.RequestsPerSecond,
       stack: true,
       queries: [q(egressServices.responses(spec, W), '{{service}}')],
-    })
-    .timeseries({
+    }),
+    timeseries({
       title: '5xx ratio by service',
       description: `Share of each service's responses that were 5xx. EgressUpstreamErrors fires above ${ALERT_THRESHOLDS.egress5xxRatio * 100}%.`,
-      unit: 'percentunit',
+      unit: units.PercentUnit,
       queries: [q(egressServices.errorRatio(spec, W), '{{service}}')],
-    })
-    .timeseries({
+    }),
+    timeseries({
       title: 'Upstream latency p95 by service',
-      unit: 'ms',
+      unit: units.Milliseconds,
       queries: [q(egressServices.latencyMs(spec, 0.95, W), '{{service}}')],
-    })
-    .timeseries({
+    }),
+    timeseries({
       title: 'Responses by status class (all hosts)',
       description: 'Everything the egress proxy answered, including 401 (no valid sandbox token), 404 (unknown service), 429 (rate limit).',
-      unit: 'reqps',
+      unit: units.RequestsPerSecond,
       stack: true,
       queries: [q(proxy.responsesByClass('egress', W), `{{${ENVOY_LABELS.codeClass}}}xx`)],
-    })
-    .timeseries({ title: 'Authorization (OPA)', unit: 'reqps', queries: authzQueries('egress') })
-    .timeseries({
+    }),
+    timeseries({ title: 'Authorization (OPA)', unit: units.RequestsPerSecond, queries: authzQueries('egress') }),
+    timeseries({
       title: 'Rate limiting (per sandbox x service)',
-      unit: 'reqps',
+      unit: units.RequestsPerSecond,
       queries: [q(proxy.rateLimitChecked('egress', W), 'checked'), q(proxy.rateLimited('egress', W), 'rate-limited')],
-    });
+    }),
+  );
 
   for (const s of Object.values(spec.egressServices)) {
     const tiers = Object.values(spec.sandboxTiers).filter((t) => t.services.includes(s.id)).map((t) => t.id);
-    d.row(`Service: ${s.displayName} (${s.id})`)
-      .timeseries({
+    d.row(`Service: ${s.displayName} (${s.id})`).add(
+      timeseries({
         title: `${s.id}: requests by status class`,
         description: `${s.baseUrl.scheme}://${s.baseUrl.host}; methods ${s.allowedMethods.join(', ')}; tiers ${tiers.join(', ') || 'none'}.`,
-        unit: 'reqps',
+        unit: units.RequestsPerSecond,
         stack: true,
         w: 8,
         queries: [q(egressService.responsesByClass(s.id, W), `{{${ENVOY_LABELS.codeClass}}}xx`)],
-      })
-      .timeseries({
+      }),
+      timeseries({
         title: `${s.id}: upstream latency`,
         description: `Upstream request time; the route times out after ${s.timeoutSeconds} s.`,
-        unit: 'ms',
+        unit: units.Milliseconds,
         w: 8,
         queries: quantileQueries((quantile) => egressService.latencyMs(s.id, quantile, W)),
-      })
-      .timeseries({
+      }),
+      timeseries({
         title: `${s.id}: errors`,
-        unit: 'reqps',
+        unit: units.RequestsPerSecond,
         w: 8,
         queries: [
           q(egressService.errors5xx(s.id, W), '5xx'),
           q(egressService.timeouts(s.id, W), 'timeouts'),
           q(egressService.connectFailures(s.id, W), 'connect failures'),
         ],
-      })
-      .timeseries({
+      }),
+      timeseries({
         title: `${s.id}: authorization`,
-        unit: 'reqps',
+        unit: units.RequestsPerSecond,
         queries: (['ok', 'denied'] as const).map((r) => q(egressService.authz(s.id, r, W), AUTHZ_LEGEND[r])),
-      })
-      .timeseries({
+      }),
+      timeseries({
         title: `${s.id}: as agentd sees it`,
         description: `${METRICS.egressRequestsTotal.name} by status (timeout, unavailable, error when there was no response).`,
-        unit: 'reqps',
+        unit: units.RequestsPerSecond,
         queries: [q(egressService.agentdByStatus(s.id, W), '{{status}}')],
-      });
+      }),
+    );
   }
 
   // Per tier, from the egress access log (Loki).
@@ -103,35 +106,35 @@ export function egressDashboard(spec: PolicySpec): Dashboard {
   // aggregation, so parsing duration_ms for a count would make one series per distinct duration.
   const lines = (fields: readonly string[]) =>
     `${stream({ service: LOG_SERVICES.egress })} ${json([ACCESS_LOG.tier, ...fields])} ${where(ACCESS_LOG.tier, '!=', '')}`;
-  d.row('Sandbox tiers (from the egress access log)')
-    .logMetrics({
+  d.row('Sandbox tiers (from the egress access log)').add(
+    logMetrics({
       title: 'Requests by tier',
-      unit: 'short',
+      unit: units.Short,
       stack: true,
       w: 8,
       queries: [q(countBy([ACCESS_LOG.tier], lines([]), '$__auto'), '{{tier}}')],
-    })
-    .logMetrics({
+    }),
+    logMetrics({
       title: 'Errors by tier (5xx)',
-      unit: 'short',
+      unit: units.Short,
       w: 8,
       queries: [q(countBy([ACCESS_LOG.tier], `${lines([ACCESS_LOG.status])} ${where(ACCESS_LOG.status, '>=', 500)}`, '$__auto'), '{{tier}}')],
-    })
-    .logMetrics({
+    }),
+    logMetrics({
       title: `Latency ${pLabel(0.95)} by tier`,
-      unit: 'ms',
+      unit: units.Milliseconds,
       w: 8,
       queries: [q(quantileOf(0.95, ACCESS_LOG.durationMs, lines([ACCESS_LOG.durationMs]), '$__auto', [ACCESS_LOG.tier]), '{{tier}}')],
-    });
-  for (const t of Object.values(spec.sandboxTiers)) {
-    d.logMetrics({
-      title: `Tier ${t.id}: requests by status`,
-      description: `Services: ${t.services.join(', ') || 'none'}; ${t.requestsPerMinute} requests per minute per sandbox and service.`,
-      unit: 'short',
-      stack: true,
-      w: 8,
-      queries: [q(countBy([ACCESS_LOG.status], `${lines([ACCESS_LOG.status])} ${where(ACCESS_LOG.tier, '=', t.id)}`, '$__auto'), '{{status}}')],
-    });
-  }
+    }),
+    ...Object.values(spec.sandboxTiers).map((t) =>
+      logMetrics({
+        title: `Tier ${t.id}: requests by status`,
+        description: `Services: ${t.services.join(', ') || 'none'}; ${t.requestsPerMinute} requests per minute per sandbox and service.`,
+        unit: units.Short,
+        stack: true,
+        w: 8,
+        queries: [q(countBy([ACCESS_LOG.status], `${lines([ACCESS_LOG.status])} ${where(ACCESS_LOG.tier, '=', t.id)}`, '$__auto'), '{{status}}')],
+      })),
+  );
   return d.build();
 }

@@ -5,7 +5,7 @@ import type { BASE_LOG_FIELDS } from '../../components/render/envoy/common.ts';
 import type { Proxy } from '../../components/render/monitoring/sources.ts';
 import { proxy, type AuthzResult } from '../../components/render/monitoring/queries.ts';
 import type { Window } from '../../components/render/monitoring/promql.ts';
-import { q, type PromQuery } from './model.ts';
+import { q, type PromQuery, type Step, type ValueText } from './panels.ts';
 
 /** The rate window of every dashboard query: Grafana picks it from the scrape interval and the resolution. */
 export const W: Window = '$__rate_interval';
@@ -24,13 +24,19 @@ export const authzQueries = (p: Proxy): PromQuery[] =>
   (['ok', 'denied', 'error'] as const).map((r) => q(proxy.authz(p, r, W), AUTHZ_LEGEND[r]));
 
 /** Value mappings for `up`. */
-export const UP_MAPPINGS = [
+export const UP_MAPPINGS: readonly ValueText[] = [
   { value: 1, text: 'UP', color: 'green' },
   { value: 0, text: 'DOWN', color: 'red' },
-] as const;
+];
+
+/** Thresholds for `up`: red, green from 1. */
+export const UP_THRESHOLDS: readonly Step[] = [
+  { value: null, color: 'red' },
+  { value: 1, color: 'green' },
+];
 
 /** Thresholds for ratios where more is worse. */
-export const RATIO_THRESHOLDS = (warn: number, crit: number) => [
+export const RATIO_THRESHOLDS = (warn: number, crit: number): Step[] => [
   { value: null, color: 'green' },
   { value: warn, color: 'orange' },
   { value: crit, color: 'red' },

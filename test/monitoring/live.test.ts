@@ -10,9 +10,8 @@ import { join } from 'node:path';
 import { ALERT_NAMES, renderAlertRules } from '../../components/render/monitoring/alerts.ts';
 import { JOBS, PROMETHEUS_CONFIG_FILE, PROMETHEUS_RULES_FILE, renderPrometheusConfig } from '../../components/render/monitoring/prometheus.ts';
 import { toYaml } from '../../components/render/yaml.ts';
-import { renderDashboards } from '../../grafana/index.ts';
-import { dashboardQueries, type Dashboard, type PrometheusTarget } from '../../grafana/dashboards/model.ts';
-import { PROMETHEUS_DATASOURCE } from '../../grafana/datasources.ts';
+import { dashboardQueries, renderDashboards, type Dashboard, type PanelQuery } from '../../grafana/dashboards/index.ts';
+import { GRAFANA_DATASOURCES } from '../../components/render/monitoring/sources.ts';
 import { startStack, type Stack } from '../harness/stack.ts';
 import { AgentdGrpc, egressCall, rawRequest } from '../harness/clients.ts';
 import { sleep, type ManagedProcess } from '../harness/processes.ts';
@@ -153,7 +152,7 @@ function allExpressions(): { where: string; expr: string }[] {
   const out: { where: string; expr: string }[] = [];
   for (const d of Object.values(dashboards)) {
     for (const { panel, target } of dashboardQueries(d)) {
-      if (target.datasource.uid === PROMETHEUS_DATASOURCE.uid) out.push({ where: `${d.uid} / ${panel.title} / ${target.refId}`, expr: target.expr });
+      if (target.datasource.uid === GRAFANA_DATASOURCES.prometheus.uid) out.push({ where: `${d.uid} / ${panel.title} / ${target.refId}`, expr: target.expr });
     }
   }
   for (const r of rules.groups.flatMap((g) => g.rules)) out.push({ where: `alert ${r.alert}`, expr: r.expr });
@@ -216,10 +215,11 @@ describe('Prometheus on the running platform', () => {
 });
 
 /** The queries of one panel, found by dashboard uid and title. */
-function panel(d: Dashboard, title: string): PrometheusTarget[] {
+function panel(d: Dashboard, title: string): PanelQuery[] {
   const found = dashboardQueries(d).filter((q) => q.panel.title === title);
   if (found.length === 0) throw new Error(`no panel "${title}" in ${d.uid}`);
-  return found.map((q) => q.target as PrometheusTarget);
+  if (found.some((q) => q.target.datasource.uid !== GRAFANA_DATASOURCES.prometheus.uid)) throw new Error(`panel "${title}" of ${d.uid} is not a Prometheus panel`);
+  return found.map((q) => q.target);
 }
 
 const evalPanel = async (d: Dashboard, title: string): Promise<PromSample[][]> =>
@@ -232,7 +232,7 @@ describe('dashboard legends', () => {
     const wrong: string[] = [];
     for (const d of Object.values(dashboards)) {
       for (const { panel: p, target } of dashboardQueries(d)) {
-        if (target.datasource.uid !== PROMETHEUS_DATASOURCE.uid) continue;
+        if (target.datasource.uid !== GRAFANA_DATASOURCES.prometheus.uid) continue;
         const labels = [...(target.legendFormat ?? '').matchAll(/\{\{\s*(\w+)\s*\}\}/g)].map((m) => m[1]!);
         if (labels.length === 0) continue;
         const samples = await promQuery(prom.url, forPrometheus(target.expr));

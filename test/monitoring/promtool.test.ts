@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ALERT_NAMES, renderAlertRules } from '../../components/render/monitoring/alerts.ts';
-import { renderMonitoringFiles } from '../../components/render/monitoring/index.ts';
+import { renderMonitoringFiles } from '../../components/render/overlay/index.ts';
 import { PROMETHEUS_CONFIG_FILE, PROMETHEUS_RULES_FILE } from '../../components/render/monitoring/prometheus.ts';
 import { toYaml } from '../../components/render/yaml.ts';
 import { run, toolPath } from '../support/tools.ts';

@@ -1,20 +1,18 @@
 // The monitoring renderers as pure functions: names taken from the right places, PromQL and
 // Alloy syntax escaped, output deterministic, and every file compared with its golden copy.
 import { describe, expect, it } from 'vitest';
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
 import { METRICS_PATH } from '../../agentd/src/contract.ts';
 import { renderGatewayConfig } from '../../components/render/envoy/gateway.ts';
 import { renderEgressConfig } from '../../components/render/envoy/egress.ts';
 import { renderAlertRules } from '../../components/render/monitoring/alerts.ts';
-import { renderMonitoringFiles, type RenderedMonitoring } from '../../components/render/monitoring/index.ts';
+import { renderMonitoringFiles, type RenderedMonitoring } from '../../components/render/overlay/index.ts';
 import { SCRAPE_PATHS, renderPrometheusConfig } from '../../components/render/monitoring/prometheus.ts';
 import { eq, histogramQuantile, oneOf, promString, regexOneOf, selector } from '../../components/render/monitoring/promql.ts';
 import { attr, block, comment, obj, ref, riverString, toRiver } from '../../components/render/monitoring/river.ts';
 import { ENVOY_STATS_PATH, PROXIES, SERVICE_CLUSTER } from '../../components/render/monitoring/sources.ts';
 import { toYaml } from '../../components/render/yaml.ts';
 import { egressInput, gatewayInput, shippedSpec } from '../support/fixtures.ts';
-import { REPO_ROOT } from '../support/tools.ts';
+import { goldenDir } from '../support/golden.ts';
 import { promtoolTests } from './alert-cases.ts';
 import { dockerMonitoringInput, kubernetesMonitoringInput } from './support.ts';
 
@@ -152,16 +150,6 @@ function plainFiles(r: RenderedMonitoring): Record<string, string> {
   return out;
 }
 
-const GOLDEN_DIR = join(REPO_ROOT, 'test/golden/monitoring');
-
-function listFiles(dir: string): string[] {
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir).flatMap((n) => {
-    const p = join(dir, n);
-    return statSync(p).isDirectory() ? listFiles(p) : [p];
-  });
-}
-
 describe('output', () => {
   it('is deterministic: the same input gives the same bytes', () => {
     for (const input of [dockerMonitoringInput, kubernetesMonitoringInput]) {
@@ -173,7 +161,7 @@ describe('output', () => {
     }
   });
 
-  it('matches the golden files (UPDATE_GOLDEN=1 rewrites them; review the diff)', () => {
+  it('matches the golden files (UPDATE_GOLDEN=1 rewrites them locally, refused in CI; review the diff)', () => {
     const expected: Record<string, string> = {};
     const docker = plainFiles(renderMonitoringFiles(spec, dockerMonitoringInput));
     const kubernetes = plainFiles(renderMonitoringFiles(spec, kubernetesMonitoringInput));
@@ -186,15 +174,8 @@ describe('output', () => {
     }
     const rules = renderAlertRules(spec);
     expected['promtool/alerts.test.yml'] = toYaml(promtoolTests(spec, rules, 'alerts.yml'));
-    if (process.env['UPDATE_GOLDEN'] === '1') {
-      for (const [p, c] of Object.entries(expected)) {
-        mkdirSync(dirname(join(GOLDEN_DIR, p)), { recursive: true });
-        writeFileSync(join(GOLDEN_DIR, p), c);
-      }
-    }
-    const present = listFiles(GOLDEN_DIR).map((p) => relative(GOLDEN_DIR, p)).sort();
-    // A golden file nothing renders any more is stale; a rendered file without one is unreviewed.
-    expect(present, `golden files in ${GOLDEN_DIR} (run UPDATE_GOLDEN=1 npx vitest run test/monitoring and review)`).toEqual(Object.keys(expected).sort());
-    for (const [p, c] of Object.entries(expected)) expect(c, p).toBe(readFileSync(join(GOLDEN_DIR, p), 'utf8'));
+    // test/golden/monitoring as a whole: a golden file nothing renders any more is stale; a
+    // rendered file without one is unreviewed.
+    goldenDir('monitoring', expected);
   });
 });

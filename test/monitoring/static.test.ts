@@ -6,12 +6,11 @@ import { parse as parseYaml } from 'yaml';
 import { BASE_LOG_FIELDS } from '../../components/render/envoy/common.ts';
 import { renderEgressConfig } from '../../components/render/envoy/egress.ts';
 import { LOG_LABELS, LOG_LEVELS, LOG_SERVICES, renderAlloyConfig, type AlloyRenderInput } from '../../components/render/monitoring/alloy.ts';
-import { renderMonitoringFiles, type RenderedMonitoring } from '../../components/render/monitoring/index.ts';
+import { renderMonitoringFiles, type RenderedMonitoring } from '../../components/render/overlay/index.ts';
 import { LOKI_CONFIG_FILE } from '../../components/render/monitoring/loki.ts';
 import type { RiverBlock, RiverStatement, RiverValue } from '../../components/render/monitoring/river.ts';
-import { GRAFANA_ADMIN_PASSWORD_FILE, GRAFANA_FILES, renderDashboards } from '../../grafana/index.ts';
-import { dashboardQueries, type Dashboard, type Panel } from '../../grafana/dashboards/model.ts';
-import { ACCESS_LOG } from '../../grafana/dashboards/shared.ts';
+import { GRAFANA_ADMIN_PASSWORD_FILE, GRAFANA_FILES } from '../../grafana/index.ts';
+import { ACCESS_LOG, dashboardQueries, panelQueries, renderDashboards, type Dashboard } from '../../grafana/dashboards/index.ts';
 import { egressInput, shippedSpec } from '../support/fixtures.ts';
 import { ADMIN_PASSWORD, dockerMonitoringInput, kubernetesMonitoringInput } from './support.ts';
 
@@ -59,14 +58,19 @@ describe('Grafana', () => {
     const uids = new Set<string>();
     for (const [p, content] of dashboards) {
       const d = JSON.parse(String(content)) as Dashboard;
-      expect(uids.has(d.uid), p).toBe(false);
-      uids.add(d.uid);
-      const ids = d.panels.map((x) => x.id);
+      expect(d.uid, p).toBeTruthy();
+      expect(uids.has(d.uid!), p).toBe(false);
+      uids.add(d.uid!);
+      const panels = d.panels ?? [];
+      expect(panels.length, p).toBeGreaterThan(0);
+      const ids = panels.map((x) => x.id);
+      for (const id of ids) expect(id, p).toBeGreaterThan(0);
       expect(new Set(ids).size, p).toBe(ids.length);
       // No two panels overlap, none leaves the 24 columns.
       const cells = new Set<string>();
-      for (const panel of d.panels) {
-        const g = panel.gridPos;
+      for (const panel of panels) {
+        const g = panel.gridPos!;
+        expect(g, `${p} ${panel.title}`).toBeDefined();
         expect(g.x + g.w, `${p} ${panel.title}`).toBeLessThanOrEqual(24);
         for (let x = g.x; x < g.x + g.w; x++) for (let y = g.y; y < g.y + g.h; y++) {
           expect(cells.has(`${x},${y}`), `${p} ${panel.title} overlaps at ${x},${y}`).toBe(false);
@@ -80,20 +84,21 @@ describe('Grafana', () => {
     const uids = new Set(provisioned.datasources.map((d) => `${d.type}/${d.uid}`));
     for (const [p, content] of dashboards) {
       const d = JSON.parse(String(content)) as Dashboard;
-      for (const panel of d.panels.filter((x) => x.type !== 'row')) {
+      for (const panel of (d.panels ?? []).filter((x) => x.type !== 'row')) {
         expect(panel.datasource, `${p} ${panel.title}`).toBeDefined();
         expect(uids.has(`${panel.datasource!.type}/${panel.datasource!.uid}`), `${p} ${panel.title}`).toBe(true);
-        const refIds = (panel.targets ?? []).map((t) => t.refId);
+        const targets = panelQueries(panel);
+        const refIds = targets.map((t) => t.refId);
         expect(refIds.length, `${p} ${panel.title}`).toBeGreaterThan(0);
         expect(new Set(refIds).size).toBe(refIds.length);
-        for (const t of panel.targets ?? []) expect(t.datasource, `${p} ${panel.title}`).toEqual(panel.datasource);
+        for (const t of targets) expect(t.datasource, `${p} ${panel.title}`).toEqual(panel.datasource);
       }
     }
   });
 
   it('has a row of panels per egress service and a panel per sandbox tier, from the spec', () => {
     const egress = renderDashboards(spec)['egress']!;
-    const titles = egress.panels.map((x: Panel) => x.title);
+    const titles = (egress.panels ?? []).map((x) => x.title);
     for (const s of Object.values(spec.egressServices)) {
       expect(titles).toContain(`Service: ${s.displayName} (${s.id})`);
       for (const suffix of ['requests by status class', 'upstream latency', 'errors', 'authorization', 'as agentd sees it']) expect(titles).toContain(`${s.id}: ${suffix}`);

@@ -1,7 +1,7 @@
 // Fixed inputs for the monitoring renderers, and helpers to run the real Prometheus and ask it
 // things over its HTTP API (the binary here has no web UI assets; the API is complete).
 import { join } from 'node:path';
-import type { MonitoringRenderInput } from '../../components/render/monitoring/index.ts';
+import type { MonitoringRenderInput } from '../../components/render/overlay/index.ts';
 import { ManagedProcess, answers, freePort } from '../harness/processes.ts';
 import { toolPath } from '../support/tools.ts';
 

@@ -1,19 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { renderGatewayConfig } from '../../components/render/envoy/gateway.ts';
 import { credentialSds, renderEgressConfig } from '../../components/render/envoy/egress.ts';
 import { toYaml } from '../../components/render/yaml.ts';
 import { egressInput, gatewayInput, shippedSpec } from '../support/fixtures.ts';
-import { REPO_ROOT } from '../support/tools.ts';
-
-/** Compares with a golden file; UPDATE_GOLDEN=1 rewrites it (review the diff before committing). */
-function golden(name: string, text: string) {
-  const p = join(REPO_ROOT, 'test/golden', name);
-  if (process.env['UPDATE_GOLDEN'] === '1') writeFileSync(p, text);
-  if (!existsSync(p)) throw new Error(`golden file ${p} is missing: run UPDATE_GOLDEN=1 npm test -- test/unit and review it`);
-  expect(text).toBe(readFileSync(p, 'utf8'));
-}
+import { golden } from '../support/golden.ts';
 
 const spec = shippedSpec();
 const json = (v: unknown) => JSON.stringify(v);

@@ -135,3 +135,14 @@ export const agentdMetric = (m: AgentdMetric): string => METRICS[m].name;
  * so a dashboard cannot group by a label the daemon does not export.
  */
 export const agentdLabel = <M extends AgentdMetric>(_metric: M, label: AgentdLabel<M>): string => label;
+
+/**
+ * The datasources Grafana is provisioned with. Their uids are fixed here, and every dashboard
+ * panel and query refers to a datasource by these uids, so a dashboard never depends on what a
+ * user named them.
+ */
+export const GRAFANA_DATASOURCES = {
+  prometheus: { type: 'prometheus', uid: 'prometheus' },
+  loki: { type: 'loki', uid: 'loki' },
+} as const;
+export type GrafanaDatasource = (typeof GRAFANA_DATASOURCES)[keyof typeof GRAFANA_DATASOURCES];

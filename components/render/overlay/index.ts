@@ -1,20 +1,22 @@
 // The monitoring overlay, rendered: every file of Prometheus, Loki, Alloy and Grafana from the
 // policy spec and the addresses a target gives, plus each workload's command line and
-// environment. The Pulumi Monitoring component only places what this returns: plain files as
+// environment. It composes the monitoring plan (components/render/monitoring: sources, queries,
+// Prometheus, rules, Loki, Alloy) with Grafana (grafana/: the workload and the dashboards, a
+// leaf renderer of the plan), so that neither of those two imports the other's caller. The Pulumi Monitoring component only places what this returns: plain files as
 // config (ConfigMap, bind mount), secret files as secrets.
 
 import type { PolicySpec } from '../../../policy/spec.ts';
+import type { Endpoint } from '../envoy/common.ts';
+import { toYaml } from '../yaml.ts';
+import { ALLOY_CONFIG_FILE, ALLOY_HTTP_PORT, LOG_SERVICES, alloyArgs, renderAlloyFile, type LogDiscovery } from '../monitoring/alloy.ts';
+import { renderAlertRules } from '../monitoring/alerts.ts';
 import {
   GRAFANA_DEFAULTS, grafanaAdminPasswordPath, grafanaEnv, renderGrafanaFiles, renderGrafanaSecretFiles, type GrafanaRenderInput,
 } from '../../../grafana/index.ts';
-import type { Endpoint } from '../envoy/common.ts';
-import { toYaml } from '../yaml.ts';
-import { ALLOY_CONFIG_FILE, ALLOY_HTTP_PORT, LOG_SERVICES, alloyArgs, renderAlloyFile, type LogDiscovery } from './alloy.ts';
-import { renderAlertRules } from './alerts.ts';
-import { LOKI_CONFIG_FILE, LOKI_HTTP_PORT, lokiArgs, renderLokiConfig, type LokiRenderInput } from './loki.ts';
+import { LOKI_CONFIG_FILE, LOKI_HTTP_PORT, lokiArgs, renderLokiConfig, type LokiRenderInput } from '../monitoring/loki.ts';
 import {
   PROMETHEUS_CONFIG_FILE, PROMETHEUS_RULES_FILE, prometheusArgs, renderPrometheusConfig, type PrometheusRenderInput,
-} from './prometheus.ts';
+} from '../monitoring/prometheus.ts';
 
 /** Directories inside the monitoring workloads (the upstream images' defaults). */
 export const MONITORING_DIRS = {
@@ -134,7 +136,7 @@ export function renderMonitoringFiles<S = string>(spec: PolicySpec, input: Monit
   };
 }
 
-export { ALERT_NAMES, ALERT_THRESHOLDS, renderAlertRules } from './alerts.ts';
-export { LOG_LABELS, LOG_LEVELS, LOG_SERVICES, renderAlloyConfig, renderAlloyFile } from './alloy.ts';
-export { renderLokiConfig } from './loki.ts';
-export { JOBS, renderPrometheusConfig } from './prometheus.ts';
+export { ALERT_NAMES, ALERT_THRESHOLDS, renderAlertRules } from '../monitoring/alerts.ts';
+export { LOG_LABELS, LOG_LEVELS, LOG_SERVICES, renderAlloyConfig, renderAlloyFile } from '../monitoring/alloy.ts';
+export { renderLokiConfig } from '../monitoring/loki.ts';
+export { JOBS, renderPrometheusConfig } from '../monitoring/prometheus.ts';
