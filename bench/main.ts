@@ -8,10 +8,10 @@ import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync, mkdirSync
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startStack, type Stack } from '../test/harness/stack.ts';
-import type { ManagedProcess } from '../test/harness/processes.ts';
-import { shippedSpec } from '../test/support/fixtures.ts';
-import { toolPath } from '../test/support/tools.ts';
+import { startStack, type Stack } from '../scripts/local/stack.ts';
+import type { ManagedProcess } from '../scripts/local/processes.ts';
+import { shippedSpec } from '../scripts/local/fixtures.ts';
+import { toolPath } from '../scripts/local/tools.ts';
 import { QuietWindow, type StackContext } from './lib/context.ts';
 import { machineInfo, toolVersions } from './lib/machine.ts';
 import { RssSampler } from './lib/memory.ts';

@@ -8,7 +8,7 @@
 import { existsSync, readFileSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { loadPolicySpec, PolicyError } from '../policy/spec.ts';
-import { startStack, type Stack } from '../test/harness/stack.ts';
+import { startStack, type Stack } from './local/stack.ts';
 import { devApiKeys } from './dev-keys.ts';
 import { ROOT } from './pulumi-env.ts';
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildBundle, sha256Hex } from '../policy/bundle.ts';
 import { loadPolicySpec, PolicyError } from '../policy/spec.ts';
-import { ExtAuthzClient, RegistryServer, startOpa } from '../test/harness/opa.ts';
+import { ExtAuthzClient, RegistryServer, startOpa } from './local/opa.ts';
 import { ROOT } from './pulumi-env.ts';
 
 const USAGE = `usage:

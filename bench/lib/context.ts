@@ -1,11 +1,11 @@
 // What the suites that need the running platform share: the harness stack, the settings, the
 // RSS sampler, and a way to register extra processes so that they are stopped on every exit.
-import type { ManagedProcess } from '../../test/harness/processes.ts';
-import type { Stack } from '../../test/harness/stack.ts';
+import type { ManagedProcess } from '../../scripts/local/processes.ts';
+import type { Stack } from '../../scripts/local/stack.ts';
 import type { PolicySpec } from '../../policy/spec.ts';
 import { readFileSync } from 'node:fs';
 import { cpuPerRequest, cpuSnapshot } from './cpu.ts';
-import { sleep } from '../../test/harness/processes.ts';
+import { sleep } from '../../scripts/local/processes.ts';
 import type { RssSampler } from './memory.ts';
 import type { BenchSettings } from './settings.ts';
 

@@ -1,13 +1,13 @@
 // A lean ext_authz v3 gRPC client for timing OPA: requests are encoded once up front (with the
-// same proto as test/harness/opa.ts) and sent as raw gRPC frames over one HTTP/2 connection,
+// same proto as scripts/local/opa.ts) and sent as raw gRPC frames over one HTTP/2 connection,
 // so a measured call costs little more than Envoy's own C++ client would add. Responses are
 // decoded after the clock stops, to check every decision was the expected one.
 import { connect, type ClientHttp2Session } from 'node:http2';
 import { join } from 'node:path';
 import * as protoLoader from '@grpc/proto-loader';
-import { REPO_ROOT } from '../../test/support/tools.ts';
-import type { AuthzRequest } from '../../test/harness/opa.ts';
-import { toStruct } from '../../test/harness/opa.ts';
+import { REPO_ROOT } from '../../scripts/local/tools.ts';
+import type { AuthzRequest } from '../../scripts/local/opa.ts';
+import { toStruct } from '../../scripts/local/opa.ts';
 
 const definition = protoLoader.loadSync(join(REPO_ROOT, 'policy/proto/ext_authz.proto'), { keepCase: true, longs: Number, defaults: false, oneofs: true });
 const check = (definition['envoy.service.auth.v3.Authorization'] as unknown as Record<string, { requestSerialize: (v: object) => Buffer; responseDeserialize: (b: Buffer) => any }>)['Check']!;

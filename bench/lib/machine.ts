@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { REPO_ROOT, toolPath } from '../../test/support/tools.ts';
+import { REPO_ROOT, toolPath } from '../../scripts/local/tools.ts';
 
 export interface MachineInfo {
   readonly cores: number;

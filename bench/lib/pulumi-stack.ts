@@ -9,8 +9,8 @@
 // also when a step fails.
 import { rmSync } from 'node:fs';
 import { buildLocalImages } from '../../scripts/images.ts';
-import { freePort } from '../../test/harness/processes.ts';
-import { copyProject } from '../../test/support/project.ts';
+import { freePort } from '../../scripts/local/processes.ts';
+import { copyProject } from '../../scripts/local/project.ts';
 
 export interface PulumiTiming {
   readonly id: 'pulumi-preview' | 'pulumi-up-noop' | 'pulumi-up-cold';

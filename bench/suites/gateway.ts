@@ -14,10 +14,10 @@ import { DEFAULT_PROXY_LIMITS, envoyArgs, type Endpoint } from '../../components
 import { renderGatewayConfig, type GatewayRenderInput } from '../../components/render/envoy/gateway.ts';
 import { ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES } from '../../components/render/platform.ts';
 import { toYaml } from '../../components/render/yaml.ts';
-import { rawRequest } from '../../test/harness/clients.ts';
-import { ManagedProcess, answers, freePort } from '../../test/harness/processes.ts';
-import type { StackPorts } from '../../test/harness/stack.ts';
-import { toolPath } from '../../test/support/tools.ts';
+import { rawRequest } from '../../scripts/local/clients.ts';
+import { ManagedProcess, answers, freePort } from '../../scripts/local/processes.ts';
+import type { StackPorts } from '../../scripts/local/stack.ts';
+import { toolPath } from '../../scripts/local/tools.ts';
 import { interleavedRounds, withCpu, type StackContext } from '../lib/context.ts';
 import { maxLoad, rateLoad, type HttpRequestSpec, type MaxLoadResult, type RateLoadResult } from '../lib/load.ts';
 import { checkTarget, fmt, fmtDelta, table, type SectionResult } from '../lib/report.ts';
@@ -32,7 +32,7 @@ export const AUTHZ_FILTERS = ['envoy.filters.http.ext_authz', 'envoy.filters.htt
 
 const loopback = (port: number): Endpoint => ({ host: '127.0.0.1', port });
 
-/** The gateway input test/harness/stack.ts renders with (checked against its output below). */
+/** The gateway input scripts/local/stack.ts renders with (checked against its output below). */
 function harnessGatewayInput(dir: string, ports: StackPorts, listen?: { traffic: number; admin: number; stats: number }): GatewayRenderInput {
   return {
     listen: {
@@ -87,7 +87,7 @@ async function startPlainEnvoy(ctx: StackContext): Promise<{ process: ManagedPro
   const { stack, spec } = ctx;
   const full = toYaml(renderGatewayConfig(spec, harnessGatewayInput(stack.dir, stack.ports)));
   if (full !== stack.rendered.gateway[ENVOY_CONFIG_FILE]) {
-    throw new Error('bench/suites/gateway.ts no longer renders what test/harness/stack.ts renders for the gateway: update harnessGatewayInput()');
+    throw new Error('bench/suites/gateway.ts no longer renders what scripts/local/stack.ts renders for the gateway: update harnessGatewayInput()');
   }
   const ports = { traffic: await freePort(), admin: await freePort(), stats: await freePort() };
   const dir = join(ctx.workDir, 'gateway-noauthz');

@@ -6,7 +6,7 @@
 import { readRss, type Rss } from '../lib/memory.ts';
 import { checkTarget, fmt, table, type SectionResult } from '../lib/report.ts';
 import type { StackContext } from '../lib/context.ts';
-import { sleep } from '../../test/harness/processes.ts';
+import { sleep } from '../../scripts/local/processes.ts';
 
 const SECTION = 'Memory';
 export const IDLE_STACK_TARGET_MIB = 400;

@@ -10,13 +10,13 @@
 //  - Decisions/s with several calls in flight.
 import { join } from 'node:path';
 import { buildBundle } from '../../policy/bundle.ts';
-import { ExtAuthzClient, RegistryServer, startOpa, type AuthzRequest, type RunningOpa } from '../../test/harness/opa.ts';
-import { ManagedProcess, answers, freePort } from '../../test/harness/processes.ts';
+import { ExtAuthzClient, RegistryServer, startOpa, type AuthzRequest, type RunningOpa } from '../../scripts/local/opa.ts';
+import { ManagedProcess, answers, freePort } from '../../scripts/local/processes.ts';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { OPA_BUNDLE_FILE, opaRunArgs, opaRuntimeEnv, renderOpaConfig, type OpaRegistryInput } from '../../components/render/opa.ts';
 import { OPA_CONFIG_FILE } from '../../components/render/platform.ts';
 import { toYaml } from '../../components/render/yaml.ts';
-import { toolPath } from '../../test/support/tools.ts';
+import { toolPath } from '../../scripts/local/tools.ts';
 import { cpuMs } from '../lib/cpu.ts';
 import type { QuietWindow } from '../lib/context.ts';
 import { TOKEN_AUDIENCE, TOKEN_ISSUER } from '../../agentd/src/contract.ts';

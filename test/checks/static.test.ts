@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { REPO_ROOT, run } from '../support/tools.ts';
+import { REPO_ROOT, run } from '../../scripts/local/tools.ts';
 
 /** Go: on PATH, else where the toolchain scripts find it (scripts/lib.sh). */
 function goBinary(): string {

@@ -5,7 +5,7 @@ import * as pulumi from '@pulumi/pulumi';
 import { parseStackConfig } from '../../components/config.ts';
 import { Platform } from '../../components/platform.ts';
 import { DockerTarget, HASH_LABEL } from '../../components/targets/docker.ts';
-import { shippedSpec } from '../support/fixtures.ts';
+import { shippedSpec } from '../../scripts/local/fixtures.ts';
 import { installMocks, isSecret, isSecretValue, testImages, unwrap, value, type Created } from './mocks.ts';
 
 const created = installMocks();

@@ -6,7 +6,7 @@ import * as pulumi from '@pulumi/pulumi';
 import { parseStackConfig } from '../../components/config.ts';
 import { Platform } from '../../components/platform.ts';
 import { HASH_ANNOTATION, KubernetesTarget, NON_INTERNET_CIDRS, publishedEndpoint } from '../../components/targets/kubernetes.ts';
-import { shippedSpec } from '../support/fixtures.ts';
+import { shippedSpec } from '../../scripts/local/fixtures.ts';
 import { installMocks, isSecretValue, testImages, unwrap, value } from './mocks.ts';
 
 const created = installMocks();

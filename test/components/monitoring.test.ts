@@ -7,7 +7,7 @@ import { parseStackConfig } from '../../components/config.ts';
 import { Platform } from '../../components/platform.ts';
 import { DockerTarget } from '../../components/targets/docker.ts';
 import { KubernetesTarget } from '../../components/targets/kubernetes.ts';
-import { shippedSpec } from '../support/fixtures.ts';
+import { shippedSpec } from '../../scripts/local/fixtures.ts';
 import { installMocks, isSecret, testImages, unwrap, value } from './mocks.ts';
 
 const created = installMocks();

@@ -11,8 +11,8 @@ import { ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES, fileBytes, jwksDocument, renderPl
 import { dockerAddress } from '../../components/targets/docker.ts';
 import { kubernetesAddress } from '../../components/targets/kubernetes.ts';
 import { sha256Hex } from '../../policy/bundle.ts';
-import { run, toolPath } from '../support/tools.ts';
-import { shippedSpec } from '../support/fixtures.ts';
+import { run, toolPath } from '../../scripts/local/tools.ts';
+import { shippedSpec } from '../../scripts/local/fixtures.ts';
 
 const spec = shippedSpec();
 const hashes = Object.fromEntries(spec.clients.map((c) => [c.id, sha256Hex(`k-${c.id}`)]));

@@ -7,12 +7,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeTestCa } from '../harness/standin.ts';
-import { freePort } from '../harness/processes.ts';
-import { AgentdGrpc, rawRequest } from '../harness/clients.ts';
+import { makeTestCa } from '../../scripts/local/standin.ts';
+import { freePort } from '../../scripts/local/processes.ts';
+import { AgentdGrpc, rawRequest } from '../../scripts/local/clients.ts';
 import * as grpc from '@grpc/grpc-js';
-import { REPO_ROOT } from '../support/tools.ts';
-import { copyProject, type ProjectCopy } from '../support/project.ts';
+import { REPO_ROOT } from '../../scripts/local/tools.ts';
+import { copyProject, type ProjectCopy } from '../../scripts/local/project.ts';
 import { buildLocalImages, type LocalImages } from '../../scripts/images.ts';
 
 const STACK = 'e2e';

@@ -5,9 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startStack, type Stack } from '../harness/stack.ts';
-import { egressCall, mintToken, rawRequest, secretsFoundIn } from '../harness/clients.ts';
-import { shippedSpec } from '../support/fixtures.ts';
+import { startStack, type Stack } from '../../scripts/local/stack.ts';
+import { egressCall, mintToken, rawRequest, secretsFoundIn } from '../../scripts/local/clients.ts';
+import { shippedSpec } from '../../scripts/local/fixtures.ts';
 
 const spec = shippedSpec();
 let stack: Stack;

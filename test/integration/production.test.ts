@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { GATEWAY_TOKEN_HEADER } from '../../agentd/src/contract.ts';
-import { startStack, type Stack } from '../harness/stack.ts';
-import { AgentdGrpc, egressCall, mintToken, rawExchange, rawRequest, type RawResponse } from '../harness/clients.ts';
-import { shippedSpec } from '../support/fixtures.ts';
+import { startStack, type Stack } from '../../scripts/local/stack.ts';
+import { AgentdGrpc, egressCall, mintToken, rawExchange, rawRequest, type RawResponse } from '../../scripts/local/clients.ts';
+import { shippedSpec } from '../../scripts/local/fixtures.ts';
 
 const spec = shippedSpec();
 const tmp = (name: string) => mkdtempSync(join(tmpdir(), `agentd-${name}-`));

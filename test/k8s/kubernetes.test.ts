@@ -7,8 +7,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { copyProject, type ProjectCopy } from '../support/project.ts';
-import { REPO_ROOT } from '../support/tools.ts';
+import { copyProject, type ProjectCopy } from '../../scripts/local/project.ts';
+import { REPO_ROOT } from '../../scripts/local/tools.ts';
 
 const STACK = 'k8s';
 const NS = 'agentd-k8s-test';

@@ -12,10 +12,10 @@ import { JOBS, PROMETHEUS_CONFIG_FILE, PROMETHEUS_RULES_FILE, renderPrometheusCo
 import { toYaml } from '../../components/render/yaml.ts';
 import { dashboardQueries, renderDashboards, type Dashboard, type PanelQuery } from '../../grafana/dashboards/index.ts';
 import { GRAFANA_DATASOURCES } from '../../components/render/monitoring/sources.ts';
-import { startStack, type Stack } from '../harness/stack.ts';
-import { AgentdGrpc, egressCall, rawRequest } from '../harness/clients.ts';
-import { sleep, type ManagedProcess } from '../harness/processes.ts';
-import { shippedSpec } from '../support/fixtures.ts';
+import { startStack, type Stack } from '../../scripts/local/stack.ts';
+import { AgentdGrpc, egressCall, rawRequest } from '../../scripts/local/clients.ts';
+import { sleep, type ManagedProcess } from '../../scripts/local/processes.ts';
+import { shippedSpec } from '../../scripts/local/fixtures.ts';
 import { promQuery, selectorText, selectorsOf, startPrometheus, type PromSample } from './support.ts';
 
 const spec = shippedSpec();

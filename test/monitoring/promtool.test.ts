@@ -8,8 +8,8 @@ import { ALERT_NAMES, renderAlertRules } from '../../components/render/monitorin
 import { renderMonitoringFiles } from '../../components/render/overlay/index.ts';
 import { PROMETHEUS_CONFIG_FILE, PROMETHEUS_RULES_FILE } from '../../components/render/monitoring/prometheus.ts';
 import { toYaml } from '../../components/render/yaml.ts';
-import { run, toolPath } from '../support/tools.ts';
-import { shippedSpec } from '../support/fixtures.ts';
+import { run, toolPath } from '../../scripts/local/tools.ts';
+import { shippedSpec } from '../../scripts/local/fixtures.ts';
 import { alertCases, promtoolTests } from './alert-cases.ts';
 import { dockerMonitoringInput, kubernetesMonitoringInput } from './support.ts';
 

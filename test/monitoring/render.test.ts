@@ -11,7 +11,7 @@ import { eq, histogramQuantile, oneOf, promString, regexOneOf, selector } from '
 import { attr, block, comment, obj, ref, riverString, toRiver } from '../../components/render/monitoring/river.ts';
 import { ENVOY_STATS_PATH, PROXIES, SERVICE_CLUSTER } from '../../components/render/monitoring/sources.ts';
 import { toYaml } from '../../components/render/yaml.ts';
-import { egressInput, gatewayInput, shippedSpec } from '../support/fixtures.ts';
+import { egressInput, gatewayInput, shippedSpec } from '../../scripts/local/fixtures.ts';
 import { goldenDir } from '../support/golden.ts';
 import { promtoolTests } from './alert-cases.ts';
 import { dockerMonitoringInput, kubernetesMonitoringInput } from './support.ts';

@@ -11,7 +11,7 @@ import { LOKI_CONFIG_FILE } from '../../components/render/monitoring/loki.ts';
 import type { RiverBlock, RiverStatement, RiverValue } from '../../components/render/monitoring/river.ts';
 import { GRAFANA_ADMIN_PASSWORD_FILE, GRAFANA_FILES } from '../../grafana/index.ts';
 import { ACCESS_LOG, dashboardQueries, panelQueries, renderDashboards, type Dashboard } from '../../grafana/dashboards/index.ts';
-import { egressInput, shippedSpec } from '../support/fixtures.ts';
+import { egressInput, shippedSpec } from '../../scripts/local/fixtures.ts';
 import { ADMIN_PASSWORD, dockerMonitoringInput, kubernetesMonitoringInput } from './support.ts';
 
 const spec = shippedSpec();

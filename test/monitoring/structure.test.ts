@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
-import { REPO_ROOT } from '../support/tools.ts';
+import { REPO_ROOT } from '../../scripts/local/tools.ts';
 
 const PLAN = join(REPO_ROOT, 'components/render/monitoring');
 const GRAFANA = join(REPO_ROOT, 'grafana');

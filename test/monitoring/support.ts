@@ -2,8 +2,8 @@
 // things over its HTTP API (the binary here has no web UI assets; the API is complete).
 import { join } from 'node:path';
 import type { MonitoringRenderInput } from '../../components/render/overlay/index.ts';
-import { ManagedProcess, answers, freePort } from '../harness/processes.ts';
-import { toolPath } from '../support/tools.ts';
+import { ManagedProcess, answers, freePort } from '../../scripts/local/processes.ts';
+import { toolPath } from '../../scripts/local/tools.ts';
 
 /** A plain password that must never appear in a plain file. */
 export const ADMIN_PASSWORD = 'grafana-admin-Pa55word-7f3c9a';

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { REPO_ROOT } from '../support/tools.ts';
+import { REPO_ROOT } from '../../scripts/local/tools.ts';
 
 const node = (script: string, ...args: string[]) => spawnSync(process.execPath, [join(REPO_ROOT, 'scripts', script), ...args], { cwd: REPO_ROOT, encoding: 'utf8' });
 

@@ -12,10 +12,10 @@ import { IDENTITY_HEADERS, REGISTRY_BUNDLE_PATH, REGISTRY_BUNDLE_ROOT } from '..
 import {
   OPA_BUNDLE_NAME, OPA_REGISTRY_BUNDLE_NAME, OPA_REGISTRY_SERVICE, REGISTRY_LONG_POLLING_TIMEOUT_SECONDS, renderOpaConfig,
 } from '../../components/render/opa.ts';
-import { ExtAuthzClient, RegistryServer, startOpa, type AuthzAnswer, type RegistryEntry, type RunningOpa } from '../harness/opa.ts';
-import { freePort, sleep } from '../harness/processes.ts';
-import { REPO_ROOT, run, toolPath } from '../support/tools.ts';
-import { shippedSpec } from '../support/fixtures.ts';
+import { ExtAuthzClient, RegistryServer, startOpa, type AuthzAnswer, type RegistryEntry, type RunningOpa } from '../../scripts/local/opa.ts';
+import { freePort, sleep } from '../../scripts/local/processes.ts';
+import { REPO_ROOT, run, toolPath } from '../../scripts/local/tools.ts';
+import { shippedSpec } from '../../scripts/local/fixtures.ts';
 import { egressPaths, expectEgress, expectGateway, gatewayRoutes, instantiate, LIVE_SANDBOX, METHODS, type SandboxState } from './oracle.ts';
 
 async function waitFor(what: string, f: () => Promise<boolean>, timeoutMs: number): Promise<void> {
@@ -81,18 +81,28 @@ describe('decision tables against the real OPA and its Envoy plugin', () => {
   });
 
   it('loads the bundle: data at data.agentd.config, the revision from the manifest (defect 2)', async () => {
+    // A transport error rejects the fetch and fails the test; each answer is checked for its status and body.
     const res = await fetch(`http://127.0.0.1:${opa.httpPort}/v1/data/agentd/config/gateway/roles`);
+    expect(res.status).toBe(200);
     const roles = (await res.json()) as { result?: Record<string, unknown> };
     expect(Object.keys(roles.result ?? {}).sort()).toEqual(Object.keys(spec.roles).sort());
-    const status = await fetch(`http://127.0.0.1:${opa.httpPort}/v1/data/system/bundles`).catch(() => undefined);
-    expect(status).toBeDefined();
-    const metrics = await (await fetch(`http://127.0.0.1:${opa.httpPort}/metrics`)).text();
+    // The bundle status: the policy bundle under its name, with the revision the build reports
+    // and the manifest's roots.
+    const status = await fetch(`http://127.0.0.1:${opa.httpPort}/v1/data/system/bundles`);
+    expect(status.status).toBe(200);
+    const bundles = (await status.json()) as { result?: Record<string, { manifest?: { revision?: string; roots?: string[] } }> };
+    const built = JSON.parse(bundle.files['.manifest']!) as { roots: string[] };
+    expect(bundles.result?.[OPA_BUNDLE_NAME]?.manifest).toMatchObject({ revision: bundle.revision, roots: built.roots });
+    const metricsRes = await fetch(`http://127.0.0.1:${opa.httpPort}/metrics`);
+    expect(metricsRes.status).toBe(200);
+    const metrics = await metricsRes.text();
     expect(metrics).toContain(bundle.revision);
   });
 
   it('loads the registry from agentd (bearer token from the file, long polling) before it reports healthy', async () => {
     // startOpa returned on /health?bundles: the registry is there without any waiting.
     const res = await fetch(`http://127.0.0.1:${opa.httpPort}/v1/data/${REGISTRY_BUNDLE_ROOT}/active`);
+    expect(res.status).toBe(200);
     const active = ((await res.json()) as { result?: Record<string, unknown> }).result ?? {};
     expect(Object.keys(active).sort()).toEqual(Object.keys(activeSandboxes()).sort());
     expect(registry.requests.length).toBeGreaterThan(0);
@@ -100,7 +110,9 @@ describe('decision tables against the real OPA and its Envoy plugin', () => {
     expect(registry.requests[0]!.prefer).toContain(`wait=${REGISTRY_LONG_POLLING_TIMEOUT_SECONDS}`);
     expect(registry.requests[0]!.status).toBe(200);
     // Both bundles are active, under disjoint roots.
-    const bundles = (await (await fetch(`http://127.0.0.1:${opa.httpPort}/v1/data/system/bundles`)).json()) as { result?: Record<string, { manifest?: { roots?: string[] } }> };
+    const bundlesRes = await fetch(`http://127.0.0.1:${opa.httpPort}/v1/data/system/bundles`);
+    expect(bundlesRes.status).toBe(200);
+    const bundles = (await bundlesRes.json()) as { result?: Record<string, { manifest?: { roots?: string[] } }> };
     expect(Object.keys(bundles.result ?? {}).sort()).toEqual([OPA_BUNDLE_NAME, OPA_REGISTRY_BUNDLE_NAME].sort());
     expect(bundles.result?.[OPA_REGISTRY_BUNDLE_NAME]?.manifest?.roots).toEqual([REGISTRY_BUNDLE_ROOT]);
   });

@@ -7,13 +7,13 @@ import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startStack, type Stack } from '../harness/stack.ts';
-import { rawRequest, type RawResponse } from '../harness/clients.ts';
-import { connect as h2connect } from 'node:http2';
+import { startStack, type Stack } from '../../scripts/local/stack.ts';
+import { rawRequest, type RawResponse } from '../../scripts/local/clients.ts';
+import { connect as h2connect, constants as h2constants } from 'node:http2';
 import { sha256Hex } from '../../policy/bundle.ts';
 import {
   CaseBook, errorCode, h2Send, policyVariant, rawExchange, replaceAgentdWithRecorder, scanStack, secretsOf,
-  type RawExchange, type SeenRequest,
+  type H2Result, type RawExchange, type SeenRequest,
 } from './support.ts';
 
 const book = new CaseBook('gateway-input');
@@ -44,7 +44,43 @@ afterAll(async () => {
 const P = () => stack.ports.gateway;
 type Headers = Record<string, string | string[]>;
 const h1 = (path: string, headers: Headers = {}, method = 'GET', body?: string): Promise<RawResponse> => rawRequest(P(), { method, path, headers, body });
-const h2 = (path: string, headers: Record<string, string> = {}, method = 'GET', body?: string) => h2Send(P(), { method, path, headers, body });
+/** An HTTP/2 exchange that was answered: a transport error (reset, GOAWAY, timeout) fails the case. */
+function answered(r: H2Result): H2Result {
+  expect(r.error, `HTTP/2 transport error instead of an answer: ${JSON.stringify(r).slice(0, 300)}`).toBeUndefined();
+  expect(r.status, JSON.stringify(r).slice(0, 300)).toBeGreaterThan(0);
+  return r;
+}
+const h2 = async (path: string, headers: Record<string, string> = {}, method = 'GET', body?: string) => answered(await h2Send(P(), { method, path, headers, body }));
+/**
+ * One HTTP/2 request on a connection of its own that sends header blocks up to 1 MB: node's
+ * client refuses to send a block over 64 KB by default (the stream ends in REFUSED_STREAM and the
+ * gateway never sees it), so without this a 100 KB header would test the client, not the gateway.
+ * `goaway`: the error code of a GOAWAY the gateway sent on that connection, if it sent one;
+ * `next`: the status of a valid request sent on the same connection afterwards (0: closed).
+ */
+async function h2Large(path: string, headers: Record<string, string>): Promise<H2Result & { goaway?: number; next: number }> {
+  const session = h2connect(`http://127.0.0.1:${P()}`, { maxSendHeaderBlockLength: 1 << 20 });
+  let goaway: number | undefined;
+  session.on('goaway', (code) => {
+    goaway = code;
+  });
+  session.on('error', () => undefined); // the outcome is in the result (error, goaway)
+  try {
+    const r = await h2Send(P(), { session, path, headers });
+    const next = session.closed || session.destroyed ? 0 : (await h2Send(P(), { session, path: '/api/v1/status', headers: { 'x-api-key': K.dashboard } })).status;
+    return { ...r, ...(goaway !== undefined ? { goaway } : {}), next };
+  } finally {
+    session.destroy();
+  }
+}
+/** A counter of the gateway Envoy (its admin interface, on loopback); 0 while Envoy has not created it. */
+async function gatewayCounter(name: string): Promise<number> {
+  const escaped = name.replace(/\./g, '\\.');
+  const r = await rawRequest(stack.ports.gatewayAdmin, { path: `/stats?filter=${encodeURIComponent(`^${escaped}$`)}` });
+  expect(r.status, r.body).toBe(200);
+  const m = r.body.match(new RegExp(`^${escaped}: (\\d+)$`, 'm'));
+  return m ? Number(m[1]) : 0;
+}
 const raw = (text: string | Buffer, waitMs = 3000) => rawExchange(P(), text, { waitMs });
 const rawGet = (path: string, headerLines: (string | Buffer)[], method = 'GET') =>
   raw(Buffer.concat([Buffer.from(`${method} ${path} HTTP/1.1\r\nHost: gateway\r\n`), ...headerLines.map((l) => Buffer.concat([Buffer.from(l as never), Buffer.from('\r\n')])), Buffer.from('Connection: close\r\n\r\n')]));
@@ -76,6 +112,14 @@ interface KeyCase {
   readonly status: number | number[];
   readonly code?: string | string[];
   readonly h2?: boolean;
+  /**
+   * Over HTTP/2 oversized headers get no status, and each way is asserted as exactly that
+   * refusal (no status, no headers, no body): `goaway`, a single header field over 64 KB, which
+   * Envoy's HPACK decoder refuses by closing the connection with GOAWAY COMPRESSION_ERROR;
+   * `reset`, headers over the 60 KB limit in fields that decode, for which Envoy resets the
+   * stream (RST_STREAM INTERNAL_ERROR, counted in http2.tx_reset) and keeps the connection.
+   */
+  readonly h2Refused?: 'goaway' | 'reset';
 }
 
 const big = (n: number) => 'k'.repeat(n);
@@ -84,9 +128,11 @@ const KEY_CASES: KeyCase[] = [
   { name: 'empty x-api-key', headers: () => ({ 'x-api-key': '' }), status: 401, code: ['invalid_api_key', 'missing_api_key'], h2: true },
   { name: 'whitespace-only x-api-key', headers: () => ({ 'x-api-key': '   ' }), status: 401, code: ['invalid_api_key', 'missing_api_key'] },
   { name: 'empty bearer', headers: () => ({ authorization: 'Bearer ' }), status: 401, code: ['invalid_api_key', 'missing_api_key'], h2: true },
-  { name: '100 KB x-api-key', headers: () => ({ 'x-api-key': big(100_000) }), status: 431, code: 'headers_too_large', h2: true },
-  { name: '100 KB bearer key', headers: () => ({ authorization: `Bearer ${big(100_000)}` }), status: 431, code: 'headers_too_large', h2: true },
-  { name: 'valid key plus 100 KB of other headers', headers: (k) => ({ 'x-api-key': k.admin, 'x-pad': big(100_000) }), status: 431, code: 'headers_too_large', h2: true },
+  { name: '100 KB x-api-key', headers: () => ({ 'x-api-key': big(100_000) }), status: 431, code: 'headers_too_large', h2: true, h2Refused: 'goaway' },
+  { name: '100 KB bearer key', headers: () => ({ authorization: `Bearer ${big(100_000)}` }), status: 431, code: 'headers_too_large', h2: true, h2Refused: 'goaway' },
+  { name: 'valid key plus 100 KB of other headers', headers: (k) => ({ 'x-api-key': k.admin, 'x-pad': big(100_000) }), status: 431, code: 'headers_too_large', h2: true, h2Refused: 'goaway' },
+  // The same 100 KB in two fields of 50 KB: each field decodes, the whole is over the limit.
+  { name: 'valid key plus 2 x 50 KB of other headers', headers: (k) => ({ 'x-api-key': k.admin, 'x-pad-a': big(50_000), 'x-pad-b': big(50_000) }), status: 431, code: 'headers_too_large', h2: true, h2Refused: 'reset' },
   { name: 'valid key plus 101 headers', headers: (k) => ({ 'x-api-key': k.admin, ...Object.fromEntries(Array.from({ length: 101 }, (_, i) => [`x-h${i}`, 'v'])) }), status: 431, code: 'headers_too_large' },
   { name: 'non-ASCII (latin1 bytes) key', rawLines: () => [Buffer.concat([Buffer.from('x-api-key: '), Buffer.from([0xe9, 0xe8, 0xff, 0xfe])])], status: [400, 401], code: ['invalid_api_key', 'bad_request'] },
   { name: 'non-ASCII (UTF-8) key', rawLines: () => [Buffer.concat([Buffer.from('x-api-key: '), Buffer.from('ключ-🔑', 'utf8')])], status: [400, 401], code: ['invalid_api_key', 'bad_request'] },
@@ -137,9 +183,23 @@ describe('API-key headers', () => {
       expectRefusal(r.status, r.body, { status: c.status, code: c.code });
     });
     if (c.h2) {
-      book.case('gateway-input', `key: ${c.name} (HTTP/2) -> ${c.status}`, async () => {
-        const r = await h2(c.path?.(K) ?? '/api/v1/status', c.headers!(K) as Record<string, string>);
-        if (r.status === 0) return; // stream refused (e.g. headers over the limit): nothing was served
+      const h2Outcome = c.h2Refused === 'goaway' ? 'GOAWAY COMPRESSION_ERROR' : c.h2Refused === 'reset' ? 'stream reset' : c.status;
+      book.case('gateway-input', `key: ${c.name} (HTTP/2) -> ${h2Outcome}`, async () => {
+        const resetsBefore = c.h2Refused === 'reset' ? await gatewayCounter('http2.tx_reset') : 0;
+        const r = await h2Large(c.path?.(K) ?? '/api/v1/status', c.headers!(K) as Record<string, string>);
+        const outcome = { status: r.status, headers: r.headers, body: r.body, goaway: r.goaway, next: r.next };
+        if (c.h2Refused === 'goaway') {
+          expect(outcome, `refused by a GOAWAY COMPRESSION_ERROR, nothing served (${r.error})`).toEqual({ status: 0, headers: {}, body: '', goaway: h2constants.NGHTTP2_COMPRESSION_ERROR, next: 0 });
+          return;
+        }
+        if (c.h2Refused === 'reset') {
+          expect(outcome, `refused by a stream reset, nothing served, the connection kept (${r.error})`).toEqual({ status: 0, headers: {}, body: '', goaway: undefined, next: 200 });
+          expect(r.error).toMatch(/NGHTTP2_INTERNAL_ERROR/);
+          expect(await gatewayCounter('http2.tx_reset'), 'streams reset by the gateway').toBe(resetsBefore + 1);
+          return;
+        }
+        answered(r);
+        expect(r.next).toBe(200);
         expectRefusal(r.status, r.body, { status: c.status, code: c.code });
       });
     }
@@ -164,11 +224,11 @@ describe('API-key headers', () => {
   book.case('gateway-input', 'key: identity is per stream on one HTTP/2 connection (admin, none, reader-forbidden)', async () => {
     const session = h2connect(`http://127.0.0.1:${P()}`);
     try {
-      const [a, b, c] = await Promise.all([
+      const [a, b, c] = (await Promise.all([
         h2Send(P(), { session, path: '/api/v1/status', headers: { 'x-api-key': K.admin } }),
         h2Send(P(), { session, path: '/api/v1/status' }),
         h2Send(P(), { session, method: 'DELETE', path: '/api/v1/sandboxes/sbx_000000000000000000000000', headers: { 'x-api-key': K.dashboard } }),
-      ]);
+      ])).map(answered) as [H2Result, H2Result, H2Result];
       expect([a.status, b.status, c.status]).toEqual([200, 401, 403]);
       expect(errorCode(b.body)).toBe('missing_api_key');
       expect(errorCode(c.body)).toBe('method_not_allowed');
@@ -310,8 +370,10 @@ describe('methods and method overrides', () => {
     expect(r.text).not.toContain('"version"');
   });
   book.case('gateway-input', 'method: CONNECT over HTTP/2 is never tunnelled', async () => {
-    const r = await h2Send(P(), { method: 'CONNECT', path: undefined as never, headers: { ':authority': `127.0.0.1:${stack.ports.agentdHttp}`, 'x-api-key': K.admin } as never, timeoutMs: 2500 }).catch((e) => ({ status: 0, body: String(e) }));
-    expect(r.status === 0 || r.status >= 400, JSON.stringify(r)).toBe(true);
+    // No route matches CONNECT: the gateway answers 404 JSON (a reset or a timeout fails the case).
+    const r = answered(await h2Send(P(), { method: 'CONNECT', path: undefined as never, headers: { ':authority': `127.0.0.1:${stack.ports.agentdHttp}`, 'x-api-key': K.admin } as never, timeoutMs: 2500 }));
+    expectRefusal(r.status, r.body, { status: 404, code: 'not_found' });
+    expect(r.body).not.toContain('"version"');
   });
 });
 
@@ -387,7 +449,8 @@ const FORGED: Record<string, string> = {
 const GATEWAY_SET: Record<string, string> = { 'x-agentd-client-id': 'dashboard', 'x-agentd-client-role': 'reader' };
 
 function expectClean(seen: SeenRequest | undefined, opts: { authenticated: boolean }) {
-  expect(seen, 'the request reached agentd').toBeTruthy();
+  expect(seen, 'the request reached agentd').toBeDefined();
+  expect(Object.keys(seen!.headers).length, 'agentd received headers').toBeGreaterThan(0);
   const h = seen!.headers;
   for (const name of Object.keys(FORGED)) {
     if (opts.authenticated && name in GATEWAY_SET) expect(h[name], name).toBe(GATEWAY_SET[name]);
@@ -446,6 +509,7 @@ describe('forged identity and policy headers never reach agentd', () => {
       const r = await h1(p, { ...FORGED, 'x-api-key': K.admin });
       expect(r.status).toBe(200);
       const s = last(p)!;
+      expect(s, `${p} reached agentd`).toBeDefined();
       expect(s.headers['x-agentd-client-id']).toBeUndefined();
       expect(s.headers['x-agentd-client-role']).toBeUndefined();
       for (const name of Object.keys(FORGED)) expect(s.headers[name], name).toBeUndefined();
@@ -453,7 +517,8 @@ describe('forged identity and policy headers never reach agentd', () => {
   });
   book.case('gateway-input', 'forged: a caller x-request-id is not what agentd receives', async () => {
     const tag = '/api/v1/status?t=reqid';
-    await h1(tag, { 'x-api-key': K.dashboard, 'x-request-id': 'attacker-chosen-id' });
+    expect((await h1(tag, { 'x-api-key': K.dashboard, 'x-request-id': 'attacker-chosen-id' })).status).toBe(200);
+    expect(last(tag), 'the request reached agentd').toBeDefined();
     expect(last(tag)!.headers['x-request-id']).not.toBe('attacker-chosen-id');
   });
   book.case('gateway-input', 'forged: header names with underscores (x_agentd_client_id) are refused', async () => {
@@ -466,6 +531,7 @@ describe('forged identity and policy headers never reach agentd', () => {
       const tag = `/api/v1/status?t=m-${h}`;
       const r = await h1(tag, { 'x-api-key': K.dashboard, [h]: 'DELETE' });
       expect(r.status).toBe(200);
+      expect(last(tag), 'the request reached agentd').toBeDefined();
       expect(last(tag)!.method).toBe('GET');
     });
   }
@@ -519,7 +585,17 @@ describe('the admin interface is unreachable', () => {
 describe('secret hygiene (gateway stack)', () => {
   book.case('secret-hygiene', 'gateway stack: no API key, credential or signing key in any log, rendered file, bundle or data file', async () => {
     await new Promise((r) => setTimeout(r, 1200)); // access logs flush every second
-    const { scanned, findings } = scanStack(stack, secretsOf(stack));
+    const secrets = secretsOf(stack);
+    // Every client's API key, every configured credential and the signing key, none empty.
+    const withCredential = Object.values(spec.egressServices).filter((s) => s.credential).map((s) => s.id);
+    expect(withCredential.length).toBeGreaterThan(0);
+    expect(Object.keys(secrets).sort()).toEqual([
+      ...spec.clients.map((c) => `api key of ${c.id}`),
+      ...withCredential.map((id) => `credential of ${id}`),
+      'signing key (base64url)', 'signing key (base64)', 'signing key (hex)', 'gateway token', 'registry token',
+    ].sort());
+    for (const [k, v] of Object.entries(secrets)) expect(v.length, k).toBeGreaterThanOrEqual(16);
+    const { scanned, findings } = scanStack(stack, secrets);
     expect(scanned.some((s) => s.startsWith('logs/opa'))).toBe(true);
     expect(scanned.some((s) => s.includes('agentd-bundle'))).toBe(true);
     expect(findings).toEqual([]);

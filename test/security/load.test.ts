@@ -8,8 +8,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as h2connect } from 'node:http2';
-import { startStack, type Stack } from '../harness/stack.ts';
-import { egressCall, rawRequest, secretsFoundIn, type RawResponse } from '../harness/clients.ts';
+import { startStack, type Stack } from '../../scripts/local/stack.ts';
+import { egressCall, rawRequest, secretsFoundIn, type RawResponse } from '../../scripts/local/clients.ts';
 import { CaseBook, errorCode, h2Send, policyVariant, replaceAgentdWithRecorder, scanStack, secretsOf, sleep } from './support.ts';
 
 const book = new CaseBook('load');

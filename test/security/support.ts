@@ -12,9 +12,9 @@ import { gunzipSync } from 'node:zlib';
 import { parse, stringify } from 'yaml';
 import { loadPolicySpec, type PolicySpec } from '../../policy/spec.ts';
 import { fileBytes } from '../../components/render/platform.ts';
-import type { Stack } from '../harness/stack.ts';
-import { sleep } from '../harness/processes.ts';
-import { REPO_ROOT } from '../support/tools.ts';
+import type { Stack } from '../../scripts/local/stack.ts';
+import { sleep } from '../../scripts/local/processes.ts';
+import { REPO_ROOT } from '../../scripts/local/tools.ts';
 
 // ---- cases by category ------------------------------------------------------------------------
 
@@ -133,7 +133,7 @@ function withLock(lock: string, fn: () => void): void {
 
 // ---- raw TCP ----------------------------------------------------------------------------------
 
-export { rawExchange, type RawExchange } from '../harness/clients.ts';
+export { rawExchange, type RawExchange } from '../../scripts/local/clients.ts';
 
 /** The JSON error code in a body (also inside one HTTP/1.1 chunk), or undefined. */
 export function errorCode(body: string): string | undefined {
@@ -273,6 +273,9 @@ export function secretsOf(stack: Stack, extra: Readonly<Record<string, string>> 
     'signing key (base64url)': stack.signingKey,
     'signing key (base64)': raw.toString('base64').replace(/=+$/, ''),
     'signing key (hex)': raw.toString('hex'),
+    // The per-deploy tokens agentd trusts its two callers by: never in a log or a plain file.
+    'gateway token': stack.gatewayToken,
+    'registry token': stack.registryToken,
     ...extra,
   };
 }

@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO_ROOT, pinnedVersions, run, toolPath } from '../support/tools.ts';
+import { REPO_ROOT, pinnedVersions, run, toolPath } from '../../scripts/local/tools.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'agentd-smoke-'));
 const v = pinnedVersions();

@@ -5,7 +5,7 @@
 import { expect } from 'vitest';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
-import { REPO_ROOT } from './tools.ts';
+import { REPO_ROOT } from '../../scripts/local/tools.ts';
 
 export const GOLDEN_ROOT = join(REPO_ROOT, 'test/golden');
 

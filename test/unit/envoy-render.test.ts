@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { renderGatewayConfig } from '../../components/render/envoy/gateway.ts';
 import { credentialSds, renderEgressConfig } from '../../components/render/envoy/egress.ts';
 import { toYaml } from '../../components/render/yaml.ts';
-import { egressInput, gatewayInput, shippedSpec } from '../support/fixtures.ts';
+import { egressInput, gatewayInput, shippedSpec } from '../../scripts/local/fixtures.ts';
 import { golden } from '../support/golden.ts';
 
 const spec = shippedSpec();

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadPolicySpec, parsePolicySpec, PolicyError, POLICY_FILES, type PolicySources } from '../../policy/spec.ts';
-import { REPO_ROOT } from '../support/tools.ts';
+import { REPO_ROOT } from '../../scripts/local/tools.ts';
 
 const DATA = join(REPO_ROOT, 'policy/data');
 const sources = (): Record<keyof typeof POLICY_FILES, string> =>

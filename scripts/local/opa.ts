@@ -12,7 +12,7 @@ import { OPA_CONFIG_FILE } from '../../components/render/platform.ts';
 import { toYaml } from '../../components/render/yaml.ts';
 import { REGISTRY_BUNDLE_PATH, REGISTRY_BUNDLE_ROOT } from '../../agentd/src/contract.ts';
 import { ManagedProcess, answers, freePort } from './processes.ts';
-import { REPO_ROOT, toolPath } from '../support/tools.ts';
+import { REPO_ROOT, toolPath } from './tools.ts';
 
 export interface RunningOpa {
   readonly process: ManagedProcess;

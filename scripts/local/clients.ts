@@ -9,7 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { SignJWT } from 'jose';
 import { PROTO_PATHS, SANDBOX_TOKEN_HEADER, TOKEN_AUDIENCE, TOKEN_ISSUER } from '../../agentd/src/contract.ts';
-import { REPO_ROOT } from '../support/tools.ts';
+import { REPO_ROOT } from './tools.ts';
 
 export interface RawResponse {
   readonly status: number;

@@ -1,6 +1,8 @@
-// The integration harness: the real gateway Envoy, egress Envoy, OPA (serving the built bundle),
-// agentd and a stand-in upstream (HTTPS with a test CA), as processes on loopback. Every file
-// comes from renderPlatform, as in a deploy; only addresses differ. `npm run dev` uses it too.
+// The local stack (the harness): the real gateway Envoy, egress Envoy, OPA (serving the built
+// bundle and polling agentd's sandbox registry), agentd and a stand-in upstream (HTTPS with a
+// test CA), as processes on loopback. Every file comes from renderPlatform, as in a deploy; only
+// addresses differ. The tests, `npm run dev`, `npm run policy` and the benchmarks use it; it
+// lives with the scripts because tooling never imports from test/.
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,7 +16,7 @@ import { SECRET_FILES } from '../../components/layout.ts';
 import { ENV, GATEWAY_TOKEN_HEADER, IDENTITY_HEADERS, READY_PATH } from '../../agentd/src/contract.ts';
 import { ManagedProcess, answers, freePort } from './processes.ts';
 import { StandInUpstream, makeTestCa, type TestCa } from './standin.ts';
-import { REPO_ROOT, toolPath } from '../support/tools.ts';
+import { REPO_ROOT, toolPath } from './tools.ts';
 
 export interface StackOptions {
   readonly spec: PolicySpec;

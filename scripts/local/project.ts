@@ -17,7 +17,7 @@ export interface ProjectCopy {
 
 export function copyProject(stack: string, extraEnv: NodeJS.ProcessEnv = {}): ProjectCopy {
   const dir = mkdtempSync(join(tmpdir(), `agentd-${stack}-`));
-  for (const p of ['index.ts', 'Pulumi.yaml', 'package.json', 'components', 'policy', 'grafana', 'agentd', 'build/images.json', 'scripts', 'test/harness', 'test/support']) {
+  for (const p of ['index.ts', 'Pulumi.yaml', 'package.json', 'components', 'policy', 'grafana', 'agentd', 'build/images.json', 'scripts']) {
     if (existsSync(join(REPO_ROOT, p))) cpSync(join(REPO_ROOT, p), join(dir, p), { recursive: true });
   }
   symlinkSync(join(REPO_ROOT, 'node_modules'), join(dir, 'node_modules'));
