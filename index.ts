@@ -40,7 +40,10 @@ const credentials: Record<string, pulumi.Output<string>> = {};
 for (const s of Object.values(spec.egressServices)) {
   const value = s.credential ? egressConfig.getSecret(s.credential.secret) : undefined;
   if (value) credentials[s.id] = value;
-  else if (s.credential) pulumi.log.warn(`egress service ${s.id} has no credential; it answers 503 until you run: pulumi config set --secret egress:${s.credential.secret} VALUE --stack ${stack}`);
+  else if (s.credential)
+    pulumi.log.warn(
+      `egress service ${s.id} has no credential; it answers 503 until you run: pulumi config set --secret egress:${s.credential.secret} VALUE --stack ${stack}`,
+    );
 }
 
 // The gateway's certificate, when it comes from stack config: secret values only.
@@ -52,7 +55,9 @@ if (config.gateway.tls?.source === 'config') {
   const known = secretKeys === undefined ? undefined : (JSON.parse(secretKeys) as string[]);
   const key = `${GATEWAY_TLS_CONFIG.namespace}:${GATEWAY_TLS_CONFIG.privateKey}`;
   if (known && !known.includes(key)) {
-    throw new pulumi.RunError(`${key} is stored in plaintext in the stack file; set it again as a secret: pulumi config set --secret ${key} "$(cat key.pem)" --stack ${stack}`);
+    throw new pulumi.RunError(
+      `${key} is stored in plaintext in the stack file; set it again as a secret: pulumi config set --secret ${key} "$(cat key.pem)" --stack ${stack}`,
+    );
   }
   gatewayTls = { certificate: tlsConfig.requireSecret(GATEWAY_TLS_CONFIG.certificate), privateKey: tlsConfig.requireSecret(GATEWAY_TLS_CONFIG.privateKey) };
 }
@@ -69,7 +74,9 @@ function makeTarget(): Target {
   // Without renderYamlTo the provider uses the ambient kubeconfig (KUBECONFIG, ~/.kube/config).
   const provider = new k8s.Provider('kubernetes', kubernetesProviderArgs(k.renderYamlTo));
   if (k.renderYamlTo && !k.renderSecrets) {
-    pulumi.log.warn(`rendering manifests to ${k.renderYamlTo} without Secrets (they would be plaintext); create the Secrets out of band or set agentd:kubernetes.renderSecrets true`);
+    pulumi.log.warn(
+      `rendering manifests to ${k.renderYamlTo} without Secrets (they would be plaintext); create the Secrets out of band or set agentd:kubernetes.renderSecrets true`,
+    );
   }
   return new KubernetesTarget('kubernetes', {
     namespace: k.namespace,
@@ -92,7 +99,5 @@ export default {
   apiKeys: platform.apiKeys,
   policyRevision: platform.policyRevision,
   contentHashes: platform.contentHashes,
-  ...(monitoring
-    ? { grafanaUrl: monitoring.grafanaUrl, prometheusUrl: monitoring.prometheusUrl, grafanaAdminPassword: monitoring.grafanaAdminPassword }
-    : {}),
+  ...(monitoring ? { grafanaUrl: monitoring.grafanaUrl, prometheusUrl: monitoring.prometheusUrl, grafanaAdminPassword: monitoring.grafanaAdminPassword } : {}),
 };

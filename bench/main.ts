@@ -44,7 +44,9 @@ interface Args {
 }
 
 function parseArgs(argv: readonly string[]): Args | 'help' {
-  let quick = false, keep = false, strict = false;
+  let quick = false,
+    keep = false,
+    strict = false;
   let only: SuiteId[] | undefined;
   for (const a of argv) {
     if (a === '--quick') quick = true;
@@ -100,7 +102,9 @@ export async function main(argv: readonly string[]): Promise<number> {
   const t0 = performance.now();
   const machine = machineInfo();
   const tools = toolVersions();
-  log(`${args.quick ? 'quick' : 'full'} run on ${machine.cores} cores, load average ${machine.loadAverageAtStart.join(' / ')}; Envoy ${tools.envoy}, OPA ${tools.opa}, Node ${tools.node}`);
+  log(
+    `${args.quick ? 'quick' : 'full'} run on ${machine.cores} cores, load average ${machine.loadAverageAtStart.join(' / ')}; Envoy ${tools.envoy}, OPA ${tools.opa}, Node ${tools.node}`,
+  );
   const workDir = mkdtempSync(join(tmpdir(), 'agentd-bench-'));
   const children = new Children();
   const onSignal = (sig: NodeJS.Signals) => {

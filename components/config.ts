@@ -124,11 +124,15 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     if (!k.startsWith('agentd:')) continue;
     const key = k.slice('agentd:'.length);
     if (key.includes('.') && (KEYS as readonly string[]).includes(key.split('.')[0]!)) {
-      problems.push(`agentd:${key} is a nested setting set without --path; set it with: pulumi config rm agentd:${key} --stack ${stack} && pulumi config set --path 'agentd:${key}' VALUE --stack ${stack}`);
+      problems.push(
+        `agentd:${key} is a nested setting set without --path; set it with: pulumi config rm agentd:${key} --stack ${stack} && pulumi config set --path 'agentd:${key}' VALUE --stack ${stack}`,
+      );
       continue;
     }
     if (!(KEYS as readonly string[]).includes(key)) {
-      problems.push(`agentd:${key} is not a known setting; known: ${KEYS.map((x) => `agentd:${x}`).join(', ')} (remove it with: pulumi config rm agentd:${key} --stack ${stack})`);
+      problems.push(
+        `agentd:${key} is not a known setting; known: ${KEYS.map((x) => `agentd:${x}`).join(', ')} (remove it with: pulumi config rm agentd:${key} --stack ${stack})`,
+      );
       continue;
     }
     values[key] = parseValue(v);
@@ -152,7 +156,9 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     if (v === undefined) return def;
     const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
     if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
-      problems.push(`agentd:${key}.${field} must be a whole number from ${min} to ${max}, not ${JSON.stringify(v)} (fix: ${set(`${key}.${field}`, String(def))})`);
+      problems.push(
+        `agentd:${key}.${field} must be a whole number from ${min} to ${max}, not ${JSON.stringify(v)} (fix: ${set(`${key}.${field}`, String(def))})`,
+      );
       return def;
     }
     return n;
@@ -177,7 +183,9 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
 
   const targetRaw = values['target'] ?? 'docker';
   if (targetRaw !== 'docker' && targetRaw !== 'kubernetes') {
-    problems.push(`agentd:target must be docker or kubernetes, not ${JSON.stringify(targetRaw)} (fix: pulumi config set agentd:target docker --stack ${stack})`);
+    problems.push(
+      `agentd:target must be docker or kubernetes, not ${JSON.stringify(targetRaw)} (fix: pulumi config set agentd:target docker --stack ${stack})`,
+    );
   }
   const target: TargetKind = targetRaw === 'kubernetes' ? 'kubernetes' : 'docker';
 
@@ -190,26 +198,42 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     } else {
       const t = tlsRaw as Record<string, unknown>;
       for (const f of Object.keys(t)) {
-        if (f !== 'secretName') problems.push(`agentd:gateway.tls.${f} is not a known field; known: secretName (the certificate itself is secret config: pulumi config set --secret ${GATEWAY_TLS_CONFIG.namespace}:${GATEWAY_TLS_CONFIG.certificate} "$(cat cert.pem)" --stack ${stack})`);
+        if (f !== 'secretName')
+          problems.push(
+            `agentd:gateway.tls.${f} is not a known field; known: secretName (the certificate itself is secret config: pulumi config set --secret ${GATEWAY_TLS_CONFIG.namespace}:${GATEWAY_TLS_CONFIG.certificate} "$(cat cert.pem)" --stack ${stack})`,
+          );
       }
-      secretName = str(t, 'gateway.tls', 'secretName', '', (s) => /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(s), 'the name of a Kubernetes TLS Secret in the stack namespace') || undefined;
+      secretName =
+        str(
+          t,
+          'gateway.tls',
+          'secretName',
+          '',
+          (s) => /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(s),
+          'the name of a Kubernetes TLS Secret in the stack namespace',
+        ) || undefined;
     }
   }
   const ns = GATEWAY_TLS_CONFIG.namespace;
   const pem = (field: string, marker: RegExp, what: string): boolean => {
     const v = raw[`${ns}:${field}`];
     if (v === undefined) return false;
-    if (!marker.test(v)) problems.push(`${ns}:${field} must be ${what} in PEM (fix: pulumi config set --secret ${ns}:${field} "$(cat FILE.pem)" --stack ${stack})`);
+    if (!marker.test(v))
+      problems.push(`${ns}:${field} must be ${what} in PEM (fix: pulumi config set --secret ${ns}:${field} "$(cat FILE.pem)" --stack ${stack})`);
     return true;
   };
   const hasCert = pem(GATEWAY_TLS_CONFIG.certificate, /-----BEGIN CERTIFICATE-----/, 'a certificate chain');
   const hasKey = pem(GATEWAY_TLS_CONFIG.privateKey, /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/, 'a private key');
   if (hasCert !== hasKey) {
     const missing = hasCert ? GATEWAY_TLS_CONFIG.privateKey : GATEWAY_TLS_CONFIG.certificate;
-    problems.push(`the gateway's TLS needs both ${ns}:${GATEWAY_TLS_CONFIG.certificate} and ${ns}:${GATEWAY_TLS_CONFIG.privateKey}; ${ns}:${missing} is not set (fix: pulumi config set --secret ${ns}:${missing} "$(cat FILE.pem)" --stack ${stack})`);
+    problems.push(
+      `the gateway's TLS needs both ${ns}:${GATEWAY_TLS_CONFIG.certificate} and ${ns}:${GATEWAY_TLS_CONFIG.privateKey}; ${ns}:${missing} is not set (fix: pulumi config set --secret ${ns}:${missing} "$(cat FILE.pem)" --stack ${stack})`,
+    );
   }
   if (hasCert && secretName !== undefined) {
-    problems.push(`the gateway's certificate is given twice: as ${ns}:${GATEWAY_TLS_CONFIG.certificate} and as agentd:gateway.tls.secretName; keep one (pulumi config rm --path agentd:gateway.tls --stack ${stack})`);
+    problems.push(
+      `the gateway's certificate is given twice: as ${ns}:${GATEWAY_TLS_CONFIG.certificate} and as agentd:gateway.tls.secretName; keep one (pulumi config rm --path agentd:gateway.tls --stack ${stack})`,
+    );
   }
   const tls = secretName !== undefined ? { source: 'secret' as const, secretName } : hasCert && hasKey ? { source: 'config' as const } : undefined;
   const gateway = {
@@ -217,7 +241,14 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     bindAddress: str(g, 'gateway', 'bindAddress', '127.0.0.1', isIp, 'an IPv4 address such as 127.0.0.1 (or 0.0.0.0 to publish on every interface)'),
     maxRequestBytes: int(g, 'gateway', 'maxRequestBytes', 1 << 20, 1024, 64 << 20),
     upstreamTimeoutSeconds: int(g, 'gateway', 'upstreamTimeoutSeconds', 120, 1, 3600),
-    exposure: str(g, 'gateway', 'exposure', 'ClusterIP', (s) => ['ClusterIP', 'NodePort', 'LoadBalancer'].includes(s), 'ClusterIP, NodePort or LoadBalancer') as Exposure,
+    exposure: str(
+      g,
+      'gateway',
+      'exposure',
+      'ClusterIP',
+      (s) => ['ClusterIP', 'NodePort', 'LoadBalancer'].includes(s),
+      'ClusterIP, NodePort or LoadBalancer',
+    ) as Exposure,
     replicas: int(g, 'gateway', 'replicas', 1, 1, 100),
     tls,
     allowPlaintext: bool(g, 'gateway', 'allowPlaintext', false),
@@ -239,12 +270,19 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
   }
   const ca = e['caCertificates'];
   if (ca !== undefined && (typeof ca !== 'string' || !ca.includes('-----BEGIN CERTIFICATE-----'))) {
-    problems.push(`agentd:egress.caCertificates must be PEM certificates (fix: pulumi config set --path agentd:egress.caCertificates "$(cat ca.pem)" --stack ${stack})`);
+    problems.push(
+      `agentd:egress.caCertificates must be PEM certificates (fix: pulumi config set --path agentd:egress.caCertificates "$(cat ca.pem)" --stack ${stack})`,
+    );
   }
-  const egress = { upstreams, ...(typeof ca === 'string' && ca.includes('BEGIN CERTIFICATE') ? { caCertificates: ca } : {}), replicas: int(e, 'egress', 'replicas', 1, 1, 100) };
+  const egress = {
+    upstreams,
+    ...(typeof ca === 'string' && ca.includes('BEGIN CERTIFICATE') ? { caCertificates: ca } : {}),
+    replicas: int(e, 'egress', 'replicas', 1, 1, 100),
+  };
 
   const i = obj('images', ['mode', 'envoy', 'opa', 'agentd']);
-  const image = (f: string) => (i[f] === undefined ? undefined : str(i, 'images', f, '', (s) => /^[\w.\-/:@]+$/.test(s), 'an image reference such as registry/name:tag'));
+  const image = (f: string) =>
+    i[f] === undefined ? undefined : str(i, 'images', f, '', (s) => /^[\w.\-/:@]+$/.test(s), 'an image reference such as registry/name:tag');
   const images = {
     mode: str(i, 'images', 'mode', 'upstream', (s) => s === 'local' || s === 'upstream', 'local or upstream') as ImageMode,
     ...optional('envoy', image('envoy')),
@@ -261,7 +299,8 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     retentionIntentsPerSandbox: int(a, 'agentd', 'retentionIntentsPerSandbox', 1000, 0, 1_000_000),
     maxActiveSandboxesPerClient: int(a, 'agentd', 'maxActiveSandboxesPerClient', 100, 1, 100_000),
   };
-  if (agentd.defaultTtlSeconds > agentd.maxTtlSeconds) problems.push('agentd:agentd.defaultTtlSeconds is above agentd:agentd.maxTtlSeconds; lower the default or raise the maximum');
+  if (agentd.defaultTtlSeconds > agentd.maxTtlSeconds)
+    problems.push('agentd:agentd.defaultTtlSeconds is above agentd:agentd.maxTtlSeconds; lower the default or raise the maximum');
 
   const d = obj('docker', ['egressNetworks']);
   const nets = d['egressNetworks'] ?? [];
@@ -271,8 +310,18 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
 
   const k = obj('kubernetes', ['namespace', 'renderYamlTo', 'renderSecrets', 'skipAwait']);
   const kubernetes = {
-    namespace: str(k, 'kubernetes', 'namespace', 'agentd', (s) => /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(s), 'a Kubernetes namespace name (lowercase, digits, -)'),
-    ...optional('renderYamlTo', k['renderYamlTo'] === undefined ? undefined : str(k, 'kubernetes', 'renderYamlTo', '', (s) => s.length > 0, 'a directory path')),
+    namespace: str(
+      k,
+      'kubernetes',
+      'namespace',
+      'agentd',
+      (s) => /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(s),
+      'a Kubernetes namespace name (lowercase, digits, -)',
+    ),
+    ...optional(
+      'renderYamlTo',
+      k['renderYamlTo'] === undefined ? undefined : str(k, 'kubernetes', 'renderYamlTo', '', (s) => s.length > 0, 'a directory path'),
+    ),
     renderSecrets: bool(k, 'kubernetes', 'renderSecrets', false),
     skipAwait: bool(k, 'kubernetes', 'skipAwait', false),
   };
@@ -285,7 +334,9 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
   };
 
   if (target === 'docker' && gateway.tls?.source === 'secret') {
-    problems.push(`agentd:gateway.tls.secretName names a Kubernetes Secret, but this stack's target is docker; give the certificate as secret config instead (pulumi config set --secret ${ns}:${GATEWAY_TLS_CONFIG.certificate} "$(cat cert.pem)" --stack ${stack}, likewise ${ns}:${GATEWAY_TLS_CONFIG.privateKey})`);
+    problems.push(
+      `agentd:gateway.tls.secretName names a Kubernetes Secret, but this stack's target is docker; give the certificate as secret config instead (pulumi config set --secret ${ns}:${GATEWAY_TLS_CONFIG.certificate} "$(cat cert.pem)" --stack ${stack}, likewise ${ns}:${GATEWAY_TLS_CONFIG.privateKey})`,
+    );
   }
   const exposed = exposedBeyondLoopback(target, gateway);
   if (exposed && !gateway.tls && !gateway.allowPlaintext) {
@@ -323,6 +374,8 @@ export function parseUpstream(url: string): Upstream | undefined {
 export function checkAgainstSpec(config: StackConfig, serviceIds: readonly string[]): void {
   const unknown = Object.keys(config.egress.upstreams).filter((s) => !serviceIds.includes(s));
   if (unknown.length > 0) {
-    throw new StackConfigError(unknown.map((s) => `agentd:egress.upstreams.${s} names no egress service; known: ${serviceIds.join(', ')} (policy/data/egress-services.yaml)`));
+    throw new StackConfigError(
+      unknown.map((s) => `agentd:egress.upstreams.${s} names no egress service; known: ${serviceIds.join(', ')} (policy/data/egress-services.yaml)`),
+    );
   }
 }

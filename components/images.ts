@@ -36,7 +36,9 @@ export function chooseImages(config: StackConfig['images'], repoRoot: string): I
   if (config.mode === 'local') {
     const manifest = join(repoRoot, LOCAL_IMAGES_MANIFEST);
     if (!existsSync(manifest)) {
-      throw new Error(`agentd:images.mode is local but ${LOCAL_IMAGES_MANIFEST} does not exist: build the images with \`node scripts/images.ts\` (npm run up does it for you)`);
+      throw new Error(
+        `agentd:images.mode is local but ${LOCAL_IMAGES_MANIFEST} does not exist: build the images with \`node scripts/images.ts\` (npm run up does it for you)`,
+      );
     }
     const local = JSON.parse(readFileSync(manifest, 'utf8')) as Record<string, string>;
     return {

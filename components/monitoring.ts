@@ -2,7 +2,7 @@ import * as pulumi from '@pulumi/pulumi';
 import * as random from '@pulumi/random';
 import type { PolicySpec } from '../policy/spec.ts';
 import { PORTS, RUN_AS_USER, WORKLOADS } from './layout.ts';
-import { renderMonitoringFiles, type MonitoringWorkload } from './render/overlay/index.ts';
+import { renderMonitoringFiles, type MonitoringRenderInput, type MonitoringWorkload } from './render/overlay/index.ts';
 import { LOKI_HTTP_PORT } from './render/monitoring/loki.ts';
 import { ALLOY_HTTP_PORT } from './render/monitoring/alloy.ts';
 import { STACK_LABEL, WORKLOAD_LABEL } from './targets/docker.ts';
@@ -69,6 +69,46 @@ export function monitoringWorkload(
 }
 
 /**
+ * What the overlay is rendered from, for a target: where each workload is reached, how Alloy
+ * finds the platform's logs, and Grafana's admin password (`S`: a string, or a Pulumi secret).
+ * Pure: the Monitoring component and `npm run render` both call it.
+ */
+export function monitoringRenderInput<S>(o: {
+  kind: Target['kind'];
+  address: Target['address'];
+  dockerPrefix?: string;
+  namespace?: string;
+  adminPassword: S;
+}): MonitoringRenderInput<S> {
+  const at = o.address;
+  return {
+    endpoints: { prometheus: at('prometheus', MONITORING_PORTS.prometheus), loki: at('loki', MONITORING_PORTS.loki) },
+    prometheus: {
+      targets: {
+        gateway: at(WORKLOADS.gateway, PORTS.envoyStats),
+        egress: at(WORKLOADS.egress, PORTS.envoyStats),
+        opa: at(WORKLOADS.opa, PORTS.opaDiagnostic),
+        agentd: at(WORKLOADS.agentd, PORTS.agentdMetrics),
+      },
+      retentionDays: 15,
+    },
+    loki: { retentionDays: 7 },
+    alloy: {
+      discovery:
+        o.kind === 'docker'
+          ? {
+              kind: 'docker',
+              host: 'unix:///var/run/docker.sock',
+              serviceLabel: WORKLOAD_LABEL,
+              stackLabel: { name: STACK_LABEL, value: o.dockerPrefix ?? '' },
+            }
+          : { kind: 'kubernetes', namespace: o.namespace ?? 'agentd', serviceLabel: NAME_LABEL },
+    },
+    grafana: { adminPassword: o.adminPassword },
+  };
+}
+
+/**
  * The monitoring overlay: Prometheus (scraping both proxies' stats listeners, OPA and agentd,
  * with the alert rules), Loki with Alloy shipping the platform's logs, Grafana with dashboards
  * generated from the same policy data. The admin password is generated and a secret output.
@@ -87,25 +127,16 @@ export class Monitoring extends pulumi.ComponentResource {
     // Only Docker publishes Grafana and Prometheus (on loopback); on Kubernetes only the gateway
     // takes traffic from outside: reach them with `kubectl port-forward`.
     const publish = target.kind === 'docker';
-    const rendered = renderMonitoringFiles<pulumi.Output<string>>(args.spec, {
-      endpoints: { prometheus: at('prometheus', MONITORING_PORTS.prometheus), loki: at('loki', MONITORING_PORTS.loki) },
-      prometheus: {
-        targets: {
-          gateway: at(WORKLOADS.gateway, PORTS.envoyStats),
-          egress: at(WORKLOADS.egress, PORTS.envoyStats),
-          opa: at(WORKLOADS.opa, PORTS.opaDiagnostic),
-          agentd: at(WORKLOADS.agentd, PORTS.agentdMetrics),
-        },
-        retentionDays: 15,
-      },
-      loki: { retentionDays: 7 },
-      alloy: {
-        discovery: target.kind === 'docker'
-          ? { kind: 'docker', host: 'unix:///var/run/docker.sock', serviceLabel: WORKLOAD_LABEL, stackLabel: { name: STACK_LABEL, value: args.dockerPrefix ?? '' } }
-          : { kind: 'kubernetes', namespace: args.namespace ?? 'agentd', serviceLabel: NAME_LABEL },
-      },
-      grafana: { adminPassword: this.grafanaAdminPassword },
-    });
+    const rendered = renderMonitoringFiles(
+      args.spec,
+      monitoringRenderInput({
+        kind: target.kind,
+        address: at,
+        ...(args.dockerPrefix ? { dockerPrefix: args.dockerPrefix } : {}),
+        ...(args.namespace ? { namespace: args.namespace } : {}),
+        adminPassword: this.grafanaAdminPassword,
+      }),
+    );
     const image = (n: keyof typeof MONITORING_IMAGES) => args.images?.[n] ?? MONITORING_IMAGES[n];
     const prometheus = monitoringWorkload('prometheus', rendered.prometheus, image('prometheus'), {
       // Metrics ports only: Prometheus never reaches an API.
@@ -125,7 +156,10 @@ export class Monitoring extends pulumi.ComponentResource {
         : { apiAccess: [{ apiGroups: [''], resources: ['pods', 'pods/log', 'namespaces'], verbs: ['get', 'list', 'watch'] }] }),
     });
     const grafana = monitoringWorkload('grafana', rendered.grafana, image('grafana'), {
-      talksTo: [{ workload: 'prometheus', port: MONITORING_PORTS.prometheus }, { workload: 'loki', port: MONITORING_PORTS.loki }],
+      talksTo: [
+        { workload: 'prometheus', port: MONITORING_PORTS.prometheus },
+        { workload: 'loki', port: MONITORING_PORTS.loki },
+      ],
       ...(publish && args.grafanaHostPort ? { publish: { port: MONITORING_PORTS.grafana, hostPort: args.grafanaHostPort } } : {}),
     });
     const deployed = Object.fromEntries([prometheus, loki, alloy, grafana].map((w) => [w.name, target.deploy(w, this, `${name}-${w.name}`)]));
@@ -138,4 +172,3 @@ export class Monitoring extends pulumi.ComponentResource {
     this.registerOutputs({ grafanaUrl: this.grafanaUrl, prometheusUrl: this.prometheusUrl, grafanaAdminPassword: this.grafanaAdminPassword });
   }
 }
-

@@ -39,7 +39,12 @@ export const EGRESS_CA_FILE = 'upstream-ca.pem';
 const SYSTEM_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 
 /** Where each workload finds the others, for a target. Pure. */
-export function platformRenderInput(config: StackConfig, target: Pick<Target, 'address'>, configuredCredentials: readonly string[], keyHashes: Record<string, string>): PlatformRenderInput {
+export function platformRenderInput(
+  config: StackConfig,
+  target: Pick<Target, 'address'>,
+  configuredCredentials: readonly string[],
+  keyHashes: Record<string, string>,
+): PlatformRenderInput {
   const any = (port: number) => ({ host: '0.0.0.0', port });
   const tls = config.gateway.tls;
   // The certificate: secret files the platform writes, or the keys of a mounted TLS Secret.
@@ -112,9 +117,7 @@ export class Platform extends pulumi.ComponentResource {
     super('agentd:platform:Platform', name, {}, opts);
     const { spec, config, images, target } = args;
 
-    const keys = spec.clients.map(
-      (c) => [c.id, new random.RandomPassword(`${name}-key-${c.id}`, { length: 40, special: false }, { parent: this })] as const,
-    );
+    const keys = spec.clients.map((c) => [c.id, new random.RandomPassword(`${name}-key-${c.id}`, { length: 40, special: false }, { parent: this })] as const);
     this.apiKeys = pulumi.secret(
       pulumi.all(keys.map(([, k]) => k.result)).apply((values) => Object.fromEntries(keys.map(([id], i) => [id, `agk_${values[i]}`]))),
     );
@@ -138,7 +141,11 @@ export class Platform extends pulumi.ComponentResource {
     const agentd = new Agentd(
       `${name}-agentd`,
       {
-        target, image: images.agentd, jwks, gatewayToken, registryToken,
+        target,
+        image: images.agentd,
+        jwks,
+        gatewayToken,
+        registryToken,
         sandboxTiers: Object.keys(spec.sandboxTiers),
         logLevel: config.agentd.logLevel,
         defaultTtlSeconds: config.agentd.defaultTtlSeconds,
@@ -154,7 +161,10 @@ export class Platform extends pulumi.ComponentResource {
     const egress = new Egress(
       `${name}-egress`,
       {
-        target, image: images.envoy, replicas: config.egress.replicas, secretFiles: egressSecrets,
+        target,
+        image: images.envoy,
+        replicas: config.egress.replicas,
+        secretFiles: egressSecrets,
         files: rendered.apply((r) => (config.egress.caCertificates ? { ...r.egress, [EGRESS_CA_FILE]: config.egress.caCertificates } : r.egress)),
       },
       { parent: this },
@@ -165,21 +175,33 @@ export class Platform extends pulumi.ComponentResource {
       gatewaySecrets[SECRET_FILES.tlsCertificate] = pulumi.secret(args.gatewayTls.certificate);
       gatewaySecrets[SECRET_FILES.tlsPrivateKey] = pulumi.secret(args.gatewayTls.privateKey);
     }
-    const gateway = new Gateway(`${name}-gateway`, {
-      target, image: images.envoy, replicas: config.gateway.replicas, publishedPort: config.gateway.port,
-      files: rendered.apply((r) => r.gateway),
-      secretFiles: gatewaySecrets,
-      ...(config.gateway.tls?.source === 'secret' ? { tlsSecretName: config.gateway.tls.secretName } : {}),
-    }, { parent: this });
+    const gateway = new Gateway(
+      `${name}-gateway`,
+      {
+        target,
+        image: images.envoy,
+        replicas: config.gateway.replicas,
+        publishedPort: config.gateway.port,
+        files: rendered.apply((r) => r.gateway),
+        secretFiles: gatewaySecrets,
+        ...(config.gateway.tls?.source === 'secret' ? { tlsSecretName: config.gateway.tls.secretName } : {}),
+      },
+      { parent: this },
+    );
 
     if (config.monitoring.enabled) {
-      this.monitoring = new Monitoring(`${name}-monitoring`, {
-        target, spec,
-        ...(args.dockerPrefix ? { dockerPrefix: args.dockerPrefix } : {}),
-        namespace: config.kubernetes.namespace,
-        grafanaHostPort: config.monitoring.grafanaPort,
-        prometheusHostPort: config.monitoring.prometheusPort,
-      }, { parent: this });
+      this.monitoring = new Monitoring(
+        `${name}-monitoring`,
+        {
+          target,
+          spec,
+          ...(args.dockerPrefix ? { dockerPrefix: args.dockerPrefix } : {}),
+          namespace: config.kubernetes.namespace,
+          grafanaHostPort: config.monitoring.grafanaPort,
+          prometheusHostPort: config.monitoring.prometheusPort,
+        },
+        { parent: this },
+      );
     }
     target.connect?.();
 

@@ -77,10 +77,15 @@ export interface Workload {
  */
 export function contentHash(files: WorkloadFiles, secrets: Readonly<Record<string, string>> = {}): string {
   const h = createHash('sha256');
-  for (const [kind, set] of [['file', files], ['secret', secrets]] as const) {
+  for (const [kind, set] of [
+    ['file', files],
+    ['secret', secrets],
+  ] as const) {
     for (const p of Object.keys(set).sort()) {
       const c = set[p]!;
-      h.update(`${kind}\0${p}\0`).update(typeof c === 'string' ? c : `base64:${c.base64}`).update('\0');
+      h.update(`${kind}\0${p}\0`)
+        .update(typeof c === 'string' ? c : `base64:${c.base64}`)
+        .update('\0');
     }
   }
   return h.digest('hex').slice(0, 16);
@@ -90,8 +95,8 @@ export function contentHash(files: WorkloadFiles, secrets: Readonly<Record<strin
 export function workloadHash(w: Workload): pulumi.Output<string> {
   const names = Object.keys(w.secretFiles).sort();
   return pulumi.unsecret(
-    pulumi.all([pulumi.output(w.files), pulumi.all(names.map((n) => w.secretFiles[n]!))]).apply(([files, values]) =>
-      contentHash(files as WorkloadFiles, Object.fromEntries(names.map((n, i) => [n, values[i]!]))),
-    ),
+    pulumi
+      .all([pulumi.output(w.files), pulumi.all(names.map((n) => w.secretFiles[n]!))])
+      .apply(([files, values]) => contentHash(files as WorkloadFiles, Object.fromEntries(names.map((n, i) => [n, values[i]!])))),
   );
 }

@@ -65,8 +65,7 @@ const resolved = (input: PlainInput) => ({
 const url = (e: Endpoint) => `http://${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}`;
 
 /** Absolute path of the admin password file inside the Grafana workload. */
-export const grafanaAdminPasswordPath = (input: PlainInput): string =>
-  `${resolved(input).secretDir}/${GRAFANA_ADMIN_PASSWORD_FILE}`;
+export const grafanaAdminPasswordPath = (input: PlainInput): string => `${resolved(input).secretDir}/${GRAFANA_ADMIN_PASSWORD_FILE}`;
 
 /** grafana.ini's sections: logins only, no anonymous access, no sign-up, no phoning home. */
 export function grafanaIni(input: PlainInput) {

@@ -17,7 +17,8 @@ export function toIni(sections: IniSections): string {
     for (const [key, v] of Object.entries(entries)) {
       if (!KEY.test(key)) throw new Error(`invalid grafana.ini key ${JSON.stringify(key)}`);
       const text = typeof v === 'string' ? v : String(v);
-      if (!SAFE_VALUE.test(text)) throw new Error(`grafana.ini value of ${name}.${key} holds characters Grafana's INI reader treats specially: ${JSON.stringify(text)}`);
+      if (!SAFE_VALUE.test(text))
+        throw new Error(`grafana.ini value of ${name}.${key} holds characters Grafana's INI reader treats specially: ${JSON.stringify(text)}`);
       out.push(`${key} = ${text}`);
     }
     out.push('');

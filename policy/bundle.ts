@@ -67,8 +67,7 @@ export function readRegoSources(dir = REGO_DIR): Record<string, string> {
   return out;
 }
 
-const compilePatterns = (patterns: readonly PathPattern[]) =>
-  patterns.map((p) => ({ source: p.source, segments: [...p.segments], prefix: p.prefix }));
+const compilePatterns = (patterns: readonly PathPattern[]) => patterns.map((p) => ({ source: p.source, segments: [...p.segments], prefix: p.prefix }));
 const methodSet = (methods: readonly string[]) => Object.fromEntries(methods.map((m) => [m, true]));
 
 /**
@@ -123,10 +122,7 @@ export function renderPolicyData(spec: PolicySpec, keyHashes: KeyHashes): object
     },
     egress: {
       services: Object.fromEntries(
-        Object.values(spec.egressServices).map((s) => [
-          s.id,
-          { methods: methodSet(s.allowedMethods), patterns: compilePatterns(s.allowedPaths) },
-        ]),
+        Object.values(spec.egressServices).map((s) => [s.id, { methods: methodSet(s.allowedMethods), patterns: compilePatterns(s.allowedPaths) }]),
       ),
       tiers: Object.fromEntries(
         Object.values(spec.sandboxTiers).map((t) => [
@@ -143,7 +139,11 @@ export function stableJson(value: unknown, indent = 0): string {
   const sort = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(sort);
     if (v && typeof v === 'object') {
-      return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sort((v as Record<string, unknown>)[k])]));
+      return Object.fromEntries(
+        Object.keys(v)
+          .sort()
+          .map((k) => [k, sort((v as Record<string, unknown>)[k])]),
+      );
     }
     return v;
   };
@@ -153,7 +153,9 @@ export function stableJson(value: unknown, indent = 0): string {
 /** Builds the bundle from the spec, the key hashes and the Rego sources. */
 export function buildBundle(spec: PolicySpec, keyHashes: KeyHashes, rego: Readonly<Record<string, string>> = readRegoSources()): Bundle {
   if (BUNDLE_ROOTS.some((r) => rootsOverlap(r, REGISTRY_BUNDLE_ROOT))) {
-    throw new Error(`the policy bundle roots (${BUNDLE_ROOTS.join(', ')}) overlap the sandbox registry's root ${REGISTRY_BUNDLE_ROOT}: OPA would refuse one of the two bundles`);
+    throw new Error(
+      `the policy bundle roots (${BUNDLE_ROOTS.join(', ')}) overlap the sandbox registry's root ${REGISTRY_BUNDLE_ROOT}: OPA would refuse one of the two bundles`,
+    );
   }
   const content: Record<string, string> = { [BUNDLE_DATA_PATH]: stableJson(renderPolicyData(spec, keyHashes)) + '\n' };
   for (const [p, text] of Object.entries(rego)) {
@@ -162,7 +164,10 @@ export function buildBundle(spec: PolicySpec, keyHashes: KeyHashes, rego: Readon
     content[p] = text;
   }
   const revision = sha256Hex(
-    Object.keys(content).sort().map((p) => `${p}\0${sha256Hex(content[p]!)}\n`).join(''),
+    Object.keys(content)
+      .sort()
+      .map((p) => `${p}\0${sha256Hex(content[p]!)}\n`)
+      .join(''),
   ).slice(0, 20);
   const manifest = stableJson({ revision, roots: [...BUNDLE_ROOTS], rego_version: 1 }) + '\n';
   const files: Record<string, string> = { '.manifest': manifest, ...content };

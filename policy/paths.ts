@@ -44,7 +44,7 @@ export function parsePathPattern(source: string): PathPattern | { error: string 
 export function matchPath(pattern: PathPattern, segments: readonly string[]): boolean {
   const n = pattern.segments.length;
   if (pattern.prefix ? segments.length < n : segments.length !== n) return false;
-  return pattern.segments.every((p, i) => p === '*' ? segments[i] !== '' : p === segments[i]);
+  return pattern.segments.every((p, i) => (p === '*' ? segments[i] !== '' : p === segments[i]));
 }
 
 export type NormalizedPath = { ok: true; path: string; segments: string[] } | { ok: false; reason: string };

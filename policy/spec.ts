@@ -199,8 +199,7 @@ class FileCheck {
       }
       const parsed = parsePathPattern(p);
       if ('error' in parsed) {
-        this.fail(`${field}[${i}]`, `pattern "${p}" ${parsed.error}`,
-          'write "/exact/path", "/one/*/segment" or "/prefix/**" (everything below /prefix)');
+        this.fail(`${field}[${i}]`, `pattern "${p}" ${parsed.error}`, 'write "/exact/path", "/one/*/segment" or "/prefix/**" (everything below /prefix)');
       } else if (out.some((q) => q.source === p)) {
         this.fail(`${field}[${i}]`, `pattern "${p}" is listed twice`, 'remove the duplicate');
       } else {
@@ -263,7 +262,11 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
       const perMinute = c.int(t['requests_per_minute'], `${f}.requests_per_minute`, 1, 'set a limit of at least 1, or `unlimited: true`');
       const perHour = c.int(t['requests_per_hour'], `${f}.requests_per_hour`, 1, 'set a limit of at least 1, or `unlimited: true`');
       if (perMinute !== undefined && perHour !== undefined && perHour < perMinute) {
-        c.fail(`${f}.requests_per_hour`, `(${perHour}) is below requests_per_minute (${perMinute}), so the minute limit could never be reached`, 'raise requests_per_hour to at least requests_per_minute');
+        c.fail(
+          `${f}.requests_per_hour`,
+          `(${perHour}) is below requests_per_minute (${perMinute}), so the minute limit could never be reached`,
+          'raise requests_per_hour to at least requests_per_minute',
+        );
       }
       rateLimitTiers[id] = { requestsPerMinute: perMinute ?? 1, requestsPerHour: perHour ?? 1 };
     }
@@ -296,7 +299,11 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
           const secret = c.string(cr['secret'], `${f}.credential.secret`, 'name the secret, e.g. openai-api-key');
           if (secret !== undefined && !ID.test(secret)) c.fail(`${f}.credential.secret`, `"${secret}" is not a valid secret name`, ID_FIX);
           if (secret !== undefined && secrets.has(secret)) {
-            c.fail(`${f}.credential.secret`, `secret "${secret}" is already used by service "${secrets.get(secret)}"`, 'give every service its own secret, so one leak does not open another service');
+            c.fail(
+              `${f}.credential.secret`,
+              `secret "${secret}" is already used by service "${secrets.get(secret)}"`,
+              'give every service its own secret, so one leak does not open another service',
+            );
           }
           if (secret !== undefined) secrets.set(secret, id);
           const header = c.string(cr['header'] ?? 'Authorization', `${f}.credential.header`, 'name a header, e.g. Authorization');
@@ -308,7 +315,15 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
           if (secret && header && prefix !== undefined) credential = { secret, header, prefix };
         }
       }
-      egressServices[id] = { id, displayName, baseUrl: baseUrl ?? { scheme: 'https', host: 'invalid', port: 443 }, allowedMethods, allowedPaths, credential, timeoutSeconds };
+      egressServices[id] = {
+        id,
+        displayName,
+        baseUrl: baseUrl ?? { scheme: 'https', host: 'invalid', port: 443 },
+        allowedMethods,
+        allowedPaths,
+        credential,
+        timeoutSeconds,
+      };
     }
     if (Object.keys(raw).length === 0 && doc) c.fail('services', 'defines no service', 'define at least one egress service');
   }
@@ -378,10 +393,20 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
         rules.push({ methods: c.methods(rule['methods'], `${rf}.methods`), paths: c.patterns(rule['paths'], `${rf}.paths`) });
       }
       if (list.length === 0) c.fail(`${f}.rules`, 'is empty: this role grants nothing', 'add a rule, or remove the role and its clients');
-      const sandboxTierIds = parseRoleSandboxTiers(c, role['sandbox_tiers'], `${f}.sandbox_tiers`, sandboxTiersLoaded ? Object.keys(sandboxTiers) : undefined, path('sandboxTiers'));
+      const sandboxTierIds = parseRoleSandboxTiers(
+        c,
+        role['sandbox_tiers'],
+        `${f}.sandbox_tiers`,
+        sandboxTiersLoaded ? Object.keys(sandboxTiers) : undefined,
+        path('sandboxTiers'),
+      );
       const scope = role['scope'] ?? 'own';
       if (!(CLIENT_SCOPES as readonly unknown[]).includes(scope)) {
-        c.fail(`${f}.scope`, `${describe(scope)} is not a scope`, 'write `scope: own` (the role sees the sandboxes its client created; the default) or `scope: all` (every client\'s sandboxes)');
+        c.fail(
+          `${f}.scope`,
+          `${describe(scope)} is not a scope`,
+          "write `scope: own` (the role sees the sandboxes its client created; the default) or `scope: all` (every client's sandboxes)",
+        );
       }
       roles[id] = {
         description: typeof role['description'] === 'string' ? role['description'] : '',
@@ -405,7 +430,11 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
       if (!cl) continue;
       c.keys(cl, f, ['id', 'role', 'rate_limit_tier', 'enabled', 'description', 'key']);
       if ('key' in cl) {
-        c.fail(`${f}.key`, 'holds a plaintext API key: keys never belong in policy data', 'delete it; keys are generated at deploy time (stack output `apiKeys`) or set with `pulumi config set --secret`');
+        c.fail(
+          `${f}.key`,
+          'holds a plaintext API key: keys never belong in policy data',
+          'delete it; keys are generated at deploy time (stack output `apiKeys`) or set with `pulumi config set --secret`',
+        );
       }
       const id = c.string(cl['id'], `${f}.id`, 'give the client an id');
       if (id !== undefined && !ID.test(id)) c.fail(`${f}.id`, `"${id}" is not a valid id`, ID_FIX);

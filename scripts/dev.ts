@@ -7,12 +7,24 @@
 // build/dev/credentials.json ({"openai": "sk-..."}, mode 0600, ignored by git) if present.
 import { existsSync, readFileSync, watch } from 'node:fs';
 import { join } from 'node:path';
-import { loadPolicySpec, PolicyError } from '../policy/spec.ts';
+import { loadPolicySpec, PolicyError, type PolicySpec } from '../policy/spec.ts';
 import { startStack, type Stack } from './local/stack.ts';
 import { devApiKeys } from './dev-keys.ts';
 import { ROOT } from './pulumi-env.ts';
 
-const PORTS = { gateway: 8080, egress: 8443, opaGrpc: 9191, opaHttp: 8181, agentdHttp: 8090, agentdGrpc: 9500, gatewayAdmin: 9901, gatewayStats: 9902, egressAdmin: 9911, egressStats: 9912, upstream: 9443 };
+const PORTS = {
+  gateway: 8080,
+  egress: 8443,
+  opaGrpc: 9191,
+  opaHttp: 8181,
+  agentdHttp: 8090,
+  agentdGrpc: 9500,
+  gatewayAdmin: 9901,
+  gatewayStats: 9902,
+  egressAdmin: 9911,
+  egressStats: 9912,
+  upstream: 9443,
+};
 const CREDENTIALS_FILE = join(ROOT, 'build/dev/credentials.json');
 const log = (m: string) => process.stderr.write(`[dev] ${m}\n`);
 
@@ -20,7 +32,7 @@ let stack: Stack | undefined;
 let restarting: Promise<void> = Promise.resolve();
 
 async function start(): Promise<void> {
-  let spec;
+  let spec: PolicySpec;
   try {
     spec = loadPolicySpec(join(ROOT, 'policy/data'), 'policy/data');
   } catch (e) {
@@ -29,7 +41,15 @@ async function start(): Promise<void> {
     return;
   }
   const credentials = existsSync(CREDENTIALS_FILE) ? (JSON.parse(readFileSync(CREDENTIALS_FILE, 'utf8')) as Record<string, string>) : {};
-  stack = await startStack({ spec, dir: join(ROOT, 'build/dev/stack'), ports: PORTS, apiKeys: devApiKeys(spec), credentials, upstreams: 'real', watchAgentd: true });
+  stack = await startStack({
+    spec,
+    dir: join(ROOT, 'build/dev/stack'),
+    ports: PORTS,
+    apiKeys: devApiKeys(spec),
+    credentials,
+    upstreams: 'real',
+    watchAgentd: true,
+  });
   log(`up: gateway ${stack.gatewayUrl} (HTTP and gRPC), egress ${stack.egressUrl}, agentd ${stack.agentdUrl}, OPA gRPC 127.0.0.1:${PORTS.opaGrpc}`);
   log(`policy revision ${stack.rendered.policyRevision}; logs in build/dev/stack/logs/`);
   log(`credentials configured for: ${Object.keys(credentials).join(', ') || 'none (add build/dev/credentials.json)'}`);

@@ -14,12 +14,19 @@ const OUT = join(ROOT, 'build/images');
 export const IMAGES_MANIFEST = join(ROOT, 'build/images.json');
 const TOOLS = process.env['AGENTD_TOOLS'] ?? join(process.env['HOME'] ?? '/root', '.cache/agentd/tools');
 const versions = Object.fromEntries(
-  readFileSync(join(ROOT, 'scripts/versions.env'), 'utf8').split('\n').filter((l) => /^[A-Z_]+=/.test(l)).map((l) => l.split('=') as [string, string]),
+  readFileSync(join(ROOT, 'scripts/versions.env'), 'utf8')
+    .split('\n')
+    .filter((l) => /^[A-Z_]+=/.test(l))
+    .map((l) => l.split('=') as [string, string]),
 );
 
 const log = (msg: string) => process.stderr.write(`[images] ${msg}\n`);
 const docker = (args: string[], opts: { quiet?: boolean } = {}) =>
-  execFileSync('docker', args, { env: { ...process.env, DOCKER_BUILDKIT: '0' }, stdio: opts.quiet ? ['ignore', 'pipe', 'pipe'] : ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+  execFileSync('docker', args, {
+    env: { ...process.env, DOCKER_BUILDKIT: '0' },
+    stdio: opts.quiet ? ['ignore', 'pipe', 'pipe'] : ['ignore', 'pipe', 'inherit'],
+    encoding: 'utf8',
+  });
 
 /** The binary and its shared libraries (from ldd), placed at the same paths in rootfs. */
 function addBinary(rootfs: string, binary: string, at: string): void {
@@ -101,7 +108,11 @@ export function buildLocalImages(): LocalImages {
   const nodeBase = buildRootfsImage('node', (r) => addBinary(r, bin('node', versions['NODE_VERSION']!), '/usr/local/bin/node'));
   log('bundling agentd');
   execFileSync(process.execPath, [join(ROOT, 'agentd/scripts/build.ts')], { stdio: 'inherit' });
-  const agentdHash = hashDir(join(ROOT, 'agentd/dist')).update(readFileSync(join(ROOT, 'agentd/Dockerfile'))).update(nodeBase).digest('hex').slice(0, 12);
+  const agentdHash = hashDir(join(ROOT, 'agentd/dist'))
+    .update(readFileSync(join(ROOT, 'agentd/Dockerfile')))
+    .update(nodeBase)
+    .digest('hex')
+    .slice(0, 12);
   const agentd = `agentd-local/agentd:${agentdHash}`;
   buildIfMissing(agentd, join(ROOT, 'agentd'), ['--build-arg', `BASE_IMAGE=${nodeBase}`]);
   const images: LocalImages = { envoy, opa, nodeBase, agentd };

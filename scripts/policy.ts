@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildBundle, sha256Hex } from '../policy/bundle.ts';
-import { loadPolicySpec, PolicyError } from '../policy/spec.ts';
+import { loadPolicySpec, type PolicyError, type PolicySpec } from '../policy/spec.ts';
 import { ExtAuthzClient, RegistryServer, startOpa } from './local/opa.ts';
 import { ROOT } from './pulumi-env.ts';
 
@@ -24,7 +24,14 @@ if (command !== 'explain') {
 }
 const { values } = parseArgs({
   args: rest,
-  options: { client: { type: 'string' }, tier: { type: 'string' }, service: { type: 'string' }, method: { type: 'string', default: 'GET' }, path: { type: 'string' }, json: { type: 'boolean', default: false } },
+  options: {
+    client: { type: 'string' },
+    tier: { type: 'string' },
+    service: { type: 'string' },
+    method: { type: 'string', default: 'GET' },
+    path: { type: 'string' },
+    json: { type: 'boolean', default: false },
+  },
 });
 const fail = (msg: string): never => {
   process.stderr.write(`error: ${msg}\n${USAGE}\n`);
@@ -33,7 +40,7 @@ const fail = (msg: string): never => {
 if (!values.path) fail('--path is required');
 if (!values.client && !(values.tier && values.service)) fail('give --client (gateway) or --tier and --service (egress)');
 
-let spec;
+let spec: PolicySpec;
 try {
   spec = loadPolicySpec(join(ROOT, 'policy/data'), 'policy/data');
 } catch (e) {
@@ -41,7 +48,8 @@ try {
   process.exit(1);
 }
 const KEY = 'explain-key';
-if (values.client && !spec.clients.some((c) => c.id === values.client)) process.stderr.write(`note: no client "${values.client}" in policy/data/clients.yaml: the key will be unknown\n`);
+if (values.client && !spec.clients.some((c) => c.id === values.client))
+  process.stderr.write(`note: no client "${values.client}" in policy/data/clients.yaml: the key will be unknown\n`);
 const hashes = Object.fromEntries(spec.clients.map((c) => [c.id, sha256Hex(c.id === values.client ? KEY : `other-${c.id}`)]));
 const bundle = buildBundle(spec, hashes);
 const dir = mkdtempSync(join(tmpdir(), 'agentd-explain-'));
@@ -55,7 +63,10 @@ try {
   const answer = values.client
     ? await client.check({ contextExtensions: { policy: 'gateway' }, method, path: values.path!, headers: { 'x-api-key': KEY } })
     : await client.check({
-        contextExtensions: { policy: 'egress', service: values.service! }, method, path: values.path!, host: values.service!,
+        contextExtensions: { policy: 'egress', service: values.service! },
+        method,
+        path: values.path!,
+        host: values.service!,
         jwtClaims: { sub: 'sbx_explain', tier: values.tier!, iss: 'agentd', aud: 'agentd-egress', exp },
       });
   if (values.json) {
@@ -64,7 +75,10 @@ try {
     const who = values.client ? `client ${values.client}` : `a ${values.tier} sandbox calling ${values.service}`;
     process.stdout.write(`${answer.allowed ? 'ALLOWED' : 'DENIED'}: ${who}, ${method} ${values.path}\n`);
     if (!answer.allowed) process.stdout.write(`  status ${answer.status}, reason ${answer.body?.error?.code}: ${answer.body?.error?.message}\n`);
-    const meta = Object.entries(answer.dynamicMetadata).filter(([k]) => k !== 'decision_id').map(([k, v]) => `${k}=${v}`).join(' ');
+    const meta = Object.entries(answer.dynamicMetadata)
+      .filter(([k]) => k !== 'decision_id')
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ');
     process.stdout.write(`  metadata: ${meta}\n  policy revision ${bundle.revision} (decided by OPA ${opa.grpcPort} over ext_authz gRPC)\n`);
   }
   process.exitCode = answer.allowed ? 0 : 1;

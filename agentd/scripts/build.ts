@@ -88,5 +88,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const i = process.argv.indexOf('--outdir');
   const outDir = i > 0 ? process.argv[i + 1] : undefined;
   const r = await buildBundle(outDir ? { outDir } : {});
-  process.stdout.write(`agentd bundle: ${path.relative(process.cwd(), r.outfile)} (${(r.bytes / 1024 / 1024).toFixed(1)} MiB), protos in ${path.relative(process.cwd(), r.protoDir)}\n`);
+  process.stdout.write(
+    `agentd bundle: ${path.relative(process.cwd(), r.outfile)} (${(r.bytes / 1024 / 1024).toFixed(1)} MiB), protos in ${path.relative(process.cwd(), r.protoDir)}\n`,
+  );
 }

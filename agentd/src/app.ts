@@ -63,10 +63,16 @@ export async function startAgentd(config: AgentdConfig, opts: StartOptions = {})
   const gatewayToken = config.gatewayTokenFile === null ? null : readSecretFile(config.gatewayTokenFile, ENV.gatewayTokenFile);
   const registryToken = config.registryTokenFile === null ? null : readSecretFile(config.registryTokenFile, ENV.registryTokenFile);
   if (gatewayToken === null) {
-    logger.warn({ variable: ENV.gatewayTokenFile }, `${ENV.gatewayTokenFile} is not set (development): API requests without identity headers act as a local admin`);
+    logger.warn(
+      { variable: ENV.gatewayTokenFile },
+      `${ENV.gatewayTokenFile} is not set (development): API requests without identity headers act as a local admin`,
+    );
   }
   if (registryToken === null) {
-    logger.warn({ variable: ENV.registryTokenFile }, `${ENV.registryTokenFile} is not set (development): the sandbox registry answers loopback clients only, without a token`);
+    logger.warn(
+      { variable: ENV.registryTokenFile },
+      `${ENV.registryTokenFile} is not set (development): the sandbox registry answers loopback clients only, without a token`,
+    );
   }
 
   const storage = new Storage(config.dataDir);
@@ -75,7 +81,14 @@ export async function startAgentd(config: AgentdConfig, opts: StartOptions = {})
 
   const metrics = new Metrics({ version, countActiveSandboxes: () => storage.countActiveSandboxes(Date.now()) });
   const egress = new EgressClient({ egressUrl: config.egressUrl, maxBytes: config.fetchMaxBytes });
-  const registry = new SandboxRegistry({ storage, logger, ackTimeoutMs: REGISTRY_ACK_TIMEOUT_MS, pollerSeenMs: REGISTRY_POLLER_SEEN_MS, expectPoller: config.registryTokenFile !== null, maxWaitSeconds: REGISTRY_MAX_WAIT_SECONDS });
+  const registry = new SandboxRegistry({
+    storage,
+    logger,
+    ackTimeoutMs: REGISTRY_ACK_TIMEOUT_MS,
+    pollerSeenMs: REGISTRY_POLLER_SEEN_MS,
+    expectPoller: config.registryTokenFile !== null,
+    maxWaitSeconds: REGISTRY_MAX_WAIT_SECONDS,
+  });
   const service = new AgentdService({ config, storage, tokens, egress, metrics, logger, version, registry });
   const auth = new CallerAuthenticator({ gatewayToken, allTiers: config.sandboxTiers, logger });
   const retention = new Retention({ storage, metrics, logger, retentionDays: config.retentionDays, intentsPerSandbox: config.retentionIntentsPerSandbox });

@@ -133,7 +133,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       if (u.protocol !== 'http:' && u.protocol !== 'https:') {
         problems.push(`${ENV.egressUrl}='${egressRaw}' must use http: or https:, e.g. http://127.0.0.1:8443`);
       } else if (u.username || u.password || u.search || u.hash) {
-        problems.push(`${ENV.egressUrl}='${egressRaw}' must not contain credentials, a query or a fragment; give only scheme, host, port (and optionally a base path)`);
+        problems.push(
+          `${ENV.egressUrl}='${egressRaw}' must not contain credentials, a query or a fragment; give only scheme, host, port (and optionally a base path)`,
+        );
       } else {
         egressUrl = `${u.origin}${u.pathname.replace(/\/+$/, '')}`;
       }
@@ -156,7 +158,10 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const secretFile = (name: string, what: string): string | null => {
     const raw = get(name);
     if (raw === undefined) {
-      if (prod) problems.push(`${name} is required in production mode; set it to a file holding ${what} (at least ${SECRET_MIN_LENGTH} characters, e.g. from openssl rand -hex 32)`);
+      if (prod)
+        problems.push(
+          `${name} is required in production mode; set it to a file holding ${what} (at least ${SECRET_MIN_LENGTH} characters, e.g. from openssl rand -hex 32)`,
+        );
       return null;
     }
     return path.resolve(cwd, raw);
@@ -172,12 +177,17 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   let sandboxTiers: string[] = [...DEFAULT_SANDBOX_TIERS];
   const tiersRaw = get(ENV.sandboxTiers);
   if (tiersRaw !== undefined) {
-    const tiers = tiersRaw.split(',').map((t) => t.trim()).filter((t) => t !== '');
+    const tiers = tiersRaw
+      .split(',')
+      .map((t) => t.trim())
+      .filter((t) => t !== '');
     const bad = tiers.filter((t) => !/^[a-z][a-z0-9_-]{0,31}$/.test(t));
     if (tiers.length === 0) {
       problems.push(`${ENV.sandboxTiers} is empty; set it to a comma-separated list of tiers, e.g. ${DEFAULT_SANDBOX_TIERS.join(',')}`);
     } else if (bad.length > 0) {
-      problems.push(`${ENV.sandboxTiers} has invalid tier name(s) ${bad.map((b) => `'${b}'`).join(', ')}; tiers are lowercase letters, digits, '_' or '-' (at most 32, starting with a letter)`);
+      problems.push(
+        `${ENV.sandboxTiers} has invalid tier name(s) ${bad.map((b) => `'${b}'`).join(', ')}; tiers are lowercase letters, digits, '_' or '-' (at most 32, starting with a letter)`,
+      );
     } else {
       sandboxTiers = [...new Set(tiers)];
     }
@@ -211,7 +221,13 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   }
   const shutdownGraceMs = int(ENV.shutdownGraceMs, DEFAULTS.shutdownGraceMs, 0, 600_000, 'milliseconds');
   const retentionDays = int(ENV.retentionDays, DEFAULTS.retentionDays, 0, 3650, 'days (0 keeps everything)');
-  const retentionIntentsPerSandbox = int(ENV.retentionIntentsPerSandbox, DEFAULTS.retentionIntentsPerSandbox, 0, 10_000_000, 'a number of intent records (0 = unlimited)');
+  const retentionIntentsPerSandbox = int(
+    ENV.retentionIntentsPerSandbox,
+    DEFAULTS.retentionIntentsPerSandbox,
+    0,
+    10_000_000,
+    'a number of intent records (0 = unlimited)',
+  );
   const intentRecordMaxBytes = int(ENV.intentRecordMaxBytes, DEFAULTS.intentRecordMaxBytes, 1024, 1024 * 1024, 'bytes');
   const pageMaxBytes = int(ENV.pageMaxBytes, DEFAULTS.pageMaxBytes, 1024, 64 * 1024 * 1024, 'bytes');
   const maxActiveSandboxesPerClient = int(ENV.maxActiveSandboxesPerClient, DEFAULTS.maxActiveSandboxesPerClient, 1, 1_000_000, 'a number of sandboxes');
@@ -259,7 +275,9 @@ export function readSecretFile(file: string, variable: string): string {
   }
   const secret = text.trim();
   if (secret.length < SECRET_MIN_LENGTH) {
-    throw new Error(`${variable}='${file}' holds ${secret.length === 0 ? 'nothing' : 'a too short secret'}; it must hold at least ${SECRET_MIN_LENGTH} characters (e.g. openssl rand -hex 32)`);
+    throw new Error(
+      `${variable}='${file}' holds ${secret.length === 0 ? 'nothing' : 'a too short secret'}; it must hold at least ${SECRET_MIN_LENGTH} characters (e.g. openssl rand -hex 32)`,
+    );
   }
   if (/[\s\u0000-\u001f\u007f]/.test(secret)) {
     throw new Error(`${variable}='${file}' holds whitespace or control characters inside the secret; it must be one line of printable characters`);

@@ -199,10 +199,7 @@ export const PROTO_PATHS = {
 export const GRPC_SERVICE = 'agentd.v1.Agentd';
 export const GRPC_HEALTH_SERVICE = 'grpc.health.v1.Health';
 /** Served, though not listed by list_services (which lists agentd.v1.Agentd and the health service). */
-export const GRPC_REFLECTION_SERVICES = [
-  'grpc.reflection.v1.ServerReflection',
-  'grpc.reflection.v1alpha.ServerReflection',
-] as const;
+export const GRPC_REFLECTION_SERVICES = ['grpc.reflection.v1.ServerReflection', 'grpc.reflection.v1alpha.ServerReflection'] as const;
 /** Trailing metadata keys on gRPC errors. */
 export const GRPC_ERROR_CODE_METADATA = 'agentd-error-code';
 export const GRPC_ERROR_FIELD_METADATA = 'agentd-error-field';

@@ -47,7 +47,7 @@ async function main(argv: string[]): Promise<void> {
     process.exit(1);
   });
 
-  let agentd;
+  let agentd: Awaited<ReturnType<typeof startAgentd>>;
   try {
     agentd = await startAgentd(config, { logger });
   } catch (err) {

@@ -77,7 +77,9 @@ export class QuietWindow {
     const t0 = performance.now();
     let busy = await machineBusy(300);
     if (busy <= maxBusy) return;
-    log(`  the machine is ${(busy * 100).toFixed(0)} % busy with other work: waiting for a quieter moment (up to ${(Math.min(perCallMs, this.budgetMs) / 1000).toFixed(0)} s)`);
+    log(
+      `  the machine is ${(busy * 100).toFixed(0)} % busy with other work: waiting for a quieter moment (up to ${(Math.min(perCallMs, this.budgetMs) / 1000).toFixed(0)} s)`,
+    );
     while (busy > maxBusy && performance.now() - t0 < Math.min(perCallMs, this.budgetMs)) busy = await machineBusy(500);
     const waited = performance.now() - t0;
     this.budgetMs = Math.max(0, this.budgetMs - waited);
@@ -107,7 +109,9 @@ export async function interleavedRounds<V extends { readonly id: string }, R ext
       const stalled = Object.entries(got).filter(([, x]) => x.schedulerLagP99Ms > STALL_LAG_MS);
       if (stalled.length > 0 && retries < opts.maxRetries) {
         retries++;
-        opts.log(`  round ${r + 1}: the load generator stalled (scheduler lag p99 ${stalled.map(([id, x]) => `${id} ${x.schedulerLagP99Ms.toFixed(0)} ms`).join(', ')}): running the round again`);
+        opts.log(
+          `  round ${r + 1}: the load generator stalled (scheduler lag p99 ${stalled.map(([id, x]) => `${id} ${x.schedulerLagP99Ms.toFixed(0)} ms`).join(', ')}): running the round again`,
+        );
         continue;
       }
       if (stalled.length > 0) kept++;

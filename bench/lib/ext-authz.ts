@@ -10,13 +10,27 @@ import type { AuthzRequest } from '../../scripts/local/opa.ts';
 import { toStruct } from '../../scripts/local/opa.ts';
 
 const definition = protoLoader.loadSync(join(REPO_ROOT, 'policy/proto/ext_authz.proto'), { keepCase: true, longs: Number, defaults: false, oneofs: true });
-const check = (definition['envoy.service.auth.v3.Authorization'] as unknown as Record<string, { requestSerialize: (v: object) => Buffer; responseDeserialize: (b: Buffer) => any }>)['Check']!;
+const check = (
+  definition['envoy.service.auth.v3.Authorization'] as unknown as Record<
+    string,
+    { requestSerialize: (v: object) => Buffer; responseDeserialize: (b: Buffer) => { ok_response?: unknown; status?: { code?: number } } }
+  >
+)['Check']!;
 
 /** The CheckRequest Envoy would send, as the harness client builds it, as one gRPC frame. */
 export function encodeCheck(req: AuthzRequest): Buffer {
   const msg = check.requestSerialize({
     attributes: {
-      request: { http: { method: req.method, path: req.path, headers: { ':path': req.path, ':method': req.method, ...(req.headers ?? {}) }, host: req.host ?? 'gateway', scheme: 'http', protocol: 'HTTP/1.1' } },
+      request: {
+        http: {
+          method: req.method,
+          path: req.path,
+          headers: { ':path': req.path, ':method': req.method, ...(req.headers ?? {}) },
+          host: req.host ?? 'gateway',
+          scheme: 'http',
+          protocol: 'HTTP/1.1',
+        },
+      },
       context_extensions: req.contextExtensions ?? {},
       ...(req.jwtClaims ? { metadata_context: { filter_metadata: { 'envoy.filters.http.jwt_authn': toStruct({ sandbox: req.jwtClaims }) } } } : {}),
     },
@@ -50,7 +64,12 @@ export class RawExtAuthz {
   /** One Check call; resolves with the response frame. */
   call(frame: Buffer): Promise<Buffer> {
     return new Promise((resolve, reject) => {
-      const s = this.session.request({ ':method': 'POST', ':path': '/envoy.service.auth.v3.Authorization/Check', 'content-type': 'application/grpc', te: 'trailers' });
+      const s = this.session.request({
+        ':method': 'POST',
+        ':path': '/envoy.service.auth.v3.Authorization/Check',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      });
       const chunks: Buffer[] = [];
       let status: string | undefined;
       s.on('response', (h) => {

@@ -102,7 +102,12 @@ export type LoadResult = RateLoadResult | MaxLoadResult;
 export function serialize(target: LoadTarget, r: HttpRequestSpec): Buffer {
   const headers: Record<string, string> = { host: `${target.host}:${target.port}`, ...lower(r.headers) };
   if (r.body !== undefined) headers['content-length'] = String(Buffer.byteLength(r.body));
-  const head = `${r.method} ${r.path} HTTP/1.1\r\n` + Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('') + '\r\n';
+  const head =
+    `${r.method} ${r.path} HTTP/1.1\r\n` +
+    Object.entries(headers)
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('') +
+    '\r\n';
   return Buffer.from(head + (r.body ?? ''), 'utf8');
 }
 
@@ -259,10 +264,13 @@ async function runRate(spec: RateLoadSpec): Promise<RateLoadResult> {
       // Requests waiting for a connection get a new one in place of the closed one.
       if (waiting.length > 0 && !stopping) {
         const n = open();
-        n.ready.then(() => {
-          idle.push(n);
-          waiting.shift()?.();
-        }, () => undefined);
+        n.ready.then(
+          () => {
+            idle.push(n);
+            waiting.shift()?.();
+          },
+          () => undefined,
+        );
       }
     });
     all.add(c);
@@ -295,11 +303,14 @@ async function runRate(spec: RateLoadSpec): Promise<RateLoadResult> {
     if (c) return fn(c);
     if (all.size < spec.maxConnections) {
       const n = open();
-      n.ready.then(() => fn(n), (e: Error) => {
-        errors[`connect: ${e.message}`] = (errors[`connect: ${e.message}`] ?? 0) + 1;
-        inFlight--;
-        if (schedulingDone && inFlight === 0) allDone();
-      });
+      n.ready.then(
+        () => fn(n),
+        (e: Error) => {
+          errors[`connect: ${e.message}`] = (errors[`connect: ${e.message}`] ?? 0) + 1;
+          inFlight--;
+          if (schedulingDone && inFlight === 0) allDone();
+        },
+      );
       return;
     }
     waiting.push(() => fn(idle.pop()!));
@@ -390,16 +401,26 @@ async function runMax(spec: MaxLoadSpec): Promise<MaxLoadResult> {
     pipelining: 1,
     timeout: Math.ceil(spec.timeoutMs / 1000),
     ...(spec.target.tls ? { tlsOptions: { ca: spec.target.tls.ca, servername: spec.target.tls.servername } } : {}),
-    requests: spec.requests.length === 1
-      ? [{ method: spec.requests[0]!.method, path: spec.requests[0]!.path, headers: { ...spec.requests[0]!.headers }, ...(spec.requests[0]!.body ? { body: spec.requests[0]!.body } : {}) }]
-      : [{
-          // Cycle through the requests (e.g. one per sandbox token).
-          setupRequest: (req: Record<string, unknown>, ctx: Record<string, number>) => {
-            const n = (ctx['n'] = ((ctx['n'] ?? -1) + 1) % spec.requests.length);
-            const r = spec.requests[n]!;
-            return { ...req, method: r.method, path: r.path, headers: { ...r.headers }, ...(r.body ? { body: r.body } : {}) };
-          },
-        }],
+    requests:
+      spec.requests.length === 1
+        ? [
+            {
+              method: spec.requests[0]!.method,
+              path: spec.requests[0]!.path,
+              headers: { ...spec.requests[0]!.headers },
+              ...(spec.requests[0]!.body ? { body: spec.requests[0]!.body } : {}),
+            },
+          ]
+        : [
+            {
+              // Cycle through the requests (e.g. one per sandbox token).
+              setupRequest: (req: Record<string, unknown>, ctx: Record<string, number>) => {
+                const n = (ctx['n'] = ((ctx['n'] ?? -1) + 1) % spec.requests.length);
+                const r = spec.requests[n]!;
+                return { ...req, method: r.method, path: r.path, headers: { ...r.headers }, ...(r.body ? { body: r.body } : {}) };
+              },
+            },
+          ],
   };
   if (spec.warmupMs > 0) await autocannon({ ...base, duration: spec.warmupMs / 1000 } as never);
   const cpu0 = process.cpuUsage();

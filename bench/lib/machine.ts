@@ -35,7 +35,10 @@ const round2 = (n: number) => Math.round(n * 100) / 100;
 
 const firstLine = (bin: string, args: string[], match?: RegExp): string => {
   const out = execFileSync(bin, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines = out.split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = out
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   return (match ? lines.find((l) => match.test(l)) : lines[0]) ?? out.trim();
 };
 
@@ -43,8 +46,15 @@ const firstLine = (bin: string, args: string[], match?: RegExp): string => {
 export function toolVersions(): ToolVersions {
   const envoyLine = firstLine(toolPath('envoy'), ['--version'], /version/i);
   const opaLines = execFileSync(toolPath('opa'), ['version'], { encoding: 'utf8' }).split('\n');
-  const opaVersion = opaLines.find((l) => l.startsWith('Version:'))?.slice(8).trim() ?? '?';
-  const opaCommit = opaLines.find((l) => l.startsWith('Build Commit:'))?.slice(13).trim();
+  const opaVersion =
+    opaLines
+      .find((l) => l.startsWith('Version:'))
+      ?.slice(8)
+      .trim() ?? '?';
+  const opaCommit = opaLines
+    .find((l) => l.startsWith('Build Commit:'))
+    ?.slice(13)
+    .trim();
   const autocannon = JSON.parse(readFileSync(join(REPO_ROOT, 'node_modules/autocannon/package.json'), 'utf8')) as { version: string };
   return {
     envoy: envoyLine.replace(/^.*version:\s*/i, ''),

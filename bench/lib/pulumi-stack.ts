@@ -63,7 +63,10 @@ export async function pulumiTimings(opts: { coldRuns: number; noopRuns: number; 
   } finally {
     const down = project.pulumi(['destroy', '--yes', '--skip-preview'], { check: false });
     // On failure the copy (and its state) stays, so the destroy can be run again from it.
-    if (down.status !== 0) opts.log(`deploy: pulumi destroy failed; finish it with PULUMI_BACKEND_URL=file://${project.dir}/state pulumi destroy --stack ${STACK} (in ${project.dir}):\n${down.out.slice(-2000)}`);
+    if (down.status !== 0)
+      opts.log(
+        `deploy: pulumi destroy failed; finish it with PULUMI_BACKEND_URL=file://${project.dir}/state pulumi destroy --stack ${STACK} (in ${project.dir}):\n${down.out.slice(-2000)}`,
+      );
     else rmSync(project.dir, { recursive: true, force: true });
   }
 }

@@ -106,12 +106,19 @@ export function renderMarkdown(r: BenchResults, sections: readonly SectionResult
   out.push('');
   out.push(
     'Everything runs on 127.0.0.1 on this one machine: load generator, proxies, OPA and agentd share its cores. Variants are measured side by side in one run (interleaved rounds); tables show medians over rounds.' +
-      (r.waitedForQuietSeconds >= 1 ? ` The run waited ${r.waitedForQuietSeconds.toFixed(0)} s in total for other work on the machine to quiet down before rounds.` : ''),
+      (r.waitedForQuietSeconds >= 1
+        ? ` The run waited ${r.waitedForQuietSeconds.toFixed(0)} s in total for other work on the machine to quiet down before rounds.`
+        : ''),
   );
   out.push('');
   out.push('## Targets');
   out.push('');
-  out.push(table(['Section', 'Target', 'Goal', 'Measured', 'Result'], r.targets.map((t) => [t.section, t.description, t.goal, t.note ? `${t.measured} (${t.note})` : t.measured, statusCell(t.status)])));
+  out.push(
+    table(
+      ['Section', 'Target', 'Goal', 'Measured', 'Result'],
+      r.targets.map((t) => [t.section, t.description, t.goal, t.note ? `${t.measured} (${t.note})` : t.measured, statusCell(t.status)]),
+    ),
+  );
   if (r.errors.length > 0) {
     out.push('');
     out.push('## Errors');

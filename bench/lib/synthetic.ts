@@ -54,13 +54,22 @@ export function syntheticSources(size: SyntheticSize): PolicySources {
     clients: stringify({ clients }),
     roles: stringify({
       roles: {
-        admin: { description: 'everything', rules: [{ methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], paths: ['/api/v1/**'] }, { methods: ['POST'], paths: ['/agentd.v1.Agentd/*'] }] },
+        admin: {
+          description: 'everything',
+          rules: [
+            { methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], paths: ['/api/v1/**'] },
+            { methods: ['POST'], paths: ['/agentd.v1.Agentd/*'] },
+          ],
+        },
         operator: {
           description: 'sandboxes and intents',
           rules: [
             { methods: ['GET', 'HEAD'], paths: ['/api/v1/status', '/api/v1/sandboxes', '/api/v1/sandboxes/**'] },
             { methods: ['POST'], paths: ['/api/v1/sandboxes', '/api/v1/sandboxes/*/intents'] },
-            { methods: ['POST'], paths: ['/agentd.v1.Agentd/Health', '/agentd.v1.Agentd/Status', '/agentd.v1.Agentd/CreateSandbox', '/agentd.v1.Agentd/ExecuteIntent'] },
+            {
+              methods: ['POST'],
+              paths: ['/agentd.v1.Agentd/Health', '/agentd.v1.Agentd/Status', '/agentd.v1.Agentd/CreateSandbox', '/agentd.v1.Agentd/ExecuteIntent'],
+            },
           ],
         },
         reader: {

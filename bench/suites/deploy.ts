@@ -132,14 +132,34 @@ export async function deploySuite(s: BenchSettings, log: (m: string) => void): P
     table(
       ['Step', 'Median', 'Min', 'Max', 'Runs'],
       [
-        ['renderPlatform, fresh process (first call), CPU time', `${fmt(coldRenderCpuMs, 1)} ms`, `${fmt(Math.min(...cold.map((c) => c.renderCpuMs)), 1)} ms`, `${fmt(Math.max(...cold.map((c) => c.renderCpuMs)), 1)} ms`, String(cold.length)],
-        ['renderPlatform, fresh process (first call), wall time', `${fmt(coldRenderMs, 1)} ms`, `${fmt(Math.min(...cold.map((c) => c.renderMs)), 1)} ms`, `${fmt(Math.max(...cold.map((c) => c.renderMs)), 1)} ms`, String(cold.length)],
-        ['renderPlatform, warm (same process)', `${fmt(warmSummary.p50Ms, 1)} ms`, `${fmt(Math.min(...warm), 1)} ms`, `${fmt(warmSummary.maxMs, 1)} ms`, String(warm.length)],
+        [
+          'renderPlatform, fresh process (first call), CPU time',
+          `${fmt(coldRenderCpuMs, 1)} ms`,
+          `${fmt(Math.min(...cold.map((c) => c.renderCpuMs)), 1)} ms`,
+          `${fmt(Math.max(...cold.map((c) => c.renderCpuMs)), 1)} ms`,
+          String(cold.length),
+        ],
+        [
+          'renderPlatform, fresh process (first call), wall time',
+          `${fmt(coldRenderMs, 1)} ms`,
+          `${fmt(Math.min(...cold.map((c) => c.renderMs)), 1)} ms`,
+          `${fmt(Math.max(...cold.map((c) => c.renderMs)), 1)} ms`,
+          String(cold.length),
+        ],
+        [
+          'renderPlatform, warm (same process)',
+          `${fmt(warmSummary.p50Ms, 1)} ms`,
+          `${fmt(Math.min(...warm), 1)} ms`,
+          `${fmt(warmSummary.maxMs, 1)} ms`,
+          String(warm.length),
+        ],
         ['parsePolicySpec (YAML to validated spec), fresh process', `${fmt(coldParseMs, 1)} ms`, '', '', String(cold.length)],
       ],
     ),
     '',
-    `Warm breakdown (median): ${Object.entries(breakdown).map(([k, v]) => `${k} ${fmt(v, 1)} ms`).join(', ')}.`,
+    `Warm breakdown (median): ${Object.entries(breakdown)
+      .map(([k, v]) => `${k} ${fmt(v, 1)} ms`)
+      .join(', ')}.`,
     '',
     `Rendered sizes: gateway envoy.yaml ${kib(sizes['gateway/envoy.yaml'])}, egress envoy.yaml ${kib(sizes['egress/envoy.yaml'])}, OPA bundle ${kib(sizes['opa/agentd-bundle.tar.gz'])} (tar.gz).`,
     '',

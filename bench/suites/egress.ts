@@ -47,7 +47,25 @@ async function startDirectUpstream(ctx: StackContext): Promise<StandInUpstream> 
   const ossl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
   ossl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', `/CN=${SERVICE}`);
   writeFileSync(f('san.ext'), `subjectAltName=DNS:${SERVICE},DNS:localhost\n`);
-  ossl('x509', '-req', '-in', f('server.csr'), '-CA', ctx.stack.ca.caFile, '-CAkey', join(caDir, 'ca.key'), '-CAcreateserial', '-CAserial', f('ca.srl'), '-out', f('server.pem'), '-days', '2', '-extfile', f('san.ext'));
+  ossl(
+    'x509',
+    '-req',
+    '-in',
+    f('server.csr'),
+    '-CA',
+    ctx.stack.ca.caFile,
+    '-CAkey',
+    join(caDir, 'ca.key'),
+    '-CAcreateserial',
+    '-CAserial',
+    f('ca.srl'),
+    '-out',
+    f('server.pem'),
+    '-days',
+    '2',
+    '-extfile',
+    f('san.ext'),
+  );
   const upstream = new StandInUpstream();
   await upstream.start({ caFile: ctx.stack.ca.caFile, certFile: f('server.pem'), keyFile: f('server.key') });
   return upstream;
@@ -80,12 +98,20 @@ async function startDirectAgentd(ctx: StackContext, upstreamPort: number): Promi
 }
 
 /** The headers the gateway sends agentd, for sandbox `i`'s client. */
-const asClient = (gateway: Readonly<Record<string, string>>, i: number): Record<string, string> => ({ ...gateway, [IDENTITY_HEADERS.clientId]: `bench-${i % CLIENTS}` });
+const asClient = (gateway: Readonly<Record<string, string>>, i: number): Record<string, string> => ({
+  ...gateway,
+  [IDENTITY_HEADERS.clientId]: `bench-${i % CLIENTS}`,
+});
 
 async function createSandboxes(port: number, gateway: Readonly<Record<string, string>>, n: number): Promise<{ id: string; token: string }[]> {
   const out: { id: string; token: string }[] = [];
   for (let i = 0; i < n; i++) {
-    const r = await rawRequest(port, { method: 'POST', path: SANDBOXES_PATH, headers: { 'content-type': 'application/json', ...asClient(gateway, i) }, body: JSON.stringify({ tier: SANDBOX_TIER, labels: { bench: 'egress' } }) });
+    const r = await rawRequest(port, {
+      method: 'POST',
+      path: SANDBOXES_PATH,
+      headers: { 'content-type': 'application/json', ...asClient(gateway, i) },
+      body: JSON.stringify({ tier: SANDBOX_TIER, labels: { bench: 'egress' } }),
+    });
     if (r.status !== 201) throw new Error(`creating a sandbox on agentd :${port} answered ${r.status} ${r.body.slice(0, 300)}`);
     out.push({ id: r.json().id, token: r.json().token });
   }
@@ -94,7 +120,12 @@ async function createSandboxes(port: number, gateway: Readonly<Record<string, st
 
 const intentBody = JSON.stringify({ capability: 'http_fetch', params: { service: SERVICE, method: 'GET', path: PATH } });
 const intentRequests = (ids: readonly string[], gateway: Readonly<Record<string, string>>): HttpRequestSpec[] =>
-  ids.map((id, i) => ({ method: 'POST', path: `${SANDBOXES_PATH}/${id}/intents`, headers: { 'content-type': 'application/json', ...asClient(gateway, i) }, body: intentBody }));
+  ids.map((id, i) => ({
+    method: 'POST',
+    path: `${SANDBOXES_PATH}/${id}/intents`,
+    headers: { 'content-type': 'application/json', ...asClient(gateway, i) },
+    body: intentBody,
+  }));
 
 interface Level {
   readonly id: 'fetch' | 'envoy';
@@ -129,10 +160,20 @@ export async function egressSuite(ctx: StackContext): Promise<SectionResult> {
     stack.upstream.clear();
     const viaEnvoy = await egressCall(stack.ports.egress, SERVICE, tokens[0], { path: PATH });
     const injected = stack.upstream.received[0]?.headers['authorization'];
-    if (viaEnvoy.status !== 200 || injected !== `Bearer ${credential}`) throw new Error(`egress check failed: ${viaEnvoy.status} ${viaEnvoy.body.slice(0, 200)}`);
-    for (const [port, id] of [[stack.ports.agentdHttp, viaIds[0]!], [agent.port, directIds[0]!]] as const) {
-      const r = await rawRequest(port, { method: 'POST', path: `${SANDBOXES_PATH}/${id}/intents`, headers: { 'content-type': 'application/json', ...asClient(gw, 0) }, body: intentBody });
-      if (r.status !== 200 || r.json().outcome !== 'ok' || r.json().status !== 200) throw new Error(`http_fetch on agentd :${port} failed: ${r.status} ${r.body.slice(0, 300)}`);
+    if (viaEnvoy.status !== 200 || injected !== `Bearer ${credential}`)
+      throw new Error(`egress check failed: ${viaEnvoy.status} ${viaEnvoy.body.slice(0, 200)}`);
+    for (const [port, id] of [
+      [stack.ports.agentdHttp, viaIds[0]!],
+      [agent.port, directIds[0]!],
+    ] as const) {
+      const r = await rawRequest(port, {
+        method: 'POST',
+        path: `${SANDBOXES_PATH}/${id}/intents`,
+        headers: { 'content-type': 'application/json', ...asClient(gw, 0) },
+        body: intentBody,
+      });
+      if (r.status !== 200 || r.json().outcome !== 'ok' || r.json().status !== 200)
+        throw new Error(`http_fetch on agentd :${port} failed: ${r.status} ${r.body.slice(0, 300)}`);
     }
 
     const levels: Level[] = [
@@ -142,7 +183,12 @@ export async function egressSuite(ctx: StackContext): Promise<SectionResult> {
         rate: s.intentRate,
         expectBody: ['"outcome":"ok"', '"status":200'],
         variants: [
-          { id: 'egress', label: 'agentd -> egress Envoy -> upstream', target: { host: '127.0.0.1', port: stack.ports.agentdHttp }, requests: intentRequests(viaIds, gw) },
+          {
+            id: 'egress',
+            label: 'agentd -> egress Envoy -> upstream',
+            target: { host: '127.0.0.1', port: stack.ports.agentdHttp },
+            requests: intentRequests(viaIds, gw),
+          },
           { id: 'direct', label: 'agentd -> upstream (direct)', target: { host: '127.0.0.1', port: agent.port }, requests: intentRequests(directIds, gw) },
         ],
       },
@@ -176,7 +222,19 @@ export async function egressSuite(ctx: StackContext): Promise<SectionResult> {
       'bench process (stand-in, log pipes)': process.pid,
     };
     ctx.sampler.setPhase('egress');
-    const results: Record<string, { rate: number; byVariant: Record<string, LatencySummary>; overhead: { p50Ms: number; p90Ms: number; p99Ms: number; perRoundP50Ms: number[] }; achievedRate: Record<string, number>; cpuUsPerRequest: Record<string, Record<string, number>>; discardedRounds: number; stalledRoundsKept: number; rounds: Record<string, RateLoadResult[]> }> = {};
+    const results: Record<
+      string,
+      {
+        rate: number;
+        byVariant: Record<string, LatencySummary>;
+        overhead: { p50Ms: number; p90Ms: number; p99Ms: number; perRoundP50Ms: number[] };
+        achievedRate: Record<string, number>;
+        cpuUsPerRequest: Record<string, Record<string, number>>;
+        discardedRounds: number;
+        stalledRoundsKept: number;
+        rounds: Record<string, RateLoadResult[]>;
+      }
+    > = {};
     for (const level of levels) {
       type Run = { result: RateLoadResult; cpu: Record<string, number>; schedulerLagP99Ms: number };
       const out = await interleavedRounds<Level['variants'][number], Run>({
@@ -189,11 +247,25 @@ export async function egressSuite(ctx: StackContext): Promise<SectionResult> {
           ctx.log(`egress: ${level.title}, ${level.rate} req/s, round ${r + 1}/${s.rounds}${attempt ? ' (again)' : ''}, ${v.label}`);
           stack.upstream.clear();
           directUpstream.clear();
-          const { result, cpuUsPerRequest } = await withCpu(pids, (x) => x.sent, () =>
-            rateLoad(
-              { target: v.target, requests: v.requests, rate: level.rate, warmupMs: s.warmupMs, durationMs: s.durationMs, initialConnections: 4, maxConnections: 64, expectStatus: 200, expectBody: level.expectBody, timeoutMs: 10_000 },
-              `egress ${level.title}: ${v.label}`,
-            ),
+          const { result, cpuUsPerRequest } = await withCpu(
+            pids,
+            (x) => x.sent,
+            () =>
+              rateLoad(
+                {
+                  target: v.target,
+                  requests: v.requests,
+                  rate: level.rate,
+                  warmupMs: s.warmupMs,
+                  durationMs: s.durationMs,
+                  initialConnections: 4,
+                  maxConnections: 64,
+                  expectStatus: 200,
+                  expectBody: level.expectBody,
+                  timeoutMs: 10_000,
+                },
+                `egress ${level.title}: ${v.label}`,
+              ),
           );
           return { result, cpu: cpuUsPerRequest, schedulerLagP99Ms: result.schedulerLagP99Ms };
         },
@@ -217,10 +289,29 @@ export async function egressSuite(ctx: StackContext): Promise<SectionResult> {
 
     const fetch = results['fetch']!;
     const envoy = results['envoy']!;
-    const note = (l: { stalledRoundsKept: number }) => (l.stalledRoundsKept > 0 ? `${l.stalledRoundsKept} of ${s.rounds} rounds kept although the machine stalled` : undefined);
+    const note = (l: { stalledRoundsKept: number }) =>
+      l.stalledRoundsKept > 0 ? `${l.stalledRoundsKept} of ${s.rounds} rounds kept although the machine stalled` : undefined;
     const targets = [
-      checkTarget({ id: 'egress.fetch-p50-overhead', section: SECTION, description: `http_fetch via egress - direct, p50 at ${fetch.rate} req/s`, value: fetch.overhead.p50Ms, limit: EGRESS_P50_OVERHEAD_MS, kind: 'max', unit: ' ms', note: note(fetch) }),
-      checkTarget({ id: 'egress.envoy-p50-overhead', section: SECTION, description: `Envoy level (token GET via egress - TLS direct), p50 at ${envoy.rate} req/s`, value: envoy.overhead.p50Ms, limit: EGRESS_P50_OVERHEAD_MS, kind: 'max', unit: ' ms', note: note(envoy) }),
+      checkTarget({
+        id: 'egress.fetch-p50-overhead',
+        section: SECTION,
+        description: `http_fetch via egress - direct, p50 at ${fetch.rate} req/s`,
+        value: fetch.overhead.p50Ms,
+        limit: EGRESS_P50_OVERHEAD_MS,
+        kind: 'max',
+        unit: ' ms',
+        note: note(fetch),
+      }),
+      checkTarget({
+        id: 'egress.envoy-p50-overhead',
+        section: SECTION,
+        description: `Envoy level (token GET via egress - TLS direct), p50 at ${envoy.rate} req/s`,
+        value: envoy.overhead.p50Ms,
+        limit: EGRESS_P50_OVERHEAD_MS,
+        kind: 'max',
+        unit: ' ms',
+        note: note(envoy),
+      }),
     ];
 
     const ms = (n: number) => fmt(n, 3);
@@ -232,10 +323,12 @@ export async function egressSuite(ctx: StackContext): Promise<SectionResult> {
       '',
       table(
         ['Level', 'Rate', 'Variant', 'p50', 'p90', 'p99', 'achieved req/s'],
-        levels.flatMap((l) => l.variants.map((v) => {
-          const x = results[l.id]!.byVariant[v.id]!;
-          return [l.title, `${l.rate}/s`, v.label, ms(x.p50Ms), ms(x.p90Ms), ms(x.p99Ms), fmt(results[l.id]!.achievedRate[v.id], 0)];
-        })),
+        levels.flatMap((l) =>
+          l.variants.map((v) => {
+            const x = results[l.id]!.byVariant[v.id]!;
+            return [l.title, `${l.rate}/s`, v.label, ms(x.p50Ms), ms(x.p90Ms), ms(x.p99Ms), fmt(results[l.id]!.achievedRate[v.id], 0)];
+          }),
+        ),
       ),
       '',
       table(
@@ -250,14 +343,22 @@ export async function egressSuite(ctx: StackContext): Promise<SectionResult> {
       '',
       table(
         ['Run', ...cpuCols],
-        levels.flatMap((l) => l.variants.map((v) => {
-          const c = results[l.id]!.cpuUsPerRequest[v.id] ?? {};
-          return [`${l.title}: ${v.label}`, ...cpuCols.map((k) => (c[k] === undefined || c[k]! < 0.5 ? '-' : fmt(c[k], 0)))];
-        })),
+        levels.flatMap((l) =>
+          l.variants.map((v) => {
+            const c = results[l.id]!.cpuUsPerRequest[v.id] ?? {};
+            return [`${l.title}: ${v.label}`, ...cpuCols.map((k) => (c[k] === undefined || c[k]! < 0.5 ? '-' : fmt(c[k], 0)))];
+          }),
+        ),
       ),
     ].join('\n');
 
-    return { id: 'egress', title: '2. Egress overhead', data: { service: SERVICE, sandboxTier: SANDBOX_TIER, sandboxes: sandboxCount, tokens: tokenCount, levels: results }, targets, markdown };
+    return {
+      id: 'egress',
+      title: '2. Egress overhead',
+      data: { service: SERVICE, sandboxTier: SANDBOX_TIER, sandboxes: sandboxCount, tokens: tokenCount, levels: results },
+      targets,
+      markdown,
+    };
   } finally {
     ctx.sampler.setPhase(undefined);
     await direct?.process.stop();

@@ -165,11 +165,25 @@ export async function gatewaySuite(ctx: StackContext): Promise<SectionResult> {
         quiet: ctx.quiet,
         run: async (v, r, attempt) => {
           ctx.log(`gateway: ${rate} req/s, round ${r + 1}/${s.rounds}${attempt ? ` (again)` : ''}, ${v.label}`);
-          const { result, cpuUsPerRequest } = await withCpu(pids, (x) => x.sent, () =>
-            rateLoad(
-              { target: loopback(v.port), requests: [requestFor(v)], rate, warmupMs: s.warmupMs, durationMs: s.durationMs, initialConnections: 4, maxConnections: 64, expectStatus: 200, expectBody: ['"version"'], timeoutMs: 10_000 },
-              `gateway ${v.label} at ${rate} req/s`,
-            ),
+          const { result, cpuUsPerRequest } = await withCpu(
+            pids,
+            (x) => x.sent,
+            () =>
+              rateLoad(
+                {
+                  target: loopback(v.port),
+                  requests: [requestFor(v)],
+                  rate,
+                  warmupMs: s.warmupMs,
+                  durationMs: s.durationMs,
+                  initialConnections: 4,
+                  maxConnections: 64,
+                  expectStatus: 200,
+                  expectBody: ['"version"'],
+                  timeoutMs: 10_000,
+                },
+                `gateway ${v.label} at ${rate} req/s`,
+              ),
           );
           return { latency: result.latency, result, cpu: cpuUsPerRequest, schedulerLagP99Ms: result.schedulerLagP99Ms };
         },
@@ -186,7 +200,11 @@ export async function gatewaySuite(ctx: StackContext): Promise<SectionResult> {
         ctx.log(`gateway: max throughput, round ${r + 1}/${s.maxRounds}, ${v.label}`);
         const spec = { target: loopback(v.port), requests: [requestFor(v)], connections: s.maxConnections, expectStatus: 200, timeoutMs: 10_000 };
         await maxLoad({ ...spec, warmupMs: 0, durationMs: s.maxWarmupMs }, `gateway ${v.label} warm-up`);
-        const { result, cpuUsPerRequest } = await withCpu(pids, (x) => x.ok, () => maxLoad({ ...spec, warmupMs: 0, durationMs: s.maxDurationMs }, `gateway ${v.label} max`));
+        const { result, cpuUsPerRequest } = await withCpu(
+          pids,
+          (x) => x.ok,
+          () => maxLoad({ ...spec, warmupMs: 0, durationMs: s.maxDurationMs }, `gateway ${v.label} max`),
+        );
         max[v.id].push({ result, cpu: cpuUsPerRequest });
       }
     }
@@ -195,11 +213,23 @@ export async function gatewaySuite(ctx: StackContext): Promise<SectionResult> {
     // Summaries.
     const fixed = Object.fromEntries(
       s.gatewayRates.map((rate) => {
-        const byVariant = Object.fromEntries(variants.map((v) => [v.id, medianSummary(runs[rate]![v.id].map((x) => x.latency))])) as Record<Variant['id'], LatencySummary>;
+        const byVariant = Object.fromEntries(variants.map((v) => [v.id, medianSummary(runs[rate]![v.id].map((x) => x.latency))])) as Record<
+          Variant['id'],
+          LatencySummary
+        >;
         const overheads = Object.fromEntries(
           PAIRS.map((p) => {
             const per = (k: 'p50Ms' | 'p90Ms' | 'p99Ms') => runs[rate]![p.a].map((x, i) => x.latency[k] - runs[rate]![p.b][i]!.latency[k]);
-            return [p.id, { p50Ms: median(per('p50Ms')), p90Ms: median(per('p90Ms')), p99Ms: median(per('p99Ms')), perRoundP50Ms: per('p50Ms'), perRoundP99Ms: per('p99Ms') }];
+            return [
+              p.id,
+              {
+                p50Ms: median(per('p50Ms')),
+                p90Ms: median(per('p90Ms')),
+                p99Ms: median(per('p99Ms')),
+                perRoundP50Ms: per('p50Ms'),
+                perRoundP99Ms: per('p99Ms'),
+              },
+            ];
           }),
         ) as Record<Pair, { p50Ms: number; p90Ms: number; p99Ms: number; perRoundP50Ms: number[]; perRoundP99Ms: number[] }>;
         const achieved = Object.fromEntries(variants.map((v) => [v.id, median(runs[rate]![v.id].map((x) => x.result.achievedRate))]));
@@ -207,7 +237,16 @@ export async function gatewaySuite(ctx: StackContext): Promise<SectionResult> {
         const lag = median(runs[rate]!.direct.concat(runs[rate]!.envoy, runs[rate]!.gateway).map((x) => x.result.schedulerLagP99Ms));
         return [rate, { byVariant, overheads, achievedRate: achieved, cpuUsPerRequest: cpu, schedulerLagP99Ms: lag, ...stalls[rate], rounds: runs[rate] }];
       }),
-    ) as Record<number, { byVariant: Record<Variant['id'], LatencySummary>; overheads: Record<Pair, { p50Ms: number; p90Ms: number; p99Ms: number }>; achievedRate: Record<string, number>; cpuUsPerRequest: Record<string, Record<string, number>>; schedulerLagP99Ms: number }>;
+    ) as Record<
+      number,
+      {
+        byVariant: Record<Variant['id'], LatencySummary>;
+        overheads: Record<Pair, { p50Ms: number; p90Ms: number; p99Ms: number }>;
+        achievedRate: Record<string, number>;
+        cpuUsPerRequest: Record<string, Record<string, number>>;
+        schedulerLagP99Ms: number;
+      }
+    >;
 
     const maxRps = Object.fromEntries(variants.map((v) => [v.id, median(max[v.id].map((x) => x.result.requestsPerSecond))])) as Record<Variant['id'], number>;
     const ratioPerRound = max.gateway.map((x, i) => x.result.requestsPerSecond / max.envoy[i]!.result.requestsPerSecond);
@@ -216,35 +255,74 @@ export async function gatewaySuite(ctx: StackContext): Promise<SectionResult> {
 
     const base = s.gatewayRates.includes(200) ? 200 : s.gatewayRates[0]!;
     const o = fixed[base]!.overheads['gateway-direct'];
-    const stallNote = stalls[base]!.stalledRoundsKept > 0 ? `${stalls[base]!.stalledRoundsKept} of ${s.rounds} rounds kept although the machine stalled` : undefined;
+    const stallNote =
+      stalls[base]!.stalledRoundsKept > 0 ? `${stalls[base]!.stalledRoundsKept} of ${s.rounds} rounds kept although the machine stalled` : undefined;
     const targets = [
-      checkTarget({ id: 'gateway.p50-overhead', section: SECTION, description: `(c) full gateway - (a) direct, p50 at ${base} req/s`, value: o.p50Ms, limit: GATEWAY_P50_OVERHEAD_MS, kind: 'max', unit: ' ms', note: stallNote }),
-      checkTarget({ id: 'gateway.p99-overhead', section: SECTION, description: `(c) full gateway - (a) direct, p99 at ${base} req/s`, value: o.p99Ms, limit: GATEWAY_P99_OVERHEAD_MS, kind: 'max', unit: ' ms', note: stallNote }),
-      checkTarget({ id: 'gateway.throughput-ratio', section: SECTION, description: '(c) full gateway max throughput / (b) Envoy without authz', value: ratio * 100, limit: GATEWAY_THROUGHPUT_RATIO * 100, kind: 'min', unit: ' %', digits: 0 }),
+      checkTarget({
+        id: 'gateway.p50-overhead',
+        section: SECTION,
+        description: `(c) full gateway - (a) direct, p50 at ${base} req/s`,
+        value: o.p50Ms,
+        limit: GATEWAY_P50_OVERHEAD_MS,
+        kind: 'max',
+        unit: ' ms',
+        note: stallNote,
+      }),
+      checkTarget({
+        id: 'gateway.p99-overhead',
+        section: SECTION,
+        description: `(c) full gateway - (a) direct, p99 at ${base} req/s`,
+        value: o.p99Ms,
+        limit: GATEWAY_P99_OVERHEAD_MS,
+        kind: 'max',
+        unit: ' ms',
+        note: stallNote,
+      }),
+      checkTarget({
+        id: 'gateway.throughput-ratio',
+        section: SECTION,
+        description: '(c) full gateway max throughput / (b) Envoy without authz',
+        value: ratio * 100,
+        limit: GATEWAY_THROUGHPUT_RATIO * 100,
+        kind: 'min',
+        unit: ' %',
+        digits: 0,
+      }),
     ];
 
     const ms = (n: number) => fmt(n, 3);
     const cpuCols = ['gateway Envoy', 'Envoy (no authz)', 'OPA', 'agentd', 'load generator'];
-    const cpuRow = (label: string, c: Record<string, number> | undefined) => [label, ...cpuCols.map((k) => (c?.[k] === undefined || c[k]! < 0.5 ? '-' : fmt(c[k], 0))), fmt(Object.values(c ?? {}).reduce((a, b) => a + b, 0), 0)];
+    const cpuRow = (label: string, c: Record<string, number> | undefined) => [
+      label,
+      ...cpuCols.map((k) => (c?.[k] === undefined || c[k]! < 0.5 ? '-' : fmt(c[k], 0))),
+      fmt(
+        Object.values(c ?? {}).reduce((a, b) => a + b, 0),
+        0,
+      ),
+    ];
     const markdown = [
       `Request: GET ${STATUS_PATH} with the \`admin\` key (tier \`unlimited\`) on every variant. Fixed rates: open loop, ${s.rounds} rounds x ${s.durationMs / 1000} s (after ${s.warmupMs / 1000} s warm-up) per variant, variant order rotated per round; latency from dispatch to last byte, in ms; the table shows the median over rounds of each percentile. Envoy runs with --concurrency 1, as in the harness.`,
       '',
       table(
         ['Rate', 'Variant', 'p50', 'p90', 'p99', 'achieved req/s'],
-        s.gatewayRates.flatMap((rate) => variants.map((v) => {
-          const l = fixed[rate]!.byVariant[v.id];
-          return [`${rate}/s`, v.label, ms(l.p50Ms), ms(l.p90Ms), ms(l.p99Ms), fmt(fixed[rate]!.achievedRate[v.id], 0)];
-        })),
+        s.gatewayRates.flatMap((rate) =>
+          variants.map((v) => {
+            const l = fixed[rate]!.byVariant[v.id];
+            return [`${rate}/s`, v.label, ms(l.p50Ms), ms(l.p90Ms), ms(l.p99Ms), fmt(fixed[rate]!.achievedRate[v.id], 0)];
+          }),
+        ),
       ),
       '',
       `Overhead: median over rounds of the per-round difference (ms). Rounds run again because the load generator stalled (scheduler lag p99 > 10 ms: the machine was busy elsewhere): ${s.gatewayRates.map((r) => `${r}/s: ${stalls[r]!.discardedRounds}`).join(', ')}.`,
       '',
       table(
         ['Rate', 'Difference', 'p50', 'p90', 'p99'],
-        s.gatewayRates.flatMap((rate) => PAIRS.map((p) => {
-          const d = fixed[rate]!.overheads[p.id];
-          return [`${rate}/s`, p.label, fmtDelta(d.p50Ms, 3), fmtDelta(d.p90Ms, 3), fmtDelta(d.p99Ms, 3)];
-        })),
+        s.gatewayRates.flatMap((rate) =>
+          PAIRS.map((p) => {
+            const d = fixed[rate]!.overheads[p.id];
+            return [`${rate}/s`, p.label, fmtDelta(d.p50Ms, 3), fmtDelta(d.p90Ms, 3), fmtDelta(d.p99Ms, 3)];
+          }),
+        ),
       ),
       '',
       `Maximum throughput: autocannon, ${s.maxConnections} connections, ${s.maxRounds} round(s) x ${s.maxDurationMs / 1000} s per variant (after ${s.maxWarmupMs / 1000} s warm-up); the load generator shares the 2 cores.`,
@@ -253,7 +331,12 @@ export async function gatewaySuite(ctx: StackContext): Promise<SectionResult> {
         ['Variant', 'req/s (median)', 'vs (b)', 'p50 / p99 (ms, 1 ms resolution)'],
         variants.map((v) => {
           const runsOf = max[v.id];
-          return [v.label, fmt(maxRps[v.id], 0), `${fmt((maxRps[v.id] / maxRps.envoy) * 100, 0)} %`, `${fmt(median(runsOf.map((x) => x.result.latencyP50Ms)), 0)} / ${fmt(median(runsOf.map((x) => x.result.latencyP99Ms)), 0)}`];
+          return [
+            v.label,
+            fmt(maxRps[v.id], 0),
+            `${fmt((maxRps[v.id] / maxRps.envoy) * 100, 0)} %`,
+            `${fmt(median(runsOf.map((x) => x.result.latencyP50Ms)), 0)} / ${fmt(median(runsOf.map((x) => x.result.latencyP99Ms)), 0)}`,
+          ];
         }),
       ),
       '',
@@ -273,7 +356,11 @@ export async function gatewaySuite(ctx: StackContext): Promise<SectionResult> {
     return {
       id: 'gateway',
       title: '1. Gateway overhead: GET /api/v1/status',
-      data: { request: { method: 'GET', path: STATUS_PATH }, fixedRate: fixed, maxThroughput: { requestsPerSecond: maxRps, ratioGatewayToEnvoy: ratio, ratioPerRound, cpuUsPerRequest: maxCpu, rounds: max } },
+      data: {
+        request: { method: 'GET', path: STATUS_PATH },
+        fixedRate: fixed,
+        maxThroughput: { requestsPerSecond: maxRps, ratioGatewayToEnvoy: ratio, ratioPerRound, cpuUsPerRequest: maxCpu, rounds: max },
+      },
       targets,
       markdown,
     };

@@ -47,7 +47,16 @@ export async function memorySuite(ctx: StackContext, idleFresh: Record<string, R
   const totalLoad = sum((n) => underLoad[n]?.rssMiB);
   const totalPeak = sum((n) => idleAfter[n]?.peakMiB);
   const targets = [
-    checkTarget({ id: 'memory.idle-stack', section: SECTION, description: 'RSS of gateway Envoy + egress Envoy + OPA + agentd, idle after start', value: totalFresh, limit: IDLE_STACK_TARGET_MIB, kind: 'max', unit: ' MiB', digits: 0 }),
+    checkTarget({
+      id: 'memory.idle-stack',
+      section: SECTION,
+      description: 'RSS of gateway Envoy + egress Envoy + OPA + agentd, idle after start',
+      value: totalFresh,
+      limit: IDLE_STACK_TARGET_MIB,
+      kind: 'max',
+      unit: ' MiB',
+      digits: 0,
+    }),
   ];
   const mib = (n: number | undefined) => (n === undefined ? 'n/a' : fmt(n, 0));
   const markdown = [
@@ -56,7 +65,13 @@ export async function memorySuite(ctx: StackContext, idleFresh: Record<string, R
     table(
       ['Process', 'Idle after start', 'Under load (max)', 'Idle after load', 'Peak (VmHWM)'],
       [
-        ...names.map((n) => [n, mib(idleFresh[n]?.rssMiB), underLoad[n] ? `${mib(underLoad[n]!.rssMiB)} (${underLoad[n]!.phase})` : 'n/a', mib(idleAfter[n]?.rssMiB), mib(idleAfter[n]?.peakMiB)]),
+        ...names.map((n) => [
+          n,
+          mib(idleFresh[n]?.rssMiB),
+          underLoad[n] ? `${mib(underLoad[n]!.rssMiB)} (${underLoad[n]!.phase})` : 'n/a',
+          mib(idleAfter[n]?.rssMiB),
+          mib(idleAfter[n]?.peakMiB),
+        ]),
         ['**core stack**', `**${mib(totalFresh)}**`, `${mib(totalLoad)} (sum of maxima)`, mib(totalAfter), mib(totalPeak)],
       ],
     ),
@@ -64,7 +79,12 @@ export async function memorySuite(ctx: StackContext, idleFresh: Record<string, R
   return {
     id: 'memory',
     title: '5. Memory of the core processes',
-    data: { idleAfterStartMiB: idleFresh, underLoadMaxMiB: underLoad, idleAfterLoadMiB: idleAfter, totals: { idleAfterStart: totalFresh, underLoadSumOfMaxima: totalLoad, idleAfterLoad: totalAfter, peak: totalPeak } },
+    data: {
+      idleAfterStartMiB: idleFresh,
+      underLoadMaxMiB: underLoad,
+      idleAfterLoadMiB: idleAfter,
+      totals: { idleAfterStart: totalFresh, underLoadSumOfMaxima: totalLoad, idleAfterLoad: totalAfter, peak: totalPeak },
+    },
     targets,
     markdown,
   };

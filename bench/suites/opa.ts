@@ -138,7 +138,9 @@ async function startOpaWithoutDecisionLog(dir: string, bundle: Buffer, registry:
   const grpcPort = await freePort();
   const httpPort = await freePort();
   writeFileSync(join(dir, OPA_BUNDLE_FILE), bundle);
-  const config = { ...(renderOpaConfig({ grpc: { host: '127.0.0.1', port: grpcPort }, bundlePath: join(dir, OPA_BUNDLE_FILE), registry }) as Record<string, unknown>) };
+  const config = {
+    ...(renderOpaConfig({ grpc: { host: '127.0.0.1', port: grpcPort }, bundlePath: join(dir, OPA_BUNDLE_FILE), registry }) as Record<string, unknown>),
+  };
   delete config['decision_logs'];
   writeFileSync(join(dir, OPA_CONFIG_FILE), toYaml(config));
   const proc = new ManagedProcess(
@@ -159,7 +161,11 @@ async function evalTimes(st: SizeState, kind: Kind, calls: number): Promise<Late
   const url = `http://127.0.0.1:${st.opa.httpPort}/v1/data/agentd/envoy/authz/result?metrics=true`;
   const ms: number[] = [];
   for (let i = 0; i < calls; i++) {
-    const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: restInput(st.inputs[kind][i % st.inputs[kind].length]!) }) });
+    const r = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ input: restInput(st.inputs[kind][i % st.inputs[kind].length]!) }),
+    });
     const j = (await r.json()) as { result?: { allowed?: boolean }; metrics?: Record<string, number> };
     if (j.result?.allowed !== true) throw new Error(`OPA REST (${st.keys} keys) did not allow a ${kind} request: ${JSON.stringify(j).slice(0, 300)}`);
     if (i >= 20) ms.push((j.metrics?.['timer_rego_query_eval_ns'] ?? NaN) / 1e6);
@@ -167,7 +173,10 @@ async function evalTimes(st: SizeState, kind: Kind, calls: number): Promise<Late
   return summarize(ms);
 }
 
-export async function opaSuite(s: BenchSettings, ctx: { workDir: string; log: (m: string) => void; track: (p: ManagedProcess) => void; quiet?: QuietWindow }): Promise<SectionResult> {
+export async function opaSuite(
+  s: BenchSettings,
+  ctx: { workDir: string; log: (m: string) => void; track: (p: ManagedProcess) => void; quiet?: QuietWindow },
+): Promise<SectionResult> {
   const states: SizeState[] = [];
   const registries: RegistryServer[] = [];
   try {
@@ -179,9 +188,14 @@ export async function opaSuite(s: BenchSettings, ctx: { workDir: string; log: (m
       const dir = join(ctx.workDir, `opa-${keys}${withoutDecisionLog ? '-nolog' : ''}`);
       // The sandboxes the egress requests name are live in agentd's registry (a stand-in here).
       const exp = Math.floor(Date.now() / 1000) + 7200;
-      const registry = await new RegistryServer(join(dir, 'registry'), Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`sbx_bench${i}`, { tier: 'admin', exp }]))).start();
+      const registry = await new RegistryServer(
+        join(dir, 'registry'),
+        Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`sbx_bench${i}`, { tier: 'admin', exp }])),
+      ).start();
       registries.push(registry);
-      const opa = withoutDecisionLog ? await startOpaWithoutDecisionLog(dir, bundle.bytes, registry.opaInput()) : await startOpa(dir, bundle.bytes, { registry: registry.opaInput() });
+      const opa = withoutDecisionLog
+        ? await startOpaWithoutDecisionLog(dir, bundle.bytes, registry.opaInput())
+        : await startOpa(dir, bundle.bytes, { registry: registry.opaInput() });
       ctx.track(opa.process);
       const client = new RawExtAuthz(opa.grpcPort);
       await client.ready;
@@ -276,7 +290,18 @@ export async function opaSuite(s: BenchSettings, ctx: { workDir: string; log: (m
         'In-OPA eval: the same inputs via the REST API with ?metrics=true (timer_rego_query_eval_ns: Rego evaluation only). Gateway = API key lookup + role path match; egress = verified-claims sandbox tier + service path match.',
       '',
       table(
-        ['API keys', 'Bundle (data.json)', 'Decision', 'Check p50', 'p90', 'p99', 'In-OPA eval p50 / p99', `Decisions/s (${s.opaConcurrency} in flight)`, 'OPA CPU per decision', 'OPA RSS'],
+        [
+          'API keys',
+          'Bundle (data.json)',
+          'Decision',
+          'Check p50',
+          'p90',
+          'p99',
+          'In-OPA eval p50 / p99',
+          `Decisions/s (${s.opaConcurrency} in flight)`,
+          'OPA CPU per decision',
+          'OPA RSS',
+        ],
         rows.flatMap((r) =>
           KINDS.map((k) => [
             r.withoutDecisionLog ? `${r.keys}, no decision log (diagnostic)` : String(r.keys),

@@ -149,14 +149,25 @@ export function opaRuntimeEnv(memoryMiB: number = OPA_MEMORY_MIB): Record<string
  * diagnostic address when given, JSON logs, and the decision-log mask loaded from its own file,
  * apart from the bundle, so that it applies before any bundle does.
  */
-export function opaRunArgs(o: { apiAddr: string; diagnosticAddr?: string; configFile: string; maskFile?: string; logLevel?: 'debug' | 'info' | 'error' }): string[] {
+export function opaRunArgs(o: {
+  apiAddr: string;
+  diagnosticAddr?: string;
+  configFile: string;
+  maskFile?: string;
+  logLevel?: 'debug' | 'info' | 'error';
+}): string[] {
   return [
-    'run', '--server',
-    '--addr', o.apiAddr,
+    'run',
+    '--server',
+    '--addr',
+    o.apiAddr,
     ...(o.diagnosticAddr ? ['--diagnostic-addr', o.diagnosticAddr] : []),
-    '--config-file', o.configFile,
-    '--log-format', 'json',
-    '--log-level', o.logLevel ?? 'info',
+    '--config-file',
+    o.configFile,
+    '--log-format',
+    'json',
+    '--log-level',
+    o.logLevel ?? 'info',
     ...(o.maskFile ? [o.maskFile] : []),
   ];
 }

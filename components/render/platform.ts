@@ -70,7 +70,8 @@ export function renderPlatform(spec: PolicySpec, input: PlatformRenderInput): Re
   }
   const json = (o: object) => JSON.stringify(o, null, 2) + '\n';
   const { gatewaySecrets } = input;
-  if (Boolean(input.gateway.tls) !== Boolean(gatewaySecrets.tls)) throw new Error('renderPlatform: the gateway TLS listener and its certificate files must be given together');
+  if (Boolean(input.gateway.tls) !== Boolean(gatewaySecrets.tls))
+    throw new Error('renderPlatform: the gateway TLS listener and its certificate files must be given together');
   return {
     gateway: {
       [ENVOY_CONFIG_FILE]: toYaml(renderGatewayConfig(spec, input.gateway)),
@@ -78,7 +79,11 @@ export function renderPlatform(spec: PolicySpec, input: PlatformRenderInput): Re
       ...(gatewaySecrets.tls ? { [GATEWAY_SDS_FILES.tls]: json(sdsResource(GATEWAY_TLS_SECRET, gatewaySecrets.tls)) } : {}),
     },
     egress: { [ENVOY_CONFIG_FILE]: toYaml(renderEgressConfig(spec, input.egress)), ...sds },
-    opa: { [OPA_CONFIG_FILE]: toYaml(renderOpaConfig(input.opa)), [OPA_BUNDLE_FILE]: { base64: bundle.bytes.toString('base64') }, [OPA_MASK_FILE]: readFileSync(MASK_POLICY_FILE, 'utf8') },
+    opa: {
+      [OPA_CONFIG_FILE]: toYaml(renderOpaConfig(input.opa)),
+      [OPA_BUNDLE_FILE]: { base64: bundle.bytes.toString('base64') },
+      [OPA_MASK_FILE]: readFileSync(MASK_POLICY_FILE, 'utf8'),
+    },
     policyRevision: bundle.revision,
   };
 }

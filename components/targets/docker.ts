@@ -30,7 +30,6 @@ export const HASH_LABEL = 'agentd.content-hash';
 /** `workload` (the running container) or `files` (the never-started container that fills its volumes). */
 export const ROLE_LABEL = 'agentd.role';
 
-
 /** The hardening every container gets (and the component tests check). */
 export const HARDENING = {
   readOnly: true,
@@ -41,12 +40,14 @@ export const HARDENING = {
 
 /** Upload entries for a set of files under a directory. */
 export function uploadsFor(dir: string, files: WorkloadFiles): docker.types.input.ContainerUpload[] {
-  return Object.keys(files).sort().map((p) => {
-    const content = files[p]!;
-    return typeof content === 'string'
-      ? { file: `${dir}/${p}`, content, permissions: '0444' }
-      : { file: `${dir}/${p}`, contentBase64: content.base64, permissions: '0444' };
-  });
+  return Object.keys(files)
+    .sort()
+    .map((p) => {
+      const content = files[p]!;
+      return typeof content === 'string'
+        ? { file: `${dir}/${p}`, content, permissions: '0444' }
+        : { file: `${dir}/${p}`, contentBase64: content.base64, permissions: '0444' };
+    });
 }
 
 /** The internal network a workload and its callers share. */
@@ -77,11 +78,15 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
   private networkTo(workload: string): docker.Network {
     let n = this.networks.get(workload);
     if (!n) {
-      n = new docker.Network(`${this.name}-to-${workload}`, {
-        name: dockerNetworkTo(this.args.prefix, workload),
-        internal: true,
-        labels: [{ label: STACK_LABEL, value: this.args.prefix }],
-      }, { parent: this });
+      n = new docker.Network(
+        `${this.name}-to-${workload}`,
+        {
+          name: dockerNetworkTo(this.args.prefix, workload),
+          internal: true,
+          labels: [{ label: STACK_LABEL, value: this.args.prefix }],
+        },
+        { parent: this },
+      );
       this.networks.set(workload, n);
     }
     return n;
@@ -95,10 +100,15 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
   deploy(w: Workload, parent: pulumi.Resource, baseName: string, dependsOn: pulumi.Resource[] = []): DeployedWorkload {
     const { prefix } = this.args;
     if (w.mountedSecrets && w.mountedSecrets.length > 0) {
-      throw new Error(`${w.name}: the Docker target cannot mount existing Secrets (${w.mountedSecrets.map((m) => m.secretName).join(', ')}); give the files as secret stack config`);
+      throw new Error(
+        `${w.name}: the Docker target cannot mount existing Secrets (${w.mountedSecrets.map((m) => m.secretName).join(', ')}); give the files as secret stack config`,
+      );
     }
     const name = `${prefix}-${w.name}`;
-    const labels = [{ label: STACK_LABEL, value: prefix }, { label: WORKLOAD_LABEL, value: w.name }];
+    const labels = [
+      { label: STACK_LABEL, value: prefix },
+      { label: WORKLOAD_LABEL, value: w.name },
+    ];
     const hash = workloadHash(w);
     const volume = (kind: string) =>
       new docker.Volume(`${baseName}-${kind}`, { name: pulumi.interpolate`${name}-${kind}-${hash}`, labels }, { parent, deleteBeforeReplace: false });
@@ -110,10 +120,9 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
     const secretUploads = pulumi
       .all(secretNames.map((n) => w.secretFiles[n]!))
       .apply((values) => secretNames.map((n, i) => ({ file: `${w.secretDir}/${n}`, content: values[i]!, permissions: '0444' })));
-    const uploads = pulumi.all([pulumi.output(w.files), secretUploads]).apply(([files, secretFiles]) => [
-      ...uploadsFor(w.configDir, files as WorkloadFiles),
-      ...secretFiles,
-    ]);
+    const uploads = pulumi
+      .all([pulumi.output(w.files), secretUploads])
+      .apply(([files, secretFiles]) => [...uploadsFor(w.configDir, files as WorkloadFiles), ...secretFiles]);
     const fileMounts = (readOnly: boolean) => [
       { type: 'volume', source: config.name, target: w.configDir, readOnly },
       ...(secrets ? [{ type: 'volume', source: secrets.name, target: w.secretDir, readOnly }] : []),

@@ -101,14 +101,26 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
     this.args = args;
     this.name = name;
     this.opts = { provider: args.provider };
-    this.namespace = new k8s.core.v1.Namespace(`${name}-namespace`, {
-      metadata: { name: args.namespace, labels: { [PART_OF_LABEL]: 'agentd', 'pod-security.kubernetes.io/enforce': 'restricted' }, annotations: this.annotations() },
-    }, { parent: this, ...this.opts });
+    this.namespace = new k8s.core.v1.Namespace(
+      `${name}-namespace`,
+      {
+        metadata: {
+          name: args.namespace,
+          labels: { [PART_OF_LABEL]: 'agentd', 'pod-security.kubernetes.io/enforce': 'restricted' },
+          annotations: this.annotations(),
+        },
+      },
+      { parent: this, ...this.opts },
+    );
     // Default deny, both directions, for every pod of the namespace.
-    new k8s.networking.v1.NetworkPolicy(`${name}-default-deny`, {
-      metadata: { name: 'default-deny', namespace: args.namespace, annotations: this.annotations() },
-      spec: { podSelector: {}, policyTypes: ['Ingress', 'Egress'] },
-    }, { parent: this, dependsOn: [this.namespace], ...this.opts });
+    new k8s.networking.v1.NetworkPolicy(
+      `${name}-default-deny`,
+      {
+        metadata: { name: 'default-deny', namespace: args.namespace, annotations: this.annotations() },
+        spec: { podSelector: {}, policyTypes: ['Ingress', 'Egress'] },
+      },
+      { parent: this, dependsOn: [this.namespace], ...this.opts },
+    );
     this.registerOutputs({ namespace: this.namespace.metadata.name });
   }
 
@@ -129,12 +141,20 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
     const hash = workloadHash(w);
 
     const files = pulumi.output(w.files);
-    const config = new k8s.core.v1.ConfigMap(`${baseName}-config`, {
-      metadata: { name: `${w.name}-config`, namespace: ns, labels, annotations: this.annotations() },
-      data: files.apply((f) => configMapData(f as WorkloadFiles).data),
-      binaryData: files.apply((f) => configMapData(f as WorkloadFiles).binaryData),
-    }, child);
-    const configItems = files.apply((f) => Object.keys(f).sort().map((p) => ({ key: fileKey(p), path: p })));
+    const config = new k8s.core.v1.ConfigMap(
+      `${baseName}-config`,
+      {
+        metadata: { name: `${w.name}-config`, namespace: ns, labels, annotations: this.annotations() },
+        data: files.apply((f) => configMapData(f as WorkloadFiles).data),
+        binaryData: files.apply((f) => configMapData(f as WorkloadFiles).binaryData),
+      },
+      child,
+    );
+    const configItems = files.apply((f) =>
+      Object.keys(f)
+        .sort()
+        .map((p) => ({ key: fileKey(p), path: p })),
+    );
 
     const secretNames = Object.keys(w.secretFiles).sort();
     const secretName = `${w.name}-secrets`;
@@ -142,81 +162,103 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
     // and depends on them explicitly.
     const mounted: pulumi.Resource[] = [config];
     if (secretNames.length > 0 && this.args.createSecrets) {
-      const secret = new k8s.core.v1.Secret(`${baseName}-secrets`, {
-        metadata: { name: secretName, namespace: ns, labels, annotations: this.annotations() },
-        type: 'Opaque',
-        stringData: Object.fromEntries(secretNames.map((n) => [fileKey(n), w.secretFiles[n]!])),
-      }, child);
+      const secret = new k8s.core.v1.Secret(
+        `${baseName}-secrets`,
+        {
+          metadata: { name: secretName, namespace: ns, labels, annotations: this.annotations() },
+          type: 'Opaque',
+          stringData: Object.fromEntries(secretNames.map((n) => [fileKey(n), w.secretFiles[n]!])),
+        },
+        child,
+      );
       mounted.push(secret);
     }
     const claim = w.dataVolume
-      ? new k8s.core.v1.PersistentVolumeClaim(`${baseName}-data`, {
-          metadata: { name: `${w.name}-data`, namespace: ns, labels, annotations: this.annotations() },
-          spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-        }, child)
+      ? new k8s.core.v1.PersistentVolumeClaim(
+          `${baseName}-data`,
+          {
+            metadata: { name: `${w.name}-data`, namespace: ns, labels, annotations: this.annotations() },
+            spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+          },
+          child,
+        )
       : undefined;
     if (claim) mounted.push(claim);
 
     if (w.apiAccess) {
       new k8s.core.v1.ServiceAccount(`${baseName}-account`, { metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() } }, child);
-      const role = new k8s.rbac.v1.Role(`${baseName}-role`, {
-        metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
-        rules: w.apiAccess.map((r) => ({ apiGroups: [...r.apiGroups], resources: [...r.resources], verbs: [...r.verbs] })),
-      }, child);
-      new k8s.rbac.v1.RoleBinding(`${baseName}-binding`, {
-        metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: role.metadata.name },
-        subjects: [{ kind: 'ServiceAccount', name: w.name, namespace: ns }],
-      }, child);
+      const role = new k8s.rbac.v1.Role(
+        `${baseName}-role`,
+        {
+          metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
+          rules: w.apiAccess.map((r) => ({ apiGroups: [...r.apiGroups], resources: [...r.resources], verbs: [...r.verbs] })),
+        },
+        child,
+      );
+      new k8s.rbac.v1.RoleBinding(
+        `${baseName}-binding`,
+        {
+          metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
+          roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: role.metadata.name },
+          subjects: [{ kind: 'ServiceAccount', name: w.name, namespace: ns }],
+        },
+        child,
+      );
     }
     const [cmd, ...args] = w.command;
-    const deployment = new k8s.apps.v1.Deployment(`${baseName}`, {
-      metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
-      spec: {
-        replicas: w.replicas,
-        // One writer for agentd's SQLite volume: never two pods at once.
-        strategy: w.dataVolume ? { type: 'Recreate' } : { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
-        selector: { matchLabels: { [NAME_LABEL]: w.name } },
-        template: {
-          metadata: { labels, annotations: { [HASH_ANNOTATION]: hash } },
-          spec: {
-            automountServiceAccountToken: w.apiAccess !== undefined,
-            ...(w.apiAccess ? { serviceAccountName: w.name } : {}),
-            enableServiceLinks: false,
-            securityContext: { runAsNonRoot: true, runAsUser: w.user, runAsGroup: w.user, fsGroup: w.user, seccompProfile: { type: 'RuntimeDefault' } },
-            containers: [{
-              name: w.name,
-              image: w.image,
-              command: [cmd!],
-              args,
-              env: Object.entries(w.env).map(([name, value]) => ({ name, value })),
-              ports: w.ports.map((p) => ({ name: p.name, containerPort: p.port, protocol: 'TCP' })),
-              readinessProbe: { httpGet: { path: w.health.path, port: w.health.port }, periodSeconds: 5, failureThreshold: 3 },
-              livenessProbe: { httpGet: { path: w.health.path, port: w.health.port }, periodSeconds: 10, failureThreshold: 6, initialDelaySeconds: 10 },
-              resources: {
-                requests: { cpu: `${Math.round(w.resources.cpuMillis / 4)}m`, memory: `${Math.round(w.resources.memoryMiB / 2)}Mi` },
-                limits: { cpu: `${w.resources.cpuMillis}m`, memory: `${w.resources.memoryMiB}Mi` },
-              },
-              securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } },
-              volumeMounts: [
-                { name: 'config', mountPath: w.configDir, readOnly: true },
-                ...(secretNames.length > 0 ? [{ name: 'secrets', mountPath: w.secretDir, readOnly: true }] : []),
-                ...(w.mountedSecrets ?? []).map((m, i) => ({ name: `mounted-secret-${i}`, mountPath: m.mountPath, readOnly: true })),
-                ...(w.dataVolume ? [{ name: 'data', mountPath: w.dataVolume.mountPath }] : []),
-                { name: 'tmp', mountPath: '/tmp' },
+    const deployment = new k8s.apps.v1.Deployment(
+      `${baseName}`,
+      {
+        metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
+        spec: {
+          replicas: w.replicas,
+          // One writer for agentd's SQLite volume: never two pods at once.
+          strategy: w.dataVolume ? { type: 'Recreate' } : { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+          selector: { matchLabels: { [NAME_LABEL]: w.name } },
+          template: {
+            metadata: { labels, annotations: { [HASH_ANNOTATION]: hash } },
+            spec: {
+              automountServiceAccountToken: w.apiAccess !== undefined,
+              ...(w.apiAccess ? { serviceAccountName: w.name } : {}),
+              enableServiceLinks: false,
+              securityContext: { runAsNonRoot: true, runAsUser: w.user, runAsGroup: w.user, fsGroup: w.user, seccompProfile: { type: 'RuntimeDefault' } },
+              containers: [
+                {
+                  name: w.name,
+                  image: w.image,
+                  command: [cmd!],
+                  args,
+                  env: Object.entries(w.env).map(([name, value]) => ({ name, value })),
+                  ports: w.ports.map((p) => ({ name: p.name, containerPort: p.port, protocol: 'TCP' })),
+                  readinessProbe: { httpGet: { path: w.health.path, port: w.health.port }, periodSeconds: 5, failureThreshold: 3 },
+                  livenessProbe: { httpGet: { path: w.health.path, port: w.health.port }, periodSeconds: 10, failureThreshold: 6, initialDelaySeconds: 10 },
+                  resources: {
+                    requests: { cpu: `${Math.round(w.resources.cpuMillis / 4)}m`, memory: `${Math.round(w.resources.memoryMiB / 2)}Mi` },
+                    limits: { cpu: `${w.resources.cpuMillis}m`, memory: `${w.resources.memoryMiB}Mi` },
+                  },
+                  securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } },
+                  volumeMounts: [
+                    { name: 'config', mountPath: w.configDir, readOnly: true },
+                    ...(secretNames.length > 0 ? [{ name: 'secrets', mountPath: w.secretDir, readOnly: true }] : []),
+                    ...(w.mountedSecrets ?? []).map((m, i) => ({ name: `mounted-secret-${i}`, mountPath: m.mountPath, readOnly: true })),
+                    ...(w.dataVolume ? [{ name: 'data', mountPath: w.dataVolume.mountPath }] : []),
+                    { name: 'tmp', mountPath: '/tmp' },
+                  ],
+                },
               ],
-            }],
-            volumes: [
-              { name: 'config', configMap: { name: `${w.name}-config`, items: configItems } },
-              ...(secretNames.length > 0 ? [{ name: 'secrets', secret: { secretName, items: secretNames.map((n) => ({ key: fileKey(n), path: n })) } }] : []),
-              ...(w.mountedSecrets ?? []).map((m, i) => ({ name: `mounted-secret-${i}`, secret: { secretName: m.secretName } })),
-              ...(claim ? [{ name: 'data', persistentVolumeClaim: { claimName: `${w.name}-data` } }] : []),
-              { name: 'tmp', emptyDir: { medium: 'Memory', sizeLimit: '64Mi' } },
-            ],
+              volumes: [
+                { name: 'config', configMap: { name: `${w.name}-config`, items: configItems } },
+                ...(secretNames.length > 0 ? [{ name: 'secrets', secret: { secretName, items: secretNames.map((n) => ({ key: fileKey(n), path: n })) } }] : []),
+                ...(w.mountedSecrets ?? []).map((m, i) => ({ name: `mounted-secret-${i}`, secret: { secretName: m.secretName } })),
+                ...(claim ? [{ name: 'data', persistentVolumeClaim: { claimName: `${w.name}-data` } }] : []),
+                { name: 'tmp', emptyDir: { medium: 'Memory', sizeLimit: '64Mi' } },
+              ],
+            },
           },
         },
       },
-    }, { ...child, dependsOn: [...after, ...mounted] });
+      { ...child, dependsOn: [...after, ...mounted] },
+    );
 
     // Inside the cluster: every port, on a ClusterIP Service named after the workload (the
     // published port at its published number). Outside it (NodePort, LoadBalancer): a second
@@ -230,23 +272,35 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
           targetPort: p.port,
           appProtocol: p.protocol === 'http2' ? 'kubernetes.io/h2c' : 'http',
         }));
-    const service = new k8s.core.v1.Service(`${baseName}-service`, {
-      metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
-      spec: { type: 'ClusterIP', selector: { [NAME_LABEL]: w.name }, ports: servicePorts() },
-    }, child);
+    const service = new k8s.core.v1.Service(
+      `${baseName}-service`,
+      {
+        metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
+        spec: { type: 'ClusterIP', selector: { [NAME_LABEL]: w.name }, ports: servicePorts() },
+      },
+      child,
+    );
     const external = w.publish !== undefined && this.args.exposure !== 'ClusterIP';
     const publicService = external
-      ? new k8s.core.v1.Service(`${baseName}-public-service`, {
-          metadata: { name: publicServiceName(w.name), namespace: ns, labels, annotations: this.annotations() },
-          spec: { type: this.args.exposure, selector: { [NAME_LABEL]: w.name }, ports: servicePorts(w.publish!.port) },
-        }, child)
+      ? new k8s.core.v1.Service(
+          `${baseName}-public-service`,
+          {
+            metadata: { name: publicServiceName(w.name), namespace: ns, labels, annotations: this.annotations() },
+            spec: { type: this.args.exposure, selector: { [NAME_LABEL]: w.name }, ports: servicePorts(w.publish!.port) },
+          },
+          child,
+        )
       : service;
 
     if (w.replicas > 1) {
-      new k8s.policy.v1.PodDisruptionBudget(`${baseName}-pdb`, {
-        metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
-        spec: { minAvailable: 1, selector: { matchLabels: { [NAME_LABEL]: w.name } } },
-      }, child);
+      new k8s.policy.v1.PodDisruptionBudget(
+        `${baseName}-pdb`,
+        {
+          metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
+          spec: { minAvailable: 1, selector: { matchLabels: { [NAME_LABEL]: w.name } } },
+        },
+        child,
+      );
     }
     if (!w.publish) return { resource: deployment, hash };
     const port = w.publish.hostPort;
@@ -283,13 +337,33 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
           to: [{ podSelector: { matchLabels: { [NAME_LABEL]: t.workload } } }],
           ports: [{ port: t.port, protocol: 'TCP' }],
         })),
-        { to: [{ namespaceSelector: {}, podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } } }], ports: [{ port: 53, protocol: 'UDP' }, { port: 53, protocol: 'TCP' }] },
-        ...(w.internet ? [{ to: [{ ipBlock: { cidr: '0.0.0.0/0', except: NON_INTERNET_CIDRS } }], ports: [{ port: 443, protocol: 'TCP' }, { port: 80, protocol: 'TCP' }] }] : []),
+        {
+          to: [{ namespaceSelector: {}, podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } } }],
+          ports: [
+            { port: 53, protocol: 'UDP' },
+            { port: 53, protocol: 'TCP' },
+          ],
+        },
+        ...(w.internet
+          ? [
+              {
+                to: [{ ipBlock: { cidr: '0.0.0.0/0', except: NON_INTERNET_CIDRS } }],
+                ports: [
+                  { port: 443, protocol: 'TCP' },
+                  { port: 80, protocol: 'TCP' },
+                ],
+              },
+            ]
+          : []),
       ];
-      new k8s.networking.v1.NetworkPolicy(`${this.name}-${w.name}-network`, {
-        metadata: { name: `${w.name}`, namespace: ns, labels: { [NAME_LABEL]: w.name, [PART_OF_LABEL]: 'agentd' }, annotations: this.annotations() },
-        spec: { podSelector: { matchLabels: { [NAME_LABEL]: w.name } }, policyTypes: ['Ingress', 'Egress'], ingress, egress },
-      }, { parent: this, dependsOn: [this.namespace], ...this.opts });
+      new k8s.networking.v1.NetworkPolicy(
+        `${this.name}-${w.name}-network`,
+        {
+          metadata: { name: `${w.name}`, namespace: ns, labels: { [NAME_LABEL]: w.name, [PART_OF_LABEL]: 'agentd' }, annotations: this.annotations() },
+          spec: { podSelector: { matchLabels: { [NAME_LABEL]: w.name } }, policyTypes: ['Ingress', 'Egress'], ingress, egress },
+        },
+        { parent: this, dependsOn: [this.namespace], ...this.opts },
+      );
     }
   }
 }

@@ -60,7 +60,9 @@ export function egressDashboard(spec: PolicySpec): Dashboard {
   );
 
   for (const s of Object.values(spec.egressServices)) {
-    const tiers = Object.values(spec.sandboxTiers).filter((t) => t.services.includes(s.id)).map((t) => t.id);
+    const tiers = Object.values(spec.sandboxTiers)
+      .filter((t) => t.services.includes(s.id))
+      .map((t) => t.id);
     d.row(`Service: ${s.displayName} (${s.id})`).add(
       timeseries({
         title: `${s.id}: requests by status class`,
@@ -134,7 +136,8 @@ export function egressDashboard(spec: PolicySpec): Dashboard {
         stack: true,
         w: 8,
         queries: [q(countBy([ACCESS_LOG.status], `${lines([ACCESS_LOG.status])} ${where(ACCESS_LOG.tier, '=', t.id)}`, '$__auto'), '{{status}}')],
-      })),
+      }),
+    ),
   );
   return d.build();
 }

@@ -30,7 +30,12 @@ export function opaDashboard(): Dashboard {
         show: 'name',
         queries: [q(opa.bundleRevision(), '{{active_revision}}')],
       }),
-      stat({ title: 'Bundle activated', description: 'Time since OPA activated the bundle.', unit: units.DurationSeconds, queries: [q(opa.bundleAgeSeconds(), 'age')] }),
+      stat({
+        title: 'Bundle activated',
+        description: 'Time since OPA activated the bundle.',
+        unit: units.DurationSeconds,
+        queries: [q(opa.bundleAgeSeconds(), 'age')],
+      }),
     )
     .row('Decisions')
     .add(
@@ -46,7 +51,12 @@ export function opaDashboard(): Dashboard {
         unit: units.Milliseconds,
         queries: quantileQueries((quantile) => opa.decisionLatencyMs(quantile, W), '{{job}} '),
       }),
-      timeseries({ title: 'Plugin status', description: '1 per plugin and status (OK, NOT_READY, ERROR).', unit: units.Short, queries: [q(opa.pluginStatus(), '{{name}} {{status}}')] }),
+      timeseries({
+        title: 'Plugin status',
+        description: '1 per plugin and status (OK, NOT_READY, ERROR).',
+        unit: units.Short,
+        queries: [q(opa.pluginStatus(), '{{name}} {{status}}')],
+      }),
     )
     .row('Logs')
     .add(
@@ -55,7 +65,10 @@ export function opaDashboard(): Dashboard {
         description: 'One line per decision; keys and authorization headers are masked by policy.',
         expr: `${stream({ service: LOG_SERVICES.opa })} ${json(['msg'])} ${where('msg', '=', OPA_DECISION_LOG_MSG)}`,
       }),
-      logs({ title: 'OPA logs (everything but decisions)', expr: `${stream({ service: LOG_SERVICES.opa })} ${json(['msg'])} ${where('msg', '!=', OPA_DECISION_LOG_MSG)}` }),
+      logs({
+        title: 'OPA logs (everything but decisions)',
+        expr: `${stream({ service: LOG_SERVICES.opa })} ${json(['msg'])} ${where('msg', '!=', OPA_DECISION_LOG_MSG)}`,
+      }),
     )
     .build();
 }

@@ -20,9 +20,27 @@ export function overviewDashboard(spec: PolicySpec): Dashboard {
   })
     .row('Components')
     .add(
-      stat({ title: 'Up', unit: units.NoUnit, w: 24, show: 'value_and_name', queries: [q(upAll(), '{{job}}')], mappings: UP_MAPPINGS, thresholds: UP_THRESHOLDS }),
-      timeseries({ title: 'Gateway requests by status class', unit: units.RequestsPerSecond, stack: true, queries: [q(proxy.responsesByClass('gateway', W), `{{${ENVOY_LABELS.codeClass}}}xx`)] }),
-      timeseries({ title: 'Egress requests by service', unit: units.RequestsPerSecond, stack: true, queries: [q(egressServices.responses(spec, W), '{{service}}')] }),
+      stat({
+        title: 'Up',
+        unit: units.NoUnit,
+        w: 24,
+        show: 'value_and_name',
+        queries: [q(upAll(), '{{job}}')],
+        mappings: UP_MAPPINGS,
+        thresholds: UP_THRESHOLDS,
+      }),
+      timeseries({
+        title: 'Gateway requests by status class',
+        unit: units.RequestsPerSecond,
+        stack: true,
+        queries: [q(proxy.responsesByClass('gateway', W), `{{${ENVOY_LABELS.codeClass}}}xx`)],
+      }),
+      timeseries({
+        title: 'Egress requests by service',
+        unit: units.RequestsPerSecond,
+        stack: true,
+        queries: [q(egressServices.responses(spec, W), '{{service}}')],
+      }),
       timeseries({ title: 'Intents by outcome', unit: units.RequestsPerSecond, stack: true, queries: [q(agentd.intentsByOutcome(W), '{{outcome}}')] }),
       timeseries({
         title: 'Authorization decisions',

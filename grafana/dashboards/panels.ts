@@ -53,11 +53,16 @@ function refIds(n: number): string[] {
 
 /** Title, description and size, common to every preset. */
 function sized<B extends { title(t: string): B; description(d: string): B; span(w: number): B; height(h: number): B }>(
-  b: B, p: Common, w: number, h: number,
+  b: B,
+  p: Common,
+  w: number,
+  h: number,
 ): B {
   const width = p.w ?? w;
   if (!Number.isInteger(width) || width < 1 || width > 24) throw new Error(`panel "${p.title}": width ${width} is not in 1..24`);
-  b.title(p.title).span(width).height(p.h ?? h);
+  b.title(p.title)
+    .span(width)
+    .height(p.h ?? h);
   return p.description ? b.description(p.description) : b;
 }
 
@@ -92,14 +97,20 @@ function graph(p: Common & { readonly unit: Unit; readonly stack?: boolean }): t
 }
 
 /** A time series graph of Prometheus queries. */
-export function timeseries(p: Common & { readonly unit: Unit; readonly queries: readonly PromQuery[]; readonly stack?: boolean }): timeseriesPanel.PanelBuilder {
+export function timeseries(
+  p: Common & { readonly unit: Unit; readonly queries: readonly PromQuery[]; readonly stack?: boolean },
+): timeseriesPanel.PanelBuilder {
   return graph(p).datasource(GRAFANA_DATASOURCES.prometheus).targets(prometheusQueries(p.queries, false));
 }
 
 /** A time series of LogQL metric queries (counts or quantiles computed from log lines). */
-export function logMetrics(p: Common & { readonly unit: Unit; readonly queries: readonly PromQuery[]; readonly stack?: boolean }): timeseriesPanel.PanelBuilder {
+export function logMetrics(
+  p: Common & { readonly unit: Unit; readonly queries: readonly PromQuery[]; readonly stack?: boolean },
+): timeseriesPanel.PanelBuilder {
   const ids = refIds(p.queries.length);
-  return graph(p).datasource(GRAFANA_DATASOURCES.loki).targets(p.queries.map((query, i) => lokiQuery(ids[i]!, query.expr, query.legend)));
+  return graph(p)
+    .datasource(GRAFANA_DATASOURCES.loki)
+    .targets(p.queries.map((query, i) => lokiQuery(ids[i]!, query.expr, query.legend)));
 }
 
 /** A value -> text mapping of a stat, e.g. up: 1 -> UP (green), 0 -> DOWN (red). */
@@ -122,18 +133,22 @@ const SHOW: Readonly<Record<'value' | 'name' | 'value_and_name', common.BigValue
  * A single-value panel (instant queries, last value). `show: 'name'` displays the series name
  * instead of its value (for values carried in labels, such as a version or a bundle revision).
  */
-export function stat(p: Common & {
-  readonly unit: Unit;
-  readonly queries: readonly PromQuery[];
-  readonly show?: keyof typeof SHOW;
-  readonly mappings?: readonly ValueText[];
-  readonly thresholds?: readonly Step[];
-}): statPanel.PanelBuilder {
+export function stat(
+  p: Common & {
+    readonly unit: Unit;
+    readonly queries: readonly PromQuery[];
+    readonly show?: keyof typeof SHOW;
+    readonly mappings?: readonly ValueText[];
+    readonly thresholds?: readonly Step[];
+  },
+): statPanel.PanelBuilder {
   const mappings: dashboard.ValueMapping[] = p.mappings
-    ? [{
-        type: dashboard.MappingType.ValueToText,
-        options: Object.fromEntries(p.mappings.map((m) => [String(m.value), { text: m.text, color: m.color, index: 0 }])),
-      }]
+    ? [
+        {
+          type: dashboard.MappingType.ValueToText,
+          options: Object.fromEntries(p.mappings.map((m) => [String(m.value), { text: m.text, color: m.color, index: 0 }])),
+        },
+      ]
     : [];
   return sized(new statPanel.PanelBuilder(), p, 6, 4)
     .datasource(GRAFANA_DATASOURCES.prometheus)

@@ -2,7 +2,7 @@
 // and the fields of Envoy's JSON access log that log panels parse.
 
 import type { BASE_LOG_FIELDS } from '../../components/render/envoy/common.ts';
-import type { Proxy } from '../../components/render/monitoring/sources.ts';
+import type { ProxyName } from '../../components/render/monitoring/sources.ts';
 import { proxy, type AuthzResult } from '../../components/render/monitoring/queries.ts';
 import type { Window } from '../../components/render/monitoring/promql.ts';
 import { q, type PromQuery, type Step, type ValueText } from './panels.ts';
@@ -20,8 +20,7 @@ export const quantileQueries = (f: (quantile: number) => string, legendPrefix = 
 export const AUTHZ_LEGEND: Readonly<Record<AuthzResult, string>> = { ok: 'allowed', denied: 'denied', error: 'no answer (refused)' };
 
 /** Allowed, denied, unanswered checks of one proxy. */
-export const authzQueries = (p: Proxy): PromQuery[] =>
-  (['ok', 'denied', 'error'] as const).map((r) => q(proxy.authz(p, r, W), AUTHZ_LEGEND[r]));
+export const authzQueries = (p: ProxyName): PromQuery[] => (['ok', 'denied', 'error'] as const).map((r) => q(proxy.authz(p, r, W), AUTHZ_LEGEND[r]));
 
 /** Value mappings for `up`. */
 export const UP_MAPPINGS: readonly ValueText[] = [

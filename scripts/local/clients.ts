@@ -19,16 +19,30 @@ export interface RawResponse {
 }
 
 /** One HTTP/1.1 request with exactly the given headers (Host included). */
-export function rawRequest(port: number, opts: { method?: string; path: string; headers?: Record<string, string | string[]>; body?: string | Buffer; timeoutMs?: number }): Promise<RawResponse> {
+export function rawRequest(
+  port: number,
+  opts: { method?: string; path: string; headers?: Record<string, string | string[]>; body?: string | Buffer; timeoutMs?: number },
+): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method: opts.method ?? 'GET', path: opts.path, headers: opts.headers, timeout: opts.timeoutMs ?? 10_000, setHost: !opts.headers || !Object.keys(opts.headers).some((h) => h.toLowerCase() === 'host') }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const body = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, json: () => JSON.parse(body) });
-      });
-    });
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: opts.method ?? 'GET',
+        path: opts.path,
+        headers: opts.headers,
+        timeout: opts.timeoutMs ?? 10_000,
+        setHost: !opts.headers || !Object.keys(opts.headers).some((h) => h.toLowerCase() === 'host'),
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const body = Buffer.concat(chunks).toString('utf8');
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body, json: () => JSON.parse(body) });
+        });
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', reject);
     if (opts.body) req.write(opts.body);
@@ -45,7 +59,10 @@ export function h2Request(port: number, opts: { method?: string; path: string; h
     let status = 0;
     let headers: Record<string, string | string[] | undefined> = {};
     const chunks: Buffer[] = [];
-    stream.on('response', (h) => { status = Number(h[':status']); headers = h as never; });
+    stream.on('response', (h) => {
+      status = Number(h[':status']);
+      headers = h as never;
+    });
     stream.on('data', (c: Buffer) => chunks.push(c));
     stream.on('end', () => {
       session.close();
@@ -85,7 +102,10 @@ export class AgentdGrpc {
 }
 
 /** A sandbox token as agentd mints it, with any key, claims and expiry the test wants. */
-export async function mintToken(keyB64url: string, claims: { sub: string; tier: string; expInSeconds?: number | null; kid?: string; iss?: string; aud?: string }): Promise<string> {
+export async function mintToken(
+  keyB64url: string,
+  claims: { sub: string; tier: string; expInSeconds?: number | null; kid?: string; iss?: string; aud?: string },
+): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   const jwt = new SignJWT({ tier: claims.tier })
     .setProtectedHeader({ alg: 'HS256', kid: claims.kid ?? 'k1', typ: 'JWT' })
@@ -99,7 +119,12 @@ export async function mintToken(keyB64url: string, claims: { sub: string; tier: 
 }
 
 /** A request to the egress proxy as agentd sends it: the service as Host, the token header. */
-export function egressCall(port: number, service: string, token: string | undefined, opts: { method?: string; path: string; headers?: Record<string, string> }): Promise<RawResponse> {
+export function egressCall(
+  port: number,
+  service: string,
+  token: string | undefined,
+  opts: { method?: string; path: string; headers?: Record<string, string> },
+): Promise<RawResponse> {
   return rawRequest(port, {
     method: opts.method ?? 'GET',
     path: opts.path,
@@ -109,7 +134,9 @@ export function egressCall(port: number, service: string, token: string | undefi
 
 /** Every secret value of the stack must be absent from `text`. */
 export function secretsFoundIn(text: string, secrets: Record<string, string>): string[] {
-  return Object.entries(secrets).filter(([, v]) => v && text.includes(v)).map(([k]) => k);
+  return Object.entries(secrets)
+    .filter(([, v]) => v && text.includes(v))
+    .map(([k]) => k);
 }
 
 // ---- raw TCP ----------------------------------------------------------------------------------

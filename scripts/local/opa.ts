@@ -43,12 +43,17 @@ export async function startOpa(dir: string, bundle: Buffer, options: StartOpaOpt
   writeFileSync(join(dir, OPA_BUNDLE_FILE), bundle);
   writeFileSync(
     join(dir, OPA_CONFIG_FILE),
-    toYaml(renderOpaConfig({ grpc: { host: '127.0.0.1', port: grpcPort }, bundlePath: join(dir, OPA_BUNDLE_FILE), ...(options.registry ? { registry: options.registry } : {}) })),
+    toYaml(
+      renderOpaConfig({
+        grpc: { host: '127.0.0.1', port: grpcPort },
+        bundlePath: join(dir, OPA_BUNDLE_FILE),
+        ...(options.registry ? { registry: options.registry } : {}),
+      }),
+    ),
   );
   const base = `http://127.0.0.1:${httpPort}`;
-  const ready = options.readyWhen === 'policy'
-    ? async () => (await answers(`${base}/health`)) && (await policyLoaded(base))
-    : () => answers(`${base}/health?bundles`);
+  const ready =
+    options.readyWhen === 'policy' ? async () => (await answers(`${base}/health`)) && (await policyLoaded(base)) : () => answers(`${base}/health?bundles`);
   const proc = new ManagedProcess(
     {
       name: 'opa',
@@ -169,9 +174,13 @@ export class RegistryServer {
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    const record = (status: number) => this.requests.push({
-      ifNoneMatch: req.headers['if-none-match'], prefer: String(req.headers['prefer'] ?? ''), authorization: req.headers.authorization, status,
-    });
+    const record = (status: number) =>
+      this.requests.push({
+        ifNoneMatch: req.headers['if-none-match'],
+        prefer: String(req.headers['prefer'] ?? ''),
+        authorization: req.headers.authorization,
+        status,
+      });
     if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== REGISTRY_BUNDLE_PATH) {
       record(404);
       res.writeHead(404).end();
@@ -229,7 +238,14 @@ const proto = grpc.loadPackageDefinition(packageDefinition) as unknown as {
   envoy: { service: { auth: { v3: { Authorization: grpc.ServiceClientConstructor } } } };
 };
 
-type StructValue = { nullValue?: 0; numberValue?: number; stringValue?: string; boolValue?: boolean; structValue?: Struct; listValue?: { values: StructValue[] } };
+type StructValue = {
+  nullValue?: 0;
+  numberValue?: number;
+  stringValue?: string;
+  boolValue?: boolean;
+  structValue?: Struct;
+  listValue?: { values: StructValue[] };
+};
 type Struct = { fields: Record<string, StructValue> };
 
 export function toStruct(obj: Record<string, unknown>): Struct {
@@ -277,7 +293,7 @@ export interface AuthzAnswer {
 }
 
 export class ExtAuthzClient {
-  private readonly client: grpc.Client & { Check: Function };
+  private readonly client: grpc.Client & { Check: (...args: unknown[]) => unknown };
   constructor(port: number) {
     this.client = new proto.envoy.service.auth.v3.Authorization(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as never;
   }
@@ -285,7 +301,16 @@ export class ExtAuthzClient {
   check(req: AuthzRequest): Promise<AuthzAnswer> {
     const request = {
       attributes: {
-        request: { http: { method: req.method, path: req.path, headers: { ':path': req.path, ':method': req.method, ...(req.headers ?? {}) }, host: req.host ?? 'gateway', scheme: 'http', protocol: 'HTTP/1.1' } },
+        request: {
+          http: {
+            method: req.method,
+            path: req.path,
+            headers: { ':path': req.path, ':method': req.method, ...(req.headers ?? {}) },
+            host: req.host ?? 'gateway',
+            scheme: 'http',
+            protocol: 'HTTP/1.1',
+          },
+        },
         context_extensions: req.contextExtensions ?? {},
         ...(req.jwtClaims ? { metadata_context: { filter_metadata: { 'envoy.filters.http.jwt_authn': toStruct({ sandbox: req.jwtClaims }) } } } : {}),
       },

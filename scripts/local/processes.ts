@@ -97,13 +97,16 @@ export class ManagedProcess {
     } catch {
       return [];
     }
-    return text.split('\n').filter((l) => l.startsWith('{')).flatMap((l) => {
-      try {
-        return [JSON.parse(l)];
-      } catch {
-        return [];
-      }
-    });
+    return text
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .flatMap((l) => {
+        try {
+          return [JSON.parse(l)];
+        } catch {
+          return [];
+        }
+      });
   }
 
   tail(lines = 40): string {

@@ -23,15 +23,29 @@ export function copyProject(stack: string, extraEnv: NodeJS.ProcessEnv = {}): Pr
   symlinkSync(join(REPO_ROOT, 'node_modules'), join(dir, 'node_modules'));
   mkdirSync(join(dir, 'stacks'));
   mkdirSync(join(dir, 'state'));
-  const env = { ...process.env, PULUMI_BACKEND_URL: `file://${join(dir, 'state')}`, PULUMI_CONFIG_PASSPHRASE: `${stack}-passphrase`, PULUMI_SKIP_UPDATE_CHECK: 'true', ...extraEnv };
+  const env = {
+    ...process.env,
+    PULUMI_BACKEND_URL: `file://${join(dir, 'state')}`,
+    PULUMI_CONFIG_PASSPHRASE: `${stack}-passphrase`,
+    PULUMI_SKIP_UPDATE_CHECK: 'true',
+    ...extraEnv,
+  };
   const pulumi = (args: string[], opts: { check?: boolean; input?: string } = {}) => {
-    const r = spawnSync('pulumi', [...args, '--stack', stack, '--non-interactive'], { cwd: dir, env, encoding: 'utf8', maxBuffer: 64 << 20, input: opts.input });
+    const r = spawnSync('pulumi', [...args, '--stack', stack, '--non-interactive'], {
+      cwd: dir,
+      env,
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+      input: opts.input,
+    });
     const out = `${r.stdout}\n${r.stderr}`;
     if ((opts.check ?? true) && r.status !== 0) throw new Error(`pulumi ${args.join(' ')} failed (${r.status}):\n${out.slice(-4000)}`);
     return { status: r.status ?? 1, out, stdout: r.stdout };
   };
   return {
-    dir, env, pulumi,
+    dir,
+    env,
+    pulumi,
     set: (path, value, secret = false) => void pulumi(['config', 'set', '--path', ...(secret ? ['--secret'] : []), path], { input: value }),
   };
 }

@@ -11,7 +11,17 @@ import type { PolicySpec } from '../../policy/spec.ts';
 import { credentialValueFile, type Upstream } from '../../components/render/envoy/egress.ts';
 import { DEFAULT_PROXY_LIMITS, envoyArgs, type ProxyLimits } from '../../components/render/envoy/common.ts';
 import { OPA_BUNDLE_FILE, OPA_MASK_FILE, opaRunArgs, opaRuntimeEnv } from '../../components/render/opa.ts';
-import { EGRESS_SDS_SUBDIR, ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES, OPA_CONFIG_FILE, fileBytes, jwksDocument, renderPlatform, type FileContent, type RenderedPlatform } from '../../components/render/platform.ts';
+import {
+  EGRESS_SDS_SUBDIR,
+  ENVOY_CONFIG_FILE,
+  GATEWAY_SDS_FILES,
+  OPA_CONFIG_FILE,
+  fileBytes,
+  jwksDocument,
+  renderPlatform,
+  type FileContent,
+  type RenderedPlatform,
+} from '../../components/render/platform.ts';
 import { SECRET_FILES } from '../../components/layout.ts';
 import { ENV, GATEWAY_TOKEN_HEADER, IDENTITY_HEADERS, READY_PATH } from '../../agentd/src/contract.ts';
 import { ManagedProcess, answers, freePort } from './processes.ts';
@@ -43,9 +53,18 @@ export interface StackOptions {
 }
 
 export interface StackPorts {
-  gateway: number; gatewayAdmin: number; gatewayStats: number;
-  egress: number; egressAdmin: number; egressStats: number;
-  opaGrpc: number; opaHttp: number; agentdHttp: number; agentdGrpc: number; agentdMetrics: number; upstream: number;
+  gateway: number;
+  gatewayAdmin: number;
+  gatewayStats: number;
+  egress: number;
+  egressAdmin: number;
+  egressStats: number;
+  opaGrpc: number;
+  opaHttp: number;
+  agentdHttp: number;
+  agentdGrpc: number;
+  agentdMetrics: number;
+  upstream: number;
 }
 
 export interface Stack {
@@ -92,8 +111,19 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const { spec, dir } = opts;
   mkdirSync(dir, { recursive: true });
   const ports: StackPorts = {
-    gateway: 0, gatewayAdmin: 0, gatewayStats: 0, egress: 0, egressAdmin: 0, egressStats: 0,
-    opaGrpc: 0, opaHttp: 0, agentdHttp: 0, agentdGrpc: 0, agentdMetrics: 0, upstream: 0, ...opts.ports,
+    gateway: 0,
+    gatewayAdmin: 0,
+    gatewayStats: 0,
+    egress: 0,
+    egressAdmin: 0,
+    egressStats: 0,
+    opaGrpc: 0,
+    opaHttp: 0,
+    agentdHttp: 0,
+    agentdGrpc: 0,
+    agentdMetrics: 0,
+    upstream: 0,
+    ...opts.ports,
   };
   for (const k of Object.keys(ports) as (keyof StackPorts)[]) if (!ports[k]) ports[k] = await freePort();
 
@@ -226,7 +256,17 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   }
 
   return {
-    dir, ports, apiKeys, credentials, signingKey, ca, upstream, rendered, processes, gatewayToken, registryToken,
+    dir,
+    ports,
+    apiKeys,
+    credentials,
+    signingKey,
+    ca,
+    upstream,
+    rendered,
+    processes,
+    gatewayToken,
+    registryToken,
     asGateway: {
       [GATEWAY_TOKEN_HEADER]: gatewayToken,
       [IDENTITY_HEADERS.clientId]: 'admin',
@@ -240,11 +280,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     egressUrl: `http://127.0.0.1:${ports.egress}`,
     agentdUrl: `http://127.0.0.1:${ports.agentdHttp}`,
     agentdMetricsUrl: `http://127.0.0.1:${ports.agentdMetrics}`,
-    logs: () => readdirSync(logDir).map((f) => readFileSync(join(logDir, f), 'utf8')).join('\n'),
+    logs: () =>
+      readdirSync(logDir)
+        .map((f) => readFileSync(join(logDir, f), 'utf8'))
+        .join('\n'),
     async stop() {
       await Promise.all(Object.values(processes).map((p) => p.stop()));
       await upstream.stop();
     },
   };
 }
-

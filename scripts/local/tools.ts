@@ -11,7 +11,10 @@ export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export function pinnedVersions(): Record<string, string> {
   const text = readFileSync(join(REPO_ROOT, 'scripts/versions.env'), 'utf8');
   return Object.fromEntries(
-    text.split('\n').filter((l) => /^[A-Z_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).trim()]),
+    text
+      .split('\n')
+      .filter((l) => /^[A-Z_]+=/.test(l))
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).trim()]),
   );
 }
 
@@ -37,9 +40,20 @@ export function toolPath(name: keyof typeof TOOL_DIRS): string {
   return p;
 }
 
-export function run(bin: string, args: string[], opts: { cwd?: string; input?: string; env?: NodeJS.ProcessEnv } = {}): { code: number; stdout: string; stderr: string } {
+export function run(
+  bin: string,
+  args: string[],
+  opts: { cwd?: string; input?: string; env?: NodeJS.ProcessEnv } = {},
+): { code: number; stdout: string; stderr: string } {
   try {
-    const stdout = execFileSync(bin, args, { cwd: opts.cwd, input: opts.input, env: opts.env, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 64 << 20 });
+    const stdout = execFileSync(bin, args, {
+      cwd: opts.cwd,
+      input: opts.input,
+      env: opts.env,
+      encoding: 'utf8',
+      stdio: ['pipe', 'pipe', 'pipe'],
+      maxBuffer: 64 << 20,
+    });
     return { code: 0, stdout, stderr: '' };
   } catch (e) {
     const err = e as { status?: number; stdout?: string; stderr?: string };

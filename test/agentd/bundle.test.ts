@@ -37,7 +37,10 @@ describe('dist/agentd.mjs', () => {
 
   it('runs an intent', async () => {
     const s = (await child.api('POST', '/api/v1/sandboxes', { tier: 'default' })).json;
-    const r = await child.api('POST', `/api/v1/sandboxes/${s.id}/intents`, { capability: 'http_fetch', params: { service: 'openai', method: 'GET', path: '/' } });
+    const r = await child.api('POST', `/api/v1/sandboxes/${s.id}/intents`, {
+      capability: 'http_fetch',
+      params: { service: 'openai', method: 'GET', path: '/' },
+    });
     expect(r.json).toMatchObject({ outcome: 'ok', status: 200, body: 'bundle saw openai' });
   });
 
@@ -47,7 +50,10 @@ describe('dist/agentd.mjs', () => {
     const health = await new Promise<any>((resolve, reject) => c.health.Check({ service: '' }, (e: Error | null, r: any) => (e ? reject(e) : resolve(r))));
     expect(health).toEqual({ status: 'SERVING' });
 
-    const reflectionProto = path.join(path.dirname(createRequire(import.meta.url).resolve('@grpc/reflection/package.json')), 'build/proto/grpc/reflection/v1/reflection.proto');
+    const reflectionProto = path.join(
+      path.dirname(createRequire(import.meta.url).resolve('@grpc/reflection/package.json')),
+      'build/proto/grpc/reflection/v1/reflection.proto',
+    );
     const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(reflectionProto, { keepCase: true, defaults: true, oneofs: true })) as any;
     const rc = new pkg.grpc.reflection.v1.ServerReflection(child.grpcAddress, grpc.credentials.createInsecure());
     const names = await new Promise<string[]>((resolve, reject) => {
@@ -65,9 +71,15 @@ describe('dist/agentd.mjs', () => {
 
   it('`healthcheck` exits 0 against a live daemon and 1 against none', () => {
     const port = new URL(child.httpUrl).port;
-    const ok = spawnSync(process.execPath, [bundle.outfile, 'healthcheck'], { env: { PATH: process.env.PATH ?? '', AGENTD_HTTP_LISTEN: `0.0.0.0:${port}` }, timeout: 10_000 });
+    const ok = spawnSync(process.execPath, [bundle.outfile, 'healthcheck'], {
+      env: { PATH: process.env.PATH ?? '', AGENTD_HTTP_LISTEN: `0.0.0.0:${port}` },
+      timeout: 10_000,
+    });
     expect(ok.status).toBe(0);
-    const bad = spawnSync(process.execPath, [bundle.outfile, 'healthcheck'], { env: { PATH: process.env.PATH ?? '', AGENTD_HTTP_LISTEN: '127.0.0.1:9' }, timeout: 10_000 });
+    const bad = spawnSync(process.execPath, [bundle.outfile, 'healthcheck'], {
+      env: { PATH: process.env.PATH ?? '', AGENTD_HTTP_LISTEN: '127.0.0.1:9' },
+      timeout: 10_000,
+    });
     expect(bad.status).toBe(1);
   });
 });

@@ -146,7 +146,10 @@ describe('loadConfig', () => {
     [{ AGENTD_FETCH_TIMEOUT_MS: '9000', AGENTD_FETCH_MAX_TIMEOUT_MS: '5000' }, /^AGENTD_FETCH_TIMEOUT_MS=9000 exceeds AGENTD_FETCH_MAX_TIMEOUT_MS=5000/],
     [{ AGENTD_SHUTDOWN_GRACE_MS: '1.5' }, /^AGENTD_SHUTDOWN_GRACE_MS='1.5' is not a whole number/],
     [{ AGENTD_METRICS_LISTEN: 'metrics' }, /^AGENTD_METRICS_LISTEN='metrics' is not host:port; set it like 0\.0\.0\.0:9464/],
-    [{ AGENTD_HTTP_LISTEN: '127.0.0.1:7000', AGENTD_METRICS_LISTEN: '127.0.0.1:7000' }, /^AGENTD_HTTP_LISTEN and AGENTD_METRICS_LISTEN both use 127\.0\.0\.1:7000/],
+    [
+      { AGENTD_HTTP_LISTEN: '127.0.0.1:7000', AGENTD_METRICS_LISTEN: '127.0.0.1:7000' },
+      /^AGENTD_HTTP_LISTEN and AGENTD_METRICS_LISTEN both use 127\.0\.0\.1:7000/,
+    ],
     [{ AGENTD_GRPC_LISTEN: '127.0.0.1:9464' }, /^AGENTD_GRPC_LISTEN and AGENTD_METRICS_LISTEN both use 127\.0\.0\.1:9464/],
     [{ AGENTD_RETENTION_DAYS: '-1' }, /^AGENTD_RETENTION_DAYS='-1' is not a whole number; set it to days/],
     [{ AGENTD_RETENTION_DAYS: '4000' }, /^AGENTD_RETENTION_DAYS=4000 is out of range/],
@@ -163,7 +166,11 @@ describe('loadConfig', () => {
   });
 
   it('the daemon exits 2 with the problems on stderr', () => {
-    const r = spawnSync(process.execPath, [MAIN_TS], { env: { PATH: process.env.PATH ?? '', AGENTD_HTTP_LISTEN: 'nope', AGENTD_MODE: 'production' }, encoding: 'utf8', timeout: 15_000 });
+    const r = spawnSync(process.execPath, [MAIN_TS], {
+      env: { PATH: process.env.PATH ?? '', AGENTD_HTTP_LISTEN: 'nope', AGENTD_MODE: 'production' },
+      encoding: 'utf8',
+      timeout: 15_000,
+    });
     expect(r.status).toBe(2);
     expect(r.stderr).toContain("AGENTD_HTTP_LISTEN='nope' is not host:port");
     expect(r.stderr).toContain('AGENTD_TOKEN_KEY_FILE is required in production mode');
@@ -171,7 +178,13 @@ describe('loadConfig', () => {
 
   it('the daemon fails to start, naming the variable, when the key file is bad', () => {
     const r = spawnSync(process.execPath, [MAIN_TS], {
-      env: { PATH: process.env.PATH ?? '', AGENTD_TOKEN_KEY_FILE: '/nonexistent/jwks.json', AGENTD_DATA_DIR: '/tmp/agentd-never-created', AGENTD_HTTP_LISTEN: '127.0.0.1:0', AGENTD_GRPC_LISTEN: '127.0.0.1:0' },
+      env: {
+        PATH: process.env.PATH ?? '',
+        AGENTD_TOKEN_KEY_FILE: '/nonexistent/jwks.json',
+        AGENTD_DATA_DIR: '/tmp/agentd-never-created',
+        AGENTD_HTTP_LISTEN: '127.0.0.1:0',
+        AGENTD_GRPC_LISTEN: '127.0.0.1:0',
+      },
       encoding: 'utf8',
       timeout: 15_000,
     });
@@ -186,7 +199,9 @@ describe('loadConfig', () => {
       /^AGENTD_GATEWAY_TOKEN_FILE='.*short' holds a too short secret; it must hold at least 16 characters/,
     );
     expect(() => readSecretFile(writeSecret(dir, 'empty', ''), 'AGENTD_REGISTRY_TOKEN_FILE')).toThrow(/^AGENTD_REGISTRY_TOKEN_FILE='.*empty' holds nothing/);
-    expect(() => readSecretFile(path.join(dir, 'missing'), 'AGENTD_REGISTRY_TOKEN_FILE')).toThrow(/^AGENTD_REGISTRY_TOKEN_FILE='.*missing' cannot be read \(ENOENT\)/);
+    expect(() => readSecretFile(path.join(dir, 'missing'), 'AGENTD_REGISTRY_TOKEN_FILE')).toThrow(
+      /^AGENTD_REGISTRY_TOKEN_FILE='.*missing' cannot be read \(ENOENT\)/,
+    );
     let message = '';
     try {
       readSecretFile(writeSecret(dir, 'spaced', 'secret with spaces inside'), 'AGENTD_GATEWAY_TOKEN_FILE');

@@ -12,7 +12,12 @@ const MAX_BYTES = 4096;
 
 beforeAll(async () => {
   egress = await startEgress();
-  d = await startInProcess({ AGENTD_EGRESS_URL: egress.url, AGENTD_FETCH_MAX_BYTES: String(MAX_BYTES), AGENTD_FETCH_TIMEOUT_MS: '2000', AGENTD_FETCH_MAX_TIMEOUT_MS: '5000' });
+  d = await startInProcess({
+    AGENTD_EGRESS_URL: egress.url,
+    AGENTD_FETCH_MAX_BYTES: String(MAX_BYTES),
+    AGENTD_FETCH_TIMEOUT_MS: '2000',
+    AGENTD_FETCH_MAX_TIMEOUT_MS: '5000',
+  });
 });
 afterAll(cleanupAll);
 
@@ -23,7 +28,12 @@ async function sandbox(tier = 'standard') {
 }
 
 function fetchIntent(id: string, params: Record<string, unknown>, headers?: Record<string, string>) {
-  return d.api('POST', `/api/v1/sandboxes/${id}/intents`, { capability: 'http_fetch', params: { service: 'openai', method: 'GET', path: '/v1/models', ...params } }, headers);
+  return d.api(
+    'POST',
+    `/api/v1/sandboxes/${id}/intents`,
+    { capability: 'http_fetch', params: { service: 'openai', method: 'GET', path: '/v1/models', ...params } },
+    headers,
+  );
 }
 
 describe('what the egress proxy receives', () => {
@@ -63,7 +73,16 @@ describe('what the egress proxy receives', () => {
     expect(got.headers['accept-encoding']).toBe('identity');
     // No credential of any kind, nothing the caller did not allowlist.
     for (const h of ['authorization', 'proxy-authorization', 'cookie', 'x-api-key', 'x-custom-thing']) expect(got.headers[h]).toBeUndefined();
-    const allowed = new Set<string>([...FORWARDED_REQUEST_HEADERS, 'host', SANDBOX_TOKEN_HEADER, REQUEST_ID_HEADER, 'accept-encoding', 'content-length', 'connection', 'transfer-encoding']);
+    const allowed = new Set<string>([
+      ...FORWARDED_REQUEST_HEADERS,
+      'host',
+      SANDBOX_TOKEN_HEADER,
+      REQUEST_ID_HEADER,
+      'accept-encoding',
+      'content-length',
+      'connection',
+      'transfer-encoding',
+    ]);
     for (const name of Object.keys(got.headers)) expect(allowed.has(name), `unexpected header ${name}`).toBe(true);
     expect(got.headers['content-type']).toBe('application/json');
     expect(got.headers['anthropic-version']).toBe('2023-06-01');
@@ -81,7 +100,12 @@ describe('what the egress proxy receives', () => {
 
     // The history keeps the forwarded headers (never credentials).
     const h = await d.api('GET', `/api/v1/sandboxes/${s.id}/intents`);
-    expect(h.json.intents[0].request_headers).toEqual({ 'content-type': 'application/json', 'anthropic-version': '2023-06-01', 'user-agent': 'agent/1.0', accept: 'application/json' });
+    expect(h.json.intents[0].request_headers).toEqual({
+      'content-type': 'application/json',
+      'anthropic-version': '2023-06-01',
+      'user-agent': 'agent/1.0',
+      accept: 'application/json',
+    });
   });
 
   it('tokens of different sandboxes name their own sandbox', async () => {
@@ -93,7 +117,7 @@ describe('what the egress proxy receives', () => {
     await fetchIntent(b.id, {});
     const tb = egress.requests.at(-1)!.headers[SANDBOX_TOKEN_HEADER] as string;
     expect((await verifySandboxToken(ta, d.env.jwks)).sandboxId).toBe(a.id);
-    expect((await verifySandboxToken(tb, d.env.jwks))).toMatchObject({ sandboxId: b.id, tier: 'admin' });
+    expect(await verifySandboxToken(tb, d.env.jwks)).toMatchObject({ sandboxId: b.id, tier: 'admin' });
     expect((await verifySandboxToken(a.token, d.env.jwks)).sandboxId).toBe(a.id);
   });
 
@@ -221,7 +245,10 @@ describe('egress proxy down', () => {
     const port = await deadPort();
     const down = await startInProcess({ AGENTD_EGRESS_URL: `http://127.0.0.1:${port}` });
     const s = (await down.api('POST', '/api/v1/sandboxes', { tier: 'default' })).json;
-    const r = await down.api('POST', `/api/v1/sandboxes/${s.id}/intents`, { capability: 'http_fetch', params: { service: 'openai', method: 'GET', path: '/' } });
+    const r = await down.api('POST', `/api/v1/sandboxes/${s.id}/intents`, {
+      capability: 'http_fetch',
+      params: { service: 'openai', method: 'GET', path: '/' },
+    });
     expect(r.status).toBe(502);
     expect(r.json.error.code).toBe('egress_unavailable');
     expect(r.json.intent).toMatchObject({ outcome: 'egress_unavailable', status: null, sandbox_id: s.id });

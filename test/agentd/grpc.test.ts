@@ -7,7 +7,18 @@ import * as protoLoader from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GRPC_ERROR_CODE_METADATA, GRPC_ERROR_FIELD_METADATA, GRPC_INTENT_ID_METADATA, GRPC_SERVICE, SANDBOX_TOKEN_HEADER } from '../../agentd/src/contract.ts';
 import { verifySandboxToken } from '../../agentd/src/core/tokens.ts';
-import { cleanupAll, deadPort, grpcClient, metricsText, rejection, startEgress, startInProcess, type GrpcClient, type InProcess, type StandInEgress } from './support.ts';
+import {
+  cleanupAll,
+  deadPort,
+  grpcClient,
+  metricsText,
+  rejection,
+  startEgress,
+  startInProcess,
+  type GrpcClient,
+  type InProcess,
+  type StandInEgress,
+} from './support.ts';
 
 let d: InProcess;
 let egress: StandInEgress;
@@ -63,9 +74,24 @@ describe('agentd.v1.Agentd', () => {
   it('CreateSandbox: INVALID_ARGUMENT naming the field', async () => {
     expectStatus(await rejection(c.call('CreateSandbox', {})), grpc.status.INVALID_ARGUMENT, 'invalid_argument', 'tier');
     expectStatus(await rejection(c.call('CreateSandbox', { tier: 'gold' })), grpc.status.INVALID_ARGUMENT, 'invalid_argument', 'tier');
-    expectStatus(await rejection(c.call('CreateSandbox', { tier: 'default', ttl_seconds: 0 })), grpc.status.INVALID_ARGUMENT, 'invalid_argument', 'ttl_seconds');
-    expectStatus(await rejection(c.call('CreateSandbox', { tier: 'default', ttl_seconds: 999_999 })), grpc.status.INVALID_ARGUMENT, 'invalid_argument', 'ttl_seconds');
-    expectStatus(await rejection(c.call('CreateSandbox', { tier: 'default', labels: { 'bad key': 'v' } })), grpc.status.INVALID_ARGUMENT, 'invalid_argument', 'labels.bad key');
+    expectStatus(
+      await rejection(c.call('CreateSandbox', { tier: 'default', ttl_seconds: 0 })),
+      grpc.status.INVALID_ARGUMENT,
+      'invalid_argument',
+      'ttl_seconds',
+    );
+    expectStatus(
+      await rejection(c.call('CreateSandbox', { tier: 'default', ttl_seconds: 999_999 })),
+      grpc.status.INVALID_ARGUMENT,
+      'invalid_argument',
+      'ttl_seconds',
+    );
+    expectStatus(
+      await rejection(c.call('CreateSandbox', { tier: 'default', labels: { 'bad key': 'v' } })),
+      grpc.status.INVALID_ARGUMENT,
+      'invalid_argument',
+      'labels.bad key',
+    );
   });
 
   it('GetSandbox, ListSandboxes (filters, pages), TerminateSandbox', async () => {
@@ -105,7 +131,17 @@ describe('agentd.v1.Agentd', () => {
     const s = (await c.call('CreateSandbox', { tier: 'standard' })).sandbox;
     const r = await c.call(
       'ExecuteIntent',
-      { sandbox_id: s.id, capability: 'http_fetch', http_fetch: { service: 'github', method: 'POST', path: '/repos/x/y/issues', headers: { 'x-github-api-version': '2022-11-28', 'x-other': '1' }, body: '{"title":"t"}' } },
+      {
+        sandbox_id: s.id,
+        capability: 'http_fetch',
+        http_fetch: {
+          service: 'github',
+          method: 'POST',
+          path: '/repos/x/y/issues',
+          headers: { 'x-github-api-version': '2022-11-28', 'x-other': '1' },
+          body: '{"title":"t"}',
+        },
+      },
       { 'x-request-id': 'grpc-req-1' },
     );
     expect(r.intent).toMatchObject({ sandbox_id: s.id, capability: 'http_fetch', service: 'github', method: 'POST', outcome: 'ok', status: 200 });
@@ -127,7 +163,12 @@ describe('agentd.v1.Agentd', () => {
     const s = (await c.call('CreateSandbox', { tier: 'standard' })).sandbox;
     const ok = { service: 'openai', method: 'GET', path: '/v1/models' };
     const bad = async (req: object, field: string) =>
-      expectStatus(await rejection(c.call('ExecuteIntent', { sandbox_id: s.id, capability: 'http_fetch', ...req })), grpc.status.INVALID_ARGUMENT, 'invalid_argument', field);
+      expectStatus(
+        await rejection(c.call('ExecuteIntent', { sandbox_id: s.id, capability: 'http_fetch', ...req })),
+        grpc.status.INVALID_ARGUMENT,
+        'invalid_argument',
+        field,
+      );
     await bad({ http_fetch: { ...ok, path: 'http://evil/' } }, 'http_fetch.path');
     await bad({ http_fetch: { ...ok, method: 'TRACE' } }, 'http_fetch.method');
     await bad({ http_fetch: { ...ok, service: '' } }, 'http_fetch.service');
@@ -135,11 +176,29 @@ describe('agentd.v1.Agentd', () => {
     await bad({ http_fetch: { ...ok, headers: { accept: 'a\nb' } } }, 'http_fetch.headers.accept');
     await bad({ http_fetch: { ...ok, timeout_ms: 0 } }, 'http_fetch.timeout_ms');
     await bad({}, 'http_fetch');
-    expectStatus(await rejection(c.call('ExecuteIntent', { sandbox_id: s.id, capability: 'shell', http_fetch: ok })), grpc.status.INVALID_ARGUMENT, 'invalid_argument', 'capability');
-    expectStatus(await rejection(c.call('ExecuteIntent', { sandbox_id: 'x', capability: 'http_fetch', http_fetch: ok })), grpc.status.INVALID_ARGUMENT, 'invalid_argument', 'sandbox_id');
-    expectStatus(await rejection(c.call('ExecuteIntent', { sandbox_id: NO_SUCH, capability: 'http_fetch', http_fetch: ok })), grpc.status.NOT_FOUND, 'sandbox_not_found');
+    expectStatus(
+      await rejection(c.call('ExecuteIntent', { sandbox_id: s.id, capability: 'shell', http_fetch: ok })),
+      grpc.status.INVALID_ARGUMENT,
+      'invalid_argument',
+      'capability',
+    );
+    expectStatus(
+      await rejection(c.call('ExecuteIntent', { sandbox_id: 'x', capability: 'http_fetch', http_fetch: ok })),
+      grpc.status.INVALID_ARGUMENT,
+      'invalid_argument',
+      'sandbox_id',
+    );
+    expectStatus(
+      await rejection(c.call('ExecuteIntent', { sandbox_id: NO_SUCH, capability: 'http_fetch', http_fetch: ok })),
+      grpc.status.NOT_FOUND,
+      'sandbox_not_found',
+    );
     await c.call('TerminateSandbox', { id: s.id });
-    expectStatus(await rejection(c.call('ExecuteIntent', { sandbox_id: s.id, capability: 'http_fetch', http_fetch: ok })), grpc.status.FAILED_PRECONDITION, 'sandbox_not_active');
+    expectStatus(
+      await rejection(c.call('ExecuteIntent', { sandbox_id: s.id, capability: 'http_fetch', http_fetch: ok })),
+      grpc.status.FAILED_PRECONDITION,
+      'sandbox_not_active',
+    );
     expectStatus(await rejection(c.call('ListIntents', { sandbox_id: NO_SUCH })), grpc.status.NOT_FOUND, 'sandbox_not_found');
     expectStatus(await rejection(c.call('ListIntents', { sandbox_id: s.id, limit: 1001 })), grpc.status.INVALID_ARGUMENT, 'invalid_argument', 'limit');
     expectStatus(await rejection(c.call('ListIntents', {})), grpc.status.INVALID_ARGUMENT, 'invalid_argument', 'sandbox_id');
@@ -149,7 +208,9 @@ describe('agentd.v1.Agentd', () => {
     const down = await startInProcess({ AGENTD_EGRESS_URL: `http://127.0.0.1:${await deadPort()}` });
     const dc = grpcClient(down.agentd.grpc.address);
     const s = (await dc.call('CreateSandbox', { tier: 'default' })).sandbox;
-    const err = await rejection(dc.call('ExecuteIntent', { sandbox_id: s.id, capability: 'http_fetch', http_fetch: { service: 'openai', method: 'GET', path: '/' } }));
+    const err = await rejection(
+      dc.call('ExecuteIntent', { sandbox_id: s.id, capability: 'http_fetch', http_fetch: { service: 'openai', method: 'GET', path: '/' } }),
+    );
     expectStatus(err, grpc.status.UNAVAILABLE, 'egress_unavailable');
     const intentId = err.metadata.get(GRPC_INTENT_ID_METADATA)[0];
     expect(intentId).toMatch(/^int_/);
@@ -162,7 +223,9 @@ describe('agentd.v1.Agentd', () => {
     const sd = await startInProcess({ AGENTD_EGRESS_URL: slow.url });
     const sc = grpcClient(sd.agentd.grpc.address);
     const s2 = (await sc.call('CreateSandbox', { tier: 'default' })).sandbox;
-    const t = await rejection(sc.call('ExecuteIntent', { sandbox_id: s2.id, capability: 'http_fetch', http_fetch: { service: 'openai', method: 'GET', path: '/', timeout_ms: 200 } }));
+    const t = await rejection(
+      sc.call('ExecuteIntent', { sandbox_id: s2.id, capability: 'http_fetch', http_fetch: { service: 'openai', method: 'GET', path: '/', timeout_ms: 200 } }),
+    );
     expectStatus(t, grpc.status.DEADLINE_EXCEEDED, 'timeout');
   });
 
@@ -211,7 +274,15 @@ describe('grpc.health.v1.Health', () => {
 describe('server reflection', () => {
   for (const version of ['v1', 'v1alpha'] as const) {
     it(`${version}: lists the services and describes agentd.v1.Agentd`, async () => {
-      const reflectionProto = path.join(path.dirname(createRequire(import.meta.url).resolve('@grpc/reflection/package.json')), 'build', 'proto', 'grpc', 'reflection', version, 'reflection.proto');
+      const reflectionProto = path.join(
+        path.dirname(createRequire(import.meta.url).resolve('@grpc/reflection/package.json')),
+        'build',
+        'proto',
+        'grpc',
+        'reflection',
+        version,
+        'reflection.proto',
+      );
       const def = protoLoader.loadSync(reflectionProto, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
       const pkg = grpc.loadPackageDefinition(def) as any;
       const client = new pkg.grpc.reflection[version].ServerReflection(d.agentd.grpc.address, grpc.credentials.createInsecure());

@@ -78,7 +78,14 @@ describe('system routes', () => {
     expect(r.status).toBe(200);
     expect(r.headers.get('content-type')).toMatch(/^text\/plain/);
     const text = await r.text();
-    for (const m of [METRICS.intentsTotal, METRICS.intentDurationSeconds, METRICS.sandboxesActive, METRICS.egressRequestsTotal, METRICS.httpRequestsTotal, METRICS.storagePurgedRowsTotal]) {
+    for (const m of [
+      METRICS.intentsTotal,
+      METRICS.intentDurationSeconds,
+      METRICS.sandboxesActive,
+      METRICS.egressRequestsTotal,
+      METRICS.httpRequestsTotal,
+      METRICS.storagePurgedRowsTotal,
+    ]) {
       expect(text).toContain(`# TYPE ${m.name} `);
     }
     expect(text).toContain('process_cpu_user_seconds_total');
@@ -90,7 +97,13 @@ describe('system routes', () => {
 
   it('the metrics listener serves nothing else (404 JSON); the API port has no /metrics', async () => {
     const base = d.agentd.metrics.url.replace(/\/metrics$/, '');
-    for (const [method, p] of [['GET', '/'], ['GET', '/api/v1/status'], ['GET', '/health'], ['POST', '/metrics'], ['GET', '/metricsx']] as const) {
+    for (const [method, p] of [
+      ['GET', '/'],
+      ['GET', '/api/v1/status'],
+      ['GET', '/health'],
+      ['POST', '/metrics'],
+      ['GET', '/metricsx'],
+    ] as const) {
       const r = await fetch(`${base}${p}`, { method });
       expect(r.status, `${method} ${p}`).toBe(404);
       expect(r.headers.get('content-type')).toMatch(/^application\/json/);
@@ -112,7 +125,9 @@ describe('system routes', () => {
     expect(body.properties.tier.enum).toEqual(['default', 'restricted', 'standard', 'premium', 'admin']);
     expect(Object.keys(create.responses)).toEqual(expect.arrayContaining(['201', '400', '401', '403', '429']));
     expect(r.json.components.schemas.Sandbox.required).toContain('owner');
-    expect(Object.keys(r.json.paths['/api/v1/sandboxes/{id}/intents'].post.responses)).toEqual(expect.arrayContaining(['200', '400', '404', '409', '502', '504']));
+    expect(Object.keys(r.json.paths['/api/v1/sandboxes/{id}/intents'].post.responses)).toEqual(
+      expect.arrayContaining(['200', '400', '404', '409', '502', '504']),
+    );
     expect(Object.keys(r.json.components.schemas)).toEqual(expect.arrayContaining(['Error', 'Sandbox', 'Intent', 'IntentResult']));
   });
 
@@ -255,7 +270,16 @@ describe('sandboxes', () => {
     const s = await create({ tier: 'standard', labels: { k: 'v' } });
     const r = await d.api('GET', `/api/v1/sandboxes/${s.id}`);
     expect(r.status).toBe(200);
-    expect(r.json).toEqual({ id: s.id, owner: 'local-admin', tier: 'standard', labels: { k: 'v' }, state: 'active', created_at: s.created_at, expires_at: s.expires_at, terminated_at: null });
+    expect(r.json).toEqual({
+      id: s.id,
+      owner: 'local-admin',
+      tier: 'standard',
+      labels: { k: 'v' },
+      state: 'active',
+      created_at: s.created_at,
+      expires_at: s.expires_at,
+      terminated_at: null,
+    });
     expectError(await d.api('GET', `/api/v1/sandboxes/${NO_SUCH}`), 404, 'sandbox_not_found');
     expectError(await d.api('GET', '/api/v1/sandboxes/not-an-id'), 400, 'invalid_argument', 'id');
   });
@@ -280,7 +304,15 @@ describe('intents', () => {
     const s = await create();
     const r = await d.api('POST', `/api/v1/sandboxes/${s.id}/intents`, fetchBody);
     expect(r.status).toBe(200);
-    expect(r.json).toMatchObject({ sandbox_id: s.id, capability: 'http_fetch', status: 200, outcome: 'ok', body: '{"ok":true}', body_encoding: 'utf8', truncated: false });
+    expect(r.json).toMatchObject({
+      sandbox_id: s.id,
+      capability: 'http_fetch',
+      status: 200,
+      outcome: 'ok',
+      body: '{"ok":true}',
+      body_encoding: 'utf8',
+      truncated: false,
+    });
     expect(r.json.id).toMatch(/^int_[0-9a-f]{24}$/);
     expect(r.json.duration_ms).toBeGreaterThanOrEqual(0);
     expect(r.json.headers['content-type']).toBe('application/json');
@@ -288,7 +320,15 @@ describe('intents', () => {
     const h = await d.api('GET', `/api/v1/sandboxes/${s.id}/intents`);
     expect(h.status).toBe(200);
     expect(h.json.intents).toHaveLength(1);
-    expect(h.json.intents[0]).toMatchObject({ id: r.json.id, service: 'openai', method: 'GET', path: '/v1/models', outcome: 'ok', status: 200, body_bytes: 11 });
+    expect(h.json.intents[0]).toMatchObject({
+      id: r.json.id,
+      service: 'openai',
+      method: 'GET',
+      path: '/v1/models',
+      outcome: 'ok',
+      status: 200,
+      body_bytes: 11,
+    });
     expect(h.json.intents[0].body).toBeUndefined();
     expect(h.json.next_cursor).toBeNull();
   });
@@ -373,10 +413,15 @@ describe('intents', () => {
 describe('logs', () => {
   it('are JSON and never contain tokens or credentials', async () => {
     const s = await create();
-    await d.api('POST', `/api/v1/sandboxes/${s.id}/intents`, { capability: 'http_fetch', params: { service: 'openai', method: 'GET', path: '/v1/models?api_key=querysecret' } }, {
-      authorization: 'Bearer caller-secret-abc',
-      cookie: 'session=cookie-secret',
-    });
+    await d.api(
+      'POST',
+      `/api/v1/sandboxes/${s.id}/intents`,
+      { capability: 'http_fetch', params: { service: 'openai', method: 'GET', path: '/v1/models?api_key=querysecret' } },
+      {
+        authorization: 'Bearer caller-secret-abc',
+        cookie: 'session=cookie-secret',
+      },
+    );
     await d.api('GET', '/health', undefined, { [SANDBOX_TOKEN_HEADER]: s.token });
     expect(d.logs.length).toBeGreaterThan(5);
     for (const line of d.logs) {
@@ -400,7 +445,11 @@ describe('draining', () => {
     x.agentd.service.beginDrain();
     const ready = await x.api('GET', '/ready');
     expect(ready.status).toBe(503);
-    expect(ready.json).toEqual({ status: 'not_ready', checks: { storage: true, draining: true }, error: { code: 'not_ready', message: 'not ready: draining' } });
+    expect(ready.json).toEqual({
+      status: 'not_ready',
+      checks: { storage: true, draining: true },
+      error: { code: 'not_ready', message: 'not ready: draining' },
+    });
     expect(ready.headers.get('connection')).toBe('close');
     expect((await x.api('GET', '/health')).status).toBe(200);
     expect((await x.api('GET', `/api/v1/sandboxes/${s.id}`)).status).toBe(200);

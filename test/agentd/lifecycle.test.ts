@@ -18,7 +18,10 @@ describe('kill -9', () => {
       const s = await first.api('POST', '/api/v1/sandboxes', { tier: i % 2 ? 'premium' : 'default', labels: { i: String(i) } });
       expect(s.status).toBe(201);
       sandboxes.push(s.json);
-      const r = await first.api('POST', `/api/v1/sandboxes/${s.json.id}/intents`, { capability: 'http_fetch', params: { service: 'svc', method: 'GET', path: `/n/${i}` } });
+      const r = await first.api('POST', `/api/v1/sandboxes/${s.json.id}/intents`, {
+        capability: 'http_fetch',
+        params: { service: 'svc', method: 'GET', path: `/n/${i}` },
+      });
       expect(r.status).toBe(200);
       intents.push(r.json);
     }
@@ -59,7 +62,9 @@ describe('kill -9', () => {
     const first = await startChild(env.env);
     const s = (await first.api('POST', '/api/v1/sandboxes', { tier: 'default' })).json;
     const arrived = egress.nextRequest();
-    const pending = first.api('POST', `/api/v1/sandboxes/${s.id}/intents`, { capability: 'http_fetch', params: { service: 'svc', method: 'GET', path: '/hang' } }).catch((e: Error) => e);
+    const pending = first
+      .api('POST', `/api/v1/sandboxes/${s.id}/intents`, { capability: 'http_fetch', params: { service: 'svc', method: 'GET', path: '/hang' } })
+      .catch((e: Error) => e);
     await arrived; // recorded as running before the request left
     first.proc.kill('SIGKILL');
     await first.exited;
@@ -88,7 +93,10 @@ describe('graceful shutdown', () => {
     await g.call('Health', {}); // connect before the listener closes
 
     const arrivals = [egress.nextRequest()];
-    const httpCall = child.api('POST', `/api/v1/sandboxes/${s.id}/intents`, { capability: 'http_fetch', params: { service: 'svc', method: 'GET', path: '/http' } });
+    const httpCall = child.api('POST', `/api/v1/sandboxes/${s.id}/intents`, {
+      capability: 'http_fetch',
+      params: { service: 'svc', method: 'GET', path: '/http' },
+    });
     await arrivals[0];
     const grpcArrived = egress.nextRequest();
     const grpcCall = g.call('ExecuteIntent', { sandbox_id: s.id, capability: 'http_fetch', http_fetch: { service: 'svc', method: 'GET', path: '/grpc' } });
@@ -128,7 +136,10 @@ describe('graceful shutdown', () => {
     const child = await startChild(env.env);
     const s = (await child.api('POST', '/api/v1/sandboxes', { tier: 'default' })).json;
     const arrived = egress.nextRequest();
-    const call = child.api('POST', `/api/v1/sandboxes/${s.id}/intents`, { capability: 'http_fetch', params: { service: 'svc', method: 'GET', path: '/forever' } });
+    const call = child.api('POST', `/api/v1/sandboxes/${s.id}/intents`, {
+      capability: 'http_fetch',
+      params: { service: 'svc', method: 'GET', path: '/forever' },
+    });
     await arrived;
     const signalledAt = Date.now();
     child.proc.kill('SIGTERM');

@@ -30,7 +30,11 @@ function untar(tar: Buffer): Record<string, Buffer> {
   while (off + 512 <= tar.length) {
     const h = tar.subarray(off, off + 512);
     if (h.every((b) => b === 0)) break;
-    const str = (a: number, n: number) => h.subarray(a, a + n).toString('latin1').replace(/\0.*$/s, '');
+    const str = (a: number, n: number) =>
+      h
+        .subarray(a, a + n)
+        .toString('latin1')
+        .replace(/\0.*$/s, '');
     expect(str(257, 6)).toBe('ustar');
     let sum = 0;
     for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : (h[i] as number);
@@ -60,7 +64,9 @@ interface PollAnswer {
 }
 
 async function poll(d: InProcess, headers: Record<string, string> = {}, token: string | null = REGISTRY_TOKEN): Promise<PollAnswer> {
-  const res = await fetch(`${d.agentd.http.url}${REGISTRY_BUNDLE_PATH}`, { headers: { ...(token !== null ? { authorization: `Bearer ${token}` } : {}), ...headers } });
+  const res = await fetch(`${d.agentd.http.url}${REGISTRY_BUNDLE_PATH}`, {
+    headers: { ...(token !== null ? { authorization: `Bearer ${token}` } : {}), ...headers },
+  });
   const body = Buffer.from(await res.arrayBuffer());
   let json: any;
   try {
@@ -212,7 +218,10 @@ describe('the registry endpoint', () => {
     writeFileSync(file, r.body);
     const list = spawnSync('tar', ['-tvzf', file], { encoding: 'utf8' });
     expect(list.status, list.stderr).toBe(0);
-    const names = list.stdout.trim().split('\n').map((l) => l.split(/\s+/).pop());
+    const names = list.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split(/\s+/).pop());
     expect(names).toEqual(['.manifest', 'sandboxes/data.json']);
     const out = path.join(dir, 'x');
     mkdirSync(out);

@@ -10,7 +10,20 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DATABASE_FILE, GRPC_ERROR_CODE_METADATA, GRPC_ERROR_FIELD_METADATA } from '../../agentd/src/contract.ts';
-import { cleanupAll, grpcClient, identity, metricsText, rejection, sleep, startEgress, startInProcess, testEnv, type ApiResponse, type InProcess, type StandInEgress } from './support.ts';
+import {
+  cleanupAll,
+  grpcClient,
+  identity,
+  metricsText,
+  rejection,
+  sleep,
+  startEgress,
+  startInProcess,
+  testEnv,
+  type ApiResponse,
+  type InProcess,
+  type StandInEgress,
+} from './support.ts';
 
 afterAll(cleanupAll);
 
@@ -20,7 +33,10 @@ beforeAll(async () => {
   egress = await startEgress();
 });
 
-const fetchIntent = (params: Record<string, unknown> = {}) => ({ capability: 'http_fetch', params: { service: 'openai', method: 'GET', path: '/v1/models', ...params } });
+const fetchIntent = (params: Record<string, unknown> = {}) => ({
+  capability: 'http_fetch',
+  params: { service: 'openai', method: 'GET', path: '/v1/models', ...params },
+});
 
 function purgedMetric(text: string, table: string): number {
   const m = new RegExp(`^agentd_storage_purged_rows_total\\{table="${table}"\\} (\\d+)$`, 'm').exec(text);
@@ -66,7 +82,13 @@ describe('intent record size limit', () => {
   it('gRPC: INVALID_ARGUMENT with code intent_too_large and the field', async () => {
     const c = grpcClient(d.agentd.grpc.address);
     const s = (await c.call('CreateSandbox', { tier: 'default' })).sandbox;
-    const err = await rejection(c.call('ExecuteIntent', { sandbox_id: s.id, capability: 'http_fetch', http_fetch: { service: 'openai', method: 'GET', path: '/', headers: { 'user-agent': 'u'.repeat(3000) } } }));
+    const err = await rejection(
+      c.call('ExecuteIntent', {
+        sandbox_id: s.id,
+        capability: 'http_fetch',
+        http_fetch: { service: 'openai', method: 'GET', path: '/', headers: { 'user-agent': 'u'.repeat(3000) } },
+      }),
+    );
     expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(err.metadata.get(GRPC_ERROR_CODE_METADATA)[0]).toBe('intent_too_large');
     expect(err.metadata.get(GRPC_ERROR_FIELD_METADATA)[0]).toBe('http_fetch.headers');
@@ -169,8 +191,11 @@ describe('retention by age', () => {
       const pad = 'h'.repeat(300);
       const hex = (i: number) => i.toString(16).padStart(24, '0');
       db.exec('BEGIN IMMEDIATE');
-      const insS = db.prepare(`INSERT INTO sandboxes (id, owner, tier, labels, created_at, expires_at, terminated_at) VALUES (?, 'seed', 'default', '{}', ?, ?, ?)`);
-      const insI = db.prepare(`INSERT INTO intents (id, sandbox_id, capability, service, method, path, request_headers, outcome, status, created_at, completed_at)
+      const insS = db.prepare(
+        `INSERT INTO sandboxes (id, owner, tier, labels, created_at, expires_at, terminated_at) VALUES (?, 'seed', 'default', '{}', ?, ?, ?)`,
+      );
+      const insI =
+        db.prepare(`INSERT INTO intents (id, sandbox_id, capability, service, method, path, request_headers, outcome, status, created_at, completed_at)
                                VALUES (?, ?, 'http_fetch', 'openai', 'GET', '/old', ?, 'ok', 200, ?, ?)`);
       let n = tag * 1_000_000;
       for (let s = 0; s < 8; s++) {
@@ -283,7 +308,11 @@ describe('page byte limit', () => {
     const s = (await d.api('POST', '/api/v1/sandboxes', { tier: 'default' })).json;
     const ids: string[] = [];
     for (let i = 0; i < 12; i++) {
-      const r = await d.api('POST', `/api/v1/sandboxes/${s.id}/intents`, fetchIntent({ path: `/p/${i}`, headers: { 'user-agent': 'u'.repeat(i === 5 ? 5000 : 400) } }));
+      const r = await d.api(
+        'POST',
+        `/api/v1/sandboxes/${s.id}/intents`,
+        fetchIntent({ path: `/p/${i}`, headers: { 'user-agent': 'u'.repeat(i === 5 ? 5000 : 400) } }),
+      );
       expect(r.status).toBe(200);
       ids.push(r.json.id);
     }

@@ -103,7 +103,13 @@ export async function startEgress(handler?: EgressHandler): Promise<StandInEgres
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const r: ReceivedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks).toString('utf8') };
+      const r: ReceivedRequest = {
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        body: Buffer.concat(chunks).toString('utf8'),
+      };
       egress.requests.push(r);
       for (const w of waiters.splice(0)) w(r);
       Promise.resolve(egress.handler(r, res)).catch(() => res.destroy());
@@ -164,7 +170,12 @@ export async function startInProcess(overrides: Record<string, string> = {}, exi
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      logs.push(...chunk.toString('utf8').split('\n').filter((l) => l !== ''));
+      logs.push(
+        ...chunk
+          .toString('utf8')
+          .split('\n')
+          .filter((l) => l !== ''),
+      );
       cb();
     },
   });
@@ -210,7 +221,7 @@ export async function startChild(env: Record<string, string>, entry: string = MA
     let buf = '';
     proc.stdout?.on('data', (c: Buffer) => {
       buf += c.toString('utf8');
-      let nl;
+      let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);

@@ -44,7 +44,13 @@ describe('sign and verify', () => {
       [TOKEN_CLAIMS.issuer]: TOKEN_ISSUER,
       [TOKEN_CLAIMS.audience]: TOKEN_AUDIENCE,
     });
-    expect(await tokens.verify(token)).toEqual({ sandboxId: 'sbx_a', tier: 'premium', issuedAt: Math.floor(now / 1000), expiresAt: Math.floor((now + HOUR) / 1000), kid: 'k1' });
+    expect(await tokens.verify(token)).toEqual({
+      sandboxId: 'sbx_a',
+      tier: 'premium',
+      issuedAt: Math.floor(now / 1000),
+      expiresAt: Math.floor((now + HOUR) / 1000),
+      kid: 'k1',
+    });
   });
 
   it('a token of sandbox A names A, and cannot be altered to name B', async () => {
@@ -78,7 +84,14 @@ describe('sign and verify', () => {
     await expect(tokens.verify(expired)).rejects.toThrow(/exp/);
     const key = new Uint8Array(Buffer.from((tokens as unknown as { keys: Map<string, Uint8Array> }).keys.get('k1')!));
     const forged = (iss: string, aud: string) =>
-      new SignJWT({ tier: 'default' }).setProtectedHeader({ alg: 'HS256', kid: 'k1' }).setSubject('sbx_a').setIssuer(iss).setAudience(aud).setIssuedAt().setExpirationTime('1h').sign(key);
+      new SignJWT({ tier: 'default' })
+        .setProtectedHeader({ alg: 'HS256', kid: 'k1' })
+        .setSubject('sbx_a')
+        .setIssuer(iss)
+        .setAudience(aud)
+        .setIssuedAt()
+        .setExpirationTime('1h')
+        .sign(key);
     await expect(tokens.verify(await forged('someone-else', TOKEN_AUDIENCE))).rejects.toThrow(/iss/);
     await expect(tokens.verify(await forged(TOKEN_ISSUER, 'other-audience'))).rejects.toThrow(/aud/);
     await expect(tokens.verify(await forged(TOKEN_ISSUER, TOKEN_AUDIENCE))).resolves.toMatchObject({ sandboxId: 'sbx_a' });

@@ -63,7 +63,12 @@ describe('imports', () => {
       if (state.get(d) === 'done') return;
       if (state.get(d) === 'open') {
         const loop = [...path.slice(path.indexOf(d)), d];
-        cycles.push(loop.slice(1).map((x, i) => why.get(`${loop[i]}|${x}`)).join('; '));
+        cycles.push(
+          loop
+            .slice(1)
+            .map((x, i) => why.get(`${loop[i]}|${x}`))
+            .join('; '),
+        );
         return;
       }
       state.set(d, 'open');

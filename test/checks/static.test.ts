@@ -1,6 +1,7 @@
 // Static checks that run with every `npm test`: the TypeScript of the whole repository type-checks
-// under the strict tsconfig, and the Go modules in the repository that carry tests pass `go vet`
-// and `go test`. Both fail loudly: a missing compiler is a failure, never a skip.
+// under the strict tsconfig and passes Biome's linter and formatter (biome.json), and the Go
+// modules in the repository that carry tests pass `go vet` and `go test`. All fail loudly: a
+// missing tool is a failure, never a skip.
 import { describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -42,19 +43,29 @@ describe('static checks', () => {
     expect(r.code).toBe(0);
   }, 300_000);
 
+  it('biome: the linter and the formatter (line width 160, biome.json) find nothing to change', () => {
+    // `npm run lint` applies the formatter's changes and the safe lint fixes.
+    const r = run(join(REPO_ROOT, 'node_modules/.bin/biome'), ['ci', '--error-on-warnings', '--colors=off', '.'], { cwd: REPO_ROOT });
+    expect(r.code, (r.stdout + r.stderr).slice(-6000)).toBe(0);
+  }, 120_000);
+
   const modules = goModulesWithTests();
   it('finds the Go modules with tests', () => {
     expect(modules.map((m) => relative(REPO_ROOT, m))).toContain('scripts/tools/opa-envoy');
   });
 
-  it.each(modules.map((m) => [relative(REPO_ROOT, m), m]))('go vet and go test in %s', (_name, dir) => {
-    const go = goBinary();
-    // The same settings as the tool builds (scripts/tools/cache.sh): static, module mode.
-    const env = { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=mod' };
-    const vet = run(go, ['vet', './...'], { cwd: dir, env });
-    expect(vet.code, vet.stdout + vet.stderr).toBe(0);
-    const test = run(go, ['test', './...'], { cwd: dir, env });
-    expect(test.code, test.stdout + test.stderr).toBe(0);
-    expect(test.stdout).toMatch(/^ok\s/m);
-  }, 900_000);
+  it.each(modules.map((m) => [relative(REPO_ROOT, m), m]))(
+    'go vet and go test in %s',
+    (_name, dir) => {
+      const go = goBinary();
+      // The same settings as the tool builds (scripts/tools/cache.sh): static, module mode.
+      const env = { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=mod' };
+      const vet = run(go, ['vet', './...'], { cwd: dir, env });
+      expect(vet.code, vet.stdout + vet.stderr).toBe(0);
+      const test = run(go, ['test', './...'], { cwd: dir, env });
+      expect(test.code, test.stdout + test.stderr).toBe(0);
+      expect(test.stdout).toMatch(/^ok\s/m);
+    },
+    900_000,
+  );
 });

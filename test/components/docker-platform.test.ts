@@ -26,7 +26,8 @@ let platform: Platform;
 const allContainers = () => created.filter((c) => c.type === 'docker:index/container:Container' && String(c.inputs.name).startsWith('agentd-test-'));
 const role = (c: Created) => c.inputs.labels.find((l: any) => l.label === 'agentd.role')?.value;
 const containers = () => allContainers().filter((c) => role(c) === 'workload');
-const seed = (name: string) => allContainers().find((c) => role(c) === 'files' && c.inputs.labels.some((l: any) => l.label === 'agentd.workload' && l.value === name))!;
+const seed = (name: string) =>
+  allContainers().find((c) => role(c) === 'files' && c.inputs.labels.some((l: any) => l.label === 'agentd.workload' && l.value === name))!;
 const uploads = (c: Created): any[] => unwrap(c.inputs.uploads).map(unwrap);
 const workloadOf = (c: Created) => c.inputs.labels.find((l: any) => l.label === 'agentd.workload').value;
 const container = (name: string) => containers().find((c) => c.inputs.name === `agentd-test-${name}`)!;
@@ -39,7 +40,11 @@ beforeAll(async () => {
 
 describe('Platform on the Docker target', () => {
   it('creates the four workloads, an internal network per workload and the edge, one API key per client, the token key and the two caller tokens', () => {
-    expect(containers().map((c) => c.inputs.name).sort()).toEqual(['agentd-test-agentd', 'agentd-test-egress', 'agentd-test-gateway', 'agentd-test-opa']);
+    expect(
+      containers()
+        .map((c) => c.inputs.name)
+        .sort(),
+    ).toEqual(['agentd-test-agentd', 'agentd-test-egress', 'agentd-test-gateway', 'agentd-test-opa']);
     const nets = created.filter((c) => c.type === 'docker:index/network:Network' && String(c.inputs.name).startsWith('agentd-test-'));
     expect(nets.map((n) => [n.inputs.name, n.inputs.internal ?? false]).sort()).toEqual([
       ['agentd-test-edge', false],
@@ -80,7 +85,10 @@ describe('Platform on the Docker target', () => {
     // Each workload is known by its name only on its own network.
     for (const w of ['agentd', 'opa', 'egress', 'gateway']) {
       const own = container(w).inputs.networksAdvanced.filter((n: any) => (n.aliases ?? []).includes(w));
-      expect(own.map((n: any) => n.name), w).toEqual([`agentd-test-to-${w}`, ...(['egress', 'gateway'].includes(w) ? ['agentd-test-edge'] : [])]);
+      expect(
+        own.map((n: any) => n.name),
+        w,
+      ).toEqual([`agentd-test-to-${w}`, ...(['egress', 'gateway'].includes(w) ? ['agentd-test-edge'] : [])]);
     }
   });
 
@@ -101,12 +109,23 @@ describe('Platform on the Docker target', () => {
 
   it('delivers the bundle to OPA and the Envoy configs to the proxies', () => {
     const files = (name: string) => uploads(seed(name)).map((u: any) => u.file);
-    expect(files('opa').filter((f) => f.startsWith('/etc/'))).toEqual(['/etc/agentd/opa/agentd-bundle.tar.gz', '/etc/agentd/opa/config.yaml', '/etc/agentd/opa/mask.rego']);
+    expect(files('opa').filter((f) => f.startsWith('/etc/'))).toEqual([
+      '/etc/agentd/opa/agentd-bundle.tar.gz',
+      '/etc/agentd/opa/config.yaml',
+      '/etc/agentd/opa/mask.rego',
+    ]);
     expect(files('gateway')).toEqual(['/etc/agentd/gateway/envoy.yaml', '/etc/agentd/gateway/sds/agentd-token.sds.json', '/run/secrets/agentd/gateway-token']);
     expect(files('agentd')).toEqual(['/run/secrets/agentd/gateway-token', '/run/secrets/agentd/jwks.json', '/run/secrets/agentd/registry-token']);
     expect(files('opa')).toHaveLength(4);
     expect(files('opa')).toContain('/run/secrets/agentd/registry-token');
-    expect(files('egress')).toEqual(expect.arrayContaining(['/etc/agentd/egress/envoy.yaml', '/etc/agentd/egress/sds/openai.sds.json', '/run/secrets/agentd/jwks.json', '/run/secrets/agentd/credentials/openai.credential']));
+    expect(files('egress')).toEqual(
+      expect.arrayContaining([
+        '/etc/agentd/egress/envoy.yaml',
+        '/etc/agentd/egress/sds/openai.sds.json',
+        '/run/secrets/agentd/jwks.json',
+        '/run/secrets/agentd/credentials/openai.credential',
+      ]),
+    );
   });
 
   it('never puts a credential or key into plain config: secrets only in secret uploads', () => {
@@ -122,14 +141,22 @@ describe('Platform on the Docker target', () => {
   });
 
   it('with a certificate in stack config: the gateway serves TLS, the certificate and key only as secret files, the URL is https', async () => {
-    const tlsPlatform = build(shippedSpec(), { 'gateway:tlsCertificate': TLS_CERT, 'gateway:tlsPrivateKey': TLS_KEY, 'agentd:gateway': JSON.stringify({ bindAddress: '0.0.0.0' }) }, 'agentd-tls');
+    const tlsPlatform = build(
+      shippedSpec(),
+      { 'gateway:tlsCertificate': TLS_CERT, 'gateway:tlsPrivateKey': TLS_KEY, 'agentd:gateway': JSON.stringify({ bindAddress: '0.0.0.0' }) },
+      'agentd-tls',
+    );
     expect(await value(tlsPlatform.gatewayUrl)).toBe('https://127.0.0.1:8080');
     await new Promise((r) => setTimeout(r, 50));
     const gwSeed = created.find((c) => c.type === 'docker:index/container:Container' && String(c.inputs.name).startsWith('agentd-tls-gateway-files'))!;
     const all = uploads(gwSeed);
     expect(all.map((u: any) => u.file)).toEqual([
-      '/etc/agentd/gateway/envoy.yaml', '/etc/agentd/gateway/sds/agentd-token.sds.json', '/etc/agentd/gateway/sds/tls.sds.json',
-      '/run/secrets/agentd/gateway-token', '/run/secrets/agentd/tls.crt', '/run/secrets/agentd/tls.key',
+      '/etc/agentd/gateway/envoy.yaml',
+      '/etc/agentd/gateway/sds/agentd-token.sds.json',
+      '/etc/agentd/gateway/sds/tls.sds.json',
+      '/run/secrets/agentd/gateway-token',
+      '/run/secrets/agentd/tls.crt',
+      '/run/secrets/agentd/tls.key',
     ]);
     expect(isSecretValue(gwSeed.inputs.uploads)).toBe(true);
     const plain = JSON.stringify(all.filter((u: any) => !u.file.startsWith('/run/secrets/')));
@@ -141,7 +168,11 @@ describe('Platform on the Docker target', () => {
     expect(await isSecret(platform.apiKeys)).toBe(true);
     expect(await isSecret(platform.policyRevision)).toBe(false);
     const keys = await value(platform.apiKeys);
-    expect(Object.keys(keys).sort()).toEqual(shippedSpec().clients.map((c) => c.id).sort());
+    expect(Object.keys(keys).sort()).toEqual(
+      shippedSpec()
+        .clients.map((c) => c.id)
+        .sort(),
+    );
     expect(await value(platform.gatewayUrl)).toBe('http://127.0.0.1:8080');
   });
 

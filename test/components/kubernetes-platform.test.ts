@@ -16,13 +16,23 @@ const named = (type: string, name: string) => of(type).find((c) => c.inputs.meta
 function build(configRaw: Record<string, string>, spec = shippedSpec(), createSecrets = true) {
   const config = parseStackConfig({ 'agentd:target': 'kubernetes', ...configRaw });
   const provider = new k8s.Provider('k8s', {});
-  const target = new KubernetesTarget('kubernetes', { namespace: config.kubernetes.namespace, provider, exposure: config.gateway.exposure, skipAwait: true, createSecrets });
+  const target = new KubernetesTarget('kubernetes', {
+    namespace: config.kubernetes.namespace,
+    provider,
+    exposure: config.gateway.exposure,
+    skipAwait: true,
+    createSecrets,
+  });
   return new Platform('agentd', { spec, config, images: testImages, target, credentials: { openai: pulumi.secret('sk-openai-plaintext') } });
 }
 
 let platform: Platform;
 beforeAll(async () => {
-  platform = build({ 'agentd:gateway': JSON.stringify({ replicas: 2, exposure: 'LoadBalancer', port: 443, tls: { secretName: 'agentd-gateway-tls' } }), 'agentd:egress': JSON.stringify({ replicas: 3 }), 'agentd:kubernetes': JSON.stringify({ namespace: 'agentd-prod' }) });
+  platform = build({
+    'agentd:gateway': JSON.stringify({ replicas: 2, exposure: 'LoadBalancer', port: 443, tls: { secretName: 'agentd-gateway-tls' } }),
+    'agentd:egress': JSON.stringify({ replicas: 3 }),
+    'agentd:kubernetes': JSON.stringify({ namespace: 'agentd-prod' }),
+  });
   await value(platform.contentHashes);
   await new Promise((r) => setTimeout(r, 100));
 });
@@ -30,10 +40,20 @@ beforeAll(async () => {
 describe('Platform on the Kubernetes target', () => {
   it('creates a namespace, and per workload a ConfigMap, a Deployment and a Service', () => {
     expect(of('kubernetes:core/v1:Namespace').map((n) => n.inputs.metadata.name)).toEqual(['agentd-prod']);
-    const deployments = of('kubernetes:apps/v1:Deployment').map((d) => d.inputs.metadata.name).sort();
+    const deployments = of('kubernetes:apps/v1:Deployment')
+      .map((d) => d.inputs.metadata.name)
+      .sort();
     expect(deployments).toEqual(['agentd', 'egress', 'gateway', 'opa']);
-    expect(of('kubernetes:core/v1:ConfigMap').map((c) => c.inputs.metadata.name).sort()).toEqual(['agentd-config', 'egress-config', 'gateway-config', 'opa-config']);
-    expect(of('kubernetes:core/v1:Service').map((c) => c.inputs.metadata.name).sort()).toEqual([...deployments, 'gateway-public'].sort());
+    expect(
+      of('kubernetes:core/v1:ConfigMap')
+        .map((c) => c.inputs.metadata.name)
+        .sort(),
+    ).toEqual(['agentd-config', 'egress-config', 'gateway-config', 'opa-config']);
+    expect(
+      of('kubernetes:core/v1:Service')
+        .map((c) => c.inputs.metadata.name)
+        .sort(),
+    ).toEqual([...deployments, 'gateway-public'].sort());
     for (const c of created.filter((x) => x.inputs.metadata?.namespace)) expect(c.inputs.metadata.namespace).toBe('agentd-prod');
   });
 
@@ -54,7 +74,11 @@ describe('Platform on the Kubernetes target', () => {
     expect(named('kubernetes:apps/v1:Deployment', 'gateway').inputs.spec.replicas).toBe(2);
     expect(named('kubernetes:apps/v1:Deployment', 'egress').inputs.spec.replicas).toBe(3);
     expect(named('kubernetes:apps/v1:Deployment', 'agentd').inputs.spec.strategy).toEqual({ type: 'Recreate' });
-    expect(of('kubernetes:policy/v1:PodDisruptionBudget').map((p) => p.inputs.metadata.name).sort()).toEqual(['egress', 'gateway']);
+    expect(
+      of('kubernetes:policy/v1:PodDisruptionBudget')
+        .map((p) => p.inputs.metadata.name)
+        .sort(),
+    ).toEqual(['egress', 'gateway']);
   });
 
   it("exposes only the gateway's API port, with the configured Service type and port; every other port stays inside the cluster", () => {
@@ -69,7 +93,11 @@ describe('Platform on the Kubernetes target', () => {
     const pod = named('kubernetes:apps/v1:Deployment', 'gateway').inputs.spec.template.spec;
     expect(pod.volumes.filter((v: any) => v.secret?.secretName === 'agentd-gateway-tls')).toHaveLength(1);
     const vol = pod.volumes.find((v: any) => v.secret?.secretName === 'agentd-gateway-tls');
-    expect(pod.containers[0].volumeMounts.find((m: any) => m.name === vol.name)).toEqual({ name: vol.name, mountPath: '/run/secrets/agentd-tls', readOnly: true });
+    expect(pod.containers[0].volumeMounts.find((m: any) => m.name === vol.name)).toEqual({
+      name: vol.name,
+      mountPath: '/run/secrets/agentd-tls',
+      readOnly: true,
+    });
     const cm = JSON.stringify(unwrap(named('kubernetes:core/v1:ConfigMap', 'gateway-config').inputs.data));
     expect(cm).toContain('/run/secrets/agentd-tls/tls.crt');
     for (const n of ['egress', 'opa', 'agentd']) {
@@ -104,7 +132,10 @@ describe('Platform on the Kubernetes target', () => {
     const policies = of('kubernetes:networking.k8s.io/v1:NetworkPolicy');
     expect(policies.find((p) => p.inputs.metadata.name === 'default-deny')?.inputs.spec).toEqual({ podSelector: {}, policyTypes: ['Ingress', 'Egress'] });
     const policy = (n: string) => policies.find((p) => p.inputs.metadata.name === n)!.inputs.spec;
-    const callers = (n: string) => policy(n).ingress.filter((r: any) => r.from).map((r: any) => `${r.from[0].podSelector.matchLabels['app.kubernetes.io/name']}:${r.ports.map((p: any) => p.port).join(',')}`);
+    const callers = (n: string) =>
+      policy(n)
+        .ingress.filter((r: any) => r.from)
+        .map((r: any) => `${r.from[0].podSelector.matchLabels['app.kubernetes.io/name']}:${r.ports.map((p: any) => p.port).join(',')}`);
     expect(callers('opa').sort()).toEqual(['egress:9191', 'gateway:9191']);
     expect(callers('egress')).toEqual(['agentd:8443']);
     // The gateway reaches agentd's API (HTTP, gRPC); OPA only its HTTP port (the sandbox registry).
@@ -112,7 +143,12 @@ describe('Platform on the Kubernetes target', () => {
     expect(policy('gateway').ingress.filter((r: any) => !r.from)).toEqual([{ ports: [{ port: 8080, protocol: 'TCP' }] }]);
     expect(policy('gateway').ingress.some((r: any) => !r.from)).toBe(true);
     expect(policy('agentd').ingress.every((r: any) => r.from)).toBe(true);
-    const egressTargets = (n: string) => policy(n).egress.flatMap((r: any) => (r.to ?? []).map((t: any) => t.podSelector?.matchLabels?.['app.kubernetes.io/name'] ?? t.podSelector?.matchLabels?.['k8s-app'] ?? (t.ipBlock ? 'internet' : '?')));
+    const egressTargets = (n: string) =>
+      policy(n).egress.flatMap((r: any) =>
+        (r.to ?? []).map(
+          (t: any) => t.podSelector?.matchLabels?.['app.kubernetes.io/name'] ?? t.podSelector?.matchLabels?.['k8s-app'] ?? (t.ipBlock ? 'internet' : '?'),
+        ),
+      );
     expect(egressTargets('agentd').sort()).toEqual(['egress', 'kube-dns']);
     expect(egressTargets('egress').sort()).toEqual(['internet', 'kube-dns', 'opa']);
     expect(policy('egress').egress.find((r: any) => r.to[0].ipBlock).to[0].ipBlock.except).toEqual(NON_INTERNET_CIDRS);

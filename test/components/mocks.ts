@@ -3,7 +3,11 @@
 import * as pulumi from '@pulumi/pulumi';
 import type { ImageSet } from '../../components/images.ts';
 
-export interface Created { type: string; name: string; inputs: any }
+export interface Created {
+  type: string;
+  name: string;
+  inputs: any;
+}
 
 export function installMocks(): Created[] {
   const created: Created[] = [];
@@ -11,14 +15,17 @@ export function installMocks(): Created[] {
     {
       newResource(args) {
         created.push({ type: args.type, name: args.name, inputs: args.inputs });
-        const state = args.type === 'random:index/randomPassword:RandomPassword'
-          ? { ...args.inputs, result: `mock${args.name.replace(/\W/g, '')}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`.slice(0, 40) }
-          : args.inputs;
+        const state =
+          args.type === 'random:index/randomPassword:RandomPassword'
+            ? { ...args.inputs, result: `mock${args.name.replace(/\W/g, '')}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`.slice(0, 40) }
+            : args.inputs;
         return { id: `${args.name}-id`, state };
       },
       call: (args) => args.inputs,
     },
-    'agentd-platform', 'test', false,
+    'agentd-platform',
+    'test',
+    false,
   );
   return created;
 }
@@ -29,7 +36,13 @@ export const testImages: ImageSet = {
   agentd: { ref: 'local/agentd:1', binary: ['node', '/app/agentd.mjs'], probe: () => ['node', '/app/agentd.mjs', 'healthcheck'] },
 };
 
-export const value = <T>(o: pulumi.Output<T>): Promise<T> => new Promise((resolve) => o.apply((v) => { resolve(v); return v; }));
+export const value = <T>(o: pulumi.Output<T>): Promise<T> =>
+  new Promise((resolve) =>
+    o.apply((v) => {
+      resolve(v);
+      return v;
+    }),
+  );
 export const isSecret = (o: pulumi.Output<unknown>): Promise<boolean> => (o as any).isSecret as Promise<boolean>;
 
 /** Mocks see secret inputs as {<sig key>: <secret sig>, value}. */

@@ -33,7 +33,27 @@ function materialise(input: PlatformRenderInput, dir: string): PlatformRenderInp
   const token = f('secrets/gateway-token', 'gateway-token-value');
   let tls: { certificateChain: string; privateKey: string } | undefined;
   if (input.gateway.tls) {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'tls.key'), '-out', join(dir, 'tls.pem'), '-days', '1', '-subj', '/CN=gateway'], { stdio: 'pipe' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        join(dir, 'tls.key'),
+        '-out',
+        join(dir, 'tls.pem'),
+        '-days',
+        '1',
+        '-subj',
+        '/CN=gateway',
+      ],
+      { stdio: 'pipe' },
+    );
     tls = { certificateChain: join(dir, 'tls.pem'), privateKey: join(dir, 'tls.key') };
   }
   return {
@@ -52,8 +72,18 @@ const TLS_CONFIG = { 'gateway:tlsCertificate': '-----BEGIN CERTIFICATE-----', 'g
 const variants: [string, (w: string, p: number) => { host: string; port: number }, Record<string, string>, string[]][] = [
   ['docker, all credentials', dockerAddress, {}, ['openai', 'anthropic', 'github', 'slack']],
   ['docker, no credentials, stand-in upstream', dockerAddress, { 'agentd:egress': JSON.stringify({ upstreams: { httpbin: 'http://standin:8080' } }) }, []],
-  ['docker, TLS from stack config, published on every interface', dockerAddress, { ...TLS_CONFIG, 'agentd:gateway': JSON.stringify({ bindAddress: '0.0.0.0' }) }, ['openai']],
-  ['kubernetes service DNS, TLS from a Secret', k8sAddress, { 'agentd:target': 'kubernetes', 'agentd:gateway': JSON.stringify({ exposure: 'LoadBalancer', tls: { secretName: 'agentd-gateway-tls' } }) }, ['openai']],
+  [
+    'docker, TLS from stack config, published on every interface',
+    dockerAddress,
+    { ...TLS_CONFIG, 'agentd:gateway': JSON.stringify({ bindAddress: '0.0.0.0' }) },
+    ['openai'],
+  ],
+  [
+    'kubernetes service DNS, TLS from a Secret',
+    k8sAddress,
+    { 'agentd:target': 'kubernetes', 'agentd:gateway': JSON.stringify({ exposure: 'LoadBalancer', tls: { secretName: 'agentd-gateway-tls' } }) },
+    ['openai'],
+  ],
   ['loopback (harness)', loopback, {}, ['github']],
 ];
 

@@ -28,11 +28,15 @@ let gatewayPort: number;
 let standinPort: number;
 let outputs: { gatewayUrl: string; grpcEndpoint: string; policyRevision: string; apiKeys: Record<string, string> };
 
-const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DOCKER_BUILDKIT: '0' } }).trim();
+const docker = (...args: string[]) =>
+  execFileSync('docker', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DOCKER_BUILDKIT: '0' } }).trim();
 let project: ProjectCopy;
 const pulumi = (args: string[], check = true) => project.pulumi(args, { check });
-const stackContainers = () => docker('ps', '-a', '--filter', `label=agentd.stack=${PREFIX}`, '--filter', 'label=agentd.role=workload', '--format', '{{.Names}} {{.ID}}')
-  .split('\n').filter(Boolean).map((l) => l.split(' ') as [string, string]);
+const stackContainers = () =>
+  docker('ps', '-a', '--filter', `label=agentd.stack=${PREFIX}`, '--filter', 'label=agentd.role=workload', '--format', '{{.Names}} {{.ID}}')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split(' ') as [string, string]);
 const containerIds = () => Object.fromEntries(stackContainers());
 const get = (path: string, key?: string) => rawRequest(gatewayPort, { path, headers: key ? { 'x-api-key': key } : {} });
 
@@ -58,7 +62,24 @@ beforeAll(async () => {
   spawnSync('docker', ['network', 'rm', EXT_NET]);
   docker('network', 'create', '--label', `agentd.e2e=1`, EXT_NET);
   standinPort = await freePort();
-  docker('run', '-d', '--name', STANDIN, '--network', EXT_NET, '--network-alias', 'standin', '-p', `127.0.0.1:${standinPort}:8443`, '--read-only', '--user', '10001:10001', `${STANDIN}:latest`, 'node', '/app/server.mjs');
+  docker(
+    'run',
+    '-d',
+    '--name',
+    STANDIN,
+    '--network',
+    EXT_NET,
+    '--network-alias',
+    'standin',
+    '-p',
+    `127.0.0.1:${standinPort}:8443`,
+    '--read-only',
+    '--user',
+    '10001:10001',
+    `${STANDIN}:latest`,
+    'node',
+    '/app/server.mjs',
+  );
 
   gatewayPort = await freePort();
   pulumi(['stack', 'init']);
@@ -81,7 +102,13 @@ afterAll(async () => {
 describe('pulumi up into the local Docker engine', () => {
   it('deploys the stack and exports its endpoints, with the API keys as a secret', () => {
     pulumi(['up', '--yes', '--skip-preview']);
-    outputs = JSON.parse(pulumi(['stack', 'output', '--json', '--show-secrets']).out.split('\n').filter((l) => !l.startsWith('warning')).join('\n').trim()) as never;
+    outputs = JSON.parse(
+      pulumi(['stack', 'output', '--json', '--show-secrets'])
+        .out.split('\n')
+        .filter((l) => !l.startsWith('warning'))
+        .join('\n')
+        .trim(),
+    ) as never;
     expect(outputs.gatewayUrl).toBe(`http://127.0.0.1:${gatewayPort}`);
     expect(outputs.grpcEndpoint).toBe(`127.0.0.1:${gatewayPort}`);
     expect(outputs.policyRevision).toMatch(/^[0-9a-f]{20}$/);
@@ -116,10 +143,16 @@ describe('pulumi up into the local Docker engine', () => {
 
   it('runs an http_fetch through egress to the stand-in, which receives the injected credential', async () => {
     const key = outputs.apiKeys['ci']!;
-    const sbx = await rawRequest(gatewayPort, { method: 'POST', path: '/api/v1/sandboxes', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: JSON.stringify({ tier: 'standard' }) });
+    const sbx = await rawRequest(gatewayPort, {
+      method: 'POST',
+      path: '/api/v1/sandboxes',
+      headers: { 'x-api-key': key, 'content-type': 'application/json' },
+      body: JSON.stringify({ tier: 'standard' }),
+    });
     expect(sbx.status, sbx.body).toBe(201);
     const intent = await rawRequest(gatewayPort, {
-      method: 'POST', path: `/api/v1/sandboxes/${sbx.json().id}/intents`,
+      method: 'POST',
+      path: `/api/v1/sandboxes/${sbx.json().id}/intents`,
       headers: { 'x-api-key': key, 'content-type': 'application/json' },
       body: JSON.stringify({ capability: 'http_fetch', params: { service: 'github', method: 'GET', path: '/repos/o/r/issues?e2e=1' } }),
     });
@@ -160,7 +193,13 @@ describe('pulumi up into the local Docker engine', () => {
     const ci = outputs.apiKeys['ci']!;
     expect((await get('/api/v1/status', ci)).status).toBe(200);
     const file = join(work, 'policy/data/clients.yaml');
-    writeFileSync(file, readFileSync(file, 'utf8').replace('    role: operator\n    rate_limit_tier: standard\n', '    role: operator\n    rate_limit_tier: standard\n    enabled: false\n'));
+    writeFileSync(
+      file,
+      readFileSync(file, 'utf8').replace(
+        '    role: operator\n    rate_limit_tier: standard\n',
+        '    role: operator\n    rate_limit_tier: standard\n    enabled: false\n',
+      ),
+    );
     pulumi(['up', '--yes', '--skip-preview']);
     const after = containerIds();
     expect(after[`${PREFIX}-opa`]).not.toBe(before[`${PREFIX}-opa`]);
@@ -181,7 +220,11 @@ describe('pulumi up into the local Docker engine', () => {
     expect(r.stderr).toContain('PULUMI_CONFIG_PASSPHRASE_FILE');
     expect(pulumi(['stack', 'ls', '--json']).stdout).not.toContain('"staging"');
     // The public development passphrase does not pass for another stack either, even set on purpose.
-    const pub = spawnSync(process.execPath, [join(work, 'scripts/preview.ts'), '--stack', 'staging'], { cwd: work, env: { ...bare, PULUMI_CONFIG_PASSPHRASE: 'agentd-local-development' }, encoding: 'utf8' });
+    const pub = spawnSync(process.execPath, [join(work, 'scripts/preview.ts'), '--stack', 'staging'], {
+      cwd: work,
+      env: { ...bare, PULUMI_CONFIG_PASSPHRASE: 'agentd-local-development' },
+      encoding: 'utf8',
+    });
     expect(pub.status).toBe(2);
     expect(pub.stderr).toContain('public development passphrase');
   });
@@ -216,8 +259,29 @@ describe('pulumi up into the local Docker engine', () => {
     for (const w of ['opa', 'egress', 'agentd']) expect(after[`${PREFIX}-${w}`], w).toBe(before[`${PREFIX}-${w}`]);
     expect(pulumi(['stack', 'output', 'gatewayUrl']).stdout.trim()).toBe(`https://127.0.0.1:${gatewayPort}`);
     const admin = outputs.apiKeys['admin']!;
-    for (const [flag, version] of [['--http1.1', '1.1'], ['--http2', '2']] as const) {
-      const out = execFileSync('curl', ['-sS', '--max-time', '10', '--cacert', ca.caFile, '--resolve', `localhost:${gatewayPort}:127.0.0.1`, flag, '-H', `x-api-key: ${admin}`, '-w', '\n%{http_code} %{http_version}', `https://localhost:${gatewayPort}/api/v1/status`], { encoding: 'utf8' });
+    for (const [flag, version] of [
+      ['--http1.1', '1.1'],
+      ['--http2', '2'],
+    ] as const) {
+      const out = execFileSync(
+        'curl',
+        [
+          '-sS',
+          '--max-time',
+          '10',
+          '--cacert',
+          ca.caFile,
+          '--resolve',
+          `localhost:${gatewayPort}:127.0.0.1`,
+          flag,
+          '-H',
+          `x-api-key: ${admin}`,
+          '-w',
+          '\n%{http_code} %{http_version}',
+          `https://localhost:${gatewayPort}/api/v1/status`,
+        ],
+        { encoding: 'utf8' },
+      );
       expect(out.trim().split('\n').pop(), flag).toBe(`200 ${version}`);
     }
     const rpc = new AgentdGrpc(`127.0.0.1:${gatewayPort}`, { caFile: ca.caFile, servername: 'localhost' });

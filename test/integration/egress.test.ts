@@ -14,7 +14,8 @@ let stack: Stack;
 
 const api = (method: string, path: string, body?: object) =>
   rawRequest(stack.ports.gateway, {
-    method, path,
+    method,
+    path,
     headers: { 'x-api-key': stack.apiKeys['admin']!, ...(body ? { 'content-type': 'application/json' } : {}) },
     body: body ? JSON.stringify(body) : undefined,
   });
@@ -41,7 +42,13 @@ describe('http_fetch through agentd and egress', () => {
       stack.upstream.clear();
       const path = { openai: '/v1/chat/completions', anthropic: '/v1/messages', github: '/repos/o/r/issues' }[service]!;
       const method = service === 'github' ? 'GET' : 'POST';
-      const r = await fetchIntent(sbx.id, { service, method, path, headers: { 'content-type': 'application/json' }, body: method === 'POST' ? '{"x":1}' : undefined });
+      const r = await fetchIntent(sbx.id, {
+        service,
+        method,
+        path,
+        headers: { 'content-type': 'application/json' },
+        body: method === 'POST' ? '{"x":1}' : undefined,
+      });
       expect(r.status, r.body).toBe(200);
       const intent = r.json();
       expect(intent.outcome).toBe('ok');
@@ -101,7 +108,13 @@ describe('sandbox identity comes only from a valid token', () => {
     const altered = [h, Buffer.from(JSON.stringify({ ...claims, tier: 'admin' })).toString('base64url'), s].join('.');
     const expired = await mintToken(stack.signingKey, { sub: sbx.id, tier: 'restricted', expInSeconds: -120 });
     const wrongAudience = await mintToken(stack.signingKey, { sub: sbx.id, tier: 'restricted', aud: 'someone-else' });
-    for (const [name, token] of [['none', undefined], ['forged', forged], ['altered', altered], ['expired', expired], ['audience', wrongAudience]] as const) {
+    for (const [name, token] of [
+      ['none', undefined],
+      ['forged', forged],
+      ['altered', altered],
+      ['expired', expired],
+      ['audience', wrongAudience],
+    ] as const) {
       const r = await egressCall(stack.ports.egress, 'httpbin', token, { path: '/get' });
       expect(r.status, name).toBe(name === 'audience' ? 403 : 401);
       expect(r.json().error.code, name).toMatch(/sandbox_token/);
@@ -111,7 +124,11 @@ describe('sandbox identity comes only from a valid token', () => {
   it('forged X-Sandbox-ID or tier headers have no effect: the token decides', async () => {
     const a = await sandbox('restricted');
     const b = await sandbox('admin');
-    const r = await egressCall(stack.ports.egress, 'openai', a.token, { method: 'POST', path: '/v1/chat/completions', headers: { 'x-sandbox-id': b.id, 'x-sandbox-tier': 'admin', 'x-agentd-sandbox-tier': 'admin' } });
+    const r = await egressCall(stack.ports.egress, 'openai', a.token, {
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: { 'x-sandbox-id': b.id, 'x-sandbox-tier': 'admin', 'x-agentd-sandbox-tier': 'admin' },
+    });
     expect(r.status).toBe(403);
     expect(r.json().error.code).toBe('service_not_allowed');
     const line = await stack.processes.egress.waitForJsonLine((l) => l.service === 'openai' && (l.sandbox_id === a.id || l.sandbox_id === b.id));

@@ -36,7 +36,10 @@ describe('gateway over HTTP', () => {
   });
 
   it('401 with no key, a wrong key, or a key only in the query string', async () => {
-    for (const [headers, code] of [[{}, 'missing_api_key'], [{ 'x-api-key': 'agk_wrong' }, 'invalid_api_key']] as const) {
+    for (const [headers, code] of [
+      [{}, 'missing_api_key'],
+      [{ 'x-api-key': 'agk_wrong' }, 'invalid_api_key'],
+    ] as const) {
       const r = await get('/api/v1/status', headers);
       expect(r.status).toBe(401);
       expect(r.headers['content-type']).toBe('application/json');
@@ -72,7 +75,8 @@ describe('gateway over HTTP', () => {
   it('refuses a body over the limit with a JSON 413 (announced, and chunked)', async () => {
     const body = JSON.stringify({ tier: 'default', labels: { big: 'x'.repeat(200_000) } });
     const r = await rawRequest(stack.ports.gateway, {
-      method: 'POST', path: '/api/v1/sandboxes',
+      method: 'POST',
+      path: '/api/v1/sandboxes',
       headers: { 'x-api-key': stack.apiKeys['admin']!, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) },
       body,
     });
@@ -87,7 +91,11 @@ describe('gateway over HTTP', () => {
   });
 
   it('refuses a body over the limit with a JSON 413 without reading it, once the key is checked', async () => {
-    const r = await rawExchange(stack.ports.gateway, `POST /api/v1/sandboxes HTTP/1.1\r\nhost: x\r\nx-api-key: ${stack.apiKeys['admin']}\r\ncontent-type: application/json\r\ncontent-length: ${10 << 20}\r\n\r\n{"tier":`, { waitMs: 4000 });
+    const r = await rawExchange(
+      stack.ports.gateway,
+      `POST /api/v1/sandboxes HTTP/1.1\r\nhost: x\r\nx-api-key: ${stack.apiKeys['admin']}\r\ncontent-type: application/json\r\ncontent-length: ${10 << 20}\r\n\r\n{"tier":`,
+      { waitMs: 4000 },
+    );
     expect(r.status, r.text.slice(0, 300)).toBe(413);
     expect(JSON.parse(r.body).error.code).toBe('payload_too_large');
     expect(r.elapsedMs).toBeLessThan(2000);

@@ -20,11 +20,24 @@ const tmp = (name: string) => mkdtempSync(join(tmpdir(), `agentd-${name}-`));
 
 /** curl over TLS with the stack's CA: status, HTTP version and body. */
 function curlTls(stack: Stack, path: string, args: string[], headers: Record<string, string> = {}): { status: number; version: string; body: string } {
-  const out = execFileSync('curl', [
-    '-sS', '--max-time', '10', '--cacert', stack.ca.caFile, '--resolve', `localhost:${stack.ports.gateway}:127.0.0.1`,
-    ...Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]),
-    '-w', '\n%{http_code} %{http_version}', ...args, `https://localhost:${stack.ports.gateway}${path}`,
-  ], { encoding: 'utf8' });
+  const out = execFileSync(
+    'curl',
+    [
+      '-sS',
+      '--max-time',
+      '10',
+      '--cacert',
+      stack.ca.caFile,
+      '--resolve',
+      `localhost:${stack.ports.gateway}:127.0.0.1`,
+      ...Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]),
+      '-w',
+      '\n%{http_code} %{http_version}',
+      ...args,
+      `https://localhost:${stack.ports.gateway}${path}`,
+    ],
+    { encoding: 'utf8' },
+  );
   const lines = out.split('\n');
   const [status, version] = lines.pop()!.split(' ');
   return { status: Number(status), version: version!, body: lines.join('\n') };
@@ -66,7 +79,9 @@ describe('TLS at the gateway', () => {
   });
 
   it('refuses plaintext on the TLS port', async () => {
-    await expect(rawRequest(stack.ports.gateway, { path: '/api/v1/status', headers: { 'x-api-key': stack.apiKeys['admin']! }, timeoutMs: 3000 })).rejects.toThrow();
+    await expect(
+      rawRequest(stack.ports.gateway, { path: '/api/v1/status', headers: { 'x-api-key': stack.apiKeys['admin']! }, timeoutMs: 3000 }),
+    ).rejects.toThrow();
     const h2c = await rawExchange(stack.ports.gateway, 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', { waitMs: 3000 });
     expect(h2c.text).not.toContain('HTTP/');
     expect(h2c.closed).toBe(true);
@@ -78,7 +93,8 @@ describe('the production data path', () => {
   let rpc: AgentdGrpc;
   const call = (client: string, method: string, path: string, body?: object, headers: Record<string, string> = {}): Promise<RawResponse> =>
     rawRequest(stack.ports.gateway, {
-      method, path,
+      method,
+      path,
       headers: { 'x-api-key': stack.apiKeys[client]!, ...(body ? { 'content-type': 'application/json' } : {}), ...headers },
       ...(body ? { body: JSON.stringify(body) } : {}),
     });
@@ -119,20 +135,31 @@ describe('the production data path', () => {
       const denied = await call('ci', 'POST', '/api/v1/sandboxes', { tier: 'admin' });
       expect([denied.status, denied.json().error.code]).toEqual([403, 'tier_not_allowed']);
       expect(denied.headers['content-type']).toContain('application/json');
-      const forged = await call('ci', 'POST', '/api/v1/sandboxes', { tier: 'admin' }, {
-        'x-agentd-client-id': 'admin', 'x-agentd-client-role': 'admin', 'x-agentd-client-scope': 'all', 'x-agentd-sandbox-tiers': 'admin', [GATEWAY_TOKEN_HEADER]: 'guess',
-      });
+      const forged = await call(
+        'ci',
+        'POST',
+        '/api/v1/sandboxes',
+        { tier: 'admin' },
+        {
+          'x-agentd-client-id': 'admin',
+          'x-agentd-client-role': 'admin',
+          'x-agentd-client-scope': 'all',
+          'x-agentd-sandbox-tiers': 'admin',
+          [GATEWAY_TOKEN_HEADER]: 'guess',
+        },
+      );
       expect([forged.status, forged.json().error.code]).toEqual([403, 'tier_not_allowed']);
       const adminTier = await call('admin', 'POST', '/api/v1/sandboxes', { tier: 'admin' });
       expect(adminTier.status).toBe(201);
       expect((await call('ci', 'POST', '/api/v1/sandboxes', { tier: 'premium' })).status).toBe(201);
       // Forged scope does not widen a list either.
-      const list = (await call('ci', 'GET', '/api/v1/sandboxes', undefined, { 'x-agentd-client-scope': 'all', 'x-agentd-client-id': 'admin' })).json().sandboxes as { owner: string }[];
+      const list = (await call('ci', 'GET', '/api/v1/sandboxes', undefined, { 'x-agentd-client-scope': 'all', 'x-agentd-client-id': 'admin' })).json()
+        .sandboxes as { owner: string }[];
       expect(list.length).toBeGreaterThan(0);
       expect(list.every((s) => s.owner === 'ci')).toBe(true);
     });
 
-    it('the same over gRPC: PERMISSION_DENIED for a tier above the role, NOT_FOUND for another client\'s sandbox', async () => {
+    it("the same over gRPC: PERMISSION_DENIED for a tier above the role, NOT_FOUND for another client's sandbox", async () => {
       const denied = await rpc.call('CreateSandbox', { tier: 'admin' }, stack.apiKeys['ci']!);
       expect(denied).toMatchObject({ ok: false, code: grpc.status.PERMISSION_DENIED });
       const made = await rpc.call('CreateSandbox', { tier: 'restricted' }, stack.apiKeys['ci']!);
@@ -169,13 +196,16 @@ describe('the production data path', () => {
         direct.close();
       }
       // The real token (what the gateway injects) is what makes the difference.
-      const withToken = await rawRequest(stack.ports.agentdHttp, { path: '/api/v1/sandboxes', headers: { ...forged, [GATEWAY_TOKEN_HEADER]: stack.gatewayToken } });
+      const withToken = await rawRequest(stack.ports.agentdHttp, {
+        path: '/api/v1/sandboxes',
+        headers: { ...forged, [GATEWAY_TOKEN_HEADER]: stack.gatewayToken },
+      });
       expect(withToken.status).toBe(200);
     });
   });
 
   describe('revocation at the egress proxy', () => {
-    it('a terminated sandbox\'s token stops working within a second, without restarting anything', async () => {
+    it("a terminated sandbox's token stops working within a second, without restarting anything", async () => {
       const s = (await call('admin', 'POST', '/api/v1/sandboxes', { tier: 'restricted' })).json() as { id: string; token: string };
       expect((await egressCall(stack.ports.egress, 'httpbin', s.token, { path: '/get' })).status).toBe(200);
       const pids = Object.values(stack.processes).map((p) => p.pid);
@@ -202,7 +232,11 @@ describe('the production data path', () => {
 
   describe('authorization before bodies, timeouts', () => {
     it('a request without a valid key that announces a large body gets 401 at once, and its connection is closed', async () => {
-      const r = await rawExchange(stack.ports.gateway, 'POST /api/v1/sandboxes HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 52428800\r\n\r\n{"tier":', { waitMs: 4000 });
+      const r = await rawExchange(
+        stack.ports.gateway,
+        'POST /api/v1/sandboxes HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 52428800\r\n\r\n{"tier":',
+        { waitMs: 4000 },
+      );
       expect(r.status).toBe(401);
       expect(JSON.parse(r.body).error.code).toBe('missing_api_key');
       // Answered and closed at once: nothing waits for the 50 MB that were announced.
@@ -213,7 +247,10 @@ describe('the production data path', () => {
     it('a trickled chunked body without a valid key gets 401 before the body ends', async () => {
       const head = 'POST /api/v1/sandboxes HTTP/1.1\r\nhost: x\r\nx-api-key: agk_wrong\r\ntransfer-encoding: chunked\r\n\r\n1\r\n{\r\n';
       // Five more one-byte chunks, one every 500 ms: the body would take 2.5 s to arrive.
-      const r = await rawExchange(stack.ports.gateway, [head, '1\r\n"\r\n', '1\r\nt\r\n', '1\r\ni\r\n', '1\r\ne\r\n', '1\r\nr\r\n'], { waitMs: 4000, dripMs: 500 });
+      const r = await rawExchange(stack.ports.gateway, [head, '1\r\n"\r\n', '1\r\nt\r\n', '1\r\ni\r\n', '1\r\ne\r\n', '1\r\nr\r\n'], {
+        waitMs: 4000,
+        dripMs: 500,
+      });
       expect(r.status).toBe(401);
       expect(JSON.parse(r.body).error.code).toBe('invalid_api_key');
       expect(r.closed).toBe(true);
@@ -221,7 +258,11 @@ describe('the production data path', () => {
     });
 
     it('an authorized request whose body does not arrive in time gets 408 JSON and its connection closed', async () => {
-      const r = await rawExchange(stack.ports.gateway, `POST /api/v1/sandboxes HTTP/1.1\r\nhost: x\r\nx-api-key: ${stack.apiKeys['admin']}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"tier":`, { waitMs: 6000 });
+      const r = await rawExchange(
+        stack.ports.gateway,
+        `POST /api/v1/sandboxes HTTP/1.1\r\nhost: x\r\nx-api-key: ${stack.apiKeys['admin']}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"tier":`,
+        { waitMs: 6000 },
+      );
       expect(r.status).toBe(408);
       expect(JSON.parse(r.body).error.code).toBe('request_timeout');
       expect(r.closed).toBe(true);
@@ -234,7 +275,12 @@ describe('the production data path', () => {
       const idle: Socket[] = [];
       try {
         for (let i = 0; i < 12; i++) {
-          idle.push(await new Promise<Socket>((res, rej) => { const s = connect(stack.ports.gateway, '127.0.0.1', () => res(s)); s.on('error', rej); }));
+          idle.push(
+            await new Promise<Socket>((res, rej) => {
+              const s = connect(stack.ports.gateway, '127.0.0.1', () => res(s));
+              s.on('error', rej);
+            }),
+          );
         }
         await new Promise((res) => setTimeout(res, 300));
         const over = await rawExchange(stack.ports.gateway, 'GET /health HTTP/1.1\r\nhost: x\r\n\r\n', { waitMs: 3000 });
@@ -255,26 +301,40 @@ describe('the production data path', () => {
       stack.upstream.clear();
       const r = await egressCall(stack.ports.egress, 'httpbin', s.token, {
         path: '/get',
-        headers: { 'x-forwarded-for': '10.1.2.3', forwarded: 'for=10.1.2.3', 'x-real-ip': '10.1.2.3', via: '1.1 sandbox', 'x-forwarded-host': 'evil', 'x-forwarded-proto': 'http' },
+        headers: {
+          'x-forwarded-for': '10.1.2.3',
+          forwarded: 'for=10.1.2.3',
+          'x-real-ip': '10.1.2.3',
+          via: '1.1 sandbox',
+          'x-forwarded-host': 'evil',
+          'x-forwarded-proto': 'http',
+        },
       });
       expect(r.status).toBe(200);
       expect(stack.upstream.received).toHaveLength(1);
       const sent = Object.keys(stack.upstream.received[0]!.headers);
-      for (const h of ['x-forwarded-for', 'forwarded', 'x-real-ip', 'via', 'x-forwarded-host', 'x-forwarded-proto', 'x-envoy-external-address']) expect(sent, h).not.toContain(h);
+      for (const h of ['x-forwarded-for', 'forwarded', 'x-real-ip', 'via', 'x-forwarded-host', 'x-forwarded-proto', 'x-envoy-external-address'])
+        expect(sent, h).not.toContain(h);
     });
   });
 
   describe('refusals stay JSON', () => {
-    it.each(['/api/v1/sandboxes?limit=1;x', '/api/v1/sandboxes?%zz', '/api/v1/sandboxes?state=%', '/api/v1/sandboxes?limit=%ff%fe'])('%s: a JSON error with the right status, with and without a key', async (path) => {
-      // Refused at the gateway (the policy engine cannot parse it: bad_request) or by agentd
-      // (invalid_argument): either way 400 with the JSON error shape, and never passed on wrong.
-      for (const r of [await call('admin', 'GET', path), await rawRequest(stack.ports.gateway, { path })]) {
-        expect(r.headers['content-type'], r.body).toContain('application/json');
-        const code = r.json().error.code as string;
-        expect([r.status, ['bad_request', 'invalid_argument', 'missing_api_key'].includes(code)], r.body).toEqual([code === 'missing_api_key' ? 401 : 400, true]);
-        expect(typeof r.json().error.message).toBe('string');
-      }
-    });
+    it.each(['/api/v1/sandboxes?limit=1;x', '/api/v1/sandboxes?%zz', '/api/v1/sandboxes?state=%', '/api/v1/sandboxes?limit=%ff%fe'])(
+      '%s: a JSON error with the right status, with and without a key',
+      async (path) => {
+        // Refused at the gateway (the policy engine cannot parse it: bad_request) or by agentd
+        // (invalid_argument): either way 400 with the JSON error shape, and never passed on wrong.
+        for (const r of [await call('admin', 'GET', path), await rawRequest(stack.ports.gateway, { path })]) {
+          expect(r.headers['content-type'], r.body).toContain('application/json');
+          const code = r.json().error.code as string;
+          expect([r.status, ['bad_request', 'invalid_argument', 'missing_api_key'].includes(code)], r.body).toEqual([
+            code === 'missing_api_key' ? 401 : 400,
+            true,
+          ]);
+          expect(typeof r.json().error.message).toBe('string');
+        }
+      },
+    );
   });
 });
 

@@ -18,12 +18,20 @@ let project: ProjectCopy;
 
 const kubectl = (...args: string[]) => execFileSync('kubectl', ['--kubeconfig', kubeconfig, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const kubeJson = (...args: string[]) => JSON.parse(kubectl(...args, '-o', 'json')) as { items: any[] };
-const names = (kind: string) => kubeJson('get', kind, '-n', NS).items.map((i) => i.metadata.name).sort();
-const templateHashes = () => Object.fromEntries(kubeJson('get', 'deployments', '-n', NS).items.map((d) => [d.metadata.name, d.spec.template.metadata.annotations['agentd.dev/content-hash']]));
+const names = (kind: string) =>
+  kubeJson('get', kind, '-n', NS)
+    .items.map((i) => i.metadata.name)
+    .sort();
+const templateHashes = () =>
+  Object.fromEntries(
+    kubeJson('get', 'deployments', '-n', NS).items.map((d) => [d.metadata.name, d.spec.template.metadata.annotations['agentd.dev/content-hash']]),
+  );
 const configMapVersions = () => Object.fromEntries(kubeJson('get', 'configmaps', '-n', NS).items.map((c) => [c.metadata.name, c.metadata.resourceVersion]));
 /** What a destroy left in a namespace (the API server's own kube-root-ca.crt aside). */
 const objectsLeft = (ns: string) =>
-  kubectl('get', 'deployments,services,configmaps,secrets,networkpolicies,pdb,pvc', '-n', ns, '-o', 'name').split('\n').filter((l) => l && !l.includes('kube-root-ca.crt'));
+  kubectl('get', 'deployments,services,configmaps,secrets,networkpolicies,pdb,pvc', '-n', ns, '-o', 'name')
+    .split('\n')
+    .filter((l) => l && !l.includes('kube-root-ca.crt'));
 
 beforeAll(() => {
   kubeDir = mkdtempSync(join(tmpdir(), 'agentd-kube-'));
@@ -76,7 +84,11 @@ describe('pulumi up against a real kube-apiserver', () => {
     // Every pod template is hardened as the issue asks (the API server stored what we sent).
     for (const d of kubeJson('get', 'deployments', '-n', NS).items.filter((x) => ['agentd', 'egress', 'gateway', 'opa'].includes(x.metadata.name))) {
       const c = d.spec.template.spec.containers[0];
-      expect(c.securityContext, d.metadata.name).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+      expect(c.securityContext, d.metadata.name).toMatchObject({
+        readOnlyRootFilesystem: true,
+        allowPrivilegeEscalation: false,
+        capabilities: { drop: ['ALL'] },
+      });
       expect(d.spec.template.spec.securityContext.seccompProfile.type).toBe('RuntimeDefault');
     }
     const secret = kubeJson('get', 'secrets', '-n', NS).items.find((s) => s.metadata.name === 'egress-secrets');
@@ -94,12 +106,18 @@ describe('pulumi up against a real kube-apiserver', () => {
     const versions = configMapVersions();
     const file = join(project.dir, 'policy/data/clients.yaml');
     const before = readFileSync(file, 'utf8');
-    const changed = before.replace('    role: operator\n    rate_limit_tier: standard\n', '    role: operator\n    rate_limit_tier: standard\n    enabled: false\n');
+    const changed = before.replace(
+      '    role: operator\n    rate_limit_tier: standard\n',
+      '    role: operator\n    rate_limit_tier: standard\n    enabled: false\n',
+    );
     expect(changed).not.toBe(before);
     writeFileSync(file, changed);
     // The plan names exactly OPA's ConfigMap and Deployment.
     const plan = JSON.parse(project.pulumi(['preview', '--json']).stdout) as { steps: { op: string; urn: string }[] };
-    const changes = plan.steps.filter((st) => st.op !== 'same').map((st) => `${st.op} ${st.urn.split('::').pop()}`).sort();
+    const changes = plan.steps
+      .filter((st) => st.op !== 'same')
+      .map((st) => `${st.op} ${st.urn.split('::').pop()}`)
+      .sort();
     expect(changes).toEqual(['update agentd-opa', 'update agentd-opa-config']);
     project.pulumi(['up', '--yes', '--skip-preview']);
     const after = templateHashes();
@@ -131,7 +149,10 @@ describe('rendered manifests (agentd:kubernetes.renderYamlTo)', () => {
   const GITOPS_NS = 'agentd-gitops';
   let gitops: ProjectCopy;
   const files = (dir: string): string[] =>
-    readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name)).sort();
+    readdirSync(dir, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => join(e.parentPath, e.name))
+      .sort();
 
   beforeAll(() => {
     gitops = copyProject('gitops', { KUBECONFIG: '/nonexistent/kubeconfig' });
@@ -161,7 +182,9 @@ describe('rendered manifests (agentd:kubernetes.renderYamlTo)', () => {
     // Secrets are created out of band, as the README tells GitOps users to).
     kubectl('create', 'namespace', GITOPS_NS);
     kubectl('apply', '--server-side', '--field-manager', 'gitops-test', '-R', '-f', out);
-    const deployments = kubeJson('get', 'deployments', '-n', GITOPS_NS).items.map((d) => d.metadata.name).sort();
+    const deployments = kubeJson('get', 'deployments', '-n', GITOPS_NS)
+      .items.map((d) => d.metadata.name)
+      .sort();
     expect(deployments).toEqual(['agentd', 'egress', 'gateway', 'opa']);
     kubectl('delete', 'namespace', GITOPS_NS, '--wait=false');
   }, 300_000);
@@ -207,11 +230,17 @@ describe.each([
     const services = kubeJson('get', 'services', '-n', ns).items;
     const gw = services.find((s) => s.metadata.name === (exposure === 'ClusterIP' ? 'gateway' : 'gateway-public'));
     expect(gw.spec.type).toBe(exposure);
-    expect(gw.spec.ports).toEqual([expect.objectContaining({ name: 'http', port, targetPort: 8080 })].concat(exposure === 'ClusterIP' ? [expect.objectContaining({ name: 'stats' })] : []));
+    expect(gw.spec.ports).toEqual(
+      [expect.objectContaining({ name: 'http', port, targetPort: 8080 })].concat(exposure === 'ClusterIP' ? [expect.objectContaining({ name: 'stats' })] : []),
+    );
     // prod serves HTTPS only, from the cert-manager style Secret it names.
     const gwPod = kubeJson('get', 'deployments', '-n', ns).items.find((d) => d.metadata.name === 'gateway').spec.template.spec;
     expect(gwPod.volumes.some((v: any) => v.secret?.secretName === 'agentd-gateway-tls')).toBe(stack === 'prod');
-    expect(kubeJson('get', 'poddisruptionbudgets', '-n', ns).items.map((p) => p.metadata.name).sort()).toEqual(pdbs);
+    expect(
+      kubeJson('get', 'poddisruptionbudgets', '-n', ns)
+        .items.map((p) => p.metadata.name)
+        .sort(),
+    ).toEqual(pdbs);
     copy.pulumi(['preview', '--expect-no-changes']);
     copy.pulumi(['destroy', '--yes', '--skip-preview']);
     expect(objectsLeft(ns)).toEqual([]);

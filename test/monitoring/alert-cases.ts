@@ -22,7 +22,10 @@ interface Case {
 }
 
 const s = (metric: string, labels: Readonly<Record<string, string>>, values: string): Series => ({
-  series: selector(metric, Object.entries(labels).map(([k, v]) => eq(k, v))),
+  series: selector(
+    metric,
+    Object.entries(labels).map(([k, v]) => eq(k, v)),
+  ),
   values,
 });
 
@@ -46,7 +49,12 @@ export function alertCases(spec: PolicySpec): Record<AlertName, { fires: Case; q
       quiet: {
         evalTime: '15m',
         alerts: [],
-        series: [hcmXx('gateway', '2', perMin(594)), hcmXx('gateway', '5', perMin(6)), hcmXx('gateway_stats', '5', perMin(600)), hcmXx('egress', '5', perMin(600))],
+        series: [
+          hcmXx('gateway', '2', perMin(594)),
+          hcmXx('gateway', '5', perMin(6)),
+          hcmXx('gateway_stats', '5', perMin(600)),
+          hcmXx('egress', '5', perMin(600)),
+        ],
       },
     },
     AuthorizationDenialsSpike: {
@@ -55,8 +63,12 @@ export function alertCases(spec: PolicySpec): Record<AlertName, { fires: Case; q
         evalTime: '15m',
         alerts: [{ [L.extAuthzPrefix]: PROXIES.gateway.extAuthzPrefix }],
         series: [
-          authz(E.httpExtAuthzOk, 'gateway', perMin(60)), authz(E.httpExtAuthzDenied, 'gateway', perMin(60)), authz(E.httpExtAuthzError, 'gateway', perMin(0)),
-          authz(E.httpExtAuthzOk, 'egress', perMin(600)), authz(E.httpExtAuthzDenied, 'egress', perMin(0)), authz(E.httpExtAuthzError, 'egress', perMin(0)),
+          authz(E.httpExtAuthzOk, 'gateway', perMin(60)),
+          authz(E.httpExtAuthzDenied, 'gateway', perMin(60)),
+          authz(E.httpExtAuthzError, 'gateway', perMin(0)),
+          authz(E.httpExtAuthzOk, 'egress', perMin(600)),
+          authz(E.httpExtAuthzDenied, 'egress', perMin(0)),
+          authz(E.httpExtAuthzError, 'egress', perMin(0)),
         ],
       },
       // gateway: a high ratio of very few requests (0.1/s); egress: 1/s denied but only 9%.
@@ -64,8 +76,12 @@ export function alertCases(spec: PolicySpec): Record<AlertName, { fires: Case; q
         evalTime: '15m',
         alerts: [],
         series: [
-          authz(E.httpExtAuthzOk, 'gateway', perMin(3)), authz(E.httpExtAuthzDenied, 'gateway', perMin(6)), authz(E.httpExtAuthzError, 'gateway', perMin(0)),
-          authz(E.httpExtAuthzOk, 'egress', perMin(600)), authz(E.httpExtAuthzDenied, 'egress', perMin(60)), authz(E.httpExtAuthzError, 'egress', perMin(0)),
+          authz(E.httpExtAuthzOk, 'gateway', perMin(3)),
+          authz(E.httpExtAuthzDenied, 'gateway', perMin(6)),
+          authz(E.httpExtAuthzError, 'gateway', perMin(0)),
+          authz(E.httpExtAuthzOk, 'egress', perMin(600)),
+          authz(E.httpExtAuthzDenied, 'egress', perMin(60)),
+          authz(E.httpExtAuthzError, 'egress', perMin(0)),
         ],
       },
     },
@@ -80,15 +96,23 @@ export function alertCases(spec: PolicySpec): Record<AlertName, { fires: Case; q
         evalTime: '15m',
         alerts: [{ [L.extAuthzPrefix]: PROXIES.egress.extAuthzPrefix }],
         series: [
-          authz(E.httpExtAuthzOk, 'egress', perMin(600)), authz(E.httpExtAuthzDenied, 'egress', perMin(0)), authz(E.httpExtAuthzError, 'egress', perMin(60)),
-          authz(E.httpExtAuthzOk, 'gateway', perMin(600)), authz(E.httpExtAuthzDenied, 'gateway', perMin(60)), authz(E.httpExtAuthzError, 'gateway', perMin(0)),
+          authz(E.httpExtAuthzOk, 'egress', perMin(600)),
+          authz(E.httpExtAuthzDenied, 'egress', perMin(0)),
+          authz(E.httpExtAuthzError, 'egress', perMin(60)),
+          authz(E.httpExtAuthzOk, 'gateway', perMin(600)),
+          authz(E.httpExtAuthzDenied, 'gateway', perMin(60)),
+          authz(E.httpExtAuthzError, 'gateway', perMin(0)),
         ],
       },
       // 0.1% unanswered: a blip, not an outage.
       quiet: {
         evalTime: '15m',
         alerts: [],
-        series: [authz(E.httpExtAuthzOk, 'egress', perMin(6000)), authz(E.httpExtAuthzDenied, 'egress', perMin(0)), authz(E.httpExtAuthzError, 'egress', perMin(6))],
+        series: [
+          authz(E.httpExtAuthzOk, 'egress', perMin(6000)),
+          authz(E.httpExtAuthzDenied, 'egress', perMin(0)),
+          authz(E.httpExtAuthzError, 'egress', perMin(6)),
+        ],
       },
     },
     EgressUpstreamErrors: {
@@ -116,14 +140,21 @@ export function alertCases(spec: PolicySpec): Record<AlertName, { fires: Case; q
         evalTime: '20m',
         alerts: [{ [L.rateLimitPrefix]: PROXIES.gateway.rateLimitPrefix }],
         series: [
-          rl(E.rateLimitEnabled, 'gateway', perMin(600)), rl(E.rateLimitRateLimited, 'gateway', perMin(120)),
-          rl(E.rateLimitEnabled, 'egress', perMin(600)), rl(E.rateLimitRateLimited, 'egress', perMin(6)),
+          rl(E.rateLimitEnabled, 'gateway', perMin(600)),
+          rl(E.rateLimitRateLimited, 'gateway', perMin(120)),
+          rl(E.rateLimitEnabled, 'egress', perMin(600)),
+          rl(E.rateLimitRateLimited, 'egress', perMin(6)),
         ],
       },
       quiet: {
         evalTime: '20m',
         alerts: [],
-        series: [rl(E.rateLimitEnabled, 'gateway', perMin(600)), rl(E.rateLimitRateLimited, 'gateway', perMin(30)), rl(E.rateLimitEnabled, 'egress', perMin(600)), rl(E.rateLimitRateLimited, 'egress', perMin(30))],
+        series: [
+          rl(E.rateLimitEnabled, 'gateway', perMin(600)),
+          rl(E.rateLimitRateLimited, 'gateway', perMin(30)),
+          rl(E.rateLimitEnabled, 'egress', perMin(600)),
+          rl(E.rateLimitRateLimited, 'egress', perMin(30)),
+        ],
       },
     },
     AgentdDown: {
@@ -153,7 +184,12 @@ export const expandLabels = (template: string, labels: Readonly<Record<string, s
  * promtool's test file for `rulesFile`. `mutate` lets a test break the expectations on purpose,
  * to show promtool would notice.
  */
-export function promtoolTests(spec: PolicySpec, rules: RuleFile, rulesFile: string, mutate?: (name: AlertName, kind: 'fires' | 'quiet', c: Case) => Case): object {
+export function promtoolTests(
+  spec: PolicySpec,
+  rules: RuleFile,
+  rulesFile: string,
+  mutate?: (name: AlertName, kind: 'fires' | 'quiet', c: Case) => Case,
+): object {
   const byName = new Map(rules.groups.flatMap((g) => g.rules).map((r) => [r.alert, r]));
   const tests = Object.entries(alertCases(spec)).flatMap(([name, cases]) =>
     (['fires', 'quiet'] as const).map((kind) => {

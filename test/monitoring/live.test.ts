@@ -31,7 +31,8 @@ let rpc: AgentdGrpc;
 
 const api = (method: string, path: string, key: string, body?: object) =>
   rawRequest(stack.ports.gateway, {
-    method, path,
+    method,
+    path,
     headers: { 'x-api-key': key, ...(body ? { 'content-type': 'application/json' } : {}) },
     body: body ? JSON.stringify(body) : undefined,
   });
@@ -218,7 +219,8 @@ describe('Prometheus on the running platform', () => {
 function panel(d: Dashboard, title: string): PanelQuery[] {
   const found = dashboardQueries(d).filter((q) => q.panel.title === title);
   if (found.length === 0) throw new Error(`no panel "${title}" in ${d.uid}`);
-  if (found.some((q) => q.target.datasource.uid !== GRAFANA_DATASOURCES.prometheus.uid)) throw new Error(`panel "${title}" of ${d.uid} is not a Prometheus panel`);
+  if (found.some((q) => q.target.datasource.uid !== GRAFANA_DATASOURCES.prometheus.uid))
+    throw new Error(`panel "${title}" of ${d.uid} is not a Prometheus panel`);
   return found.map((q) => q.target);
 }
 
@@ -249,7 +251,11 @@ describe('dashboard legends', () => {
 describe('core panels show data', () => {
   it('gateway: requests by status class (2xx, 4xx and 5xx)', async () => {
     const [byClass] = await evalPanel(dashboards['gateway']!, 'Requests by status class');
-    expect(positive(byClass!).map((s) => s.metric['envoy_response_code_class']).sort()).toEqual(expect.arrayContaining(['2', '4']));
+    expect(
+      positive(byClass!)
+        .map((s) => s.metric['envoy_response_code_class'])
+        .sort(),
+    ).toEqual(expect.arrayContaining(['2', '4']));
     const [latency] = await evalPanel(dashboards['gateway']!, 'Latency');
     expect(positive(latency!).length).toBe(1);
     const authz = await evalPanel(dashboards['gateway']!, 'Authorization (OPA)');
@@ -261,12 +267,22 @@ describe('core panels show data', () => {
 
   it('egress: requests per service, for every service of the spec', async () => {
     const [byService] = await evalPanel(dashboards['egress']!, 'Requests by service');
-    expect(positive(byService!).map((s) => s.metric['service']).sort()).toEqual(Object.keys(spec.egressServices).sort());
+    expect(
+      positive(byService!)
+        .map((s) => s.metric['service'])
+        .sort(),
+    ).toEqual(Object.keys(spec.egressServices).sort());
     for (const id of Object.keys(spec.egressServices)) {
       const [classes] = await evalPanel(dashboards['egress']!, `${id}: requests by status class`);
-      expect(positive(classes!).map((s) => s.metric['envoy_response_code_class']), id).toContain('2');
+      expect(
+        positive(classes!).map((s) => s.metric['envoy_response_code_class']),
+        id,
+      ).toContain('2');
       const [agentdView] = await evalPanel(dashboards['egress']!, `${id}: as agentd sees it`);
-      expect(positive(agentdView!).map((s) => s.metric['status']), id).toContain('200');
+      expect(
+        positive(agentdView!).map((s) => s.metric['status']),
+        id,
+      ).toContain('200');
       const [p50] = await evalPanel(dashboards['egress']!, `${id}: upstream latency`);
       expect(positive(p50!).length, id).toBe(1);
     }
@@ -283,10 +299,22 @@ describe('core panels show data', () => {
 
   it('OPA: decisions for both proxies, decision latency, bundle revision', async () => {
     const [allowed, denied] = await evalPanel(dashboards['opa']!, 'Decisions by proxy');
-    expect(positive(allowed!).map((s) => s.metric['envoy_ext_authz_prefix']).sort()).toEqual(['egress_authz', 'gateway_authz']);
-    expect(positive(denied!).map((s) => s.metric['envoy_ext_authz_prefix']).sort()).toEqual(['egress_authz', 'gateway_authz']);
+    expect(
+      positive(allowed!)
+        .map((s) => s.metric['envoy_ext_authz_prefix'])
+        .sort(),
+    ).toEqual(['egress_authz', 'gateway_authz']);
+    expect(
+      positive(denied!)
+        .map((s) => s.metric['envoy_ext_authz_prefix'])
+        .sort(),
+    ).toEqual(['egress_authz', 'gateway_authz']);
     const [p50] = await evalPanel(dashboards['opa']!, 'Decision latency (as Envoy waits for it)');
-    expect(positive(p50!).map((s) => s.metric['job']).sort()).toEqual([JOBS.egress, JOBS.gateway].sort());
+    expect(
+      positive(p50!)
+        .map((s) => s.metric['job'])
+        .sort(),
+    ).toEqual([JOBS.egress, JOBS.gateway].sort());
     const [revision] = await evalPanel(dashboards['opa']!, 'Bundle revision');
     // The revision on the dashboard is the bundle's content hash, as rendered.
     expect(revision![0]?.metric['active_revision']).toBe(stack.rendered.policyRevision);

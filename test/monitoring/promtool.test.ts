@@ -31,7 +31,10 @@ beforeAll(() => {
 });
 
 describe('promtool check', () => {
-  for (const [name, input] of [['docker', dockerMonitoringInput], ['kubernetes', kubernetesMonitoringInput]] as const) {
+  for (const [name, input] of [
+    ['docker', dockerMonitoringInput],
+    ['kubernetes', kubernetesMonitoringInput],
+  ] as const) {
     it(`accepts the ${name} config with the rules file beside it`, () => {
       const d = writeWorkload(name, renderMonitoringFiles(spec, input).prometheus.files);
       const r = run(promtool, ['check', 'config', join(d, PROMETHEUS_CONFIG_FILE)]);
@@ -80,8 +83,7 @@ describe('promtool test rules', () => {
 
   it('fails when the expectations are flipped, for every case', () => {
     // Expect silence where an alert should fire, and an alert where there should be none.
-    const flipped = promtoolTests(spec, rules, PROMETHEUS_RULES_FILE, (_name, kind, c) =>
-      kind === 'fires' ? { ...c, alerts: [] } : { ...c, alerts: [{}] });
+    const flipped = promtoolTests(spec, rules, PROMETHEUS_RULES_FILE, (_name, kind, c) => (kind === 'fires' ? { ...c, alerts: [] } : { ...c, alerts: [{}] }));
     const d = writeWorkload('flipped', { [PROMETHEUS_RULES_FILE]: toYaml(rules), 'alerts.test.yml': toYaml(flipped) });
     const r = run(promtool, ['test', 'rules', join(d, 'alerts.test.yml')]);
     expect(r.code).not.toBe(0);

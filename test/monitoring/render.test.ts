@@ -19,9 +19,12 @@ import { dockerMonitoringInput, kubernetesMonitoringInput } from './support.ts';
 const spec = shippedSpec();
 
 /** Every stat_prefix of the HTTP connection managers of a rendered Envoy config, by listener. */
-function hcmPrefixes(bootstrap: { static_resources: { listeners: readonly { name: string; filter_chains: readonly { filters: readonly { typed_config: Record<string, unknown> }[] }[] }[] } }) {
+function hcmPrefixes(bootstrap: {
+  static_resources: { listeners: readonly { name: string; filter_chains: readonly { filters: readonly { typed_config: Record<string, unknown> }[] }[] }[] };
+}) {
   return bootstrap.static_resources.listeners.flatMap((l) =>
-    l.filter_chains.flatMap((c) => c.filters.map((f) => ({ listener: l.name, prefix: String(f.typed_config['stat_prefix']) }))));
+    l.filter_chains.flatMap((c) => c.filters.map((f) => ({ listener: l.name, prefix: String(f.typed_config['stat_prefix']) }))),
+  );
 }
 
 const fullMatch = (regex: string, s: string) => new RegExp(`^(?:${regex})$`).test(s);
@@ -105,34 +108,39 @@ describe('Alloy syntax builder', () => {
   it('lays out blocks, aligned attributes and multi-line objects with trailing commas', () => {
     const text = toRiver([
       comment('why'),
-      block('a.b', [
-        attr('x', 'v'),
-        attr('longer', [1, true, null]),
-        attr('o', obj({ k: 'v', 'not.ident': ref('c.d.e') })),
-        block('inner', []),
-      ], 'lbl'),
+      block('a.b', [attr('x', 'v'), attr('longer', [1, true, null]), attr('o', obj({ k: 'v', 'not.ident': ref('c.d.e') })), block('inner', [])], 'lbl'),
     ]);
-    expect(text).toBe([
-      '// why',
-      'a.b "lbl" {',
-      '  x      = "v"',
-      '  longer = [1, true, null]',
-      '  o      = {',
-      '    k           = "v",',
-      '    "not.ident" = c.d.e,',
-      '  }',
-      '',
-      '  inner {}',
-      '}',
-      '',
-    ].join('\n'));
+    expect(text).toBe(
+      [
+        '// why',
+        'a.b "lbl" {',
+        '  x      = "v"',
+        '  longer = [1, true, null]',
+        '  o      = {',
+        '    k           = "v",',
+        '    "not.ident" = c.d.e,',
+        '  }',
+        '',
+        '  inner {}',
+        '}',
+        '',
+      ].join('\n'),
+    );
   });
 });
 
 describe('Prometheus config', () => {
   it('lists several endpoints of one job, brackets IPv6 hosts, sorts external labels', () => {
     const cfg = renderPrometheusConfig({
-      targets: { gateway: [{ host: 'a', port: 1 }, { host: '::1', port: 2 }], egress: { host: 'e', port: 3 }, opa: { host: 'o', port: 4 }, agentd: { host: 'd', port: 5 } },
+      targets: {
+        gateway: [
+          { host: 'a', port: 1 },
+          { host: '::1', port: 2 },
+        ],
+        egress: { host: 'e', port: 3 },
+        opa: { host: 'o', port: 4 },
+        agentd: { host: 'd', port: 5 },
+      },
       externalLabels: { z: '1', a: '2' },
     });
     expect(cfg.scrape_configs[0]!.static_configs[0]!.targets).toEqual(['a:1', '[::1]:2']);

@@ -72,10 +72,11 @@ describe('Grafana', () => {
         const g = panel.gridPos!;
         expect(g, `${p} ${panel.title}`).toBeDefined();
         expect(g.x + g.w, `${p} ${panel.title}`).toBeLessThanOrEqual(24);
-        for (let x = g.x; x < g.x + g.w; x++) for (let y = g.y; y < g.y + g.h; y++) {
-          expect(cells.has(`${x},${y}`), `${p} ${panel.title} overlaps at ${x},${y}`).toBe(false);
-          cells.add(`${x},${y}`);
-        }
+        for (let x = g.x; x < g.x + g.w; x++)
+          for (let y = g.y; y < g.y + g.h; y++) {
+            expect(cells.has(`${x},${y}`), `${p} ${panel.title} overlaps at ${x},${y}`).toBe(false);
+            cells.add(`${x},${y}`);
+          }
       }
     }
   });
@@ -101,7 +102,8 @@ describe('Grafana', () => {
     const titles = (egress.panels ?? []).map((x) => x.title);
     for (const s of Object.values(spec.egressServices)) {
       expect(titles).toContain(`Service: ${s.displayName} (${s.id})`);
-      for (const suffix of ['requests by status class', 'upstream latency', 'errors', 'authorization', 'as agentd sees it']) expect(titles).toContain(`${s.id}: ${suffix}`);
+      for (const suffix of ['requests by status class', 'upstream latency', 'errors', 'authorization', 'as agentd sees it'])
+        expect(titles).toContain(`${s.id}: ${suffix}`);
     }
     for (const t of Object.keys(spec.sandboxTiers)) expect(titles).toContain(`Tier ${t}: requests by status`);
   });
@@ -160,7 +162,9 @@ describe('Grafana', () => {
   });
 
   it('points the dashboard provider at the directory the dashboards are written to', () => {
-    const provider = parseYaml(text(rendered.docker.grafana.files[GRAFANA_FILES.dashboardProvider])) as { providers: { options: { path: string }; disableDeletion: boolean; allowUiUpdates: boolean }[] };
+    const provider = parseYaml(text(rendered.docker.grafana.files[GRAFANA_FILES.dashboardProvider])) as {
+      providers: { options: { path: string }; disableDeletion: boolean; allowUiUpdates: boolean }[];
+    };
     expect(provider.providers[0]!.options.path).toBe(`${rendered.docker.grafana.configDir}/${GRAFANA_FILES.dashboardsDir}`);
     expect([provider.providers[0]!.disableDeletion, provider.providers[0]!.allowUiUpdates]).toEqual([true, false]);
   });
@@ -188,19 +192,29 @@ describe('Alloy', () => {
   );
 
   it('ships container logs with discovery.docker + loki.source.docker, pod logs with discovery.kubernetes + loki.source.kubernetes', () => {
-    const names = (k: string) => blocks(renderAlloyConfig(alloyInputs[k]!)).filter((b) => b.label !== undefined).map((b) => b.name);
+    const names = (k: string) =>
+      blocks(renderAlloyConfig(alloyInputs[k]!))
+        .filter((b) => b.label !== undefined)
+        .map((b) => b.name);
     expect(names('docker')).toEqual(['discovery.docker', 'discovery.relabel', 'loki.source.docker', 'loki.process', 'loki.write']);
     expect(names('kubernetes')).toEqual(['discovery.kubernetes', 'discovery.relabel', 'loki.source.kubernetes', 'loki.process', 'loki.write']);
   });
 
   it('every reference names a component the config defines, with an export it has', () => {
     const exports: Record<string, string[]> = {
-      'discovery.docker': ['targets'], 'discovery.kubernetes': ['targets'], 'discovery.relabel': ['output', 'rules'],
-      'loki.process': ['receiver'], 'loki.write': ['receiver'],
+      'discovery.docker': ['targets'],
+      'discovery.kubernetes': ['targets'],
+      'discovery.relabel': ['output', 'rules'],
+      'loki.process': ['receiver'],
+      'loki.write': ['receiver'],
     };
     for (const input of Object.values(alloyInputs)) {
       const config = renderAlloyConfig(input);
-      const defined = new Set(blocks(config).filter((b) => b.label).flatMap((b) => (exports[b.name] ?? []).map((e) => `${b.name}.${b.label}.${e}`)));
+      const defined = new Set(
+        blocks(config)
+          .filter((b) => b.label)
+          .flatMap((b) => (exports[b.name] ?? []).map((e) => `${b.name}.${b.label}.${e}`)),
+      );
       const used = blocks(config).flatMap((b) => b.body.flatMap((s) => (s.kind === 'attr' ? refs(s.value) : [])));
       expect(used.length).toBeGreaterThan(3);
       for (const r of used) expect(defined.has(r), r).toBe(true);
@@ -210,7 +224,10 @@ describe('Alloy', () => {
   it('gives streams only the allowed labels: service and level, never path, sandbox id or duration', () => {
     for (const [k, input] of Object.entries(alloyInputs)) {
       const all = blocks(renderAlloyConfig(input));
-      const targetLabels = all.filter((b) => b.name === 'rule').map((b) => attrOf(b, 'target_label')).filter((x) => x !== undefined);
+      const targetLabels = all
+        .filter((b) => b.name === 'rule')
+        .map((b) => attrOf(b, 'target_label'))
+        .filter((x) => x !== undefined);
       expect(targetLabels, k).toEqual(['service']);
       const labelStage = all.filter((b) => b.name === 'stage.labels');
       expect(labelStage.length).toBe(1);
@@ -243,10 +260,23 @@ describe('Alloy', () => {
     const [envoyLine, normalise] = regexes as [RegExp, RegExp];
     const levelOf = (raw: string | undefined) => (raw === undefined ? undefined : normalise.exec(raw)?.groups?.['level']);
     // Lines as the harness' processes write them.
-    expect(levelOf(envoyLine.exec('[2026-11-28 04:34:53.284][22371][warning][main] [source/server/server.cc:1059] There is no configured limit')?.groups?.['raw_level'])).toBe('warn');
+    expect(
+      levelOf(
+        envoyLine.exec('[2026-11-28 04:34:53.284][22371][warning][main] [source/server/server.cc:1059] There is no configured limit')?.groups?.['raw_level'],
+      ),
+    ).toBe('warn');
     expect(levelOf(envoyLine.exec('[2026-11-28 04:34:53.284][22371][critical][main] x')?.groups?.['raw_level'])).toBe('critical');
     expect(envoyLine.exec('{"level":"info","msg":"x"}')).toBeNull();
-    for (const [raw, level] of [['info', 'info'], ['warning', 'warn'], ['error', 'error'], ['fatal', 'fatal'], ['debug', 'debug'], ['LOUD', undefined], ['sbx_123', undefined], ['', undefined]] as const) {
+    for (const [raw, level] of [
+      ['info', 'info'],
+      ['warning', 'warn'],
+      ['error', 'error'],
+      ['fatal', 'fatal'],
+      ['debug', 'debug'],
+      ['LOUD', undefined],
+      ['sbx_123', undefined],
+      ['', undefined],
+    ] as const) {
       expect(levelOf(raw), raw).toBe(level);
     }
     for (const l of LOG_LEVELS) expect(levelOf(l)).toBe(l);
@@ -263,7 +293,20 @@ describe('Alloy', () => {
  * for the blocks the platform writes; a typo in loki.ts would otherwise only show on deploy.
  */
 const LOKI_KEYS: Record<string, readonly string[]> = {
-  '': ['auth_enabled', 'server', 'common', 'schema_config', 'compactor', 'limits_config', 'analytics', 'storage_config', 'ingester', 'querier', 'ruler', 'query_range'],
+  '': [
+    'auth_enabled',
+    'server',
+    'common',
+    'schema_config',
+    'compactor',
+    'limits_config',
+    'analytics',
+    'storage_config',
+    'ingester',
+    'querier',
+    'ruler',
+    'query_range',
+  ],
   server: ['http_listen_address', 'http_listen_port', 'grpc_listen_address', 'grpc_listen_port', 'log_level', 'log_format'],
   common: ['instance_addr', 'path_prefix', 'storage', 'replication_factor', 'ring', 'compactor_address'],
   'common.storage': ['filesystem'],
@@ -273,8 +316,24 @@ const LOKI_KEYS: Record<string, readonly string[]> = {
   schema_config: ['configs'],
   'schema_config.configs[]': ['from', 'store', 'object_store', 'schema', 'index'],
   'schema_config.configs[].index': ['prefix', 'period'],
-  compactor: ['working_directory', 'compaction_interval', 'apply_retention_interval', 'retention_enabled', 'retention_delete_delay', 'retention_delete_worker_count', 'delete_request_store'],
-  limits_config: ['retention_period', 'reject_old_samples', 'reject_old_samples_max_age', 'discover_service_name', 'discover_log_levels', 'max_label_names_per_series', 'allow_structured_metadata'],
+  compactor: [
+    'working_directory',
+    'compaction_interval',
+    'apply_retention_interval',
+    'retention_enabled',
+    'retention_delete_delay',
+    'retention_delete_worker_count',
+    'delete_request_store',
+  ],
+  limits_config: [
+    'retention_period',
+    'reject_old_samples',
+    'reject_old_samples_max_age',
+    'discover_service_name',
+    'discover_log_levels',
+    'max_label_names_per_series',
+    'allow_structured_metadata',
+  ],
   analytics: ['reporting_enabled'],
 };
 

@@ -20,7 +20,9 @@ export const dockerMonitoringInput: MonitoringRenderInput = {
     },
   },
   loki: { retentionDays: 7 },
-  alloy: { discovery: { kind: 'docker', host: 'unix:///var/run/docker.sock', serviceLabel: 'agentd.workload', stackLabel: { name: 'agentd.stack', value: 'dev' } } },
+  alloy: {
+    discovery: { kind: 'docker', host: 'unix:///var/run/docker.sock', serviceLabel: 'agentd.workload', stackLabel: { name: 'agentd.stack', value: 'dev' } },
+  },
   grafana: { adminPassword: ADMIN_PASSWORD },
 };
 
@@ -32,7 +34,10 @@ export const kubernetesMonitoringInput: MonitoringRenderInput = {
       gateway: { host: 'gateway-stats.agentd.svc.cluster.local', port: 9902 },
       egress: { host: 'egress-stats.agentd.svc.cluster.local', port: 9902 },
       opa: { host: 'opa.agentd.svc.cluster.local', port: 8181 },
-      agentd: [{ host: 'agentd-0.agentd.agentd.svc.cluster.local', port: 8090 }, { host: 'agentd-1.agentd.agentd.svc.cluster.local', port: 8090 }],
+      agentd: [
+        { host: 'agentd-0.agentd.agentd.svc.cluster.local', port: 8090 },
+        { host: 'agentd-1.agentd.agentd.svc.cluster.local', port: 8090 },
+      ],
     },
     scrapeIntervalSeconds: 30,
     externalLabels: { stack: 'prod' },
@@ -87,7 +92,10 @@ export async function selectorsOf(url: string, expr: string): Promise<VectorSele
   if (body.status !== 'success') throw new Error(`parse failed: ${body.error}\n  ${expr}`);
   const out: VectorSelector[] = [];
   const walk = (node: unknown): void => {
-    if (Array.isArray(node)) return node.forEach(walk);
+    if (Array.isArray(node)) {
+      node.forEach(walk);
+      return;
+    }
     if (node === null || typeof node !== 'object') return;
     const n = node as Record<string, unknown>;
     if (Array.isArray(n['matchers']) && typeof n['name'] === 'string') {
@@ -100,5 +108,4 @@ export async function selectorsOf(url: string, expr: string): Promise<VectorSele
 }
 
 /** A selector as PromQL text (for error messages and for counting its series). */
-export const selectorText = (s: VectorSelector): string =>
-  `{${s.matchers.map((m) => `${m.name}${m.type}${JSON.stringify(m.value)}`).join(',')}}`;
+export const selectorText = (s: VectorSelector): string => `{${s.matchers.map((m) => `${m.name}${m.type}${JSON.stringify(m.value)}`).join(',')}}`;

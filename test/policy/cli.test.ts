@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { REPO_ROOT } from '../../scripts/local/tools.ts';
 
-const node = (script: string, ...args: string[]) => spawnSync(process.execPath, [join(REPO_ROOT, 'scripts', script), ...args], { cwd: REPO_ROOT, encoding: 'utf8' });
+const node = (script: string, ...args: string[]) =>
+  spawnSync(process.execPath, [join(REPO_ROOT, 'scripts', script), ...args], { cwd: REPO_ROOT, encoding: 'utf8' });
 
 describe('npm run policy -- explain', () => {
   it('explains a gateway denial with its reason, exiting 1', () => {

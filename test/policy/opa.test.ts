@@ -10,7 +10,11 @@ import { gunzipSync } from 'node:zlib';
 import { buildBundle, sha256Hex, BUNDLE_DATA_PATH, BUNDLE_ROOTS, rootsOverlap } from '../../policy/bundle.ts';
 import { IDENTITY_HEADERS, REGISTRY_BUNDLE_PATH, REGISTRY_BUNDLE_ROOT } from '../../agentd/src/contract.ts';
 import {
-  OPA_BUNDLE_NAME, OPA_REGISTRY_BUNDLE_NAME, OPA_REGISTRY_SERVICE, REGISTRY_LONG_POLLING_TIMEOUT_SECONDS, renderOpaConfig,
+  OPA_BUNDLE_NAME,
+  OPA_REGISTRY_BUNDLE_NAME,
+  OPA_REGISTRY_SERVICE,
+  REGISTRY_LONG_POLLING_TIMEOUT_SECONDS,
+  renderOpaConfig,
 } from '../../components/render/opa.ts';
 import { ExtAuthzClient, RegistryServer, startOpa, type AuthzAnswer, type RegistryEntry, type RunningOpa } from '../../scripts/local/opa.ts';
 import { freePort, sleep } from '../../scripts/local/processes.ts';
@@ -60,12 +64,21 @@ describe('decision tables against the real OPA and its Envoy plugin', () => {
   const sandboxOf = (tier: string) => `sbx-${tier}`;
   const activeSandboxes = () => Object.fromEntries(Object.keys(spec.sandboxTiers).map((t) => [sandboxOf(t), { tier: t, exp: now() + 3600 }]));
   const egressCheck = (service: string, method: string, path: string, claims: Record<string, unknown>) =>
-    client.check({ contextExtensions: { policy: 'egress', service }, method, path, host: service, jwtClaims: { iss: 'agentd', aud: 'agentd-egress', ...claims } });
+    client.check({
+      contextExtensions: { policy: 'egress', service },
+      method,
+      path,
+      host: service,
+      jwtClaims: { iss: 'agentd', aud: 'agentd-egress', ...claims },
+    });
   /** A request the policy data allows, for each tier that is granted a service. */
-  const allowedCalls = () => Object.values(spec.sandboxTiers).flatMap((t) => t.services.slice(0, 1).map((service) => {
-    const s = spec.egressServices[service]!;
-    return { tier: t.id, service, method: s.allowedMethods[0]!, path: instantiate(s.allowedPaths[0]!) };
-  }));
+  const allowedCalls = () =>
+    Object.values(spec.sandboxTiers).flatMap((t) =>
+      t.services.slice(0, 1).map((service) => {
+        const s = spec.egressServices[service]!;
+        return { tier: t.id, service, method: s.allowedMethods[0]!, path: instantiate(s.allowedPaths[0]!) };
+      }),
+    );
 
   beforeAll(async () => {
     const dir = mkdtempSync(join(tmpdir(), 'agentd-opa-'));
@@ -124,41 +137,55 @@ describe('decision tables against the real OPA and its Envoy plugin', () => {
     const wrong: string[] = [];
     const identityChecked = new Set<string>();
     for (let i = 0; i < all.length; i += 50) {
-      await Promise.all(all.slice(i, i + 50).map(async ({ c, path, method }) => {
-        const want = expectGateway(spec, c.id, method, path);
-        const got = await client.check({ contextExtensions: { policy: 'gateway' }, method, path, headers: { 'x-api-key': keyOf(c.id) } });
-        if (got.allowed !== want.allowed || (!want.allowed && (got.status !== want.status || got.body?.error?.code !== want.reason))) {
-          wrong.push(`${c.id} ${method} ${path}: want ${JSON.stringify(want)}, got ${got.allowed} ${got.status} ${got.body?.error?.code}`);
-        }
-        if (got.allowed && want.allowed) {
-          // Exactly the identity agentd is to trust, nothing more, nothing less.
-          if (!isDeepStrictEqual(got.headers, want.headers)) {
-            wrong.push(`${c.id} ${method} ${path}: headers want ${JSON.stringify(want.headers)}, got ${JSON.stringify(got.headers)}`);
+      await Promise.all(
+        all.slice(i, i + 50).map(async ({ c, path, method }) => {
+          const want = expectGateway(spec, c.id, method, path);
+          const got = await client.check({ contextExtensions: { policy: 'gateway' }, method, path, headers: { 'x-api-key': keyOf(c.id) } });
+          if (got.allowed !== want.allowed || (!want.allowed && (got.status !== want.status || got.body?.error?.code !== want.reason))) {
+            wrong.push(`${c.id} ${method} ${path}: want ${JSON.stringify(want)}, got ${got.allowed} ${got.status} ${got.body?.error?.code}`);
           }
-          identityChecked.add(c.id);
-          expect(got.dynamicMetadata).toMatchObject({ client_id: c.id, tier: spec.clients.find((x) => x.id === c.id)?.rateLimitTier });
-        }
-      }));
+          if (got.allowed && want.allowed) {
+            // Exactly the identity agentd is to trust, nothing more, nothing less.
+            if (!isDeepStrictEqual(got.headers, want.headers)) {
+              wrong.push(`${c.id} ${method} ${path}: headers want ${JSON.stringify(want.headers)}, got ${JSON.stringify(got.headers)}`);
+            }
+            identityChecked.add(c.id);
+            expect(got.dynamicMetadata).toMatchObject({ client_id: c.id, tier: spec.clients.find((x) => x.id === c.id)?.rateLimitTier });
+          }
+        }),
+      );
     }
     expect(all.length).toBeGreaterThan(300);
     expect(wrong).toEqual([]);
     // Every enabled client was allowed somewhere, so its scope and tiers were checked.
-    expect([...identityChecked].sort()).toEqual(spec.clients.filter((c) => c.enabled).map((c) => c.id).sort());
+    expect([...identityChecked].sort()).toEqual(
+      spec.clients
+        .filter((c) => c.enabled)
+        .map((c) => c.id)
+        .sort(),
+    );
   });
 
   it('gateway: the identity headers per shipped role (admin: all tiers, scope all; operator: all but admin; reader: none)', async () => {
-    const headersOf = async (id: string) => (await client.check({ contextExtensions: { policy: 'gateway' }, method: 'GET', path: '/api/v1/status', headers: { 'x-api-key': keyOf(id) } })).headers;
+    const headersOf = async (id: string) =>
+      (await client.check({ contextExtensions: { policy: 'gateway' }, method: 'GET', path: '/api/v1/status', headers: { 'x-api-key': keyOf(id) } })).headers;
     expect(await headersOf('admin')).toEqual({
-      [IDENTITY_HEADERS.clientId]: 'admin', [IDENTITY_HEADERS.clientRole]: 'admin',
-      [IDENTITY_HEADERS.clientScope]: 'all', [IDENTITY_HEADERS.sandboxTiers]: 'admin,default,premium,restricted,standard',
+      [IDENTITY_HEADERS.clientId]: 'admin',
+      [IDENTITY_HEADERS.clientRole]: 'admin',
+      [IDENTITY_HEADERS.clientScope]: 'all',
+      [IDENTITY_HEADERS.sandboxTiers]: 'admin,default,premium,restricted,standard',
     });
     expect(await headersOf('ci')).toEqual({
-      [IDENTITY_HEADERS.clientId]: 'ci', [IDENTITY_HEADERS.clientRole]: 'operator',
-      [IDENTITY_HEADERS.clientScope]: 'own', [IDENTITY_HEADERS.sandboxTiers]: 'default,premium,restricted,standard',
+      [IDENTITY_HEADERS.clientId]: 'ci',
+      [IDENTITY_HEADERS.clientRole]: 'operator',
+      [IDENTITY_HEADERS.clientScope]: 'own',
+      [IDENTITY_HEADERS.sandboxTiers]: 'default,premium,restricted,standard',
     });
     expect(await headersOf('dashboard')).toEqual({
-      [IDENTITY_HEADERS.clientId]: 'dashboard', [IDENTITY_HEADERS.clientRole]: 'reader',
-      [IDENTITY_HEADERS.clientScope]: 'own', [IDENTITY_HEADERS.sandboxTiers]: '',
+      [IDENTITY_HEADERS.clientId]: 'dashboard',
+      [IDENTITY_HEADERS.clientRole]: 'reader',
+      [IDENTITY_HEADERS.clientScope]: 'own',
+      [IDENTITY_HEADERS.sandboxTiers]: '',
     });
   });
 
@@ -166,17 +193,21 @@ describe('decision tables against the real OPA and its Envoy plugin', () => {
     const exp = now() + 600;
     const all = Object.keys(spec.sandboxTiers).flatMap((tier) =>
       Object.keys(spec.egressServices).flatMap((service) =>
-        egressPaths(spec, service).flatMap((path) => METHODS.map((method) => ({ tier, service, path, method })))));
+        egressPaths(spec, service).flatMap((path) => METHODS.map((method) => ({ tier, service, path, method }))),
+      ),
+    );
     const wrong: string[] = [];
     for (let i = 0; i < all.length; i += 50) {
-      await Promise.all(all.slice(i, i + 50).map(async ({ tier, service, path, method }) => {
-        const want = expectEgress(spec, tier, service, method, path);
-        const got = await egressCheck(service, method, path, { sub: sandboxOf(tier), tier, exp });
-        if (got.allowed !== want.allowed || (!want.allowed && (got.status !== want.status || got.body?.error?.code !== want.reason))) {
-          wrong.push(`${tier} ${service} ${method} ${path}: want ${JSON.stringify(want)}, got ${got.allowed} ${got.status} ${got.body?.error?.code}`);
-        }
-        if (got.allowed) expect(got.dynamicMetadata).toMatchObject({ sandbox_id: sandboxOf(tier), tier, service });
-      }));
+      await Promise.all(
+        all.slice(i, i + 50).map(async ({ tier, service, path, method }) => {
+          const want = expectEgress(spec, tier, service, method, path);
+          const got = await egressCheck(service, method, path, { sub: sandboxOf(tier), tier, exp });
+          if (got.allowed !== want.allowed || (!want.allowed && (got.status !== want.status || got.body?.error?.code !== want.reason))) {
+            wrong.push(`${tier} ${service} ${method} ${path}: want ${JSON.stringify(want)}, got ${got.allowed} ${got.status} ${got.body?.error?.code}`);
+          }
+          if (got.allowed) expect(got.dynamicMetadata).toMatchObject({ sandbox_id: sandboxOf(tier), tier, service });
+        }),
+      );
     }
     expect(all.length).toBeGreaterThan(1000);
     expect(all.filter((c) => expectEgress(spec, c.tier, c.service, c.method, c.path).allowed).length).toBeGreaterThan(50);
@@ -186,18 +217,40 @@ describe('decision tables against the real OPA and its Envoy plugin', () => {
   it('egress: GitHub admits contents, issues, pulls, search and /user, and nothing that changes access, settings or refs', async () => {
     const tier = 'admin'; // every service: the widest sandbox
     const allowed: [string, string][] = [
-      ['GET', '/user'], ['GET', '/repos/o/r/contents/README.md'], ['PUT', '/repos/o/r/contents/src/a.ts'], ['GET', '/repos/o/r/contents'],
-      ['GET', '/repos/o/r/issues'], ['POST', '/repos/o/r/issues'], ['PATCH', '/repos/o/r/issues/1'], ['POST', '/repos/o/r/issues/1/comments'],
-      ['GET', '/repos/o/r/pulls'], ['POST', '/repos/o/r/pulls'], ['PATCH', '/repos/o/r/pulls/2'], ['POST', '/repos/o/r/pulls/2/reviews'],
-      ['GET', '/search/code?q=x'], ['GET', '/search/issues'],
+      ['GET', '/user'],
+      ['GET', '/repos/o/r/contents/README.md'],
+      ['PUT', '/repos/o/r/contents/src/a.ts'],
+      ['GET', '/repos/o/r/contents'],
+      ['GET', '/repos/o/r/issues'],
+      ['POST', '/repos/o/r/issues'],
+      ['PATCH', '/repos/o/r/issues/1'],
+      ['POST', '/repos/o/r/issues/1/comments'],
+      ['GET', '/repos/o/r/pulls'],
+      ['POST', '/repos/o/r/pulls'],
+      ['PATCH', '/repos/o/r/pulls/2'],
+      ['POST', '/repos/o/r/pulls/2/reviews'],
+      ['GET', '/search/code?q=x'],
+      ['GET', '/search/issues'],
     ];
     const refused: [string, string][] = [
       ['PATCH', '/repos/o/r'], // settings, visibility, default branch
-      ['POST', '/repos/o/r/keys'], ['POST', '/repos/o/r/hooks'], ['PATCH', '/repos/o/r/hooks/1'],
-      ['PUT', '/repos/o/r/collaborators/mallory'], ['POST', '/repos/o/r/invitations'], ['POST', '/repos/o/r/transfer'], ['POST', '/repos/o/r/forks'],
-      ['POST', '/repos/o/r/git/refs'], ['PATCH', '/repos/o/r/git/refs/heads/main'], ['PUT', '/repos/o/r/branches/main/protection'],
-      ['PUT', '/repos/o/r/actions/secrets/TOKEN'], ['POST', '/repos/o/r/dispatches'], ['POST', '/user/keys'], ['POST', '/user/repos'],
-      ['DELETE', '/repos/o/r/contents/README.md'], ['DELETE', '/repos/o/r'], ['PUT', '/repos/o/r/contents/../keys'],
+      ['POST', '/repos/o/r/keys'],
+      ['POST', '/repos/o/r/hooks'],
+      ['PATCH', '/repos/o/r/hooks/1'],
+      ['PUT', '/repos/o/r/collaborators/mallory'],
+      ['POST', '/repos/o/r/invitations'],
+      ['POST', '/repos/o/r/transfer'],
+      ['POST', '/repos/o/r/forks'],
+      ['POST', '/repos/o/r/git/refs'],
+      ['PATCH', '/repos/o/r/git/refs/heads/main'],
+      ['PUT', '/repos/o/r/branches/main/protection'],
+      ['PUT', '/repos/o/r/actions/secrets/TOKEN'],
+      ['POST', '/repos/o/r/dispatches'],
+      ['POST', '/user/keys'],
+      ['POST', '/user/repos'],
+      ['DELETE', '/repos/o/r/contents/README.md'],
+      ['DELETE', '/repos/o/r'],
+      ['PUT', '/repos/o/r/contents/../keys'],
       ['PATCH', '/repos/o/r/issues/../../../r'],
     ];
     expect(allowed.length + refused.length).toBe(33);
@@ -206,7 +259,8 @@ describe('decision tables against the real OPA and its Envoy plugin', () => {
       const want = expectEgress(spec, tier, 'github', method, path);
       const got = await egressCheck('github', method, path, { sub: sandboxOf(tier), tier, exp: now() + 600 });
       const expected = allowed.some(([m, p]) => m === method && p === path);
-      if (got.allowed !== expected || want.allowed !== expected) wrong.push(`${method} ${path}: want ${expected}, oracle ${want.allowed}, OPA ${got.allowed} ${got.body?.error?.code ?? ''}`);
+      if (got.allowed !== expected || want.allowed !== expected)
+        wrong.push(`${method} ${path}: want ${expected}, oracle ${want.allowed}, OPA ${got.allowed} ${got.body?.error?.code ?? ''}`);
     }
     expect(wrong).toEqual([]);
   });
@@ -216,7 +270,11 @@ describe('decision tables against the real OPA and its Envoy plugin', () => {
     const variants: { name: string; claims: (tier: string) => Record<string, unknown>; sandbox: SandboxState }[] = [
       { name: 'live', claims: (tier) => ({ sub: sandboxOf(tier), tier, exp: now() + 600 }), sandbox: LIVE_SANDBOX() },
       { name: 'no exp', claims: (tier) => ({ sub: sandboxOf(tier), tier }), sandbox: { ...LIVE_SANDBOX(), exp: undefined } },
-      { name: 'string exp', claims: (tier) => ({ sub: sandboxOf(tier), tier, exp: String(now() + 600) }), sandbox: { ...LIVE_SANDBOX(), exp: String(now() + 600) } },
+      {
+        name: 'string exp',
+        claims: (tier) => ({ sub: sandboxOf(tier), tier, exp: String(now() + 600) }),
+        sandbox: { ...LIVE_SANDBOX(), exp: String(now() + 600) },
+      },
       { name: 'expired', claims: (tier) => ({ sub: sandboxOf(tier), tier, exp: now() - 1 }), sandbox: { ...LIVE_SANDBOX(), exp: now() - 1 } },
       { name: 'not in the registry', claims: (tier) => ({ sub: 'sbx-terminated', tier, exp: now() + 600 }), sandbox: { ...LIVE_SANDBOX(), active: false } },
     ];
@@ -230,7 +288,9 @@ describe('decision tables against the real OPA and its Envoy plugin', () => {
         const got = await egressCheck(c.service, c.method, c.path, v.claims(c.tier));
         seen.add(`${v.name}: ${got.allowed ? 'allowed' : `${got.status} ${got.body?.error?.code}`}`);
         if (got.allowed !== want.allowed || got.status !== want.status || got.body?.error?.code !== want.reason) {
-          wrong.push(`${v.name} ${c.tier} ${c.service} ${c.method} ${c.path}: want ${JSON.stringify(want)}, got ${got.allowed} ${got.status} ${got.body?.error?.code}`);
+          wrong.push(
+            `${v.name} ${c.tier} ${c.service} ${c.method} ${c.path}: want ${JSON.stringify(want)}, got ${got.allowed} ${got.status} ${got.body?.error?.code}`,
+          );
         }
       }
     }
@@ -277,7 +337,12 @@ describe('decision tables against the real OPA and its Envoy plugin', () => {
   });
 
   it('answers with `allowed`, as the Envoy plugin expects (defect 1)', async () => {
-    const got = await client.check({ contextExtensions: { policy: 'gateway' }, method: 'GET', path: '/api/v1/status', headers: { 'x-api-key': keyOf('admin') } });
+    const got = await client.check({
+      contextExtensions: { policy: 'gateway' },
+      method: 'GET',
+      path: '/api/v1/status',
+      headers: { 'x-api-key': keyOf('admin') },
+    });
     expect(got.allowed).toBe(true);
     expect(got.headers['x-agentd-client-id']).toBe('admin');
     expect(got.headersToRemove).toContain('x-api-key');
@@ -286,34 +351,63 @@ describe('decision tables against the real OPA and its Envoy plugin', () => {
   });
 
   it('no caller header selects the policy, the tier or the identity (defect 3)', async () => {
-    const forged = { 'x-policy': 'gateway', 'x-agentd-policy': 'gateway', 'x-sandbox-tier': 'admin', 'x-agentd-client-id': 'admin', 'x-api-key': keyOf('dashboard') };
+    const forged = {
+      'x-policy': 'gateway',
+      'x-agentd-policy': 'gateway',
+      'x-sandbox-tier': 'admin',
+      'x-agentd-client-id': 'admin',
+      'x-api-key': keyOf('dashboard'),
+    };
     const noContext = await client.check({ method: 'GET', path: '/api/v1/status', headers: forged });
     expect(noContext).toMatchObject({ allowed: false, status: 403, body: { error: { code: 'unknown_policy' } } });
     const asDashboard = await client.check({ contextExtensions: { policy: 'gateway' }, method: 'DELETE', path: '/api/v1/sandboxes/x1', headers: forged });
     expect(asDashboard.body?.error?.code).toBe('method_not_allowed');
     const egress = await client.check({
-      contextExtensions: { policy: 'egress', service: 'slack' }, method: 'POST', path: '/api/chat.postMessage',
-      headers: { 'x-sandbox-tier': 'admin', 'x-sandbox-id': 'other' }, jwtClaims: { sub: sandboxOf('standard'), tier: 'standard', exp: Math.floor(Date.now() / 1000) + 60 },
+      contextExtensions: { policy: 'egress', service: 'slack' },
+      method: 'POST',
+      path: '/api/chat.postMessage',
+      headers: { 'x-sandbox-tier': 'admin', 'x-sandbox-id': 'other' },
+      jwtClaims: { sub: sandboxOf('standard'), tier: 'standard', exp: Math.floor(Date.now() / 1000) + 60 },
     });
     expect(egress.body?.error?.code).toBe('service_not_allowed');
-    const noToken = await client.check({ contextExtensions: { policy: 'egress', service: 'httpbin' }, method: 'GET', path: '/get', headers: { 'x-sandbox-id': 'sbx-1', 'x-sandbox-tier': 'admin' } });
+    const noToken = await client.check({
+      contextExtensions: { policy: 'egress', service: 'httpbin' },
+      method: 'GET',
+      path: '/get',
+      headers: { 'x-sandbox-id': 'sbx-1', 'x-sandbox-tier': 'admin' },
+    });
     expect(noToken).toMatchObject({ allowed: false, status: 401 });
   });
 
   it('a disabled key is refused while other keys are enabled (defect 4)', async () => {
-    const got = await client.check({ contextExtensions: { policy: 'gateway' }, method: 'GET', path: '/api/v1/status', headers: { 'x-api-key': keyOf('retired') } });
+    const got = await client.check({
+      contextExtensions: { policy: 'gateway' },
+      method: 'GET',
+      path: '/api/v1/status',
+      headers: { 'x-api-key': keyOf('retired') },
+    });
     expect(got).toMatchObject({ allowed: false, status: 403, body: { error: { code: 'disabled_api_key' } } });
   });
 
   it('decision logs mask API keys and authorization headers (defect 8)', async () => {
-    await client.check({ contextExtensions: { policy: 'gateway' }, method: 'GET', path: '/api/v1/status', headers: { 'x-api-key': keyOf('ci'), authorization: `Bearer ${keyOf('ci')}` } });
+    await client.check({
+      contextExtensions: { policy: 'gateway' },
+      method: 'GET',
+      path: '/api/v1/status',
+      headers: { 'x-api-key': keyOf('ci'), authorization: `Bearer ${keyOf('ci')}` },
+    });
     await new Promise((r) => setTimeout(r, 500));
     const log = readFileSync(join(opa.dir, 'opa.log'), 'utf8');
-    const decisions = log.split('\n').filter((l) => l.includes('"Decision Log"') && l.includes('agentd/envoy/authz/result')).map((l) => JSON.parse(l) as { decision_id: string; erased?: string[]; input?: unknown });
+    const decisions = log
+      .split('\n')
+      .filter((l) => l.includes('"Decision Log"') && l.includes('agentd/envoy/authz/result'))
+      .map((l) => JSON.parse(l) as { decision_id: string; erased?: string[]; input?: unknown });
     expect(decisions.length).toBeGreaterThan(0);
     const last = decisions.at(-1)!;
     expect(last.decision_id).toMatch(/\w+/);
-    expect(last.erased).toEqual(expect.arrayContaining(['/input/attributes/request/http/headers/x-api-key', '/input/attributes/request/http/headers/authorization']));
+    expect(last.erased).toEqual(
+      expect.arrayContaining(['/input/attributes/request/http/headers/x-api-key', '/input/attributes/request/http/headers/authorization']),
+    );
     for (const c of spec.clients) expect(log).not.toContain(keyOf(c.id));
   });
 });
@@ -326,8 +420,16 @@ describe('OPA whose sandbox registry fails (fail closed)', () => {
   });
   const sbx = { sub: 'sbx-a', tier: 'standard', exp: Math.floor(Date.now() / 1000) + 600, iss: 'agentd', aud: 'agentd-egress' };
   const s = spec.egressServices['openai']!;
-  const call = (c: ExtAuthzClient) => c.check({ contextExtensions: { policy: 'egress', service: 'openai' }, method: 'POST', path: instantiate(s.allowedPaths[0]!), host: 'openai', jwtClaims: sbx });
-  const gatewayCall = (c: ExtAuthzClient) => c.check({ contextExtensions: { policy: 'gateway' }, method: 'GET', path: '/api/v1/status', headers: { 'x-api-key': keyOf('admin') } });
+  const call = (c: ExtAuthzClient) =>
+    c.check({
+      contextExtensions: { policy: 'egress', service: 'openai' },
+      method: 'POST',
+      path: instantiate(s.allowedPaths[0]!),
+      host: 'openai',
+      jwtClaims: sbx,
+    });
+  const gatewayCall = (c: ExtAuthzClient) =>
+    c.check({ contextExtensions: { policy: 'gateway' }, method: 'GET', path: '/api/v1/status', headers: { 'x-api-key': keyOf('admin') } });
   const healthStatus = async (opa: RunningOpa) => (await fetch(`http://127.0.0.1:${opa.httpPort}/health?bundles`)).status;
 
   it('unreachable at start: OPA stays unready, refuses egress with 503 sandbox_registry_unavailable, still serves the gateway, and recovers when agentd answers', async () => {
@@ -384,8 +486,13 @@ describe('OPA config (components/render/opa.ts)', () => {
   });
 
   it('with a registry: service agentd with a bearer token file, bundle `sandboxes` long-polled, never persisted', () => {
-    const c = renderOpaConfig({ grpc, bundlePath: '/b.tar.gz', registry: { url: 'http://agentd:8090/', tokenFile: '/run/secrets/registry-token' } }) as Record<string, any>;
-    expect(c['services']).toEqual({ [OPA_REGISTRY_SERVICE]: { url: 'http://agentd:8090', credentials: { bearer: { token_path: '/run/secrets/registry-token' } } } });
+    const c = renderOpaConfig({ grpc, bundlePath: '/b.tar.gz', registry: { url: 'http://agentd:8090/', tokenFile: '/run/secrets/registry-token' } }) as Record<
+      string,
+      any
+    >;
+    expect(c['services']).toEqual({
+      [OPA_REGISTRY_SERVICE]: { url: 'http://agentd:8090', credentials: { bearer: { token_path: '/run/secrets/registry-token' } } },
+    });
     expect(c['bundles'][OPA_BUNDLE_NAME]).toEqual({ resource: 'file:///b.tar.gz' });
     expect(c['bundles'][OPA_REGISTRY_BUNDLE_NAME]).toEqual({
       service: OPA_REGISTRY_SERVICE,
@@ -398,7 +505,11 @@ describe('OPA config (components/render/opa.ts)', () => {
     // With a service configured, OPA would upload decision logs and status to it unless they go elsewhere.
     expect(c['decision_logs'].console).toBe(true);
     expect(c['status'].prometheus).toBe(true);
-    const custom = renderOpaConfig({ grpc, bundlePath: '/b.tar.gz', registry: { url: 'http://agentd:8090', tokenFile: '/t', longPollingTimeoutSeconds: 3 } }) as Record<string, any>;
+    const custom = renderOpaConfig({
+      grpc,
+      bundlePath: '/b.tar.gz',
+      registry: { url: 'http://agentd:8090', tokenFile: '/t', longPollingTimeoutSeconds: 3 },
+    }) as Record<string, any>;
     expect(custom['bundles'][OPA_REGISTRY_BUNDLE_NAME].polling.long_polling_timeout_seconds).toBe(3);
   });
 });
@@ -416,7 +527,10 @@ describe('the bundle', () => {
     const tar = gunzipSync(bundle.bytes);
     const names: string[] = [];
     for (let off = 0; off + 512 <= tar.length; ) {
-      const name = tar.subarray(off, off + 100).toString('utf8').replace(/\0.*$/s, '');
+      const name = tar
+        .subarray(off, off + 100)
+        .toString('utf8')
+        .replace(/\0.*$/s, '');
       if (!name) break;
       names.push(name);
       const size = parseInt(tar.subarray(off + 124, off + 136).toString('utf8'), 8);
@@ -429,7 +543,7 @@ describe('the bundle', () => {
     expect(manifest.revision).toBe(bundle.revision);
   });
 
-  it('owns data.agentd only: its roots never overlap the sandbox registry (agentd\'s bundle at data.sandboxes)', () => {
+  it("owns data.agentd only: its roots never overlap the sandbox registry (agentd's bundle at data.sandboxes)", () => {
     const manifest = JSON.parse(bundle.files['.manifest']!) as { roots: string[] };
     expect(manifest.roots).toEqual(['agentd']);
     expect(manifest.roots).toEqual([...BUNDLE_ROOTS]);
@@ -439,14 +553,19 @@ describe('the bundle', () => {
     expect(rootsOverlap('sandboxes', 'sandboxes2')).toBe(false);
   });
 
-  it('carries each role\'s scope and sandbox tiers, and the identity header names of agentd\'s contract', () => {
-    const data = JSON.parse(bundle.files[BUNDLE_DATA_PATH]!) as { gateway: { roles: Record<string, { scope: string; sandbox_tiers: string[] }>; identity_headers: Record<string, string> } };
+  it("carries each role's scope and sandbox tiers, and the identity header names of agentd's contract", () => {
+    const data = JSON.parse(bundle.files[BUNDLE_DATA_PATH]!) as {
+      gateway: { roles: Record<string, { scope: string; sandbox_tiers: string[] }>; identity_headers: Record<string, string> };
+    };
     expect(Object.keys(data.gateway.roles).length).toBe(Object.keys(spec.roles).length);
     for (const [id, role] of Object.entries(spec.roles)) {
       expect(data.gateway.roles[id]).toMatchObject({ scope: role.scope, sandbox_tiers: [...role.sandboxTiers] });
     }
     expect(data.gateway.identity_headers).toEqual({
-      client_id: IDENTITY_HEADERS.clientId, client_role: IDENTITY_HEADERS.clientRole, client_scope: IDENTITY_HEADERS.clientScope, sandbox_tiers: IDENTITY_HEADERS.sandboxTiers,
+      client_id: IDENTITY_HEADERS.clientId,
+      client_role: IDENTITY_HEADERS.clientRole,
+      client_scope: IDENTITY_HEADERS.clientScope,
+      sandbox_tiers: IDENTITY_HEADERS.sandboxTiers,
     });
   });
 

@@ -75,7 +75,11 @@ export function expectEgress(spec: PolicySpec, tier: string, service: string, me
 export function gatewayRoutes(spec: PolicySpec): string[] {
   const out = new Set<string>(['/api/v1/admin/keys', '/metrics', '/api/v2/status', '/api/v1/sandboxes/x1/intents/../../../../admin']);
   for (const role of Object.values(spec.roles)) {
-    for (const rule of role.rules) for (const p of rule.paths) { out.add(instantiate(p)); out.add(instantiate(p, true)); }
+    for (const rule of role.rules)
+      for (const p of rule.paths) {
+        out.add(instantiate(p));
+        out.add(instantiate(p, true));
+      }
   }
   return [...out].sort();
 }

@@ -12,8 +12,17 @@ import { rawRequest, type RawResponse } from '../../scripts/local/clients.ts';
 import { connect as h2connect, constants as h2constants } from 'node:http2';
 import { sha256Hex } from '../../policy/bundle.ts';
 import {
-  CaseBook, errorCode, h2Send, policyVariant, rawExchange, replaceAgentdWithRecorder, scanStack, secretsOf,
-  type H2Result, type RawExchange, type SeenRequest,
+  CaseBook,
+  errorCode,
+  h2Send,
+  policyVariant,
+  rawExchange,
+  replaceAgentdWithRecorder,
+  scanStack,
+  secretsOf,
+  type H2Result,
+  type RawExchange,
+  type SeenRequest,
 } from './support.ts';
 
 const book = new CaseBook('gateway-input');
@@ -50,7 +59,8 @@ function answered(r: H2Result): H2Result {
   expect(r.status, JSON.stringify(r).slice(0, 300)).toBeGreaterThan(0);
   return r;
 }
-const h2 = async (path: string, headers: Record<string, string> = {}, method = 'GET', body?: string) => answered(await h2Send(P(), { method, path, headers, body }));
+const h2 = async (path: string, headers: Record<string, string> = {}, method = 'GET', body?: string) =>
+  answered(await h2Send(P(), { method, path, headers, body }));
 /**
  * One HTTP/2 request on a connection of its own that sends header blocks up to 1 MB: node's
  * client refuses to send a block over 64 KB by default (the stream ends in REFUSED_STREAM and the
@@ -67,7 +77,8 @@ async function h2Large(path: string, headers: Record<string, string>): Promise<H
   session.on('error', () => undefined); // the outcome is in the result (error, goaway)
   try {
     const r = await h2Send(P(), { session, path, headers });
-    const next = session.closed || session.destroyed ? 0 : (await h2Send(P(), { session, path: '/api/v1/status', headers: { 'x-api-key': K.dashboard } })).status;
+    const next =
+      session.closed || session.destroyed ? 0 : (await h2Send(P(), { session, path: '/api/v1/status', headers: { 'x-api-key': K.dashboard } })).status;
     return { ...r, ...(goaway !== undefined ? { goaway } : {}), next };
   } finally {
     session.destroy();
@@ -83,7 +94,13 @@ async function gatewayCounter(name: string): Promise<number> {
 }
 const raw = (text: string | Buffer, waitMs = 3000) => rawExchange(P(), text, { waitMs });
 const rawGet = (path: string, headerLines: (string | Buffer)[], method = 'GET') =>
-  raw(Buffer.concat([Buffer.from(`${method} ${path} HTTP/1.1\r\nHost: gateway\r\n`), ...headerLines.map((l) => Buffer.concat([Buffer.from(l as never), Buffer.from('\r\n')])), Buffer.from('Connection: close\r\n\r\n')]));
+  raw(
+    Buffer.concat([
+      Buffer.from(`${method} ${path} HTTP/1.1\r\nHost: gateway\r\n`),
+      ...headerLines.map((l) => Buffer.concat([Buffer.from(l as never), Buffer.from('\r\n')])),
+      Buffer.from('Connection: close\r\n\r\n'),
+    ]),
+  );
 
 const json = (s: string) => {
   try {
@@ -129,38 +146,141 @@ const KEY_CASES: KeyCase[] = [
   { name: 'whitespace-only x-api-key', headers: () => ({ 'x-api-key': '   ' }), status: 401, code: ['invalid_api_key', 'missing_api_key'] },
   { name: 'empty bearer', headers: () => ({ authorization: 'Bearer ' }), status: 401, code: ['invalid_api_key', 'missing_api_key'], h2: true },
   { name: '100 KB x-api-key', headers: () => ({ 'x-api-key': big(100_000) }), status: 431, code: 'headers_too_large', h2: true, h2Refused: 'goaway' },
-  { name: '100 KB bearer key', headers: () => ({ authorization: `Bearer ${big(100_000)}` }), status: 431, code: 'headers_too_large', h2: true, h2Refused: 'goaway' },
-  { name: 'valid key plus 100 KB of other headers', headers: (k) => ({ 'x-api-key': k.admin, 'x-pad': big(100_000) }), status: 431, code: 'headers_too_large', h2: true, h2Refused: 'goaway' },
+  {
+    name: '100 KB bearer key',
+    headers: () => ({ authorization: `Bearer ${big(100_000)}` }),
+    status: 431,
+    code: 'headers_too_large',
+    h2: true,
+    h2Refused: 'goaway',
+  },
+  {
+    name: 'valid key plus 100 KB of other headers',
+    headers: (k) => ({ 'x-api-key': k.admin, 'x-pad': big(100_000) }),
+    status: 431,
+    code: 'headers_too_large',
+    h2: true,
+    h2Refused: 'goaway',
+  },
   // The same 100 KB in two fields of 50 KB: each field decodes, the whole is over the limit.
-  { name: 'valid key plus 2 x 50 KB of other headers', headers: (k) => ({ 'x-api-key': k.admin, 'x-pad-a': big(50_000), 'x-pad-b': big(50_000) }), status: 431, code: 'headers_too_large', h2: true, h2Refused: 'reset' },
-  { name: 'valid key plus 101 headers', headers: (k) => ({ 'x-api-key': k.admin, ...Object.fromEntries(Array.from({ length: 101 }, (_, i) => [`x-h${i}`, 'v'])) }), status: 431, code: 'headers_too_large' },
-  { name: 'non-ASCII (latin1 bytes) key', rawLines: () => [Buffer.concat([Buffer.from('x-api-key: '), Buffer.from([0xe9, 0xe8, 0xff, 0xfe])])], status: [400, 401], code: ['invalid_api_key', 'bad_request'] },
-  { name: 'non-ASCII (UTF-8) key', rawLines: () => [Buffer.concat([Buffer.from('x-api-key: '), Buffer.from('ключ-🔑', 'utf8')])], status: [400, 401], code: ['invalid_api_key', 'bad_request'] },
-  { name: 'valid key with a non-ASCII byte appended', rawLines: (k) => [Buffer.concat([Buffer.from(`x-api-key: ${k.admin}`), Buffer.from([0xa0])])], status: [400, 401], code: ['invalid_api_key', 'bad_request'] },
-  { name: 'valid key with a control character inside', rawLines: (k) => [`x-api-key: ${k.admin.slice(0, 5)}\x01${k.admin.slice(5)}`], status: [400, 401], code: ['invalid_api_key', 'bad_request'] },
-  { name: 'valid key with a NUL byte inside', rawLines: (k) => [`x-api-key: ${k.admin.slice(0, 5)}\x00${k.admin.slice(5)}`], status: [400, 401], code: ['invalid_api_key', 'bad_request'] },
+  {
+    name: 'valid key plus 2 x 50 KB of other headers',
+    headers: (k) => ({ 'x-api-key': k.admin, 'x-pad-a': big(50_000), 'x-pad-b': big(50_000) }),
+    status: 431,
+    code: 'headers_too_large',
+    h2: true,
+    h2Refused: 'reset',
+  },
+  {
+    name: 'valid key plus 101 headers',
+    headers: (k) => ({ 'x-api-key': k.admin, ...Object.fromEntries(Array.from({ length: 101 }, (_, i) => [`x-h${i}`, 'v'])) }),
+    status: 431,
+    code: 'headers_too_large',
+  },
+  {
+    name: 'non-ASCII (latin1 bytes) key',
+    rawLines: () => [Buffer.concat([Buffer.from('x-api-key: '), Buffer.from([0xe9, 0xe8, 0xff, 0xfe])])],
+    status: [400, 401],
+    code: ['invalid_api_key', 'bad_request'],
+  },
+  {
+    name: 'non-ASCII (UTF-8) key',
+    rawLines: () => [Buffer.concat([Buffer.from('x-api-key: '), Buffer.from('ключ-🔑', 'utf8')])],
+    status: [400, 401],
+    code: ['invalid_api_key', 'bad_request'],
+  },
+  {
+    name: 'valid key with a non-ASCII byte appended',
+    rawLines: (k) => [Buffer.concat([Buffer.from(`x-api-key: ${k.admin}`), Buffer.from([0xa0])])],
+    status: [400, 401],
+    code: ['invalid_api_key', 'bad_request'],
+  },
+  {
+    name: 'valid key with a control character inside',
+    rawLines: (k) => [`x-api-key: ${k.admin.slice(0, 5)}\x01${k.admin.slice(5)}`],
+    status: [400, 401],
+    code: ['invalid_api_key', 'bad_request'],
+  },
+  {
+    name: 'valid key with a NUL byte inside',
+    rawLines: (k) => [`x-api-key: ${k.admin.slice(0, 5)}\x00${k.admin.slice(5)}`],
+    status: [400, 401],
+    code: ['invalid_api_key', 'bad_request'],
+  },
   { name: 'x-api-key twice, the same valid key', headers: (k) => ({ 'x-api-key': [k.admin, k.admin] }), status: 401, code: 'invalid_api_key' },
   { name: 'x-api-key twice, reader key then admin key', headers: (k) => ({ 'x-api-key': [k.dashboard, k.admin] }), status: 401, code: 'invalid_api_key' },
   { name: 'x-api-key twice, invalid then valid', headers: (k) => ({ 'x-api-key': ['agk_nope', k.admin] }), status: 401, code: 'invalid_api_key' },
   { name: 'x-api-key twice, disabled then valid', headers: (k) => ({ 'x-api-key': [k.retired, k.admin] }), status: 401, code: 'invalid_api_key' },
-  { name: 'Authorization twice, two bearer keys', headers: (k) => ({ authorization: [`Bearer ${k.dashboard}`, `Bearer ${k.admin}`] }), status: 401, code: 'invalid_api_key' },
-  { name: 'key in the query string (api_key)', headers: () => ({}), path: (k) => `/api/v1/status?api_key=${k.admin}`, status: 401, code: 'missing_api_key', h2: true },
-  { name: 'key in the query string (x-api-key)', headers: () => ({}), path: (k) => `/api/v1/status?x-api-key=${k.admin}`, status: 401, code: 'missing_api_key' },
+  {
+    name: 'Authorization twice, two bearer keys',
+    headers: (k) => ({ authorization: [`Bearer ${k.dashboard}`, `Bearer ${k.admin}`] }),
+    status: 401,
+    code: 'invalid_api_key',
+  },
+  {
+    name: 'key in the query string (api_key)',
+    headers: () => ({}),
+    path: (k) => `/api/v1/status?api_key=${k.admin}`,
+    status: 401,
+    code: 'missing_api_key',
+    h2: true,
+  },
+  {
+    name: 'key in the query string (x-api-key)',
+    headers: () => ({}),
+    path: (k) => `/api/v1/status?x-api-key=${k.admin}`,
+    status: 401,
+    code: 'missing_api_key',
+  },
   // The reader's key decides; agentd then refuses the unknown query parameter: never admin.
-  { name: 'key in the query string beside a reader key', headers: (k) => ({ 'x-api-key': k.dashboard }), path: (k) => `/api/v1/status?api_key=${k.admin}`, status: 400, code: 'invalid_argument' },
+  {
+    name: 'key in the query string beside a reader key',
+    headers: (k) => ({ 'x-api-key': k.dashboard }),
+    path: (k) => `/api/v1/status?api_key=${k.admin}`,
+    status: 400,
+    code: 'invalid_argument',
+  },
   { name: 'key in a cookie', headers: (k) => ({ cookie: `api_key=${k.admin}; x-api-key=${k.admin}` }), status: 401, code: 'missing_api_key', h2: true },
-  { name: 'key as Authorization: Basic', headers: (k) => ({ authorization: `Basic ${Buffer.from(`${k.admin}:`).toString('base64')}` }), status: 401, code: 'missing_api_key' },
+  {
+    name: 'key as Authorization: Basic',
+    headers: (k) => ({ authorization: `Basic ${Buffer.from(`${k.admin}:`).toString('base64')}` }),
+    status: 401,
+    code: 'missing_api_key',
+  },
   { name: 'key as Authorization: Token', headers: (k) => ({ authorization: `Token ${k.admin}` }), status: 401, code: 'missing_api_key' },
   { name: 'key as Authorization without a scheme', headers: (k) => ({ authorization: k.admin }), status: 401, code: 'missing_api_key' },
   { name: 'key in an api-key header', headers: (k) => ({ 'api-key': k.admin }), status: 401, code: 'missing_api_key', h2: true },
   { name: 'key in an x-auth-token header', headers: (k) => ({ 'x-auth-token': k.admin }), status: 401, code: 'missing_api_key' },
   { name: 'key in proxy-authorization', headers: (k) => ({ 'proxy-authorization': `Bearer ${k.admin}` }), status: 401, code: 'missing_api_key' },
-  { name: 'both key headers, the same key', headers: (k) => ({ 'x-api-key': k.admin, authorization: `Bearer ${k.admin}` }), status: 401, code: 'ambiguous_api_key', h2: true },
-  { name: 'both key headers, reader and admin', headers: (k) => ({ 'x-api-key': k.dashboard, authorization: `Bearer ${k.admin}` }), status: 401, code: 'ambiguous_api_key', h2: true },
-  { name: 'both key headers, empty x-api-key and a bearer', headers: (k) => ({ 'x-api-key': '', authorization: `Bearer ${k.admin}` }), status: 401, code: ['ambiguous_api_key', 'invalid_api_key'] },
+  {
+    name: 'both key headers, the same key',
+    headers: (k) => ({ 'x-api-key': k.admin, authorization: `Bearer ${k.admin}` }),
+    status: 401,
+    code: 'ambiguous_api_key',
+    h2: true,
+  },
+  {
+    name: 'both key headers, reader and admin',
+    headers: (k) => ({ 'x-api-key': k.dashboard, authorization: `Bearer ${k.admin}` }),
+    status: 401,
+    code: 'ambiguous_api_key',
+    h2: true,
+  },
+  {
+    name: 'both key headers, empty x-api-key and a bearer',
+    headers: (k) => ({ 'x-api-key': '', authorization: `Bearer ${k.admin}` }),
+    status: 401,
+    code: ['ambiguous_api_key', 'invalid_api_key'],
+  },
   { name: 'disabled key', headers: (k) => ({ 'x-api-key': k.retired }), status: 403, code: 'disabled_api_key', h2: true },
   { name: 'disabled key as bearer', headers: (k) => ({ authorization: `Bearer ${k.retired}` }), status: 403, code: 'disabled_api_key' },
-  { name: 'a key with one character changed', headers: (k) => ({ 'x-api-key': k.admin.slice(0, -1) + (k.admin.endsWith('A') ? 'B' : 'A') }), status: 401, code: 'invalid_api_key', h2: true },
+  {
+    name: 'a key with one character changed',
+    headers: (k) => ({ 'x-api-key': k.admin.slice(0, -1) + (k.admin.endsWith('A') ? 'B' : 'A') }),
+    status: 401,
+    code: 'invalid_api_key',
+    h2: true,
+  },
   { name: 'the SHA-256 of a key (what the bundle holds)', headers: (k) => ({ 'x-api-key': sha256Hex(k.admin) }), status: 401, code: 'invalid_api_key' },
 ];
 
@@ -189,11 +309,23 @@ describe('API-key headers', () => {
         const r = await h2Large(c.path?.(K) ?? '/api/v1/status', c.headers!(K) as Record<string, string>);
         const outcome = { status: r.status, headers: r.headers, body: r.body, goaway: r.goaway, next: r.next };
         if (c.h2Refused === 'goaway') {
-          expect(outcome, `refused by a GOAWAY COMPRESSION_ERROR, nothing served (${r.error})`).toEqual({ status: 0, headers: {}, body: '', goaway: h2constants.NGHTTP2_COMPRESSION_ERROR, next: 0 });
+          expect(outcome, `refused by a GOAWAY COMPRESSION_ERROR, nothing served (${r.error})`).toEqual({
+            status: 0,
+            headers: {},
+            body: '',
+            goaway: h2constants.NGHTTP2_COMPRESSION_ERROR,
+            next: 0,
+          });
           return;
         }
         if (c.h2Refused === 'reset') {
-          expect(outcome, `refused by a stream reset, nothing served, the connection kept (${r.error})`).toEqual({ status: 0, headers: {}, body: '', goaway: undefined, next: 200 });
+          expect(outcome, `refused by a stream reset, nothing served, the connection kept (${r.error})`).toEqual({
+            status: 0,
+            headers: {},
+            body: '',
+            goaway: undefined,
+            next: 200,
+          });
           expect(r.error).toMatch(/NGHTTP2_INTERNAL_ERROR/);
           expect(await gatewayCounter('http2.tx_reset'), 'streams reset by the gateway').toBe(resetsBefore + 1);
           return;
@@ -216,7 +348,12 @@ describe('API-key headers', () => {
 
   book.case('gateway-input', 'key: identity is per request on a kept-alive HTTP/1.1 connection (pipelined: admin, none, reader)', async () => {
     const req = (headers: string) => `GET /api/v1/sandboxes?limit=1 HTTP/1.1\r\nHost: gateway\r\n${headers}\r\n`;
-    const r = await raw(req(`x-api-key: ${K.admin}\r\n`) + req('') + req(`x-api-key: ${K.dashboard}\r\n`).replace('GET /api/v1/sandboxes?limit=1', 'DELETE /api/v1/sandboxes/sbx_000000000000000000000000'), 3000);
+    const r = await raw(
+      req(`x-api-key: ${K.admin}\r\n`) +
+        req('') +
+        req(`x-api-key: ${K.dashboard}\r\n`).replace('GET /api/v1/sandboxes?limit=1', 'DELETE /api/v1/sandboxes/sbx_000000000000000000000000'),
+      3000,
+    );
     const statuses = [...r.text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
     expect(statuses).toEqual([200, 401, 403]);
   });
@@ -224,11 +361,13 @@ describe('API-key headers', () => {
   book.case('gateway-input', 'key: identity is per stream on one HTTP/2 connection (admin, none, reader-forbidden)', async () => {
     const session = h2connect(`http://127.0.0.1:${P()}`);
     try {
-      const [a, b, c] = (await Promise.all([
-        h2Send(P(), { session, path: '/api/v1/status', headers: { 'x-api-key': K.admin } }),
-        h2Send(P(), { session, path: '/api/v1/status' }),
-        h2Send(P(), { session, method: 'DELETE', path: '/api/v1/sandboxes/sbx_000000000000000000000000', headers: { 'x-api-key': K.dashboard } }),
-      ])).map(answered) as [H2Result, H2Result, H2Result];
+      const [a, b, c] = (
+        await Promise.all([
+          h2Send(P(), { session, path: '/api/v1/status', headers: { 'x-api-key': K.admin } }),
+          h2Send(P(), { session, path: '/api/v1/status' }),
+          h2Send(P(), { session, method: 'DELETE', path: '/api/v1/sandboxes/sbx_000000000000000000000000', headers: { 'x-api-key': K.dashboard } }),
+        ])
+      ).map(answered) as [H2Result, H2Result, H2Result];
       expect([a.status, b.status, c.status]).toEqual([200, 401, 403]);
       expect(errorCode(b.body)).toBe('missing_api_key');
       expect(errorCode(c.body)).toBe('method_not_allowed');
@@ -309,7 +448,14 @@ describe('path tricks (reader key: GET /api/v1/status and /api/v1/sandboxes/** o
     const created = await h1('/api/v1/sandboxes', { 'x-api-key': K.ci, 'content-type': 'application/json' }, 'POST', JSON.stringify({ tier: 'restricted' }));
     expect(created.status).toBe(201);
     const id = created.json().id as string;
-    for (const p of [`/api/v1/sandboxes/${id}`, `/api/v1/sandboxes/${id}/`, `//api/v1/sandboxes/${id}`, `/api/v1/sandboxes/x/../${id}`, `/api/v1/sandboxes/${id}/intents/..`, `/api/v1/sandboxes/%2e/${id}`]) {
+    for (const p of [
+      `/api/v1/sandboxes/${id}`,
+      `/api/v1/sandboxes/${id}/`,
+      `//api/v1/sandboxes/${id}`,
+      `/api/v1/sandboxes/x/../${id}`,
+      `/api/v1/sandboxes/${id}/intents/..`,
+      `/api/v1/sandboxes/%2e/${id}`,
+    ]) {
       const r = await raw(`DELETE ${p} HTTP/1.1\r\nHost: gateway\r\nx-api-key: ${K.ci}\r\nConnection: close\r\n\r\n`);
       expectRefusal(r.status, r.body, { status: 403, code: 'method_not_allowed' });
     }
@@ -324,7 +470,9 @@ const OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-o
 describe('methods and method overrides', () => {
   for (const h of OVERRIDE_HEADERS) {
     book.case('gateway-input', `method: ${h}: DELETE on an operator's GET does not terminate`, async () => {
-      const id = (await h1('/api/v1/sandboxes', { 'x-api-key': K.ci, 'content-type': 'application/json' }, 'POST', JSON.stringify({ tier: 'restricted' }))).json().id;
+      const id = (
+        await h1('/api/v1/sandboxes', { 'x-api-key': K.ci, 'content-type': 'application/json' }, 'POST', JSON.stringify({ tier: 'restricted' }))
+      ).json().id;
       const r = await h1(`/api/v1/sandboxes/${id}`, { 'x-api-key': K.ci, [h]: 'DELETE' });
       expect(r.status).toBe(200);
       expect(r.json().state).toBe('active');
@@ -341,13 +489,15 @@ describe('methods and method overrides', () => {
     });
   }
   book.case('gateway-input', 'method: _method=DELETE in the query does not terminate', async () => {
-    const id = (await h1('/api/v1/sandboxes', { 'x-api-key': K.ci, 'content-type': 'application/json' }, 'POST', JSON.stringify({ tier: 'restricted' }))).json().id;
+    const id = (await h1('/api/v1/sandboxes', { 'x-api-key': K.ci, 'content-type': 'application/json' }, 'POST', JSON.stringify({ tier: 'restricted' }))).json()
+      .id;
     const r = await h1(`/api/v1/sandboxes/${id}?_method=DELETE`, { 'x-api-key': K.ci });
     expectRefusal(r.status, r.body, { status: 400, code: 'invalid_argument' });
     expect((await h1(`/api/v1/sandboxes/${id}`, { 'x-api-key': K.admin })).json().state).toBe('active');
   });
   book.case('gateway-input', 'method: the admin DELETE does terminate (control for the cases above)', async () => {
-    const id = (await h1('/api/v1/sandboxes', { 'x-api-key': K.ci, 'content-type': 'application/json' }, 'POST', JSON.stringify({ tier: 'restricted' }))).json().id;
+    const id = (await h1('/api/v1/sandboxes', { 'x-api-key': K.ci, 'content-type': 'application/json' }, 'POST', JSON.stringify({ tier: 'restricted' }))).json()
+      .id;
     expect((await h1(`/api/v1/sandboxes/${id}`, { 'x-api-key': K.admin }, 'DELETE')).json().state).toBe('terminated');
   });
   const METHOD_CASES: [string, string, number, string][] = [
@@ -365,13 +515,23 @@ describe('methods and method overrides', () => {
     });
   }
   book.case('gateway-input', 'method: CONNECT is never tunnelled (no 2xx, no bytes through)', async () => {
-    const r = await raw(`CONNECT 127.0.0.1:${stack.ports.agentdHttp} HTTP/1.1\r\nHost: 127.0.0.1:${stack.ports.agentdHttp}\r\nx-api-key: ${K.admin}\r\n\r\nGET /api/v1/status HTTP/1.1\r\nHost: agentd\r\n\r\n`, 2500);
+    const r = await raw(
+      `CONNECT 127.0.0.1:${stack.ports.agentdHttp} HTTP/1.1\r\nHost: 127.0.0.1:${stack.ports.agentdHttp}\r\nx-api-key: ${K.admin}\r\n\r\nGET /api/v1/status HTTP/1.1\r\nHost: agentd\r\n\r\n`,
+      2500,
+    );
     expect(r.text).not.toMatch(/HTTP\/1\.1 2\d\d/);
     expect(r.text).not.toContain('"version"');
   });
   book.case('gateway-input', 'method: CONNECT over HTTP/2 is never tunnelled', async () => {
     // No route matches CONNECT: the gateway answers 404 JSON (a reset or a timeout fails the case).
-    const r = answered(await h2Send(P(), { method: 'CONNECT', path: undefined as never, headers: { ':authority': `127.0.0.1:${stack.ports.agentdHttp}`, 'x-api-key': K.admin } as never, timeoutMs: 2500 }));
+    const r = answered(
+      await h2Send(P(), {
+        method: 'CONNECT',
+        path: undefined as never,
+        headers: { ':authority': `127.0.0.1:${stack.ports.agentdHttp}`, 'x-api-key': K.admin } as never,
+        timeoutMs: 2500,
+      }),
+    );
     expectRefusal(r.status, r.body, { status: 404, code: 'not_found' });
     expect(r.body).not.toContain('"version"');
   });
@@ -386,7 +546,9 @@ describe('oversized bodies and slow clients', () => {
     expectRefusal(r.status, r.body, { status: 413, code: 'payload_too_large' });
   });
   book.case('gateway-input', 'body: 100 KB chunked, no content-length (HTTP/1.1) -> 413 JSON', async () => {
-    const r = await raw(`POST /api/v1/sandboxes HTTP/1.1\r\nHost: g\r\nx-api-key: ${K.admin}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n${(100_000).toString(16)}\r\n${'x'.repeat(100_000)}\r\n0\r\n\r\n`);
+    const r = await raw(
+      `POST /api/v1/sandboxes HTTP/1.1\r\nHost: g\r\nx-api-key: ${K.admin}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n${(100_000).toString(16)}\r\n${'x'.repeat(100_000)}\r\n0\r\n\r\n`,
+    );
     expectRefusal(r.status, r.body, { status: 413, code: 'payload_too_large' });
   });
   book.case('gateway-input', 'body: 100 KB over HTTP/2 -> 413 JSON', async () => {
@@ -405,7 +567,9 @@ describe('oversized bodies and slow clients', () => {
     expect(r.status === 413 || (grpcStatus !== '' && grpcStatus !== '0'), JSON.stringify(r.headers)).toBe(true);
   });
   book.case('gateway-input', 'body: content-length and transfer-encoding together (smuggling) -> 400', async () => {
-    const r = await raw(`POST /api/v1/sandboxes HTTP/1.1\r\nHost: g\r\nx-api-key: ${K.admin}\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n`);
+    const r = await raw(
+      `POST /api/v1/sandboxes HTTP/1.1\r\nHost: g\r\nx-api-key: ${K.admin}\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n`,
+    );
     expectRefusal(r.status, r.body, { status: 400, code: 'bad_request' });
   });
   book.case('gateway-input', 'body: two different content-lengths -> 400', async () => {
@@ -413,18 +577,28 @@ describe('oversized bodies and slow clients', () => {
     expectRefusal(r.status, r.body, { status: 400, code: 'bad_request' });
   });
   book.case('gateway-input', 'body: under the limit passes the gateway (agentd judges it: control)', async () => {
-    const r = await h1('/api/v1/sandboxes', { 'x-api-key': K.admin, 'content-type': 'application/json' }, 'POST', JSON.stringify({ tier: 'default', pad: 'x'.repeat(60_000) }));
+    const r = await h1(
+      '/api/v1/sandboxes',
+      { 'x-api-key': K.admin, 'content-type': 'application/json' },
+      'POST',
+      JSON.stringify({ tier: 'default', pad: 'x'.repeat(60_000) }),
+    );
     expect(r.status).toBe(400);
     expect(r.json().error.code).toBe('invalid_argument');
   });
-  book.case('gateway-input', 'slow headers: cut off by request_headers_timeout (10 s) with 408 JSON', async () => {
-    const r = await slowHeaders;
-    expect(r.closed, r.text).toBe(true);
-    expect(r.status, r.text).toBe(408);
-    expect(errorCode(r.body)).toBe('request_timeout');
-    expect(r.elapsedMs).toBeGreaterThan(9_000);
-    expect(r.elapsedMs).toBeLessThan(13_000);
-  }, 20_000);
+  book.case(
+    'gateway-input',
+    'slow headers: cut off by request_headers_timeout (10 s) with 408 JSON',
+    async () => {
+      const r = await slowHeaders;
+      expect(r.closed, r.text).toBe(true);
+      expect(r.status, r.text).toBe(408);
+      expect(errorCode(r.body)).toBe('request_timeout');
+      expect(r.elapsedMs).toBeGreaterThan(9_000);
+      expect(r.elapsedMs).toBeLessThan(13_000);
+    },
+    20_000,
+  );
 });
 
 // ---- 5. forged identity and policy headers (agentd replaced by a recorder) -------------------------
@@ -563,7 +737,14 @@ describe('the admin interface is unreachable', () => {
       }
     });
   }
-  const STATS_TRICKS = ['/config_dump', '/quitquitquit', '/stats/prometheus/../../quitquitquit', '/ready/../quitquitquit', '/stats/prometheus%2f..%2fquitquitquit', '/healthcheck/fail'];
+  const STATS_TRICKS = [
+    '/config_dump',
+    '/quitquitquit',
+    '/stats/prometheus/../../quitquitquit',
+    '/ready/../quitquitquit',
+    '/stats/prometheus%2f..%2fquitquitquit',
+    '/healthcheck/fail',
+  ];
   for (const p of STATS_TRICKS) {
     book.case('gateway-input', `admin: ${p} on the stats-only listener (POST and GET) -> 404`, async () => {
       for (const m of ['GET', 'POST']) {
@@ -587,13 +768,21 @@ describe('secret hygiene (gateway stack)', () => {
     await new Promise((r) => setTimeout(r, 1200)); // access logs flush every second
     const secrets = secretsOf(stack);
     // Every client's API key, every configured credential and the signing key, none empty.
-    const withCredential = Object.values(spec.egressServices).filter((s) => s.credential).map((s) => s.id);
+    const withCredential = Object.values(spec.egressServices)
+      .filter((s) => s.credential)
+      .map((s) => s.id);
     expect(withCredential.length).toBeGreaterThan(0);
-    expect(Object.keys(secrets).sort()).toEqual([
-      ...spec.clients.map((c) => `api key of ${c.id}`),
-      ...withCredential.map((id) => `credential of ${id}`),
-      'signing key (base64url)', 'signing key (base64)', 'signing key (hex)', 'gateway token', 'registry token',
-    ].sort());
+    expect(Object.keys(secrets).sort()).toEqual(
+      [
+        ...spec.clients.map((c) => `api key of ${c.id}`),
+        ...withCredential.map((id) => `credential of ${id}`),
+        'signing key (base64url)',
+        'signing key (base64)',
+        'signing key (hex)',
+        'gateway token',
+        'registry token',
+      ].sort(),
+    );
     for (const [k, v] of Object.entries(secrets)) expect(v.length, k).toBeGreaterThanOrEqual(16);
     const { scanned, findings } = scanStack(stack, secrets);
     expect(scanned.some((s) => s.startsWith('logs/opa'))).toBe(true);

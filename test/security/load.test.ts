@@ -16,7 +16,10 @@ const book = new CaseBook('load');
 const CONCURRENCY = 50;
 const pad = (n: number) => String(n).padStart(2, '0');
 /** Tenants: 8 at the default tier (60/min), 8 at standard (120/min), 12 premium ones for the identity runs. */
-const LIMITED = [...Array.from({ length: 8 }, (_, i) => ({ id: `tenant-d${pad(i)}`, tier: 'default', perMinute: 60 })), ...Array.from({ length: 8 }, (_, i) => ({ id: `tenant-s${pad(i)}`, tier: 'standard', perMinute: 120 }))];
+const LIMITED = [
+  ...Array.from({ length: 8 }, (_, i) => ({ id: `tenant-d${pad(i)}`, tier: 'default', perMinute: 60 })),
+  ...Array.from({ length: 8 }, (_, i) => ({ id: `tenant-s${pad(i)}`, tier: 'standard', perMinute: 120 })),
+];
 const PREMIUM = Array.from({ length: 12 }, (_, i) => ({ id: `tenant-p${pad(i)}`, tier: 'premium' }));
 const spec = policyVariant((d) => {
   for (const c of [...LIMITED, ...PREMIUM]) d.clients.clients.push({ id: c.id, description: 'load test tenant', role: 'operator', rate_limit_tier: c.tier });
@@ -39,15 +42,18 @@ afterAll(async () => {
 async function pool<T>(tasks: (() => Promise<T>)[], n = CONCURRENCY): Promise<(T | Error)[]> {
   const out: (T | Error)[] = new Array(tasks.length);
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(n, tasks.length) }, async () => {
-    while (next < tasks.length) {
-      const i = next++;
-      out[i] = await tasks[i]!().catch((e: Error) => e);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(n, tasks.length) }, async () => {
+      while (next < tasks.length) {
+        const i = next++;
+        out[i] = await tasks[i]!().catch((e: Error) => e);
+      }
+    }),
+  );
   return out;
 }
-const gw = (key: string, path = '/api/v1/status', extra: Record<string, string> = {}) => rawRequest(stack.ports.gateway, { path, headers: { 'x-api-key': key, ...extra } });
+const gw = (key: string, path = '/api/v1/status', extra: Record<string, string> = {}) =>
+  rawRequest(stack.ports.gateway, { path, headers: { 'x-api-key': key, ...extra } });
 const shuffle = <T>(xs: T[]): T[] => {
   for (let i = xs.length - 1; i > 0; i--) {
     const j = Math.floor(Math.random() * (i + 1));
@@ -64,18 +70,27 @@ describe('gateway rate limits per key under 50 concurrent clients', () => {
   let results: { client: (typeof LIMITED)[number]; r: RawResponse | Error }[] = [];
   let elapsed = 0;
   beforeAll(async () => {
-    const tasks = shuffle(LIMITED.flatMap((c) => Array.from({ length: c.perMinute + 30 }, () => c))).map((c) => async () => ({ client: c, r: await gw(stack.apiKeys[c.id]!) }));
+    const tasks = shuffle(LIMITED.flatMap((c) => Array.from({ length: c.perMinute + 30 }, () => c))).map((c) => async () => ({
+      client: c,
+      r: await gw(stack.apiKeys[c.id]!),
+    }));
     const t0 = Date.now();
     results = (await pool(tasks)) as typeof results;
     elapsed = Date.now() - t0;
   });
 
-  book.case('load', `gateway: ${LIMITED.reduce((a, c) => a + c.perMinute + 30, 0)} requests from 16 keys at concurrency ${CONCURRENCY}: every one answered (200 or 429), none lost`, () => {
-    expect(results.filter((x) => x instanceof Error || x.r instanceof Error)).toEqual([]);
-    for (const { r } of results) expect([200, 429]).toContain((r as RawResponse).status);
-    const admitted = Object.fromEntries(LIMITED.map((c) => [c.id, results.filter((x) => x.client.id === c.id && (x.r as RawResponse).status === 200).length]));
-    console.log(`gateway burst: ${results.length} requests in ${elapsed} ms; admitted per key: ${JSON.stringify(admitted)}`);
-  });
+  book.case(
+    'load',
+    `gateway: ${LIMITED.reduce((a, c) => a + c.perMinute + 30, 0)} requests from 16 keys at concurrency ${CONCURRENCY}: every one answered (200 or 429), none lost`,
+    () => {
+      expect(results.filter((x) => x instanceof Error || x.r instanceof Error)).toEqual([]);
+      for (const { r } of results) expect([200, 429]).toContain((r as RawResponse).status);
+      const admitted = Object.fromEntries(
+        LIMITED.map((c) => [c.id, results.filter((x) => x.client.id === c.id && (x.r as RawResponse).status === 200).length]),
+      );
+      console.log(`gateway burst: ${results.length} requests in ${elapsed} ms; admitted per key: ${JSON.stringify(admitted)}`);
+    },
+  );
   for (const c of LIMITED) {
     book.case('load', `gateway: ${c.id} (${c.tier}, ${c.perMinute}/min) admitted its budget, within token-bucket granularity`, () => {
       const mine = results.filter((x) => x.client.id === c.id).map((x) => x.r as RawResponse);
@@ -88,7 +103,7 @@ describe('gateway rate limits per key under 50 concurrent clients', () => {
       }
     });
   }
-  book.case('load', 'gateway: every admitted request was logged under the key\'s own client id (access log, by request id)', async () => {
+  book.case('load', "gateway: every admitted request was logged under the key's own client id (access log, by request id)", async () => {
     await sleep(1200);
     const byRequestId = new Map<string, string>();
     for (const l of stack.processes.gateway.jsonLines()) if (l.request_id && l.status === 200) byRequestId.set(l.request_id, l.client_id);
@@ -102,7 +117,7 @@ describe('gateway rate limits per key under 50 concurrent clients', () => {
     }
     expect(checked).toBeGreaterThan(LIMITED.reduce((a, c) => a + c.perMinute, 0) - 1);
   });
-  book.case('load', 'gateway: an unlimited key is not slowed by the others\' exhaustion', async () => {
+  book.case('load', "gateway: an unlimited key is not slowed by the others' exhaustion", async () => {
     const rs = await pool(Array.from({ length: 100 }, () => () => gw(stack.apiKeys['admin']!)));
     expect(rs.filter((r) => !(r instanceof Error) && r.status === 200)).toHaveLength(100);
   });
@@ -110,7 +125,7 @@ describe('gateway rate limits per key under 50 concurrent clients', () => {
 
 // ---- the gateway: identity under concurrency (agentd replaced by a recorder) ---------------------------
 
-describe('no request is served under another tenant\'s identity (what agentd is told)', () => {
+describe("no request is served under another tenant's identity (what agentd is told)", () => {
   let restore: () => Promise<void> = async () => undefined;
   beforeAll(async () => {
     ({ restore } = await replaceAgentdWithRecorder(stack));
@@ -120,27 +135,38 @@ describe('no request is served under another tenant\'s identity (what agentd is 
   });
   const seenClient = (body: string) => JSON.parse(body).recorded.headers['x-agentd-client-id'];
 
-  book.case('load', `identity: 12 tenants x 40 requests over HTTP/1.1 at concurrency ${CONCURRENCY}, each forging another tenant's id: agentd always sees the key's own`, async () => {
-    const tasks = shuffle(PREMIUM.flatMap((c, i) => Array.from({ length: 40 }, (_, n) => ({ c, n, forged: PREMIUM[(i + 1) % PREMIUM.length]!.id })))).map(({ c, n, forged }) => async () => {
-      const r = await gw(stack.apiKeys[c.id]!, `/api/v1/status?who=${c.id}&n=${n}`, { 'x-agentd-client-id': forged });
-      return { c, r };
-    });
-    const rs = await pool(tasks);
-    const wrong: string[] = [];
-    for (const x of rs) {
-      expect(x).not.toBeInstanceOf(Error);
-      const { c, r } = x as { c: (typeof PREMIUM)[number]; r: RawResponse };
-      expect(r.status).toBe(200);
-      const recorded = JSON.parse(r.body).recorded;
-      if (seenClient(r.body) !== c.id || !recorded.path.includes(`who=${c.id}&`)) wrong.push(`${c.id} -> ${seenClient(r.body)}`);
-    }
-    expect(wrong).toEqual([]);
-  });
-  book.case('load', 'identity: 12 tenants multiplexed as 480 streams on 4 shared HTTP/2 connections: each stream is its own key\'s', async () => {
+  book.case(
+    'load',
+    `identity: 12 tenants x 40 requests over HTTP/1.1 at concurrency ${CONCURRENCY}, each forging another tenant's id: agentd always sees the key's own`,
+    async () => {
+      const tasks = shuffle(PREMIUM.flatMap((c, i) => Array.from({ length: 40 }, (_, n) => ({ c, n, forged: PREMIUM[(i + 1) % PREMIUM.length]!.id })))).map(
+        ({ c, n, forged }) =>
+          async () => {
+            const r = await gw(stack.apiKeys[c.id]!, `/api/v1/status?who=${c.id}&n=${n}`, { 'x-agentd-client-id': forged });
+            return { c, r };
+          },
+      );
+      const rs = await pool(tasks);
+      const wrong: string[] = [];
+      for (const x of rs) {
+        expect(x).not.toBeInstanceOf(Error);
+        const { c, r } = x as { c: (typeof PREMIUM)[number]; r: RawResponse };
+        expect(r.status).toBe(200);
+        const recorded = JSON.parse(r.body).recorded;
+        if (seenClient(r.body) !== c.id || !recorded.path.includes(`who=${c.id}&`)) wrong.push(`${c.id} -> ${seenClient(r.body)}`);
+      }
+      expect(wrong).toEqual([]);
+    },
+  );
+  book.case('load', "identity: 12 tenants multiplexed as 480 streams on 4 shared HTTP/2 connections: each stream is its own key's", async () => {
     const sessions = Array.from({ length: 4 }, () => h2connect(`http://127.0.0.1:${stack.ports.gateway}`));
     try {
       const tasks = shuffle(PREMIUM.flatMap((c) => Array.from({ length: 40 }, (_, n) => ({ c, n })))).map(({ c, n }, i) => async () => {
-        const r = await h2Send(stack.ports.gateway, { session: sessions[i % sessions.length], path: `/api/v1/status?who=${c.id}&n=${n}`, headers: { 'x-api-key': stack.apiKeys[c.id]!, 'x-agentd-client-id': 'admin' } });
+        const r = await h2Send(stack.ports.gateway, {
+          session: sessions[i % sessions.length],
+          path: `/api/v1/status?who=${c.id}&n=${n}`,
+          headers: { 'x-api-key': stack.apiKeys[c.id]!, 'x-agentd-client-id': 'admin' },
+        });
         return { c, r };
       });
       const rs = await pool(tasks);
@@ -159,7 +185,10 @@ describe('no request is served under another tenant\'s identity (what agentd is 
     const kinds = ['valid', 'invalid', 'disabled', 'missing'] as const;
     const tasks = shuffle(Array.from({ length: 400 }, (_, i) => ({ kind: kinds[i % 4]!, c: PREMIUM[i % PREMIUM.length]! }))).map(({ kind, c }) => async () => {
       const key = { valid: stack.apiKeys[c.id]!, invalid: `${stack.apiKeys[c.id]!}x`, disabled: stack.apiKeys['retired']!, missing: '' }[kind];
-      const r = await rawRequest(stack.ports.gateway, { path: `/api/v1/status?who=${c.id}`, headers: key ? { 'x-api-key': key, 'x-agentd-client-id': c.id } : { 'x-agentd-client-id': c.id } });
+      const r = await rawRequest(stack.ports.gateway, {
+        path: `/api/v1/status?who=${c.id}`,
+        headers: key ? { 'x-api-key': key, 'x-agentd-client-id': c.id } : { 'x-agentd-client-id': c.id },
+      });
       return { kind, c, r };
     });
     for (const x of await pool(tasks)) {
@@ -183,9 +212,15 @@ describe('egress rate limits per sandbox x service, and identity per token, unde
   let standard: Sbx[] = [];
   let results: { sbx: Sbx; service: string; tag: string; r: RawResponse }[] = [];
   let elapsed = 0;
-  const tagPath = (service: string, tag: string) => ({ httpbin: `/anything/${tag}`, openai: `/v1/models/${tag}`, github: `/repos/o/r/issues/${tag}` })[service]!;
+  const tagPath = (service: string, tag: string) =>
+    ({ httpbin: `/anything/${tag}`, openai: `/v1/models/${tag}`, github: `/repos/o/r/issues/${tag}` })[service]!;
   const create = async (tier: string, key: string): Promise<Sbx> => {
-    const r = await rawRequest(stack.ports.gateway, { method: 'POST', path: '/api/v1/sandboxes', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: JSON.stringify({ tier }) });
+    const r = await rawRequest(stack.ports.gateway, {
+      method: 'POST',
+      path: '/api/v1/sandboxes',
+      headers: { 'x-api-key': key, 'content-type': 'application/json' },
+      body: JSON.stringify({ tier }),
+    });
     expect(r.status, r.body).toBe(201);
     tokens.push(r.json().token);
     return { ...r.json(), tier };
@@ -199,11 +234,13 @@ describe('egress rate limits per sandbox x service, and identity per token, unde
     ];
     stack.upstream.clear();
     const t0 = Date.now();
-    results = (await pool(shuffle(plan).map(({ sbx, service, n }) => async () => {
-      const tag = `${sbx.id}-${service}-${n}`;
-      const r = await egressCall(stack.ports.egress, service, sbx.token, { path: tagPath(service, tag) });
-      return { sbx, service, tag, r };
-    }))) as typeof results;
+    results = (await pool(
+      shuffle(plan).map(({ sbx, service, n }) => async () => {
+        const tag = `${sbx.id}-${service}-${n}`;
+        const r = await egressCall(stack.ports.egress, service, sbx.token, { path: tagPath(service, tag) });
+        return { sbx, service, tag, r };
+      }),
+    )) as typeof results;
     elapsed = Date.now() - t0;
   });
 
@@ -211,7 +248,9 @@ describe('egress rate limits per sandbox x service, and identity per token, unde
     expect(results.filter((x) => x instanceof Error)).toEqual([]);
     for (const { r } of results) expect([200, 429]).toContain(r.status);
     const admitted = (s: Sbx, service: string) => results.filter((x) => x.sbx.id === s.id && x.service === service && x.r.status === 200).length;
-    console.log(`egress burst: ${results.length} requests in ${elapsed} ms; admitted: restricted/httpbin ${JSON.stringify(restricted.map((s) => admitted(s, 'httpbin')))}, standard/openai ${JSON.stringify(standard.map((s) => admitted(s, 'openai')))}, standard/github ${JSON.stringify(standard.map((s) => admitted(s, 'github')))}`);
+    console.log(
+      `egress burst: ${results.length} requests in ${elapsed} ms; admitted: restricted/httpbin ${JSON.stringify(restricted.map((s) => admitted(s, 'httpbin')))}, standard/openai ${JSON.stringify(standard.map((s) => admitted(s, 'openai')))}, standard/github ${JSON.stringify(standard.map((s) => admitted(s, 'github')))}`,
+    );
   });
   for (let i = 0; i < 10; i++) {
     book.case('load', `egress: restricted sandbox #${i} on httpbin admitted its 10/min, within token-bucket granularity`, () => {
@@ -237,8 +276,12 @@ describe('egress rate limits per sandbox x service, and identity per token, unde
     const wrong: string[] = [];
     for (const { sbx, service, tag, r } of results) {
       const line = lines.find((l) => l.path === tagPath(service, tag));
-      if (!line) { wrong.push(`${tag}: no log line`); continue; }
-      if (line.sandbox_id !== sbx.id || line.service !== service || line.status !== r.status) wrong.push(`${tag}: logged ${line.sandbox_id}/${line.service}/${line.status}`);
+      if (!line) {
+        wrong.push(`${tag}: no log line`);
+        continue;
+      }
+      if (line.sandbox_id !== sbx.id || line.service !== service || line.status !== r.status)
+        wrong.push(`${tag}: logged ${line.sandbox_id}/${line.service}/${line.status}`);
     }
     expect(wrong).toEqual([]);
   });
@@ -248,12 +291,16 @@ describe('egress rate limits per sandbox x service, and identity per token, unde
     const wrong: string[] = [];
     for (const q of stack.upstream.received) {
       const x = byPath.get(q.path);
-      if (!x) { wrong.push(`unexpected ${q.path}`); continue; }
+      if (!x) {
+        wrong.push(`unexpected ${q.path}`);
+        continue;
+      }
       const c = spec.egressServices[x.service]!.credential;
       // A service without a credential (httpbin) gets none; the others exactly their own.
       const others = Object.fromEntries(Object.entries(stack.credentials).filter(([id]) => id !== x.service));
       if (secretsFoundIn(JSON.stringify(q.headers), others).length > 0) wrong.push(`${q.path}: another service's credential`);
-      if (c ? q.headers[c.header.toLowerCase()] !== `${c.prefix}${stack.credentials[x.service]}` : q.headers['authorization'] !== undefined) wrong.push(`${q.path}: wrong credential`);
+      if (c ? q.headers[c.header.toLowerCase()] !== `${c.prefix}${stack.credentials[x.service]}` : q.headers['authorization'] !== undefined)
+        wrong.push(`${q.path}: wrong credential`);
     }
     expect(wrong).toEqual([]);
   });
@@ -261,24 +308,34 @@ describe('egress rate limits per sandbox x service, and identity per token, unde
 
 describe('end to end: concurrent intents from many tenants through gateway, agentd and egress', () => {
   book.case('load', 'intents: 10 sandboxes of 10 tenants x 6 intents at concurrency 50: each recorded, logged and sent as its own sandbox', async () => {
-    const sbxs = await Promise.all(Array.from({ length: 10 }, async (_, i) => {
-      const key = stack.apiKeys[PREMIUM[i]!.id]!;
-      // Operators may create premium sandboxes (tier ceilings): premium reaches github.
-      const r = await rawRequest(stack.ports.gateway, { method: 'POST', path: '/api/v1/sandboxes', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: JSON.stringify({ tier: 'premium' }) });
-      expect(r.status, r.body).toBe(201);
-      tokens.push(r.json().token);
-      return { id: r.json().id as string, key };
-    }));
+    const sbxs = await Promise.all(
+      Array.from({ length: 10 }, async (_, i) => {
+        const key = stack.apiKeys[PREMIUM[i]!.id]!;
+        // Operators may create premium sandboxes (tier ceilings): premium reaches github.
+        const r = await rawRequest(stack.ports.gateway, {
+          method: 'POST',
+          path: '/api/v1/sandboxes',
+          headers: { 'x-api-key': key, 'content-type': 'application/json' },
+          body: JSON.stringify({ tier: 'premium' }),
+        });
+        expect(r.status, r.body).toBe(201);
+        tokens.push(r.json().token);
+        return { id: r.json().id as string, key };
+      }),
+    );
     stack.upstream.clear();
     const plan = shuffle(sbxs.flatMap((s) => Array.from({ length: 6 }, (_, n) => ({ s, n }))));
-    const rs = await pool(plan.map(({ s, n }) => async () => {
-      const r = await rawRequest(stack.ports.gateway, {
-        method: 'POST', path: `/api/v1/sandboxes/${s.id}/intents`,
-        headers: { 'x-api-key': s.key, 'content-type': 'application/json' },
-        body: JSON.stringify({ capability: 'http_fetch', params: { service: 'github', method: 'GET', path: `/repos/e2e/${s.id}/issues/${n}` } }),
-      });
-      return { s, n, r };
-    }));
+    const rs = await pool(
+      plan.map(({ s, n }) => async () => {
+        const r = await rawRequest(stack.ports.gateway, {
+          method: 'POST',
+          path: `/api/v1/sandboxes/${s.id}/intents`,
+          headers: { 'x-api-key': s.key, 'content-type': 'application/json' },
+          body: JSON.stringify({ capability: 'http_fetch', params: { service: 'github', method: 'GET', path: `/repos/e2e/${s.id}/issues/${n}` } }),
+        });
+        return { s, n, r };
+      }),
+    );
     await sleep(1200);
     const lines = stack.processes.egress.jsonLines().filter((l) => typeof l.path === 'string' && l.path.startsWith('/repos/e2e/'));
     const wrong: string[] = [];

@@ -4,7 +4,7 @@
 // variants, and the secret scan over everything a stack wrote.
 import { it } from 'vitest';
 import { createServer as createHttpServer, type IncomingHttpHeaders, type Server as HttpServer } from 'node:http';
-import { connect as h2connect, createServer as createH2Server, type ClientHttp2Session, type Http2Server } from 'node:http2';
+import { connect as h2connect, createServer as createH2Server, type ClientHttp2Session, type ClientHttp2Stream, type Http2Server } from 'node:http2';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, relative } from 'node:path';
@@ -45,16 +45,20 @@ export class CaseBook {
   case(category: Category, name: string, fn: () => Promise<void> | void, timeoutMs?: number): void {
     const r: CaseResult = { category, name, status: 'not-run' };
     this.results.push(r);
-    it(`[${category}] ${name}`, async () => {
-      try {
-        await fn();
-        r.status = 'passed';
-      } catch (e) {
-        r.status = 'failed';
-        r.error = String((e as Error)?.message ?? e).slice(0, 500);
-        throw e;
-      }
-    }, timeoutMs);
+    it(
+      `[${category}] ${name}`,
+      async () => {
+        try {
+          await fn();
+          r.status = 'passed';
+        } catch (e) {
+          r.status = 'failed';
+          r.error = String((e as Error)?.message ?? e).slice(0, 500);
+          throw e;
+        }
+      },
+      timeoutMs,
+    );
   }
 
   /** Writes this file's results and the merged summary of every file (build/security-summary.json). */
@@ -65,7 +69,9 @@ export class CaseBook {
     writeFileSync(tmp, JSON.stringify(own, null, 2) + '\n');
     renameSync(tmp, join(SUMMARY_DIR, `${this.file}.json`));
     withLock(join(SUMMARY_DIR, '.lock'), () => {
-      const files = readdirSync(SUMMARY_DIR).filter((f) => f.endsWith('.json')).sort();
+      const files = readdirSync(SUMMARY_DIR)
+        .filter((f) => f.endsWith('.json'))
+        .sort();
       const all = files.map((f) => JSON.parse(readFileSync(join(SUMMARY_DIR, f), 'utf8')) as typeof own);
       const byCategory = Object.fromEntries(CATEGORIES.map((c) => [c, { tried: 0, passed: 0, failed: 0 }]));
       const byFile: Record<string, { tried: number; passed: number; finished_at: string }> = {};
@@ -78,10 +84,11 @@ export class CaseBook {
           else b.failed++;
         }
       }
-      const total = Object.values(byCategory).reduce(
-        (a, b) => ({ tried: a.tried + b.tried, passed: a.passed + b.passed, failed: a.failed + b.failed }),
-        { tried: 0, passed: 0, failed: 0 },
-      );
+      const total = Object.values(byCategory).reduce((a, b) => ({ tried: a.tried + b.tried, passed: a.passed + b.passed, failed: a.failed + b.failed }), {
+        tried: 0,
+        passed: 0,
+        failed: 0,
+      });
       const failures = all.flatMap((f) => f.cases.filter((c) => c.status !== 'passed').map((c) => ({ file: f.file, ...c })));
       const summary = { generated_at: new Date().toISOString(), total, by_category: byCategory, by_file: byFile, failures };
       const t = `${SUMMARY_FILE}.${process.pid}.tmp`;
@@ -156,7 +163,10 @@ export interface H2Result {
 }
 
 /** One HTTP/2 (h2c) request with an optional body, on `session` or a fresh one. Never throws. */
-export function h2Send(port: number, opts: { method?: string; path: string; headers?: Record<string, string>; body?: string | Buffer; session?: ClientHttp2Session; timeoutMs?: number }): Promise<H2Result> {
+export function h2Send(
+  port: number,
+  opts: { method?: string; path: string; headers?: Record<string, string>; body?: string | Buffer; session?: ClientHttp2Session; timeoutMs?: number },
+): Promise<H2Result> {
   return new Promise((resolve) => {
     const own = !opts.session;
     const session = opts.session ?? h2connect(`http://127.0.0.1:${port}`);
@@ -175,7 +185,7 @@ export function h2Send(port: number, opts: { method?: string; path: string; head
     };
     const timer = setTimeout(() => finish('timeout'), opts.timeoutMs ?? 10_000);
     session.on('error', onSessionError);
-    let stream;
+    let stream: ClientHttp2Stream;
     try {
       stream = session.request({ ':method': opts.method ?? 'GET', ':path': opts.path, ...opts.headers }, { endStream: opts.body === undefined });
     } catch (e) {
@@ -250,7 +260,13 @@ export async function replaceAgentdWithRecorder(stack: Stack): Promise<{ seen: S
 // ---- policy data variants ---------------------------------------------------------------------
 
 type PolicyDocs = Record<'clients' | 'roles' | 'rateLimitTiers' | 'egressServices' | 'sandboxTiers', any>;
-const FILES = { clients: 'clients.yaml', roles: 'roles.yaml', rateLimitTiers: 'rate-limit-tiers.yaml', egressServices: 'egress-services.yaml', sandboxTiers: 'sandbox-tiers.yaml' } as const;
+const FILES = {
+  clients: 'clients.yaml',
+  roles: 'roles.yaml',
+  rateLimitTiers: 'rate-limit-tiers.yaml',
+  egressServices: 'egress-services.yaml',
+  sandboxTiers: 'sandbox-tiers.yaml',
+} as const;
 
 /** The shipped policy data, changed by `edit`, validated by the real loader (a temp copy). */
 export function policyVariant(edit: (docs: PolicyDocs) => void): PolicySpec {
@@ -286,7 +302,9 @@ export interface ScanFinding {
 }
 
 function scanText(where: string, text: string, secrets: Readonly<Record<string, string>>): ScanFinding[] {
-  return Object.entries(secrets).filter(([, v]) => v && text.includes(v)).map(([k]) => ({ where, secret: k }));
+  return Object.entries(secrets)
+    .filter(([, v]) => v && text.includes(v))
+    .map(([k]) => ({ where, secret: k }));
 }
 
 /** Text of a file for scanning; a gzip (the bundle) is scanned decompressed too. */

@@ -16,9 +16,41 @@ describe('envoy', () => {
     const envoy = toolPath('envoy');
     expect(run(envoy, ['--version']).stdout).toContain(`/${v['ENVOY_VERSION']}/`);
     const dir = tmp();
-    const good = { static_resources: { listeners: [{ name: 'l', address: { socket_address: { address: '127.0.0.1', port_value: 10000 } }, filter_chains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 't', cluster: 'c' } }] }] }], clusters: [{ name: 'c', type: 'STATIC', load_assignment: { cluster_name: 'c', endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: 10001 } } } }] }] } }] } };
+    const good = {
+      static_resources: {
+        listeners: [
+          {
+            name: 'l',
+            address: { socket_address: { address: '127.0.0.1', port_value: 10000 } },
+            filter_chains: [
+              {
+                filters: [
+                  {
+                    name: 'envoy.filters.network.tcp_proxy',
+                    typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 't', cluster: 'c' },
+                  },
+                ],
+              },
+            ],
+          },
+        ],
+        clusters: [
+          {
+            name: 'c',
+            type: 'STATIC',
+            load_assignment: {
+              cluster_name: 'c',
+              endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: 10001 } } } }] }],
+            },
+          },
+        ],
+      },
+    };
     writeFileSync(join(dir, 'good.json'), JSON.stringify(good));
-    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ ...good, static_resources: { ...good.static_resources, clusters: [{ name: 'c', type: 'NOT_A_TYPE' }] } }));
+    writeFileSync(
+      join(dir, 'bad.json'),
+      JSON.stringify({ ...good, static_resources: { ...good.static_resources, clusters: [{ name: 'c', type: 'NOT_A_TYPE' }] } }),
+    );
     expect(run(envoy, ['--mode', 'validate', '-c', join(dir, 'good.json')]).code).toBe(0);
     expect(run(envoy, ['--mode', 'validate', '-c', join(dir, 'bad.json')]).code).not.toBe(0);
   });
@@ -30,7 +62,10 @@ describe('opa', () => {
     expect(run(opa, ['version']).stdout).toContain(`Version: ${v['OPA_ENVOY_VERSION']!.replace(/-envoy$/, '')}`);
     const dir = tmp();
     writeFileSync(join(dir, 'p.rego'), 'package smoke\n\nallow if input.user == "alice"\n');
-    writeFileSync(join(dir, 'p_test.rego'), 'package smoke_test\n\nimport data.smoke\n\ntest_alice if smoke.allow with input as {"user": "alice"}\n\ntest_bob if not smoke.allow with input as {"user": "bob"}\n');
+    writeFileSync(
+      join(dir, 'p_test.rego'),
+      'package smoke_test\n\nimport data.smoke\n\ntest_alice if smoke.allow with input as {"user": "alice"}\n\ntest_bob if not smoke.allow with input as {"user": "bob"}\n',
+    );
     const r = run(opa, ['test', dir]);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toContain('PASS: 2/2');
@@ -42,7 +77,10 @@ describe('prometheus', () => {
     const promtool = toolPath('promtool');
     expect(run(promtool, ['--version']).stdout).toContain(v['PROMETHEUS_VERSION']!);
     const dir = tmp();
-    writeFileSync(join(dir, 'prometheus.yml'), 'global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: smoke\n    static_configs:\n      - targets: ["127.0.0.1:9090"]\n');
+    writeFileSync(
+      join(dir, 'prometheus.yml'),
+      'global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: smoke\n    static_configs:\n      - targets: ["127.0.0.1:9090"]\n',
+    );
     const r = run(promtool, ['check', 'config', join(dir, 'prometheus.yml')]);
     expect(r.code, r.stdout + r.stderr).toBe(0);
   });
@@ -54,7 +92,11 @@ describe('docker engine', () => {
     cpSync(toolPath('opa'), join(dir, 'opa'));
     writeFileSync(join(dir, 'Dockerfile'), 'FROM scratch\nCOPY opa /opa\nUSER 10001:10001\nENTRYPOINT ["/opa"]\n');
     execFileSync('docker', ['build', '-q', '-t', 'agentd-smoke:latest', dir], { env: { ...process.env, DOCKER_BUILDKIT: '0' }, stdio: 'pipe' });
-    const out = execFileSync('docker', ['run', '--rm', '--read-only', '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges', 'agentd-smoke:latest', 'version'], { encoding: 'utf8' });
+    const out = execFileSync(
+      'docker',
+      ['run', '--rm', '--read-only', '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges', 'agentd-smoke:latest', 'version'],
+      { encoding: 'utf8' },
+    );
     expect(out).toContain('Version:');
     execFileSync('docker', ['rmi', 'agentd-smoke:latest'], { stdio: 'pipe' });
   }, 120_000);

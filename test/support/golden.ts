@@ -63,7 +63,9 @@ export function goldenDir(dir: string, files: Readonly<Record<string, string>>):
       writeFileSync(join(root, p), c);
     }
   }
-  const present = listFiles(root).map((p) => relative(root, p)).sort();
+  const present = listFiles(root)
+    .map((p) => relative(root, p))
+    .sort();
   expect(present, `golden files in ${relative(REPO_ROOT, root)} (run \`${rerun()}\` locally and review)`).toEqual(Object.keys(files).sort());
   expect(present.length, `no golden file in ${relative(REPO_ROOT, root)}`).toBeGreaterThan(0);
   for (const [p, c] of Object.entries(files)) expect(c, `golden file ${relative(REPO_ROOT, join(root, p))}`).toBe(readFileSync(join(root, p), 'utf8'));

@@ -57,7 +57,13 @@ describe('policy spec: the shipped data', () => {
     const gh = spec.egressServices['github']!;
     expect(gh.allowedMethods).toEqual(['GET', 'POST', 'PATCH', 'PUT']);
     expect(gh.allowedPaths.map((p) => p.source)).toEqual([
-      '/user', '/repos/*/*/contents/**', '/repos/*/*/issues', '/repos/*/*/issues/**', '/repos/*/*/pulls', '/repos/*/*/pulls/**', '/search/**',
+      '/user',
+      '/repos/*/*/contents/**',
+      '/repos/*/*/issues',
+      '/repos/*/*/issues/**',
+      '/repos/*/*/pulls',
+      '/repos/*/*/pulls/**',
+      '/search/**',
     ]);
   });
 
@@ -173,8 +179,10 @@ describe('policy spec: bad data fails with file, field and fix', () => {
   });
 
   it('a role whose sandbox tier was removed from sandbox-tiers.yaml: checked after the tiers are known', () => {
-    const issues = issuesWith('sandboxTiers', (t) => t.replace(/  premium:\n.*\n.*\n/, ''));
-    expect(issues.map((i) => `${i.file} ${i.field} ${i.message}`)).toEqual(['policy/data/roles.yaml roles.operator.sandbox_tiers[3] unknown sandbox tier "premium"']);
+    const issues = issuesWith('sandboxTiers', (t) => t.replace(/ {2}premium:\n.*\n.*\n/, ''));
+    expect(issues.map((i) => `${i.file} ${i.field} ${i.message}`)).toEqual([
+      'policy/data/roles.yaml roles.operator.sandbox_tiers[3] unknown sandbox tier "premium"',
+    ]);
   });
 
   it('an unreadable sandbox-tiers.yaml is reported once, not again for every tier a role names', () => {

@@ -29,8 +29,17 @@ describe('TLS at the gateway', () => {
 
   it('refuses half a certificate, two sources, non-PEM values, and a Secret name on Docker', () => {
     expect(problems({ 'gateway:tlsCertificate': CERT })).toEqual([expect.stringContaining('gateway:tlsPrivateKey is not set')]);
-    expect(problems({ 'gateway:tlsCertificate': 'not pem', 'gateway:tlsPrivateKey': KEY })[0]).toContain('gateway:tlsCertificate must be a certificate chain in PEM');
-    expect(problems({ 'agentd:target': 'kubernetes', 'gateway:tlsCertificate': CERT, 'gateway:tlsPrivateKey': KEY, 'agentd:gateway': JSON.stringify({ tls: { secretName: 's' } }) })[0]).toContain('given twice');
+    expect(problems({ 'gateway:tlsCertificate': 'not pem', 'gateway:tlsPrivateKey': KEY })[0]).toContain(
+      'gateway:tlsCertificate must be a certificate chain in PEM',
+    );
+    expect(
+      problems({
+        'agentd:target': 'kubernetes',
+        'gateway:tlsCertificate': CERT,
+        'gateway:tlsPrivateKey': KEY,
+        'agentd:gateway': JSON.stringify({ tls: { secretName: 's' } }),
+      })[0],
+    ).toContain('given twice');
     expect(problems({ 'agentd:gateway': JSON.stringify({ tls: { secretName: 'x' } }) })[0]).toContain('target is docker');
     expect(problems({ 'agentd:gateway': JSON.stringify({ tls: { certificate: CERT } }) })[0]).toContain('agentd:gateway.tls.certificate is not a known field');
   });
@@ -59,9 +68,13 @@ describe('exposure beyond loopback needs TLS', () => {
   });
 
   it('accepts it with TLS, or with allowPlaintext said on purpose', () => {
-    expect(problems({ 'agentd:gateway': JSON.stringify({ bindAddress: '0.0.0.0' }), 'gateway:tlsCertificate': CERT, 'gateway:tlsPrivateKey': KEY })).toEqual([]);
+    expect(problems({ 'agentd:gateway': JSON.stringify({ bindAddress: '0.0.0.0' }), 'gateway:tlsCertificate': CERT, 'gateway:tlsPrivateKey': KEY })).toEqual(
+      [],
+    );
     expect(problems({ 'agentd:gateway': JSON.stringify({ bindAddress: '0.0.0.0', allowPlaintext: true }) })).toEqual([]);
-    expect(problems({ 'agentd:target': 'kubernetes', 'agentd:gateway': JSON.stringify({ exposure: 'LoadBalancer', tls: { secretName: 'agentd-gateway-tls' } }) })).toEqual([]);
+    expect(
+      problems({ 'agentd:target': 'kubernetes', 'agentd:gateway': JSON.stringify({ exposure: 'LoadBalancer', tls: { secretName: 'agentd-gateway-tls' } }) }),
+    ).toEqual([]);
   });
 });
 
@@ -73,8 +86,13 @@ describe('other settings', () => {
 
   it('reads retention and per-client limits with defaults and ranges', () => {
     expect(parseStackConfig({}).agentd).toMatchObject({ retentionDays: 30, retentionIntentsPerSandbox: 1000, maxActiveSandboxesPerClient: 100 });
-    expect(parseStackConfig({ 'agentd:agentd': JSON.stringify({ retentionDays: 7, retentionIntentsPerSandbox: 0 }) }).agentd).toMatchObject({ retentionDays: 7, retentionIntentsPerSandbox: 0 });
-    expect(problems({ 'agentd:agentd': JSON.stringify({ retentionDays: -1 }) })[0]).toContain('agentd:agentd.retentionDays must be a whole number from 0 to 3650');
+    expect(parseStackConfig({ 'agentd:agentd': JSON.stringify({ retentionDays: 7, retentionIntentsPerSandbox: 0 }) }).agentd).toMatchObject({
+      retentionDays: 7,
+      retentionIntentsPerSandbox: 0,
+    });
+    expect(problems({ 'agentd:agentd': JSON.stringify({ retentionDays: -1 }) })[0]).toContain(
+      'agentd:agentd.retentionDays must be a whole number from 0 to 3650',
+    );
   });
 });
 

@@ -72,7 +72,12 @@ export function parseEntityTags(header: string | undefined): string[] {
   if (header === undefined || header.trim() === '') return [];
   return header
     .split(',')
-    .map((t) => t.trim().replace(/^W\//, '').replace(/^"(.*)"$/, '$1'))
+    .map((t) =>
+      t
+        .trim()
+        .replace(/^W\//, '')
+        .replace(/^"(.*)"$/, '$1'),
+    )
     .filter((t) => t !== '');
 }
 

@@ -105,7 +105,13 @@ export class Retention {
       this.deps.metrics.storagePurgedRowsTotal.inc({ table: 'intents' }, result.intents);
       this.deps.metrics.storagePurgedRowsTotal.inc({ table: 'sandboxes' }, result.sandboxes);
       this.deps.logger.info(
-        { purged_intents: result.intents, purged_sandboxes: result.sandboxes, retention_days: retentionDays, intents_per_sandbox: intentsPerSandbox, duration_ms: Math.round(performance.now() - started) },
+        {
+          purged_intents: result.intents,
+          purged_sandboxes: result.sandboxes,
+          retention_days: retentionDays,
+          intents_per_sandbox: intentsPerSandbox,
+          duration_ms: Math.round(performance.now() - started),
+        },
         'storage purged',
       );
     }

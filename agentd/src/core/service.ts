@@ -192,7 +192,10 @@ export class AgentdService {
     if (!caller.sandboxTiers.includes(input.tier)) {
       const allowed = config.sandboxTiers.filter((t) => caller.sandboxTiers.includes(t));
       const who = caller.role !== '' ? `role "${caller.role}"` : `client "${caller.clientId}"`;
-      throw permissionDenied('tier_not_allowed', `${who} may not create "${input.tier}" sandboxes; allowed: ${allowed.length > 0 ? allowed.join(', ') : 'none'}`);
+      throw permissionDenied(
+        'tier_not_allowed',
+        `${who} may not create "${input.tier}" sandboxes; allowed: ${allowed.length > 0 ? allowed.join(', ') : 'none'}`,
+      );
     }
     this.checkActiveLimit(caller);
     const createdAt = this.now();
@@ -209,7 +212,10 @@ export class AgentdService {
   }
 
   /** Sandboxes the caller may see (scope 'own': its own), oldest first; pages bounded in bytes. */
-  listSandboxes(caller: Caller, raw: { state?: unknown; tier?: unknown; limit?: unknown; cursor?: unknown }): { sandboxes: SandboxView[]; next_cursor: string | null } {
+  listSandboxes(
+    caller: Caller,
+    raw: { state?: unknown; tier?: unknown; limit?: unknown; cursor?: unknown },
+  ): { sandboxes: SandboxView[]; next_cursor: string | null } {
     const q = validateListSandboxes(raw, this.deps.config.sandboxTiers);
     const owner = caller.scope === 'all' ? undefined : caller.clientId;
     const page = this.deps.storage.listSandboxes({ state: q.state, tier: q.tier, owner, after: q.after, limit: q.limit, now: this.now() });
@@ -283,29 +289,46 @@ export class AgentdService {
     if (inserted.purged > 0) metrics.storagePurgedRowsTotal.inc({ table: 'intents' }, inserted.purged);
     const controller = new AbortController();
     this.inFlight.set(controller, sandbox.owner);
-    let res;
+    let res: Awaited<ReturnType<EgressClient['fetch']>>;
     try {
       const token = await tokens.sign({ sandboxId: sandbox.id, tier: sandbox.tier, expiresAtMs: sandbox.expires_at });
       res = await egress.fetch(p, token, ctx.requestId, controller.signal);
     } catch (err) {
-      res = { outcome: 'error' as const, status: null, headers: {}, body: Buffer.alloc(0), truncated: false, error: `internal error: ${(err as Error).message}` };
+      res = {
+        outcome: 'error' as const,
+        status: null,
+        headers: {},
+        body: Buffer.alloc(0),
+        truncated: false,
+        error: `internal error: ${(err as Error).message}`,
+      };
     } finally {
       this.inFlight.delete(controller);
     }
     const durationMs = Math.round(performance.now() - startedHr);
-    const completed =
-      storage.isOpen
-        ? storage.completeIntent(record.id, {
-            outcome: res.outcome,
-            status: res.status,
-            truncated: res.truncated,
-            body_bytes: res.status === null ? null : res.body.length,
-            duration_ms: durationMs,
-            error: res.error,
-            completed_at: this.now(),
-          })
-        : undefined;
-    const view = this.intentView(completed ?? { ...record, outcome: res.outcome, status: res.status, truncated: res.truncated, body_bytes: res.body.length, duration_ms: durationMs, error: res.error, completed_at: this.now() });
+    const completed = storage.isOpen
+      ? storage.completeIntent(record.id, {
+          outcome: res.outcome,
+          status: res.status,
+          truncated: res.truncated,
+          body_bytes: res.status === null ? null : res.body.length,
+          duration_ms: durationMs,
+          error: res.error,
+          completed_at: this.now(),
+        })
+      : undefined;
+    const view = this.intentView(
+      completed ?? {
+        ...record,
+        outcome: res.outcome,
+        status: res.status,
+        truncated: res.truncated,
+        body_bytes: res.body.length,
+        duration_ms: durationMs,
+        error: res.error,
+        completed_at: this.now(),
+      },
+    );
 
     metrics.intentsTotal.inc({ capability: input.capability, outcome: res.outcome });
     metrics.intentDuration.observe({ capability: input.capability }, durationMs / 1000);
@@ -313,7 +336,19 @@ export class AgentdService {
     metrics.egressRequestsTotal.inc({ service: p.service, status: statusLabel });
     // The path is logged without its query string (it may carry caller data).
     logger.info(
-      { reqId: ctx.requestId, sandbox_id: sandbox.id, intent_id: record.id, capability: input.capability, service: p.service, method: p.method, path: p.path.split('?')[0], status: res.status, outcome: res.outcome, duration_ms: durationMs, truncated: res.truncated },
+      {
+        reqId: ctx.requestId,
+        sandbox_id: sandbox.id,
+        intent_id: record.id,
+        capability: input.capability,
+        service: p.service,
+        method: p.method,
+        path: p.path.split('?')[0],
+        status: res.status,
+        outcome: res.outcome,
+        duration_ms: durationMs,
+        truncated: res.truncated,
+      },
       'intent completed',
     );
 
@@ -378,7 +413,10 @@ export class AgentdService {
     const max = this.deps.config.maxActiveSandboxesPerClient;
     const active = this.deps.storage.countActiveSandboxes(this.now(), caller.clientId);
     if (active >= max) {
-      throw resourceExhausted('too_many_sandboxes', `client "${caller.clientId}" has ${active} active sandboxes, the most allowed (${max}); terminate one first`);
+      throw resourceExhausted(
+        'too_many_sandboxes',
+        `client "${caller.clientId}" has ${active} active sandboxes, the most allowed (${max}); terminate one first`,
+      );
     }
   }
 

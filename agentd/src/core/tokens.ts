@@ -74,7 +74,9 @@ export class TokenService {
     this.keys = new Map(parsed.keys.map((k) => [k.kid, new Uint8Array(Buffer.from(k.k, 'base64url'))]));
     const kid = signingKid ?? (parsed.keys[0] as OctJwk).kid;
     if (!this.keys.has(kid)) {
-      throw new Error(`${ENV.tokenKid}='${kid}' names no key in the JWKS (kids: ${[...this.keys.keys()].join(', ')}); set it to one of them or unset it to sign with the first`);
+      throw new Error(
+        `${ENV.tokenKid}='${kid}' names no key in the JWKS (kids: ${[...this.keys.keys()].join(', ')}); set it to one of them or unset it to sign with the first`,
+      );
     }
     this.signingKid = kid;
   }

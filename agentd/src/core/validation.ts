@@ -68,7 +68,10 @@ export interface CreateSandboxInput {
   ttlSeconds: number;
 }
 
-export function validateCreateSandbox(raw: unknown, limits: { tiers: readonly string[]; defaultTtlSeconds: number; maxTtlSeconds: number }): CreateSandboxInput {
+export function validateCreateSandbox(
+  raw: unknown,
+  limits: { tiers: readonly string[]; defaultTtlSeconds: number; maxTtlSeconds: number },
+): CreateSandboxInput {
   if (!isObject(raw)) throw invalidArgument('body', 'must be a JSON object');
   checkUnknown(raw, ['tier', 'labels', 'ttl_seconds'], '');
   const tier = raw.tier;
@@ -134,7 +137,10 @@ export function validatePage(raw: { limit?: unknown; cursor?: unknown }): PageIn
   return { limit, after };
 }
 
-export function validateListSandboxes(raw: { state?: unknown; tier?: unknown; limit?: unknown; cursor?: unknown }, tiers: readonly string[]): PageInput & { state: SandboxState | undefined; tier: string | undefined } {
+export function validateListSandboxes(
+  raw: { state?: unknown; tier?: unknown; limit?: unknown; cursor?: unknown },
+  tiers: readonly string[],
+): PageInput & { state: SandboxState | undefined; tier: string | undefined } {
   let state: SandboxState | undefined;
   if (raw.state !== undefined && raw.state !== null && raw.state !== '') {
     if (typeof raw.state !== 'string' || !(SANDBOX_STATES as readonly string[]).includes(raw.state)) {

@@ -10,13 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { PackageDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { formatAddress, type ListenAddress } from '../config.ts';
-import {
-  GRPC_ERROR_CODE_METADATA,
-  GRPC_ERROR_FIELD_METADATA,
-  GRPC_INTENT_ID_METADATA,
-  GRPC_SERVICE,
-  REQUEST_ID_HEADER,
-} from '../contract.ts';
+import { GRPC_ERROR_CODE_METADATA, GRPC_ERROR_FIELD_METADATA, GRPC_INTENT_ID_METADATA, GRPC_SERVICE, REQUEST_ID_HEADER } from '../contract.ts';
 import type { Caller, CallerAuthenticator } from '../core/caller.ts';
 import { AgentdError, type ErrorKind } from '../core/errors.ts';
 import type { AgentdService, IntentResult } from '../core/service.ts';
@@ -78,7 +72,13 @@ export async function startGrpcServer(deps: GrpcDeps): Promise<GrpcHandle> {
       const requestId = typeof fromHeader === 'string' && /^[A-Za-z0-9._:@/+=-]{1,128}$/.test(fromHeader) ? fromHeader : randomUUID();
       const done = (code: grpc.status, err?: string): void => {
         metrics.grpcRequestsTotal.inc({ method, code: STATUS_NAME[code] ?? String(code) });
-        const entry = { reqId: requestId, rpc: method, code: STATUS_NAME[code], duration_ms: Math.round(performance.now() - started), ...(err ? { error: err } : {}) };
+        const entry = {
+          reqId: requestId,
+          rpc: method,
+          code: STATUS_NAME[code],
+          duration_ms: Math.round(performance.now() - started),
+          ...(err ? { error: err } : {}),
+        };
         if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN) logger.error(entry, 'rpc failed');
         else if (name === 'Health' && code === grpc.status.OK) logger.debug(entry, 'rpc completed');
         else logger.info(entry, 'rpc completed');

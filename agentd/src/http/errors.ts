@@ -78,7 +78,9 @@ export function registerErrorHandlers(app: FastifyInstance): void {
     switch (fe.code) {
       case 'FST_ERR_CTP_INVALID_JSON_BODY':
       case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-        return send(reply, 400, { error: { code: 'invalid_argument', message: `body ${fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ? 'is empty' : 'is not valid JSON'}`, field: 'body' } });
+        return send(reply, 400, {
+          error: { code: 'invalid_argument', message: `body ${fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ? 'is empty' : 'is not valid JSON'}`, field: 'body' },
+        });
       case 'FST_ERR_CTP_BODY_TOO_LARGE':
         return send(reply, 413, { error: { code: 'payload_too_large', message: 'request body is too large', field: 'body' } });
       case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
@@ -123,12 +125,27 @@ export function clientErrorHandler(err: NodeJS.ErrnoException & { code?: string 
   const text = JSON.stringify(body);
   const reason = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' }[status];
   if (socket.writable) {
-    socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+    socket.write(
+      `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+    );
   }
   socket.destroy(err);
 }
 
 function codeForStatus(status: number): string {
-  const codes: Record<number, string> = { 401: 'unauthenticated', 403: 'permission_denied', 404: 'not_found', 405: 'method_not_allowed', 406: 'not_acceptable', 408: 'request_timeout', 409: 'conflict', 413: 'payload_too_large', 414: 'uri_too_long', 415: 'unsupported_media_type', 429: 'too_many_requests', 431: 'headers_too_large' };
+  const codes: Record<number, string> = {
+    401: 'unauthenticated',
+    403: 'permission_denied',
+    404: 'not_found',
+    405: 'method_not_allowed',
+    406: 'not_acceptable',
+    408: 'request_timeout',
+    409: 'conflict',
+    413: 'payload_too_large',
+    414: 'uri_too_long',
+    415: 'unsupported_media_type',
+    429: 'too_many_requests',
+    431: 'headers_too_large',
+  };
   return codes[status] ?? 'bad_request';
 }

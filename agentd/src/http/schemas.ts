@@ -24,7 +24,11 @@ export function sharedSchemas(): Schema[] {
           type: 'object',
           required: ['code', 'message'],
           properties: {
-            code: { type: 'string', description: 'Stable machine-readable code, e.g. invalid_argument, unauthenticated, tier_not_allowed, sandbox_not_found, sandbox_terminated, too_many_sandboxes, intent_too_large.' },
+            code: {
+              type: 'string',
+              description:
+                'Stable machine-readable code, e.g. invalid_argument, unauthenticated, tier_not_allowed, sandbox_not_found, sandbox_terminated, too_many_sandboxes, intent_too_large.',
+            },
             message: { type: 'string' },
             field: { type: 'string', description: 'For invalid_argument: the offending field, e.g. "tier" or "params.path".' },
           },
@@ -50,7 +54,23 @@ export function sharedSchemas(): Schema[] {
       $id: 'Intent',
       type: 'object',
       description: 'An intent record. Response bodies are returned once, by the POST, and are not stored.',
-      required: ['id', 'sandbox_id', 'capability', 'service', 'method', 'path', 'request_headers', 'outcome', 'status', 'truncated', 'body_bytes', 'duration_ms', 'error', 'created_at', 'completed_at'],
+      required: [
+        'id',
+        'sandbox_id',
+        'capability',
+        'service',
+        'method',
+        'path',
+        'request_headers',
+        'outcome',
+        'status',
+        'truncated',
+        'body_bytes',
+        'duration_ms',
+        'error',
+        'created_at',
+        'completed_at',
+      ],
       properties: intentProperties(),
     },
     {
@@ -78,7 +98,11 @@ function intentProperties(): Schema {
     method: { type: 'string' },
     path: { type: 'string' },
     request_headers: { type: 'object', additionalProperties: { type: 'string' }, description: 'The allowlisted caller headers that were forwarded.' },
-    outcome: { type: 'string', enum: ['running', ...INTENT_OUTCOMES], description: 'ok: the egress proxy answered (any status); running: not finished (or the daemon is still running it).' },
+    outcome: {
+      type: 'string',
+      enum: ['running', ...INTENT_OUTCOMES],
+      description: 'ok: the egress proxy answered (any status); running: not finished (or the daemon is still running it).',
+    },
     status: { type: ['integer', 'null'], description: 'Upstream HTTP status, null when there was no response.' },
     truncated: { type: 'boolean', description: 'The body was cut at AGENTD_FETCH_MAX_BYTES.' },
     body_bytes: { type: ['integer', 'null'] },
@@ -159,7 +183,8 @@ export function routeSchemas(config: AgentdConfig) {
     },
     createSandbox: {
       tags: ['sandboxes'],
-      summary: "Create a sandbox owned by the caller; the response carries its token (returned only here). 403 tier_not_allowed when the caller's role may not create the tier; 429 too_many_sandboxes above the per-client limit.",
+      summary:
+        "Create a sandbox owned by the caller; the response carries its token (returned only here). 403 tier_not_allowed when the caller's role may not create the tier; 429 too_many_sandboxes above the per-client limit.",
       querystring: noQuery,
       body: {
         type: 'object',
@@ -228,7 +253,8 @@ export function routeSchemas(config: AgentdConfig) {
     },
     executeIntent: {
       tags: ['intents'],
-      summary: 'Execute an intent (http_fetch through the egress proxy). 200 whatever the upstream status; 502 egress unavailable, 504 timeout (both with the intent record).',
+      summary:
+        'Execute an intent (http_fetch through the egress proxy). 200 whatever the upstream status; 502 egress unavailable, 504 timeout (both with the intent record).',
       params: sandboxIdParams,
       querystring: noQuery,
       body: {
@@ -242,9 +268,19 @@ export function routeSchemas(config: AgentdConfig) {
             required: ['service', 'method', 'path'],
             additionalProperties: false,
             properties: {
-              service: { type: 'string', pattern: SERVICE_ID_PATTERN, description: 'a service id (lowercase letters, digits, "." and "-"), sent as Host to the egress proxy' },
+              service: {
+                type: 'string',
+                pattern: SERVICE_ID_PATTERN,
+                description: 'a service id (lowercase letters, digits, "." and "-"), sent as Host to the egress proxy',
+              },
               method: { type: 'string', enum: [...HTTP_FETCH_METHODS] },
-              path: { type: 'string', minLength: 1, maxLength: LIMITS.pathMaxLength, pattern: LIMITS.pathPattern, description: 'a path and query starting with a single "/" (not a URL), printable ASCII without spaces' },
+              path: {
+                type: 'string',
+                minLength: 1,
+                maxLength: LIMITS.pathMaxLength,
+                pattern: LIMITS.pathPattern,
+                description: 'a path and query starting with a single "/" (not a URL), printable ASCII without spaces',
+              },
               headers: {
                 type: 'object',
                 maxProperties: LIMITS.headersMax,

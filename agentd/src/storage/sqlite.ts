@@ -103,7 +103,15 @@ const JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024;
 type Raw = Record<string, unknown>;
 
 /** The text columns of an intent record as insertIntent stores them (to measure its size). */
-export function intentRecordText(i: { id: string; sandbox_id: string; capability: string; service: string; method: string; path: string; request_headers: Record<string, string> }): string[] {
+export function intentRecordText(i: {
+  id: string;
+  sandbox_id: string;
+  capability: string;
+  service: string;
+  method: string;
+  path: string;
+  request_headers: Record<string, string>;
+}): string[] {
   return [i.id, i.sandbox_id, i.capability, i.service, i.method, i.path, JSON.stringify(i.request_headers)];
 }
 
@@ -176,7 +184,9 @@ export class Storage {
     const row = this.db.prepare('PRAGMA user_version').get() as Raw;
     const current = Number(row.user_version ?? 0);
     if (current > SCHEMA_VERSION) {
-      throw new Error(`database ${this.file} has schema version ${current}, newer than this agentd (${SCHEMA_VERSION}); run a newer agentd or use another data directory`);
+      throw new Error(
+        `database ${this.file} has schema version ${current}, newer than this agentd (${SCHEMA_VERSION}); run a newer agentd or use another data directory`,
+      );
     }
     for (let v = current + 1; v <= SCHEMA_VERSION; v++) {
       this.db.exec('BEGIN IMMEDIATE');
@@ -216,7 +226,14 @@ export class Storage {
     return row ? toSandbox(row) : undefined;
   }
 
-  listSandboxes(opts: { state?: SandboxStateFilter | undefined; tier?: string | undefined; owner?: string | undefined; after: number; limit: number; now: number }): Page<SandboxRow> {
+  listSandboxes(opts: {
+    state?: SandboxStateFilter | undefined;
+    tier?: string | undefined;
+    owner?: string | undefined;
+    after: number;
+    limit: number;
+    now: number;
+  }): Page<SandboxRow> {
     const where: string[] = ['seq > ?'];
     const args: (string | number)[] = [opts.after];
     if (opts.owner !== undefined) {
@@ -268,12 +285,30 @@ export class Storage {
    * newest keepPerSandbox are deleted in the same transaction; `purged` counts them.
    */
   insertIntent(
-    i: { id: string; sandbox_id: string; capability: string; service: string; method: string; path: string; request_headers: Record<string, string>; created_at: number },
+    i: {
+      id: string;
+      sandbox_id: string;
+      capability: string;
+      service: string;
+      method: string;
+      path: string;
+      request_headers: Record<string, string>;
+      created_at: number;
+    },
     keepPerSandbox = 0,
   ): { row: IntentRow; purged: number } {
     this.db.exec('BEGIN IMMEDIATE');
     try {
-      const row = this.stmts.insertIntent!.get(i.id, i.sandbox_id, i.capability, i.service, i.method, i.path, JSON.stringify(i.request_headers), i.created_at) as Raw;
+      const row = this.stmts.insertIntent!.get(
+        i.id,
+        i.sandbox_id,
+        i.capability,
+        i.service,
+        i.method,
+        i.path,
+        JSON.stringify(i.request_headers),
+        i.created_at,
+      ) as Raw;
       const purged = keepPerSandbox > 0 ? Number(this.stmts.trimSandboxIntents!.run(i.sandbox_id, i.sandbox_id, keepPerSandbox).changes) : 0;
       this.db.exec('COMMIT');
       return { row: toIntent(row), purged };
@@ -283,8 +318,21 @@ export class Storage {
     }
   }
 
-  completeIntent(id: string, r: { outcome: Exclude<IntentState, 'running'>; status: number | null; truncated: boolean; body_bytes: number | null; duration_ms: number; error: string | null; completed_at: number }): IntentRow | undefined {
-    const row = this.stmts.completeIntent!.get(r.outcome, r.status, r.truncated ? 1 : 0, r.body_bytes, r.duration_ms, r.error, r.completed_at, id) as Raw | undefined;
+  completeIntent(
+    id: string,
+    r: {
+      outcome: Exclude<IntentState, 'running'>;
+      status: number | null;
+      truncated: boolean;
+      body_bytes: number | null;
+      duration_ms: number;
+      error: string | null;
+      completed_at: number;
+    },
+  ): IntentRow | undefined {
+    const row = this.stmts.completeIntent!.get(r.outcome, r.status, r.truncated ? 1 : 0, r.body_bytes, r.duration_ms, r.error, r.completed_at, id) as
+      | Raw
+      | undefined;
     return row ? toIntent(row) : undefined;
   }
 

@@ -2,8 +2,18 @@
 // loopback, JSON access logs, and JSON bodies for every reply Envoy makes itself.
 
 import {
-  TYPE, ext, isIpLiteral, seconds, socketAddress, typed,
-  type Cluster, type Listener, type RateLimit, type RouteConfiguration, type TypedExtension, type TypedConfig,
+  TYPE,
+  ext,
+  isIpLiteral,
+  seconds,
+  socketAddress,
+  typed,
+  type Cluster,
+  type Listener,
+  type RateLimit,
+  type RouteConfiguration,
+  type TypedExtension,
+  type TypedConfig,
 } from './model.ts';
 
 /** host:port as a target gives it (loopback, Docker DNS name, Kubernetes service DNS). */
@@ -194,7 +204,9 @@ const jsonBody = (code: string, message: string) => ({
  */
 export function localReplyConfig(extra: readonly object[] = []): object {
   const flag = (flags: string[]) => ({ response_flag_filter: { flags } });
-  const status = (code: number) => ({ status_code_filter: { comparison: { op: 'EQ', value: { default_value: code, runtime_key: `agentd.local_reply.${code}` } } } });
+  const status = (code: number) => ({
+    status_code_filter: { comparison: { op: 'EQ', value: { default_value: code, runtime_key: `agentd.local_reply.${code}` } } },
+  });
   return {
     // The first mapper that matches applies.
     mappers: [
@@ -205,7 +217,11 @@ export function localReplyConfig(extra: readonly object[] = []): object {
       // The ext_authz plugin's own 400 for a request it cannot parse (a malformed query such as
       // `?%zz`) is plain text, unlike the policy's denials: give it the JSON shape too.
       {
-        filter: { and_filter: { filters: [flag(['UAEX']), status(400), cel("!('content-type' in response.headers) || response.headers['content-type'] != 'application/json'")] } },
+        filter: {
+          and_filter: {
+            filters: [flag(['UAEX']), status(400), cel("!('content-type' in response.headers) || response.headers['content-type'] != 'application/json'")],
+          },
+        },
         body_format_override: jsonBody('bad_request', 'the request could not be parsed (path or query string)'),
       },
       // OPA's denials already carry OPA's JSON body: leave them as they are.
@@ -325,7 +341,12 @@ export function adminBlock(adminPort: number) {
  * decision log, whatever the log's masking policy does. No request body is sent: OPA decides on
  * headers, before the proxy buffers a body.
  */
-export function extAuthzFilter(opts: { statPrefix: string; allowedHeaders: readonly string[]; metadataNamespaces?: readonly string[]; timeoutSeconds?: number }): TypedExtension {
+export function extAuthzFilter(opts: {
+  statPrefix: string;
+  allowedHeaders: readonly string[];
+  metadataNamespaces?: readonly string[];
+  timeoutSeconds?: number;
+}): TypedExtension {
   return ext('envoy.filters.http.ext_authz', TYPE.extAuthz, {
     stat_prefix: opts.statPrefix,
     transport_api_version: 'V3',
@@ -339,7 +360,6 @@ export function extAuthzFilter(opts: { statPrefix: string; allowedHeaders: reado
 }
 
 export const OPA_CLUSTER = 'opa';
-
 
 export const extAuthzContext = (ctx: Readonly<Record<string, string>>): TypedConfig =>
   typed(TYPE.extAuthzPerRoute, { check_settings: { context_extensions: ctx } });

@@ -7,13 +7,46 @@ import { SANDBOX_TOKEN_HEADER, TOKEN_AUDIENCE, TOKEN_ISSUER } from '../../../age
 import type { EgressService, PolicySpec } from '../../../policy/spec.ts';
 import type { ServiceUrl } from '../../../policy/url.ts';
 import {
-  BASE_LOG_FIELDS, EXT_AUTHZ_NS, enforcedRateLimit, fromAuthz, JWT_AUTHN_NS, OPA_CLUSTER, adminBlock, adminCluster, bucket, cluster, connectionManager,
-  credentialInjector, extAuthzContext, extAuthzDisabled, extAuthzFilter, jsonAccessLog, jsonDirectResponse, localRateLimitFilter,
-  localReplyConfig, overloadManager, routerFilter, sdsResource, statsListener, type Endpoint, type ProxyLimits, type ProxyListen,
+  BASE_LOG_FIELDS,
+  EXT_AUTHZ_NS,
+  enforcedRateLimit,
+  fromAuthz,
+  JWT_AUTHN_NS,
+  OPA_CLUSTER,
+  adminBlock,
+  adminCluster,
+  bucket,
+  cluster,
+  connectionManager,
+  credentialInjector,
+  extAuthzContext,
+  extAuthzDisabled,
+  extAuthzFilter,
+  jsonAccessLog,
+  jsonDirectResponse,
+  localRateLimitFilter,
+  localReplyConfig,
+  overloadManager,
+  routerFilter,
+  sdsResource,
+  statsListener,
+  type Endpoint,
+  type ProxyLimits,
+  type ProxyListen,
 } from './common.ts';
 import {
-  TYPE, ext, isIpLiteral, seconds, socketAddress, typed,
-  type Bootstrap, type Cluster, type RateLimit, type RouteConfiguration, type TypedConfig, type VirtualHost,
+  TYPE,
+  ext,
+  isIpLiteral,
+  seconds,
+  socketAddress,
+  typed,
+  type Bootstrap,
+  type Cluster,
+  type RateLimit,
+  type RouteConfiguration,
+  type TypedConfig,
+  type VirtualHost,
 } from './model.ts';
 
 /** Where a service's requests go; the spec's base_url unless the stack overrides it. */
@@ -59,20 +92,21 @@ export const credentialSdsFile = (id: string) => `${id}.sds.json`;
 export const credentialValueFile = (id: string) => `${id}.credential`;
 
 /** A service is routed only when it needs no credential or its credential is configured. */
-export const routable = (s: EgressService, input: EgressRenderInput): boolean =>
-  s.credential === null || input.configuredCredentials.includes(s.id);
+export const routable = (s: EgressService, input: EgressRenderInput): boolean => s.credential === null || input.configuredCredentials.includes(s.id);
 
 export function upstreamOf(service: EgressService, input: EgressRenderInput): Upstream {
   return input.upstreams?.[service.id] ?? service.baseUrl;
 }
-
 
 /** Per service: one token bucket per sandbox, sized by the sandbox's tier (from OPA's answer). */
 export function egressRateLimit(spec: PolicySpec, serviceId: string): TypedConfig {
   const descriptors = Object.values(spec.sandboxTiers)
     .filter((t) => t.services.includes(serviceId) && t.requestsPerMinute > 0)
     .map((t) => ({
-      entries: [{ key: 'tier', value: t.id }, { key: 'sandbox', value: '' }],
+      entries: [
+        { key: 'tier', value: t.id },
+        { key: 'sandbox', value: '' },
+      ],
       token_bucket: bucket(t.requestsPerMinute, 60),
     }));
   const rateLimits: RateLimit[] = [{ actions: [fromAuthz('tier', 'tier'), fromAuthz('sandbox', 'sandbox_id')] }];
@@ -94,8 +128,18 @@ const jwtDisabled = (): TypedConfig => typed(TYPE.jwtPerRoute, { disabled: true 
  * and anything that says where the request came from inside the platform (forwarding headers).
  */
 export const STRIPPED_BEFORE_UPSTREAM = [
-  SANDBOX_TOKEN_HEADER, 'authorization', 'proxy-authorization', 'x-api-key', 'cookie',
-  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-real-ip', 'via', 'x-envoy-external-address',
+  SANDBOX_TOKEN_HEADER,
+  'authorization',
+  'proxy-authorization',
+  'x-api-key',
+  'cookie',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'forwarded',
+  'x-real-ip',
+  'via',
+  'x-envoy-external-address',
 ];
 
 export function renderEgressRoutes(spec: PolicySpec, input: EgressRenderInput): RouteConfiguration {
@@ -116,7 +160,11 @@ export function renderEgressRoutes(spec: PolicySpec, input: EgressRenderInput): 
           ? {
               name: `${s.id}_unconfigured`,
               match: { prefix: '/' },
-              direct_response: jsonDirectResponse(503, 'credential_not_configured', `no credential is configured for ${s.id}; set it with: pulumi config set --secret egress:${s.credential?.secret} VALUE`),
+              direct_response: jsonDirectResponse(
+                503,
+                'credential_not_configured',
+                `no credential is configured for ${s.id}; set it with: pulumi config set --secret egress:${s.credential?.secret} VALUE`,
+              ),
             }
           : {
               name: s.id,
@@ -234,12 +282,16 @@ export function renderEgressConfig(spec: PolicySpec, input: EgressRenderInput): 
       {
         // jwt_authn refuses a token for another audience with 403.
         filter: { status_code_filter: { comparison: { op: 'EQ', value: { default_value: 403, runtime_key: 'agentd.egress.403' } } } },
-        body_format_override: { json_format: { error: { code: 'invalid_sandbox_token', message: 'the sandbox token is not valid here (%RESPONSE_CODE_DETAILS%)' } } },
+        body_format_override: {
+          json_format: { error: { code: 'invalid_sandbox_token', message: 'the sandbox token is not valid here (%RESPONSE_CODE_DETAILS%)' } },
+        },
       },
       {
         // jwt_authn's own refusals (no token, bad signature, expired): JSON like the rest.
         filter: { status_code_filter: { comparison: { op: 'EQ', value: { default_value: 401, runtime_key: 'agentd.egress.401' } } } },
-        body_format_override: { json_format: { error: { code: 'invalid_sandbox_token', message: 'a valid sandbox token is required (%RESPONSE_CODE_DETAILS%)' } } },
+        body_format_override: {
+          json_format: { error: { code: 'invalid_sandbox_token', message: 'a valid sandbox token is required (%RESPONSE_CODE_DETAILS%)' } },
+        },
       },
     ]),
   });
@@ -258,7 +310,9 @@ export function renderEgressConfig(spec: PolicySpec, input: EgressRenderInput): 
         statsListener('egress', input.listen.stats),
       ],
       clusters: [
-        ...Object.values(spec.egressServices).filter((s) => routable(s, input)).map((s) => serviceClusterConfig(s, input)),
+        ...Object.values(spec.egressServices)
+          .filter((s) => routable(s, input))
+          .map((s) => serviceClusterConfig(s, input)),
         cluster(OPA_CLUSTER, input.opa, { http2: true }),
         adminCluster(input.listen.adminPort),
       ],

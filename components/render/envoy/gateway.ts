@@ -5,14 +5,49 @@
 import { API_PREFIX, GATEWAY_TOKEN_HEADER, GRPC_SERVICE, HEALTH_PATH, READY_PATH } from '../../../agentd/src/contract.ts';
 import type { PolicySpec } from '../../../policy/spec.ts';
 import {
-  BASE_LOG_FIELDS, EXT_AUTHZ_NS, IDENTITY_HEADER_PREFIXES, enforcedRateLimit, fromAuthz, OPA_CLUSTER, adminBlock, adminCluster, bucket, cluster,
-  connectionManager, credentialInjector, extAuthzContext, extAuthzDisabled, extAuthzFilter, jsonAccessLog, jsonDirectResponse,
-  localRateLimitFilter, localReplyConfig, overloadManager, percent, routerFilter, sdsConfig, statsListener,
-  type Endpoint, type ProxyLimits, type ProxyListen,
+  BASE_LOG_FIELDS,
+  EXT_AUTHZ_NS,
+  IDENTITY_HEADER_PREFIXES,
+  enforcedRateLimit,
+  fromAuthz,
+  OPA_CLUSTER,
+  adminBlock,
+  adminCluster,
+  bucket,
+  cluster,
+  connectionManager,
+  credentialInjector,
+  extAuthzContext,
+  extAuthzDisabled,
+  extAuthzFilter,
+  jsonAccessLog,
+  jsonDirectResponse,
+  localRateLimitFilter,
+  localReplyConfig,
+  overloadManager,
+  percent,
+  routerFilter,
+  sdsConfig,
+  statsListener,
+  type Endpoint,
+  type ProxyLimits,
+  type ProxyListen,
 } from './common.ts';
 import {
-  TYPE, ext, seconds, socketAddress, typed,
-  type Bootstrap, type Cluster, type Listener, type RateLimit, type Route, type RouteConfiguration, type TypedConfig, type TypedExtension, type VirtualHost,
+  TYPE,
+  ext,
+  seconds,
+  socketAddress,
+  typed,
+  type Bootstrap,
+  type Cluster,
+  type Listener,
+  type RateLimit,
+  type Route,
+  type RouteConfiguration,
+  type TypedConfig,
+  type TypedExtension,
+  type VirtualHost,
 } from './model.ts';
 
 /** SDS resource names of the gateway's secrets (files: see the SDS files the platform renders). */
@@ -53,7 +88,6 @@ const WINDOWS = [
   { name: 'hour', seconds: 3600, limit: (t: { requestsPerHour: number | null }) => t.requestsPerHour },
 ] as const;
 
-
 /** One descriptor per tier and window: a token bucket per distinct client id (empty value = per value). */
 export function gatewayRateLimit(spec: PolicySpec): TypedConfig {
   const descriptors = Object.entries(spec.rateLimitTiers).flatMap(([tier, t]) =>
@@ -61,16 +95,21 @@ export function gatewayRateLimit(spec: PolicySpec): TypedConfig {
       const limit = w.limit(t);
       return limit === null
         ? []
-        : [{ entries: [{ key: 'window', value: w.name }, { key: 'tier', value: tier }, { key: 'client', value: '' }], token_bucket: bucket(limit, w.seconds) }];
+        : [
+            {
+              entries: [
+                { key: 'window', value: w.name },
+                { key: 'tier', value: tier },
+                { key: 'client', value: '' },
+              ],
+              token_bucket: bucket(limit, w.seconds),
+            },
+          ];
     }),
   );
   // Descriptors are built from OPA's answer (dynamic metadata), never from request headers.
   const rateLimits: RateLimit[] = WINDOWS.map((w) => ({
-    actions: [
-      { generic_key: { descriptor_key: 'window', descriptor_value: w.name } },
-      fromAuthz('tier', 'tier'),
-      fromAuthz('client', 'client_id'),
-    ],
+    actions: [{ generic_key: { descriptor_key: 'window', descriptor_value: w.name } }, fromAuthz('tier', 'tier'), fromAuthz('client', 'client_id')],
   }));
   return enforcedRateLimit({
     statPrefix: GATEWAY_RATE_LIMIT_STAT_PREFIX,
@@ -81,7 +120,6 @@ export function gatewayRateLimit(spec: PolicySpec): TypedConfig {
     rateLimits,
   });
 }
-
 
 const noRateLimit = (): TypedConfig =>
   typed(TYPE.localRateLimit, {

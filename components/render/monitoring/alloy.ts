@@ -81,33 +81,41 @@ function sources(d: LogDiscovery, services: readonly string[]): RiverStatement[]
     const filters = [d.serviceLabel, ...(d.stackLabel ? [`${d.stackLabel.name}=${d.stackLabel.value}`] : [])];
     return [
       comment('Containers that carry the workload label (Docker filters them on the daemon side).'),
-      block('discovery.docker', [
-        attr('host', d.host),
-        attr('refresh_interval', '15s'),
-        // Docker ANDs the values of a `label` filter: the workload label, and the stack's if given.
-        block('filter', [attr('name', 'label'), attr('values', filters)]),
-      ], 'platform'),
+      block(
+        'discovery.docker',
+        [
+          attr('host', d.host),
+          attr('refresh_interval', '15s'),
+          // Docker ANDs the values of a `label` filter: the workload label, and the stack's if given.
+          block('filter', [attr('name', 'label'), attr('values', filters)]),
+        ],
+        'platform',
+      ),
       // Filtering happens on targets: loki.source.docker ignores a `keep` in its own relabel rules.
-      block('discovery.relabel', [attr('targets', ref('discovery.docker.platform.targets')), ...serviceRules(metaLabel('docker', d.serviceLabel), services)], 'platform'),
-      block('loki.source.docker', [
-        attr('host', d.host),
-        attr('targets', ref('discovery.relabel.platform.output')),
-        attr('forward_to', receiver),
-      ], 'platform'),
+      block(
+        'discovery.relabel',
+        [attr('targets', ref('discovery.docker.platform.targets')), ...serviceRules(metaLabel('docker', d.serviceLabel), services)],
+        'platform',
+      ),
+      block('loki.source.docker', [attr('host', d.host), attr('targets', ref('discovery.relabel.platform.output')), attr('forward_to', receiver)], 'platform'),
     ];
   }
   return [
     comment('Pods of the platform namespace that carry the workload label.'),
-    block('discovery.kubernetes', [
-      attr('role', 'pod'),
-      block('namespaces', [attr('names', [d.namespace])]),
-      block('selectors', [attr('role', 'pod'), attr('label', d.serviceLabel)]),
-    ], 'platform'),
-    block('discovery.relabel', [
-      attr('targets', ref('discovery.kubernetes.platform.targets')),
-      block('rule', [attr('source_labels', ['__meta_kubernetes_pod_container_init']), attr('regex', 'true'), attr('action', 'drop')]),
-      ...serviceRules(metaLabel('kubernetes', d.serviceLabel), services),
-    ], 'platform'),
+    block(
+      'discovery.kubernetes',
+      [attr('role', 'pod'), block('namespaces', [attr('names', [d.namespace])]), block('selectors', [attr('role', 'pod'), attr('label', d.serviceLabel)])],
+      'platform',
+    ),
+    block(
+      'discovery.relabel',
+      [
+        attr('targets', ref('discovery.kubernetes.platform.targets')),
+        block('rule', [attr('source_labels', ['__meta_kubernetes_pod_container_init']), attr('regex', 'true'), attr('action', 'drop')]),
+        ...serviceRules(metaLabel('kubernetes', d.serviceLabel), services),
+      ],
+      'platform',
+    ),
     block('loki.source.kubernetes', [attr('targets', ref('discovery.relabel.platform.output')), attr('forward_to', receiver)], 'platform'),
   ];
 }
@@ -119,23 +127,25 @@ export function renderAlloyConfig(input: AlloyRenderInput): RiverStatement[] {
     block('logging', [attr('level', 'warn'), attr('format', 'logfmt')]),
     ...sources(input.discovery, input.services),
     comment('Labels: service (above) and level (below), nothing else.'),
-    block('loki.process', [
-      attr('forward_to', [ref('loki.write.loki.receiver')]),
-      comment('agentd (pino) and OPA write JSON lines with a "level" field.'),
-      block('stage.json', [attr('expressions', obj({ raw_level: 'level' }))]),
-      comment("Envoy's own log lines: [time][thread][level][logger] message."),
-      block('stage.regex', [attr('expression', '^\\[[^\\]]*\\]\\[[^\\]]*\\]\\[(?P<raw_level>[a-z]+)\\]')]),
-      // All three write lower-case levels; anchoring the set (and matching "warning" by its
-      // prefix) keeps the label to LOG_LEVELS whatever a line claims.
-      comment('Only the fixed set of levels becomes a label ("warning" becomes "warn"); anything else gets none.'),
-      block('stage.regex', [attr('source', 'raw_level'), attr('expression', `^(?P<level>${LOG_LEVELS.join('|')})`)]),
-      block('stage.labels', [attr('values', obj({ level: '' }))]),
-      comment('Whatever a source added (job, instance, container): dropped.'),
-      block('stage.label_keep', [attr('values', [...LOG_LABELS])]),
-    ], 'platform'),
-    block('loki.write', [
-      block('endpoint', [attr('url', `http://${input.loki.host}:${input.loki.port}/loki/api/v1/push`)]),
-    ], 'loki'),
+    block(
+      'loki.process',
+      [
+        attr('forward_to', [ref('loki.write.loki.receiver')]),
+        comment('agentd (pino) and OPA write JSON lines with a "level" field.'),
+        block('stage.json', [attr('expressions', obj({ raw_level: 'level' }))]),
+        comment("Envoy's own log lines: [time][thread][level][logger] message."),
+        block('stage.regex', [attr('expression', '^\\[[^\\]]*\\]\\[[^\\]]*\\]\\[(?P<raw_level>[a-z]+)\\]')]),
+        // All three write lower-case levels; anchoring the set (and matching "warning" by its
+        // prefix) keeps the label to LOG_LEVELS whatever a line claims.
+        comment('Only the fixed set of levels becomes a label ("warning" becomes "warn"); anything else gets none.'),
+        block('stage.regex', [attr('source', 'raw_level'), attr('expression', `^(?P<level>${LOG_LEVELS.join('|')})`)]),
+        block('stage.labels', [attr('values', obj({ level: '' }))]),
+        comment('Whatever a source added (job, instance, container): dropped.'),
+        block('stage.label_keep', [attr('values', [...LOG_LABELS])]),
+      ],
+      'platform',
+    ),
+    block('loki.write', [block('endpoint', [attr('url', `http://${input.loki.host}:${input.loki.port}/loki/api/v1/push`)])], 'loki'),
   ];
 }
 
@@ -144,5 +154,11 @@ export const renderAlloyFile = (input: AlloyRenderInput): string => toRiver(rend
 
 /** Alloy's command line: run the config, keep positions in the data directory, no usage reporting. */
 export function alloyArgs(opts: { configDir: string; dataDir: string }): string[] {
-  return ['run', `${opts.configDir}/${ALLOY_CONFIG_FILE}`, `--storage.path=${opts.dataDir}`, `--server.http.listen-addr=0.0.0.0:${ALLOY_HTTP_PORT}`, '--disable-reporting'];
+  return [
+    'run',
+    `${opts.configDir}/${ALLOY_CONFIG_FILE}`,
+    `--storage.path=${opts.dataDir}`,
+    `--server.http.listen-addr=0.0.0.0:${ALLOY_HTTP_PORT}`,
+    '--disable-reporting',
+  ];
 }

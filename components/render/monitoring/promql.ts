@@ -82,12 +82,10 @@ export const increase = (sel: string, w: Window): string => `increase(${sel}[${c
 const grouping = (kind: 'by' | 'without', labels: readonly string[]) => `${kind} (${labels.map(checkLabel).join(', ')})`;
 
 /** `sum by (labels) (expr)`, or `sum(expr)` without labels. */
-export const sumBy = (labels: readonly string[], expr: string): string =>
-  labels.length === 0 ? `sum(${expr})` : `sum ${grouping('by', labels)} (${expr})`;
+export const sumBy = (labels: readonly string[], expr: string): string => (labels.length === 0 ? `sum(${expr})` : `sum ${grouping('by', labels)} (${expr})`);
 
 /** `max by (labels) (expr)`, or `max(expr)`. */
-export const maxBy = (labels: readonly string[], expr: string): string =>
-  labels.length === 0 ? `max(${expr})` : `max ${grouping('by', labels)} (${expr})`;
+export const maxBy = (labels: readonly string[], expr: string): string => (labels.length === 0 ? `max(${expr})` : `max ${grouping('by', labels)} (${expr})`);
 
 /**
  * The q-quantile of a histogram's buckets: `histogram_quantile(q, sum by (le, ...) (rate(bucket[w])))`.

@@ -4,13 +4,20 @@
 
 import type { PolicySpec } from '../../../policy/spec.ts';
 import { JOBS, type Job } from './prometheus.ts';
+import { eq, histogramQuantile, labelReplace, maxBy, oneOf, rate, ratio, re, selector, sumBy, type Matcher, type Window } from './promql.ts';
 import {
-  eq, histogramQuantile, labelReplace, maxBy, oneOf, rate, ratio, re, selector, sumBy,
-  type Matcher, type Window,
-} from './promql.ts';
-import {
-  ENVOY_LABELS as L, ENVOY_METRICS as E, OPA_BUNDLE_NAME, OPA_CLUSTER, OPA_LABELS, OPA_METRICS, PROXIES,
-  SERVICE_CLUSTER, UP, agentdLabel, agentdMetric, type Proxy,
+  ENVOY_LABELS as L,
+  ENVOY_METRICS as E,
+  OPA_BUNDLE_NAME,
+  OPA_CLUSTER,
+  OPA_LABELS,
+  OPA_METRICS,
+  PROXIES,
+  SERVICE_CLUSTER,
+  UP,
+  agentdLabel,
+  agentdMetric,
+  type ProxyName,
 } from './sources.ts';
 
 /** ext_authz outcomes: allowed, denied by policy, or no answer from OPA (refused: fail closed). */
@@ -18,10 +25,10 @@ export type AuthzResult = 'ok' | 'denied' | 'error';
 const HTTP_AUTHZ: Readonly<Record<AuthzResult, string>> = { ok: E.httpExtAuthzOk, denied: E.httpExtAuthzDenied, error: E.httpExtAuthzError };
 const CLUSTER_AUTHZ: Readonly<Record<AuthzResult, string>> = { ok: E.clusterExtAuthzOk, denied: E.clusterExtAuthzDenied, error: E.clusterExtAuthzError };
 
-const hcm = (p: Proxy): Matcher => re(L.hcmPrefix, PROXIES[p].hcmPrefixRegex);
-const authzOf = (p: Proxy): Matcher => eq(L.extAuthzPrefix, PROXIES[p].extAuthzPrefix);
+const hcm = (p: ProxyName): Matcher => re(L.hcmPrefix, PROXIES[p].hcmPrefixRegex);
+const authzOf = (p: ProxyName): Matcher => eq(L.extAuthzPrefix, PROXIES[p].extAuthzPrefix);
 const bothAuthz = (): Matcher => oneOf(L.extAuthzPrefix, [PROXIES.gateway.extAuthzPrefix, PROXIES.egress.extAuthzPrefix]);
-const rateLimitOf = (p: Proxy): Matcher => eq(L.rateLimitPrefix, PROXIES[p].rateLimitPrefix);
+const rateLimitOf = (p: ProxyName): Matcher => eq(L.rateLimitPrefix, PROXIES[p].rateLimitPrefix);
 const bothRateLimits = (): Matcher => oneOf(L.rateLimitPrefix, [PROXIES.gateway.rateLimitPrefix, PROXIES.egress.rateLimitPrefix]);
 const class5 = (): Matcher => eq(L.codeClass, '5');
 const clusterOf = (serviceId: string): Matcher => eq(L.cluster, SERVICE_CLUSTER.name(serviceId));
@@ -32,20 +39,20 @@ const withService = (expr: string) => labelReplace(expr, 'service', L.cluster, S
 /** Requests through a proxy: rates and ratios of its traffic listener(s). */
 export const proxy = {
   /** Responses per second by class (`envoy_response_code_class`: 2 for 2xx, ...). */
-  responsesByClass: (p: Proxy, w: Window) => sumBy([L.codeClass], rate(selector(E.downstreamRqXx, [hcm(p)]), w)),
+  responsesByClass: (p: ProxyName, w: Window) => sumBy([L.codeClass], rate(selector(E.downstreamRqXx, [hcm(p)]), w)),
   /** Responses per second. */
-  responses: (p: Proxy, w: Window) => sumBy([], rate(selector(E.downstreamRqXx, [hcm(p)]), w)),
+  responses: (p: ProxyName, w: Window) => sumBy([], rate(selector(E.downstreamRqXx, [hcm(p)]), w)),
   /** Share of responses that were 5xx. */
-  errorRatio: (p: Proxy, w: Window) =>
+  errorRatio: (p: ProxyName, w: Window) =>
     ratio(sumBy([], rate(selector(E.downstreamRqXx, [hcm(p), class5()]), w)), sumBy([], rate(selector(E.downstreamRqXx, [hcm(p)]), w))),
   /** Request duration quantile, milliseconds (first byte in to last byte out). */
-  latencyMs: (p: Proxy, q: number, w: Window) => histogramQuantile(q, E.downstreamRqTimeBucket, [hcm(p)], w),
+  latencyMs: (p: ProxyName, q: number, w: Window) => histogramQuantile(q, E.downstreamRqTimeBucket, [hcm(p)], w),
   /** ext_authz checks per second with this result. */
-  authz: (p: Proxy, result: AuthzResult, w: Window) => sumBy([], rate(selector(HTTP_AUTHZ[result], [authzOf(p)]), w)),
+  authz: (p: ProxyName, result: AuthzResult, w: Window) => sumBy([], rate(selector(HTTP_AUTHZ[result], [authzOf(p)]), w)),
   /** Requests refused by the local rate limit, per second. */
-  rateLimited: (p: Proxy, w: Window) => sumBy([], rate(selector(E.rateLimitRateLimited, [rateLimitOf(p)]), w)),
+  rateLimited: (p: ProxyName, w: Window) => sumBy([], rate(selector(E.rateLimitRateLimited, [rateLimitOf(p)]), w)),
   /** Requests the local rate limit checked, per second. */
-  rateLimitChecked: (p: Proxy, w: Window) => sumBy([], rate(selector(E.rateLimitEnabled, [rateLimitOf(p)]), w)),
+  rateLimitChecked: (p: ProxyName, w: Window) => sumBy([], rate(selector(E.rateLimitEnabled, [rateLimitOf(p)]), w)),
 };
 
 /** Both proxies at once, by their filter's stat prefix (for alerts that fire per proxy). */
@@ -71,11 +78,13 @@ export const egressService = {
   timeouts: (id: string, w: Window) => sumBy([], rate(selector(E.upstreamRqTimeout, [clusterOf(id)]), w)),
   connectFailures: (id: string, w: Window) => sumBy([], rate(selector(E.upstreamCxConnectFail, [clusterOf(id)]), w)),
   /** OPA's decisions for this service. */
-  authz: (id: string, result: AuthzResult, w: Window) =>
-    sumBy([], rate(selector(CLUSTER_AUTHZ[result], [clusterOf(id), authzOf('egress')]), w)),
+  authz: (id: string, result: AuthzResult, w: Window) => sumBy([], rate(selector(CLUSTER_AUTHZ[result], [clusterOf(id), authzOf('egress')]), w)),
   /** agentd's requests to this service by response status ("timeout", "unavailable", "error" when none). */
   agentdByStatus: (id: string, w: Window) =>
-    sumBy([agentdLabel('egressRequestsTotal', 'status')], rate(selector(agentdMetric('egressRequestsTotal'), [eq(agentdLabel('egressRequestsTotal', 'service'), id)]), w)),
+    sumBy(
+      [agentdLabel('egressRequestsTotal', 'status')],
+      rate(selector(agentdMetric('egressRequestsTotal'), [eq(agentdLabel('egressRequestsTotal', 'service'), id)]), w),
+    ),
 };
 
 /** Egress across every service of the spec, with a `service` label. */

@@ -48,7 +48,11 @@ function ident(s: string, what: string): string {
   return s;
 }
 
-const dotted = (s: string, what: string) => s.split('.').map((p) => ident(p, what)).join('.');
+const dotted = (s: string, what: string) =>
+  s
+    .split('.')
+    .map((p) => ident(p, what))
+    .join('.');
 
 export const attr = (name: string, value: RiverValue): RiverAttribute => ({ kind: 'attr', name: ident(name, 'attribute name'), value });
 export const block = (name: string, body: readonly RiverStatement[], label?: string): RiverBlock => ({

@@ -7,9 +7,7 @@
 
 import { METRICS, METRICS_PATH } from '../../../agentd/src/contract.ts';
 import { OPA_CLUSTER, statsListener } from '../envoy/common.ts';
-import {
-  EGRESS_EXT_AUTHZ_STAT_PREFIX, EGRESS_RATE_LIMIT_STAT_PREFIX, EGRESS_STAT_PREFIX, serviceCluster,
-} from '../envoy/egress.ts';
+import { EGRESS_EXT_AUTHZ_STAT_PREFIX, EGRESS_RATE_LIMIT_STAT_PREFIX, EGRESS_STAT_PREFIX, serviceCluster } from '../envoy/egress.ts';
 import { GATEWAY_EXT_AUTHZ_STAT_PREFIX, GATEWAY_RATE_LIMIT_STAT_PREFIX, GATEWAY_STAT_PREFIX } from '../envoy/gateway.ts';
 import type { RouteConfiguration } from '../envoy/model.ts';
 import { OPA_BUNDLE_NAME } from '../opa.ts';
@@ -49,7 +47,7 @@ export const PROXIES = {
     rateLimitPrefix: EGRESS_RATE_LIMIT_STAT_PREFIX,
   },
 } as const;
-export type Proxy = keyof typeof PROXIES;
+export type ProxyName = keyof typeof PROXIES;
 
 /** Envoy's cluster name of an egress service, and a regex that recovers the service id from it. */
 export const SERVICE_CLUSTER = {

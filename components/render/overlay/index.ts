@@ -11,12 +11,15 @@ import { toYaml } from '../yaml.ts';
 import { ALLOY_CONFIG_FILE, ALLOY_HTTP_PORT, LOG_SERVICES, alloyArgs, renderAlloyFile, type LogDiscovery } from '../monitoring/alloy.ts';
 import { renderAlertRules } from '../monitoring/alerts.ts';
 import {
-  GRAFANA_DEFAULTS, grafanaAdminPasswordPath, grafanaEnv, renderGrafanaFiles, renderGrafanaSecretFiles, type GrafanaRenderInput,
+  GRAFANA_DEFAULTS,
+  grafanaAdminPasswordPath,
+  grafanaEnv,
+  renderGrafanaFiles,
+  renderGrafanaSecretFiles,
+  type GrafanaRenderInput,
 } from '../../../grafana/index.ts';
 import { LOKI_CONFIG_FILE, LOKI_HTTP_PORT, lokiArgs, renderLokiConfig, type LokiRenderInput } from '../monitoring/loki.ts';
-import {
-  PROMETHEUS_CONFIG_FILE, PROMETHEUS_RULES_FILE, prometheusArgs, renderPrometheusConfig, type PrometheusRenderInput,
-} from '../monitoring/prometheus.ts';
+import { PROMETHEUS_CONFIG_FILE, PROMETHEUS_RULES_FILE, prometheusArgs, renderPrometheusConfig, type PrometheusRenderInput } from '../monitoring/prometheus.ts';
 
 /** Directories inside the monitoring workloads (the upstream images' defaults). */
 export const MONITORING_DIRS = {
@@ -93,7 +96,12 @@ export function renderMonitoringFiles<S = string>(spec: PolicySpec, input: Monit
       ...noSecrets('prometheus'),
       configDir: dirs.prometheus.config,
       dataDir: dirs.prometheus.data,
-      args: prometheusArgs({ configDir: dirs.prometheus.config, dataDir: dirs.prometheus.data, listenPort: promPort, retentionDays: input.prometheus.retentionDays }),
+      args: prometheusArgs({
+        configDir: dirs.prometheus.config,
+        dataDir: dirs.prometheus.data,
+        listenPort: promPort,
+        retentionDays: input.prometheus.retentionDays,
+      }),
       env: {},
       health: { port: promPort, path: '/-/ready' },
     },

@@ -27,5 +27,15 @@ export const systemRoutes: FastifyPluginAsync<SystemRouteOptions> = async (app, 
 
   app.get(STATUS_PATH, { schema: schemas.status }, async (request) => service.status(callerOf(request)));
 
-  app.get(OPENAPI_PATH, { schema: { hide: true, querystring: { type: 'object', additionalProperties: false, properties: {} }, response: { 200: { type: 'object', additionalProperties: true } } } }, async () => app.swagger());
+  app.get(
+    OPENAPI_PATH,
+    {
+      schema: {
+        hide: true,
+        querystring: { type: 'object', additionalProperties: false, properties: {} },
+        response: { 200: { type: 'object', additionalProperties: true } },
+      },
+    },
+    async () => app.swagger(),
+  );
 };
