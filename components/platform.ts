@@ -14,7 +14,7 @@ import { Monitoring } from './monitoring.ts';
 import { DEFAULT_PROXY_LIMITS } from './render/envoy/common.ts';
 import { credentialValueFile } from './render/envoy/egress.ts';
 import { OPA_BUNDLE_FILE } from './render/opa.ts';
-import { EGRESS_SDS_SUBDIR, GATEWAY_SDS_FILES, jwksDocument, renderPlatform, type PlatformRenderInput, type RenderedPlatform } from './render/platform.ts';
+import { EGRESS_SDS_SUBDIR, GATEWAY_SDS_FILES, jwksDocument, renderPolicyFiles, renderProxyFiles, type PlatformRenderInput } from './render/platform.ts';
 import type { Target } from './target.ts';
 
 export interface PlatformArgs {
@@ -132,12 +132,15 @@ export class Platform extends pulumi.ComponentResource {
     const registryToken = secretToken('registry-token');
 
     const configured = Object.keys(args.credentials);
-    const rendered: pulumi.Output<RenderedPlatform> = keyHashes.apply((hashes) =>
-      renderPlatform(spec, platformRenderInput(config, target, configured, hashes)),
-    );
-    this.policyRevision = rendered.apply((r) => r.policyRevision);
+    // Only OPA's files depend on the generated keys (the bundle holds their hashes): they are
+    // rendered inside that output, the proxies' files as plain values, so a new client changes
+    // OPA's files in `pulumi preview` and nothing else.
+    const input = platformRenderInput(config, target, configured, {});
+    const proxies = renderProxyFiles(spec, input);
+    const policy = keyHashes.apply((hashes) => renderPolicyFiles(spec, { ...input, keyHashes: hashes }));
+    this.policyRevision = policy.apply((r) => r.policyRevision);
 
-    const opa = new PolicyEngine(`${name}-opa`, { target, image: images.opa, files: rendered.apply((r) => r.opa), registryToken }, { parent: this });
+    const opa = new PolicyEngine(`${name}-opa`, { target, image: images.opa, files: policy.apply((r) => r.opa), registryToken }, { parent: this });
     const agentd = new Agentd(
       `${name}-agentd`,
       {
@@ -165,7 +168,7 @@ export class Platform extends pulumi.ComponentResource {
         image: images.envoy,
         replicas: config.egress.replicas,
         secretFiles: egressSecrets,
-        files: rendered.apply((r) => (config.egress.caCertificates ? { ...r.egress, [EGRESS_CA_FILE]: config.egress.caCertificates } : r.egress)),
+        files: config.egress.caCertificates ? { ...proxies.egress, [EGRESS_CA_FILE]: config.egress.caCertificates } : proxies.egress,
       },
       { parent: this },
     );
@@ -182,7 +185,7 @@ export class Platform extends pulumi.ComponentResource {
         image: images.envoy,
         replicas: config.gateway.replicas,
         publishedPort: config.gateway.port,
-        files: rendered.apply((r) => r.gateway),
+        files: proxies.gateway,
         secretFiles: gatewaySecrets,
         ...(config.gateway.tls?.source === 'secret' ? { tlsSecretName: config.gateway.tls.secretName } : {}),
       },

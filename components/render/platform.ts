@@ -60,8 +60,14 @@ export const EGRESS_SDS_SUBDIR = 'sds';
 /** The gateway's SDS files, relative to its config directory. */
 export const GATEWAY_SDS_FILES = { agentdToken: 'sds/agentd-token.sds.json', tls: 'sds/tls.sds.json' } as const;
 
-export function renderPlatform(spec: PolicySpec, input: PlatformRenderInput): RenderedPlatform {
-  const bundle = buildBundle(spec, input.keyHashes);
+/**
+ * The proxies' files: they do not depend on the API keys, so a deploy renders them as plain
+ * values (known in `pulumi preview` even when a new client's key is not generated yet).
+ */
+export function renderProxyFiles(
+  spec: PolicySpec,
+  input: Pick<PlatformRenderInput, 'gateway' | 'gatewaySecrets' | 'egress'>,
+): Pick<RenderedPlatform, 'gateway' | 'egress'> {
   const sds: Record<string, string> = {};
   for (const s of Object.values(spec.egressServices)) {
     if (s.credential && input.egress.configuredCredentials.includes(s.id)) {
@@ -79,6 +85,13 @@ export function renderPlatform(spec: PolicySpec, input: PlatformRenderInput): Re
       ...(gatewaySecrets.tls ? { [GATEWAY_SDS_FILES.tls]: json(sdsResource(GATEWAY_TLS_SECRET, gatewaySecrets.tls)) } : {}),
     },
     egress: { [ENVOY_CONFIG_FILE]: toYaml(renderEgressConfig(spec, input.egress)), ...sds },
+  };
+}
+
+/** OPA's files: the only ones that depend on the API keys (the bundle holds their hashes). */
+export function renderPolicyFiles(spec: PolicySpec, input: Pick<PlatformRenderInput, 'opa' | 'keyHashes'>): Pick<RenderedPlatform, 'opa' | 'policyRevision'> {
+  const bundle = buildBundle(spec, input.keyHashes);
+  return {
     opa: {
       [OPA_CONFIG_FILE]: toYaml(renderOpaConfig(input.opa)),
       [OPA_BUNDLE_FILE]: { base64: bundle.bytes.toString('base64') },
@@ -86,4 +99,8 @@ export function renderPlatform(spec: PolicySpec, input: PlatformRenderInput): Re
     },
     policyRevision: bundle.revision,
   };
+}
+
+export function renderPlatform(spec: PolicySpec, input: PlatformRenderInput): RenderedPlatform {
+  return { ...renderProxyFiles(spec, input), ...renderPolicyFiles(spec, input) };
 }

@@ -176,6 +176,17 @@ describe('Platform on the Docker target', () => {
     expect(await value(platform.gatewayUrl)).toBe('http://127.0.0.1:8080');
   });
 
+  it('a new client changes only OPA: the proxies render without the API keys', async () => {
+    const before = await value(platform.contentHashes);
+    const spec = shippedSpec();
+    const more = { ...spec, clients: [...spec.clients, { id: 'newcomer', role: 'reader', rateLimitTier: 'default', enabled: true, description: '' }] };
+    const other = build(more as typeof spec);
+    const after = await value(other.contentHashes);
+    expect(Object.keys(await value(other.apiKeys))).toContain('newcomer');
+    expect(after.opa).not.toBe(before.opa);
+    for (const w of ['gateway', 'egress', 'agentd'] as const) expect(after[w], w).toBe(before[w]);
+  });
+
   it('a policy change touches only OPA: the other content hashes stay', async () => {
     const before = await value(platform.contentHashes);
     const spec = shippedSpec();
