@@ -25,14 +25,9 @@ export interface PlatformRenderInput {
   readonly keyHashes: KeyHashes;
 }
 
-/**
- * A file's content: text, or binary as base64 (the OPA bundle). Plain data, not a Buffer, so it
- * passes through Pulumi outputs unchanged.
- */
-export type FileContent = string | { readonly base64: string };
+import type { FileContent, WorkloadFiles } from './types.ts';
 
-/** A workload's files, by path relative to its config directory. Nothing here is secret. */
-export type WorkloadFiles = Readonly<Record<string, FileContent>>;
+export type { FileContent, WorkloadFiles };
 
 /**
  * The JWKS document agentd signs sandbox tokens with and the egress proxy verifies them with

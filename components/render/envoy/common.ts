@@ -16,11 +16,9 @@ import {
   type TypedConfig,
 } from './model.ts';
 
-/** host:port as a target gives it (loopback, Docker DNS name, Kubernetes service DNS). */
-export interface Endpoint {
-  readonly host: string;
-  readonly port: number;
-}
+import type { Endpoint } from '../types.ts';
+
+export type { Endpoint };
 
 /** Listen addresses of one proxy. */
 export interface ProxyListen {

@@ -5,7 +5,7 @@
 
 import { SANDBOX_TOKEN_HEADER, TOKEN_AUDIENCE, TOKEN_ISSUER } from '../../../agentd/src/contract.ts';
 import type { EgressService, PolicySpec } from '../../../policy/spec.ts';
-import type { ServiceUrl } from '../../../policy/url.ts';
+import type { Upstream } from '../types.ts';
 import {
   BASE_LOG_FIELDS,
   EXT_AUTHZ_NS,
@@ -49,8 +49,7 @@ import {
   type VirtualHost,
 } from './model.ts';
 
-/** Where a service's requests go; the spec's base_url unless the stack overrides it. */
-export type Upstream = ServiceUrl;
+export type { Upstream } from '../types.ts';
 
 export interface EgressRenderInput {
   readonly listen: ProxyListen;
