@@ -84,6 +84,7 @@ async function startDirectAgentd(ctx: StackContext, upstreamPort: number): Promi
         ...base.env,
         [ENV.httpListen]: `127.0.0.1:${http}`,
         [ENV.grpcListen]: `127.0.0.1:${grpc}`,
+        [ENV.metricsListen]: `127.0.0.1:${await freePort()}`,
         [ENV.egressUrl]: `https://localhost:${upstreamPort}`,
         [ENV.dataDir]: join(ctx.workDir, 'agentd-direct-data'),
         NODE_EXTRA_CA_CERTS: ctx.stack.ca.caFile,
@@ -317,7 +318,7 @@ export async function egressSuite(ctx: StackContext): Promise<SectionResult> {
     const ms = (n: number) => fmt(n, 3);
     const cpuCols = ['egress Envoy', 'OPA', 'agentd', 'agentd (direct)', 'bench process (stand-in, log pipes)', 'load generator'];
     const markdown = [
-      'What is measured: (1) **http_fetch**: POST /api/v1/sandboxes/<id>/intents (http_fetch GET httpbin /get) straight to agentd; "via egress" is the harness agentd whose AGENTD_EGRESS_URL is the egress Envoy (jwt_authn + ext_authz/OPA + rate limit + credential injection, TLS to the stand-in); "direct" is a second, identical agentd whose AGENTD_EGRESS_URL is a second HTTPS stand-in (same code, certificate for `httpbin`), so it pays the TLS a direct call would. (2) **Envoy level**: GET /get with a valid sandbox token to the egress Envoy vs the same GET over TLS (keep-alive) straight to the stand-in. The stand-in is the harness HTTPS upstream.',
+      `What is measured: (1) **http_fetch**: POST /api/v1/sandboxes/<id>/intents (http_fetch GET ${SERVICE} ${PATH}) straight to agentd, with the headers the gateway sends; "via egress" is the harness agentd whose AGENTD_EGRESS_URL is the egress Envoy (jwt_authn + ext_authz/OPA with the sandbox registry + rate limit + credential injection, TLS to the stand-in); "direct" is a second, identical agentd whose AGENTD_EGRESS_URL is a second HTTPS stand-in (same code, certificate for \`${SERVICE}\`), so it pays the TLS a direct call would. (2) **Envoy level**: GET ${PATH} with a live sandbox's token to the egress Envoy vs the same GET over TLS (keep-alive) straight to the stand-in. The stand-in is the harness HTTPS upstream.`,
       '',
       `Open loop, ${s.rounds} rounds x ${s.durationMs / 1000} s per variant (after ${s.warmupMs / 1000} s warm-up), order rotated per round; medians over rounds (ms). Rounds run again after a load-generator stall: ${levels.map((l) => `${l.title}: ${results[l.id]!.discardedRounds}`).join(', ')}.`,
       '',
