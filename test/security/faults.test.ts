@@ -14,7 +14,7 @@ import { ManagedProcess, answers } from '../../scripts/local/processes.ts';
 import { BUNDLE_DATA_PATH, buildBundle, sha256Hex, tarGz } from '../../policy/bundle.ts';
 import { OPA_BUNDLE_FILE, OPA_BUNDLE_NAME } from '../../components/render/opa.ts';
 import { ENV } from '../../agentd/src/contract.ts';
-import { CaseBook, errorCode, h2Send, policyVariant, scanStack, secretsOf, sleep } from './support.ts';
+import { CaseBook, checkedSecretsOf, errorCode, h2Send, policyVariant, scanStack, sleep } from './support.ts';
 
 const book = new CaseBook('faults');
 // The shipped policy plus a slow path on two services (the stand-in answers /delay/<ms> late):
@@ -476,27 +476,8 @@ function bundlelessDecisions(): DecisionLine[] {
     );
   return decisions;
 }
-/** secretsOf(stack), checked: every client's API key, every configured credential and the signing key, none empty. */
-function checkedSecrets(): Record<string, string> {
-  const secrets = secretsOf(stack);
-  const withCredential = Object.values(spec.egressServices)
-    .filter((s) => s.credential)
-    .map((s) => s.id);
-  expect(withCredential.length).toBeGreaterThan(0);
-  expect(Object.keys(secrets).sort()).toEqual(
-    [
-      ...spec.clients.map((c) => `api key of ${c.id}`),
-      ...withCredential.map((id) => `credential of ${id}`),
-      'signing key (base64url)',
-      'signing key (base64)',
-      'signing key (hex)',
-      'gateway token',
-      'registry token',
-    ].sort(),
-  );
-  for (const [k, v] of Object.entries(secrets)) expect(v.length, k).toBeGreaterThanOrEqual(16);
-  return secrets;
-}
+/** secretsOf(stack), checked (support.ts). */
+const checkedSecrets = (): Record<string, string> => checkedSecretsOf(stack, spec);
 
 describe('secret hygiene (fault stack)', () => {
   book.case(

@@ -2,7 +2,7 @@
 // by category and writes the run's summary, a raw TCP client for requests no HTTP library
 // would send, stand-ins for agentd that record what the gateway forwards, policy data
 // variants, and the secret scan over everything a stack wrote.
-import { it } from 'vitest';
+import { expect, it } from 'vitest';
 import { createServer as createHttpServer, type IncomingHttpHeaders, type Server as HttpServer } from 'node:http';
 import { connect as h2connect, createServer as createH2Server, type ClientHttp2Session, type ClientHttp2Stream, type Http2Server } from 'node:http2';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -294,6 +294,31 @@ export function secretsOf(stack: Stack, extra: Readonly<Record<string, string>> 
     'registry token': stack.registryToken,
     ...extra,
   };
+}
+
+/**
+ * secretsOf(stack), checked: every client's API key, every configured credential, the signing key
+ * in its three spellings and the two per-deploy tokens, none shorter than 16 characters.
+ */
+export function checkedSecretsOf(stack: Stack, spec: PolicySpec): Record<string, string> {
+  const secrets = secretsOf(stack);
+  const withCredential = Object.values(spec.egressServices)
+    .filter((s) => s.credential)
+    .map((s) => s.id);
+  expect(withCredential.length).toBeGreaterThan(0);
+  expect(Object.keys(secrets).sort()).toEqual(
+    [
+      ...spec.clients.map((c) => `api key of ${c.id}`),
+      ...withCredential.map((id) => `credential of ${id}`),
+      'signing key (base64url)',
+      'signing key (base64)',
+      'signing key (hex)',
+      'gateway token',
+      'registry token',
+    ].sort(),
+  );
+  for (const [k, v] of Object.entries(secrets)) expect(v.length, k).toBeGreaterThanOrEqual(16);
+  return secrets;
 }
 
 export interface ScanFinding {
