@@ -4,13 +4,13 @@ import { describe, expect, it } from 'vitest';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { parseStackConfig } from '../../components/config.ts';
 import { platformRenderInput } from '../../components/platform.ts';
 import { ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES, fileBytes, jwksDocument, renderPlatform, type PlatformRenderInput } from '../../components/render/platform.ts';
 import { dockerAddress } from '../../components/targets/docker.ts';
 import { kubernetesAddress } from '../../components/targets/kubernetes.ts';
 import { sha256Hex } from '../../policy/bundle.ts';
+import { makeTestCa } from '../../scripts/local/standin.ts';
 import { run, toolPath } from '../../scripts/local/tools.ts';
 import { shippedSpec } from '../../scripts/local/fixtures.ts';
 
@@ -33,28 +33,9 @@ function materialise(input: PlatformRenderInput, dir: string): PlatformRenderInp
   const token = f('secrets/gateway-token', 'gateway-token-value');
   let tls: { certificateChain: string; privateKey: string } | undefined;
   if (input.gateway.tls) {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-keyout',
-        join(dir, 'tls.key'),
-        '-out',
-        join(dir, 'tls.pem'),
-        '-days',
-        '1',
-        '-subj',
-        '/CN=gateway',
-      ],
-      { stdio: 'pipe' },
-    );
-    tls = { certificateChain: join(dir, 'tls.pem'), privateKey: join(dir, 'tls.key') };
+    mkdirSync(join(dir, 'ca'), { recursive: true });
+    const ca = makeTestCa(join(dir, 'ca'), 'gateway');
+    tls = { certificateChain: ca.certFile, privateKey: ca.keyFile };
   }
   return {
     ...input,

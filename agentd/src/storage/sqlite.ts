@@ -103,15 +103,7 @@ const JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024;
 type Raw = Record<string, unknown>;
 
 /** The text columns of an intent record as insertIntent stores them (to measure its size). */
-export function intentRecordText(i: {
-  id: string;
-  sandbox_id: string;
-  capability: string;
-  service: string;
-  method: string;
-  path: string;
-  request_headers: Record<string, string>;
-}): string[] {
+export function intentRecordText(i: Pick<IntentRow, 'id' | 'sandbox_id' | 'capability' | 'service' | 'method' | 'path' | 'request_headers'>): string[] {
   return [i.id, i.sandbox_id, i.capability, i.service, i.method, i.path, JSON.stringify(i.request_headers)];
 }
 
