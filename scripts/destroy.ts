@@ -2,7 +2,8 @@
 // volumes); the stack's config stays in stacks/.
 import { ensureDockerEngine, pulumi, pulumiEnv, selectStack, stackArg } from './pulumi-env.ts';
 
-const { stack, rest } = stackArg(process.argv.slice(2));
+const USAGE = 'usage: npm run destroy [-- --stack NAME]\n  Removes every resource of a stack (default dev); its config stays in stacks/.';
+const { stack, rest } = stackArg(process.argv.slice(2), USAGE);
 const env = pulumiEnv(stack);
 ensureDockerEngine();
 selectStack(stack, env);

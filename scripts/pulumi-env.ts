@@ -59,12 +59,23 @@ export function pulumi(args: string[], opts: SpawnSyncOptions & { env?: NodeJS.P
   return { status: r.status ?? 1, stdout: typeof r.stdout === 'string' ? r.stdout : '' };
 }
 
-/** Parses `--stack NAME` (default dev) and returns the rest of the arguments. */
-export function stackArg(argv: string[]): { stack: string; rest: string[] } {
+/**
+ * Parses `--stack NAME` (default dev) and returns the rest of the arguments. With `usage`, a
+ * script answers `--help`/`-h` with it (exit 0), and a `--stack` without a name prints it and
+ * exits 2: never a stack trace for a mistyped command line.
+ */
+export function stackArg(argv: string[], usage?: string): { stack: string; rest: string[] } {
+  if (usage !== undefined && (argv.includes('--help') || argv.includes('-h'))) {
+    process.stdout.write(`${usage}\n`);
+    process.exit(0);
+  }
   const i = argv.indexOf('--stack');
   if (i === -1) return { stack: DEFAULT_STACK, rest: argv };
   const stack = argv[i + 1];
-  if (!stack) throw new Error('--stack needs a name, e.g. --stack dev');
+  if (!stack || stack.startsWith('-')) {
+    process.stderr.write(`--stack needs a name, e.g. --stack dev\n${usage ?? ''}\n`);
+    process.exit(2);
+  }
   return { stack, rest: [...argv.slice(0, i), ...argv.slice(i + 2)] };
 }
 

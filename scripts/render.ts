@@ -17,10 +17,16 @@ import { sha256Hex } from '../policy/bundle.ts';
 import { loadPolicySpec } from '../policy/spec.ts';
 import { ROOT, stackArg, stackFileConfig } from './pulumi-env.ts';
 
-const { stack, rest } = stackArg(process.argv.slice(2));
+const USAGE = `usage: npm run render -- [--stack NAME] [--out DIR]
+  Writes every generated file of a stack (default dev) to DIR (default build/rendered/NAME).`;
+const { stack, rest } = stackArg(process.argv.slice(2), USAGE);
 const outIdx = rest.indexOf('--out');
 const out = outIdx === -1 ? join(ROOT, 'build/rendered', stack) : (rest[outIdx + 1] ?? '');
-if (!out) throw new Error('--out needs a directory');
+const unknown = outIdx === -1 ? rest : rest.filter((_, i) => i !== outIdx && i !== outIdx + 1);
+if (!out || out.startsWith('-') || unknown.length > 0) {
+  process.stderr.write(`${!out || out.startsWith('-') ? '--out needs a directory' : `unknown argument ${unknown[0]}`}\n${USAGE}\n`);
+  process.exit(2);
+}
 
 const raw = Object.fromEntries(Object.entries(stackFileConfig(stack)).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
 const config = parseStackConfig(raw, stack);

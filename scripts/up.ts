@@ -2,7 +2,9 @@
 // curl that works. Tools and npm packages were installed by scripts/run before this runs.
 import { buildImagesIfNeeded, ensureDockerEngine, pulumi, pulumiEnv, selectStack, stackArg } from './pulumi-env.ts';
 
-const { stack, rest } = stackArg(process.argv.slice(2));
+const USAGE =
+  'usage: npm run up [-- --stack NAME] [-- PULUMI_UP_FLAGS...]\n  Deploys a stack (default dev) and prints its endpoints and a curl; other flags go to `pulumi up`.';
+const { stack, rest } = stackArg(process.argv.slice(2), USAGE);
 const env = pulumiEnv(stack);
 const t0 = Date.now();
 ensureDockerEngine();
