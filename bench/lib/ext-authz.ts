@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import * as protoLoader from '@grpc/proto-loader';
 import { REPO_ROOT } from '../../scripts/local/tools.ts';
 import type { AuthzRequest } from '../../scripts/local/opa.ts';
-import { toStruct } from '../../scripts/local/opa.ts';
+import { checkRequestOf } from '../../scripts/local/opa.ts';
 
 const definition = protoLoader.loadSync(join(REPO_ROOT, 'policy/proto/ext_authz.proto'), { keepCase: true, longs: Number, defaults: false, oneofs: true });
 const check = (
@@ -19,22 +19,7 @@ const check = (
 
 /** The CheckRequest Envoy would send, as the harness client builds it, as one gRPC frame. */
 export function encodeCheck(req: AuthzRequest): Buffer {
-  const msg = check.requestSerialize({
-    attributes: {
-      request: {
-        http: {
-          method: req.method,
-          path: req.path,
-          headers: { ':path': req.path, ':method': req.method, ...(req.headers ?? {}) },
-          host: req.host ?? 'gateway',
-          scheme: 'http',
-          protocol: 'HTTP/1.1',
-        },
-      },
-      context_extensions: req.contextExtensions ?? {},
-      ...(req.jwtClaims ? { metadata_context: { filter_metadata: { 'envoy.filters.http.jwt_authn': toStruct({ sandbox: req.jwtClaims }) } } } : {}),
-    },
-  });
+  const msg = check.requestSerialize(checkRequestOf(req));
   const frame = Buffer.alloc(5 + msg.length);
   frame.writeUInt32BE(msg.length, 1);
   msg.copy(frame, 5);

@@ -292,6 +292,26 @@ export interface AuthzAnswer {
   readonly dynamicMetadata: Record<string, unknown>;
 }
 
+/** The CheckRequest Envoy sends for `req` (ext_authz v3, protobuf field names). */
+export function checkRequestOf(req: AuthzRequest): object {
+  return {
+    attributes: {
+      request: {
+        http: {
+          method: req.method,
+          path: req.path,
+          headers: { ':path': req.path, ':method': req.method, ...(req.headers ?? {}) },
+          host: req.host ?? 'gateway',
+          scheme: 'http',
+          protocol: 'HTTP/1.1',
+        },
+      },
+      context_extensions: req.contextExtensions ?? {},
+      ...(req.jwtClaims ? { metadata_context: { filter_metadata: { 'envoy.filters.http.jwt_authn': toStruct({ sandbox: req.jwtClaims }) } } } : {}),
+    },
+  };
+}
+
 export class ExtAuthzClient {
   private readonly client: grpc.Client & { Check: (...args: unknown[]) => unknown };
   constructor(port: number) {
@@ -299,22 +319,7 @@ export class ExtAuthzClient {
   }
 
   check(req: AuthzRequest): Promise<AuthzAnswer> {
-    const request = {
-      attributes: {
-        request: {
-          http: {
-            method: req.method,
-            path: req.path,
-            headers: { ':path': req.path, ':method': req.method, ...(req.headers ?? {}) },
-            host: req.host ?? 'gateway',
-            scheme: 'http',
-            protocol: 'HTTP/1.1',
-          },
-        },
-        context_extensions: req.contextExtensions ?? {},
-        ...(req.jwtClaims ? { metadata_context: { filter_metadata: { 'envoy.filters.http.jwt_authn': toStruct({ sandbox: req.jwtClaims }) } } } : {}),
-      },
-    };
+    const request = checkRequestOf(req);
     return new Promise((resolve, reject) => {
       this.client.Check(request, { deadline: Date.now() + 5000 }, (err: Error | null, res: any) => {
         if (err) return reject(err);
