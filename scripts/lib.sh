@@ -23,12 +23,13 @@ agentd_tool_dirs() {
     "kubernetes/$KUBERNETES_VERSION"
 }
 
+# Each directory once: a shell that already has some of them (the pinned Node put on PATH by
+# hand, a script sourced twice) still gets the others.
 agentd_path=""
-while read -r d; do agentd_path="$agentd_path$AGENTD_TOOLS/$d/bin:"; done < <(agentd_tool_dirs)
-case ":$PATH:" in
-  *":$AGENTD_TOOLS/node/$NODE_VERSION/bin:"*) ;;
-  *) export PATH="$agentd_path$AGENTD_ROOT/node_modules/.bin:$PATH" ;;
-esac
+while read -r d; do
+  case ":$PATH:" in *":$d:"*) ;; *) agentd_path="$agentd_path$d:" ;; esac
+done < <(agentd_tool_dirs | sed "s|^|$AGENTD_TOOLS/|; s|\$|/bin|"; echo "$AGENTD_ROOT/node_modules/.bin")
+export PATH="$agentd_path$PATH"
 unset agentd_path
 
 # Go builds the tools that no registry ships as binaries; its usual home may not be on PATH.
