@@ -7,7 +7,7 @@ import * as pulumi from '@pulumi/pulumi';
 import { checkAgainstSpec, GATEWAY_TLS_CONFIG, parseStackConfig, publicPassphraseProblem, StackConfigError } from './components/config.ts';
 import { chooseImages } from './components/images.ts';
 import { Platform } from './components/platform.ts';
-import { DockerTarget } from './components/targets/docker.ts';
+import { DockerTarget, dockerPrefixOf } from './components/targets/docker.ts';
 import { KubernetesTarget, kubernetesProviderArgs } from './components/targets/kubernetes.ts';
 import * as k8s from '@pulumi/kubernetes';
 import type { Target } from './components/target.ts';
@@ -65,7 +65,7 @@ if (config.gateway.tls?.source === 'config') {
 function makeTarget(): Target {
   if (config.target === 'docker') {
     return new DockerTarget('docker', {
-      prefix: `agentd-${stack}`,
+      prefix: dockerPrefixOf(stack),
       bindAddress: config.gateway.bindAddress,
       extraEdgeNetworks: config.docker.egressNetworks,
     });
@@ -88,7 +88,7 @@ function makeTarget(): Target {
 }
 const target = makeTarget();
 
-const platform = new Platform('agentd', { spec, config, images, target, credentials, ...(gatewayTls ? { gatewayTls } : {}), dockerPrefix: `agentd-${stack}` });
+const platform = new Platform('agentd', { spec, config, images, target, credentials, ...(gatewayTls ? { gatewayTls } : {}) });
 
 // Stack outputs. Optional ones are left out, not exported as undefined (which Pulumi warns about).
 const monitoring = platform.monitoring;

@@ -365,7 +365,7 @@ function parseValue(v: string): unknown {
 
 const isIp = (s: string) => /^(\d{1,3})(\.\d{1,3}){3}$/.test(s) && s.split('.').every((p) => Number(p) <= 255);
 
-export function parseUpstream(url: string): Upstream | undefined {
+function parseUpstream(url: string): Upstream | undefined {
   const u = parseServiceUrl(url);
   return 'problem' in u ? undefined : u;
 }

@@ -1,10 +1,13 @@
 // Which image runs each workload, with the command line and health probe that image needs.
 // `upstream` uses registry images (Envoy, OPA's -envoy build, agentd from agentd/Dockerfile);
 // `local` uses the images scripts/images.ts builds here from the pinned tools (no registry).
+// The monitoring overlay always runs the upstream images (Grafana, Loki and Alloy are AGPL:
+// not built here).
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StackConfig } from './config.ts';
+import type { ImageRole } from './render/types.ts';
 
 export interface ImageChoice {
   readonly ref: string;
@@ -20,14 +23,14 @@ export interface ImageSet {
   readonly agentd: ImageChoice;
 }
 
-export const UPSTREAM_IMAGES = {
+const UPSTREAM_IMAGES = {
   envoy: 'envoyproxy/envoy:v1.40.0',
   opa: 'openpolicyagent/opa:1.19.1-envoy-static',
   agentd: 'agentd:latest',
 } as const;
 
 /** build/images.json, written by scripts/images.ts. */
-export const LOCAL_IMAGES_MANIFEST = 'build/images.json';
+const LOCAL_IMAGES_MANIFEST = 'build/images.json';
 
 const localProbe = (url: string) => ['/usr/local/bin/agentd-healthcheck', url];
 const agentdProbe = () => ['node', '/app/agentd.mjs', 'healthcheck'];
@@ -61,4 +64,21 @@ export function chooseImages(config: StackConfig['images'], repoRoot: string): I
     },
     agentd: { ref: config.agentd ?? UPSTREAM_IMAGES.agentd, binary: ['node', '/app/agentd.mjs'], probe: agentdProbe },
   };
+}
+
+/** Upstream images of the monitoring overlay. */
+const MONITORING_IMAGES = {
+  prometheus: 'prom/prometheus:v3.16.0',
+  loki: 'grafana/loki:3.7.0',
+  alloy: 'grafana/alloy:v1.11.0',
+  grafana: 'grafana/grafana:12.3.0',
+} as const;
+
+/** Each monitoring image's entrypoint (Grafana's run.sh takes no arguments). */
+const MONITORING_ENTRYPOINTS = { prometheus: ['/bin/prometheus'], loki: ['/usr/bin/loki'], alloy: ['/bin/alloy'], grafana: ['/run.sh'] } as const;
+
+/** The image of a workload's role: the stack's choice for the platform's own, the pinned upstream for monitoring. */
+export function imageFor(images: ImageSet, role: ImageRole): ImageChoice {
+  if (role === 'envoy' || role === 'opa' || role === 'agentd') return images[role];
+  return { ref: MONITORING_IMAGES[role], binary: MONITORING_ENTRYPOINTS[role], probe: (url) => ['wget', '-q', '-O', '/dev/null', url] };
 }

@@ -1,6 +1,6 @@
 // Where things live inside the workloads, and the ports they listen on: the same on every
 // target, so renderers, targets, probes and scrape configs agree by construction.
-import { AGENTD_GRPC_PORT, AGENTD_HTTP_PORT, AGENTD_METRICS_PORT } from '../agentd/src/contract.ts';
+import { AGENTD_GRPC_PORT, AGENTD_HTTP_PORT, AGENTD_METRICS_PORT, CONTAINER_DATA_DIR } from '../agentd/src/contract.ts';
 
 export const PORTS = {
   gateway: 8080,
@@ -27,19 +27,21 @@ export const DIRS = {
   secrets: '/run/secrets/agentd',
   /** Kubernetes: where the gateway mounts an existing TLS Secret (agentd:gateway.tls.secretName). */
   gatewayTlsSecret: '/run/secrets/agentd-tls',
-  agentdData: '/data',
+  agentdData: CONTAINER_DATA_DIR,
 } as const;
 
 /** Workload names: also their DNS names inside the platform. */
 export const WORKLOADS = { gateway: 'gateway', egress: 'egress', opa: 'opa', agentd: 'agentd' } as const;
 
 /**
- * Secret files, by name under DIRS.secrets: the per-deploy tokens that let agentd trust its
+ * Secret files, by name under DIRS.secrets: the token key, the per-deploy tokens that let agentd trust its
  * callers (the gateway's, sent with every API request; OPA's, for the sandbox registry), and the
  * gateway's certificate when it comes from stack config. A Kubernetes TLS Secret has the same
  * key names (tls.crt, tls.key), mounted at DIRS.gatewayTlsSecret instead.
  */
 export const SECRET_FILES = {
+  /** The JWKS agentd signs sandbox tokens with (and the egress proxy verifies them with). */
+  jwks: 'jwks.json',
   gatewayToken: 'gateway-token',
   registryToken: 'registry-token',
   tlsCertificate: 'tls.crt',

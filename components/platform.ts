@@ -3,19 +3,15 @@ import * as pulumi from '@pulumi/pulumi';
 import * as random from '@pulumi/random';
 import { sha256Hex } from '../policy/bundle.ts';
 import type { PolicySpec } from '../policy/spec.ts';
-import { Agentd, JWKS_FILE } from './agentd.ts';
 import type { StackConfig } from './config.ts';
-import { Egress } from './egress.ts';
-import { Gateway } from './gateway.ts';
-import type { ImageSet } from './images.ts';
-import { DIRS, PORTS, SECRET_FILES, WORKLOADS } from './layout.ts';
-import { PolicyEngine } from './policy-engine.ts';
-import { Monitoring } from './monitoring.ts';
-import { DEFAULT_PROXY_LIMITS } from './render/envoy/common.ts';
-import { credentialValueFile } from './render/envoy/egress.ts';
-import { OPA_BUNDLE_FILE } from './render/opa.ts';
-import { EGRESS_SDS_SUBDIR, GATEWAY_SDS_FILES, jwksDocument, renderPolicyFiles, renderProxyFiles, type PlatformRenderInput } from './render/platform.ts';
-import type { Target } from './target.ts';
+import { imageFor, type ImageSet } from './images.ts';
+import { WORKLOADS } from './layout.ts';
+import { MONITORING_PORTS, MONITORING_WORKLOADS } from './render/overlay/index.ts';
+import { planPlatform, renderPlanBundle } from './render/plan.ts';
+import { jwksDocument } from './render/platform.ts';
+import type { SecretRef } from './render/types.ts';
+import type { Placement, Target } from './target.ts';
+import { resolveWorkload } from './workload.ts';
 
 export interface PlatformArgs {
   /** The validated policy spec (policy/data). */
@@ -30,72 +26,43 @@ export interface PlatformArgs {
   readonly credentials: Readonly<Record<string, pulumi.Output<string>>>;
   /** The gateway's certificate chain and private key (PEM, Pulumi secrets), when TLS comes from stack config. */
   readonly gatewayTls?: { readonly certificate: pulumi.Output<string>; readonly privateKey: pulumi.Output<string> };
-  /** Docker: the prefix of the stack's objects (the log shipper keeps to this stack). */
-  readonly dockerPrefix?: string;
 }
 
-/** File name of the extra CA certificates in the egress config directory. */
-export const EGRESS_CA_FILE = 'upstream-ca.pem';
-const SYSTEM_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+/**
+ * The component each workload's resources are children of. Its type token is part of every
+ * child's URN: these stay as they were when each service was a component of its own, so an
+ * upgrade changes no URN and replaces nothing.
+ */
+const COMPONENT_TYPES: Readonly<Record<string, string>> = {
+  [WORKLOADS.gateway]: 'agentd:gateway:Gateway',
+  [WORKLOADS.egress]: 'agentd:egress:Egress',
+  [WORKLOADS.opa]: 'agentd:policy:PolicyEngine',
+  [WORKLOADS.agentd]: 'agentd:agentd:Agentd',
+};
+const MONITORING_TYPE = 'agentd:monitoring:Monitoring';
 
-/** Where each workload finds the others, for a target. Pure. */
-export function platformRenderInput(
-  config: StackConfig,
-  target: Pick<Target, 'address'>,
-  configuredCredentials: readonly string[],
-  keyHashes: Record<string, string>,
-): PlatformRenderInput {
-  const any = (port: number) => ({ host: '0.0.0.0', port });
-  const tls = config.gateway.tls;
-  // The certificate: secret files the platform writes, or the keys of a mounted TLS Secret.
-  const tlsDir = tls?.source === 'secret' ? DIRS.gatewayTlsSecret : DIRS.secrets;
-  const agentdHttp = target.address(WORKLOADS.agentd, PORTS.agentdHttp);
-  return {
-    gateway: {
-      listen: { traffic: any(PORTS.gateway), adminPort: PORTS.envoyAdmin, stats: any(PORTS.envoyStats) },
-      agentdHttp,
-      agentdGrpc: target.address(WORKLOADS.agentd, PORTS.agentdGrpc),
-      opa: target.address(WORKLOADS.opa, PORTS.opaGrpc),
-      maxRequestBytes: config.gateway.maxRequestBytes,
-      upstreamTimeoutSeconds: config.gateway.upstreamTimeoutSeconds,
-      agentdTokenSdsFile: `${DIRS.gateway}/${GATEWAY_SDS_FILES.agentdToken}`,
-      ...(tls ? { tls: { sdsFile: `${DIRS.gateway}/${GATEWAY_SDS_FILES.tls}` } } : {}),
-      limits: DEFAULT_PROXY_LIMITS,
-    },
-    gatewaySecrets: {
-      agentdTokenFile: `${DIRS.secrets}/${SECRET_FILES.gatewayToken}`,
-      ...(tls ? { tls: { certificateChain: `${tlsDir}/${SECRET_FILES.tlsCertificate}`, privateKey: `${tlsDir}/${SECRET_FILES.tlsPrivateKey}` } } : {}),
-    },
-    egress: {
-      listen: { traffic: any(PORTS.egress), adminPort: PORTS.envoyAdmin, stats: any(PORTS.envoyStats) },
-      opa: target.address(WORKLOADS.opa, PORTS.opaGrpc),
-      jwksFile: `${DIRS.secrets}/${JWKS_FILE}`,
-      sdsDir: `${DIRS.egress}/${EGRESS_SDS_SUBDIR}`,
-      credentialDir: `${DIRS.secrets}/credentials`,
-      caBundleFile: config.egress.caCertificates ? `${DIRS.egress}/${EGRESS_CA_FILE}` : SYSTEM_CA_BUNDLE,
-      upstreams: config.egress.upstreams,
-      configuredCredentials,
-      limits: DEFAULT_PROXY_LIMITS,
-    },
-    opa: {
-      grpc: { host: '0.0.0.0', port: PORTS.opaGrpc },
-      bundlePath: `${DIRS.opa}/${OPA_BUNDLE_FILE}`,
-      registry: { url: `http://${agentdHttp.host}:${agentdHttp.port}`, tokenFile: `${DIRS.secrets}/${SECRET_FILES.registryToken}` },
-    },
-    keyHashes,
-  };
+/** A group of resources in the tree: one service's, or the monitoring overlay's. */
+class WorkloadGroup extends pulumi.ComponentResource {
+  constructor(type: string, name: string, opts: pulumi.ComponentResourceOptions) {
+    super(type, name, {}, opts);
+  }
+
+  /** Its outputs, once the target has deployed its workloads. */
+  settle(outputs: pulumi.Inputs): void {
+    this.registerOutputs(outputs);
+  }
 }
 
 /** A JWKS with one HS256 key; the key id is derived from the key, so a new key is a new kid. */
-export function jwksFor(secret: string): string {
+function jwksFor(secret: string): string {
   const k = Buffer.from(secret, 'utf8').toString('base64url');
   const kid = createHash('sha256').update(secret).digest('hex').slice(0, 12);
   return jwksDocument(kid, k);
 }
 
 /**
- * The whole platform: API keys and the token key (generated), every config rendered from the
- * spec, and the four services on the target.
+ * The whole platform: API keys and the token key (generated), the plan (every workload with its
+ * files, from the spec and the stack config), deployed on the target in one call.
  */
 export class Platform extends pulumi.ComponentResource {
   /** Where API clients call the gateway (HTTP). */
@@ -108,10 +75,14 @@ export class Platform extends pulumi.ComponentResource {
   readonly apiKeys: pulumi.Output<Record<string, string>>;
   /** The policy bundle's content hash. */
   readonly policyRevision: pulumi.Output<string>;
-  /** Content hash of each workload's files. */
+  /** Content hash of each of the four services' files. */
   readonly contentHashes: pulumi.Output<Record<string, string>>;
-  /** The monitoring overlay, when the stack enables it. */
-  readonly monitoring?: Monitoring;
+  /** The monitoring overlay, when the stack enables it: Grafana's and Prometheus' URLs and Grafana's admin password (a secret). */
+  readonly monitoring?: {
+    readonly grafanaUrl: pulumi.Output<string>;
+    readonly prometheusUrl: pulumi.Output<string>;
+    readonly grafanaAdminPassword: pulumi.Output<string>;
+  };
 
   constructor(name: string, args: PlatformArgs, opts?: pulumi.ComponentResourceOptions) {
     super('agentd:platform:Platform', name, {}, opts);
@@ -125,94 +96,72 @@ export class Platform extends pulumi.ComponentResource {
     const keyHashes = pulumi.unsecret(this.apiKeys.apply((k) => Object.fromEntries(Object.entries(k).map(([id, v]) => [id, sha256Hex(v)]))));
 
     const tokenKey = new random.RandomPassword(`${name}-token-key`, { length: 64, special: false }, { parent: this });
-    const jwks = pulumi.secret(tokenKey.result.apply(jwksFor));
     // Per-deploy tokens that let agentd tell its two callers from anything else on the network.
     const secretToken = (id: string) => pulumi.secret(new random.RandomPassword(`${name}-${id}`, { length: 48, special: false }, { parent: this }).result);
-    const gatewayToken = secretToken('gateway-token');
-    const registryToken = secretToken('registry-token');
+    const generated: Record<string, pulumi.Output<string>> = {
+      jwks: pulumi.secret(tokenKey.result.apply(jwksFor)),
+      'gateway-token': secretToken('gateway-token'),
+      'registry-token': secretToken('registry-token'),
+    };
 
-    const configured = Object.keys(args.credentials);
-    // Only OPA's files depend on the generated keys (the bundle holds their hashes): they are
-    // rendered inside that output, the proxies' files as plain values, so a new client changes
-    // OPA's files in `pulumi preview` and nothing else.
-    const input = platformRenderInput(config, target, configured, {});
-    const proxies = renderProxyFiles(spec, input);
-    const policy = keyHashes.apply((hashes) => renderPolicyFiles(spec, { ...input, keyHashes: hashes }));
-    this.policyRevision = policy.apply((r) => r.policyRevision);
-
-    const opa = new PolicyEngine(`${name}-opa`, { target, image: images.opa, files: policy.apply((r) => r.opa), registryToken }, { parent: this });
-    const agentd = new Agentd(
-      `${name}-agentd`,
-      {
-        target,
-        image: images.agentd,
-        jwks,
-        gatewayToken,
-        registryToken,
-        sandboxTiers: Object.keys(spec.sandboxTiers),
-        logLevel: config.agentd.logLevel,
-        defaultTtlSeconds: config.agentd.defaultTtlSeconds,
-        maxTtlSeconds: config.agentd.maxTtlSeconds,
-        retentionDays: config.agentd.retentionDays,
-        retentionIntentsPerSandbox: config.agentd.retentionIntentsPerSandbox,
-        maxActiveSandboxesPerClient: config.agentd.maxActiveSandboxesPerClient,
-      },
-      { parent: this },
-    );
-    const egressSecrets: Record<string, pulumi.Output<string>> = { [JWKS_FILE]: jwks };
-    for (const [id, value] of Object.entries(args.credentials)) egressSecrets[`credentials/${credentialValueFile(id)}`] = pulumi.secret(value);
-    const egress = new Egress(
-      `${name}-egress`,
-      {
-        target,
-        image: images.envoy,
-        replicas: config.egress.replicas,
-        secretFiles: egressSecrets,
-        files: config.egress.caCertificates ? { ...proxies.egress, [EGRESS_CA_FILE]: config.egress.caCertificates } : proxies.egress,
-      },
-      { parent: this },
-    );
-    const gatewaySecrets: Record<string, pulumi.Output<string>> = { [SECRET_FILES.gatewayToken]: gatewayToken };
-    if (config.gateway.tls?.source === 'config') {
-      if (!args.gatewayTls) throw new Error('the stack config asks for TLS from config, but no certificate was passed to the Platform');
-      gatewaySecrets[SECRET_FILES.tlsCertificate] = pulumi.secret(args.gatewayTls.certificate);
-      gatewaySecrets[SECRET_FILES.tlsPrivateKey] = pulumi.secret(args.gatewayTls.privateKey);
-    }
-    const gateway = new Gateway(
-      `${name}-gateway`,
-      {
-        target,
-        image: images.envoy,
-        replicas: config.gateway.replicas,
-        publishedPort: config.gateway.port,
-        files: proxies.gateway,
-        secretFiles: gatewaySecrets,
-        ...(config.gateway.tls?.source === 'secret' ? { tlsSecretName: config.gateway.tls.secretName } : {}),
-      },
-      { parent: this },
-    );
-
+    const plan = planPlatform(spec, config, target.capabilities, Object.keys(args.credentials));
+    const groups: Record<string, WorkloadGroup> = {};
+    const place = (workload: string): Placement => {
+      const type = COMPONENT_TYPES[workload];
+      const group = type ? `${name}-${workload}` : `${name}-monitoring`;
+      groups[group] ??= new WorkloadGroup(type ?? MONITORING_TYPE, group, { parent: this });
+      return { parent: groups[group], baseName: type ? group : `${group}-${workload}` };
+    };
     if (config.monitoring.enabled) {
-      this.monitoring = new Monitoring(
-        `${name}-monitoring`,
-        {
-          target,
-          spec,
-          ...(args.dockerPrefix ? { dockerPrefix: args.dockerPrefix } : {}),
-          namespace: config.kubernetes.namespace,
-          grafanaHostPort: config.monitoring.grafanaPort,
-          prometheusHostPort: config.monitoring.prometheusPort,
-        },
-        { parent: this },
+      const monitoring = place(MONITORING_WORKLOADS[0]).parent;
+      generated['grafana-admin-password'] = pulumi.secret(
+        new random.RandomPassword(`${name}-monitoring-grafana-admin`, { length: 32, special: false }, { parent: monitoring }).result,
       );
     }
-    target.connect?.();
+    const secret = (ref: SecretRef): pulumi.Output<string> => {
+      const value =
+        'generated' in ref
+          ? generated[ref.generated]
+          : 'credential' in ref
+            ? args.credentials[ref.credential]
+            : ref.gatewayTls === 'certificate'
+              ? args.gatewayTls?.certificate
+              : args.gatewayTls?.privateKey;
+      if (!value) throw new Error(`the plan needs the secret ${JSON.stringify(ref)}, which the Platform was not given`);
+      return pulumi.secret(value);
+    };
 
+    // Only the bundle depends on the generated keys: it is rendered inside that output, and
+    // every other file is a plain value, so a new client changes OPA's files in `pulumi
+    // preview` and nothing else.
+    const bundle = keyHashes.apply((hashes) => renderPlanBundle(plan, spec, hashes));
+    this.policyRevision = bundle.apply((b) => b.policyRevision);
+    const workloads = plan.workloads.map((w) =>
+      resolveWorkload(w, imageFor(images, w.image), secret, w.name === plan.bundle.workload ? bundle.apply((b) => ({ ...w.files, ...b.files })) : w.files),
+    );
+    const deployed = target.deploy(workloads, plan.network, place);
+
+    const gateway = deployed[WORKLOADS.gateway]!;
     const scheme = config.gateway.tls ? 'https' : 'http';
-    this.gatewayUrl = gateway.endpoint.apply((e) => `${scheme}://${e}`);
-    this.grpcEndpoint = gateway.endpoint;
+    // A published workload has an endpoint; an unpublished one (monitoring on Kubernetes) is reached inside the platform.
+    const endpointOf = (w: string, port: number) => {
+      const inside = target.capabilities.address(w, port);
+      return deployed[w]!.endpoint ?? pulumi.output(`${inside.host}:${inside.port}`);
+    };
+    this.grpcEndpoint = endpointOf(WORKLOADS.gateway, config.gateway.port);
+    this.gatewayUrl = this.grpcEndpoint.apply((e) => `${scheme}://${e}`);
     if (gateway.nodePort) this.gatewayNodePort = gateway.nodePort;
-    this.contentHashes = pulumi.all({ gateway: gateway.contentHash, egress: egress.contentHash, opa: opa.contentHash, agentd: agentd.contentHash });
+    const core = [WORKLOADS.gateway, WORKLOADS.egress, WORKLOADS.opa, WORKLOADS.agentd];
+    this.contentHashes = pulumi.all(Object.fromEntries(core.map((w) => [w, deployed[w]!.hash])));
+    for (const w of core) groups[`${name}-${w}`]!.settle({ contentHash: deployed[w]!.hash });
+    if (config.monitoring.enabled) {
+      this.monitoring = {
+        grafanaUrl: endpointOf('grafana', MONITORING_PORTS.grafana).apply((e) => `http://${e}`),
+        prometheusUrl: endpointOf('prometheus', MONITORING_PORTS.prometheus).apply((e) => `http://${e}`),
+        grafanaAdminPassword: generated['grafana-admin-password']!,
+      };
+      groups[`${name}-monitoring`]!.settle(this.monitoring);
+    }
     this.registerOutputs({
       gatewayUrl: this.gatewayUrl,
       grpcEndpoint: this.grpcEndpoint,

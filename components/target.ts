@@ -1,7 +1,8 @@
-// What a component needs from a target: where a workload is reachable by the others, and a way
-// to turn a workload into resources. components/targets/* implement it.
+// What the Platform needs from a target: its capabilities (what the plan is made for), and one
+// call that deploys the whole plan, every workload and the network between them.
+// components/targets/* implement it.
 import type * as pulumi from '@pulumi/pulumi';
-import type { Endpoint } from './render/envoy/common.ts';
+import type { Connection, TargetCapabilities } from './render/types.ts';
 import type { Workload } from './workload.ts';
 
 export interface DeployedWorkload {
@@ -19,12 +20,19 @@ export interface DeployedWorkload {
   readonly nodePort?: pulumi.Output<number>;
 }
 
+/** Where a workload's resources go in the resource tree: their parent and the base of their names (both part of their URNs). */
+export interface Placement {
+  readonly parent: pulumi.Resource;
+  readonly baseName: string;
+}
+
 export interface Target {
-  readonly kind: 'docker' | 'kubernetes';
-  /** How other workloads reach `workload` on `port` (Docker DNS name, Kubernetes service DNS). */
-  address(workload: string, port: number): Endpoint;
-  /** Creates the workload's resources as children of `parent`, named from `baseName`. */
-  deploy(w: Workload, parent: pulumi.Resource, baseName: string, dependsOn?: pulumi.Resource[]): DeployedWorkload;
-  /** Called once every workload is deployed: what depends on all of them (NetworkPolicies). */
-  connect?(): void;
+  /** What the plan needs to know about this target (pure data: addresses, log discovery, what it can do). */
+  readonly capabilities: TargetCapabilities;
+  /**
+   * Deploys the whole platform: every workload, as children of its placement, and the network:
+   * `network` lists every allowed connection, and nothing else may connect where the target can
+   * enforce it. Returns each workload's deployment by name.
+   */
+  deploy(workloads: readonly Workload[], network: readonly Connection[], place: (workload: string) => Placement): Readonly<Record<string, DeployedWorkload>>;
 }

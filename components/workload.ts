@@ -1,73 +1,44 @@
-// The target-neutral description of one service of the platform. Components say what runs
-// (image, command, files, secrets, ports, health, exposure, resources); a target module says
-// how (Docker containers, or Kubernetes Deployments). Nothing here knows a target.
+// What a target deploys: a planned workload (components/render/types.ts) with its image, its
+// secrets and its files resolved to Pulumi values, and the content hash that rolls exactly the
+// workloads whose files changed. Nothing here knows a target.
 
 import { createHash } from 'node:crypto';
 import * as pulumi from '@pulumi/pulumi';
-import type { WorkloadFiles } from './render/platform.ts';
-
-export interface WorkloadPort {
-  readonly name: string;
-  readonly port: number;
-  /** http2 for gRPC (Kubernetes appProtocol); http otherwise. */
-  readonly protocol: 'http' | 'http2';
-}
-
-/** One connection a workload opens: another workload's port. */
-export interface Peer {
-  readonly workload: string;
-  readonly port: number;
-}
+import type { ImageChoice } from './images.ts';
+import type { PlannedWorkload, SecretRef, WorkloadFiles } from './render/types.ts';
 
 /**
- * A Secret the platform does not create but mounts as files (Kubernetes only: e.g. the TLS
- * Secret cert-manager keeps renewed). Its keys become files in mountPath.
+ * A planned workload with its image, secrets and files resolved to Pulumi values: what a
+ * target deploys.
  */
-export interface MountedSecret {
-  readonly secretName: string;
-  readonly mountPath: string;
-}
-
-export interface Workload {
-  /** Short name, also its DNS name inside the platform: gateway, egress, opa, agentd. */
-  readonly name: string;
+export interface Workload extends Omit<PlannedWorkload, 'image' | 'args' | 'files' | 'secretFiles' | 'health'> {
   readonly image: pulumi.Input<string>;
-  /** Full command line (entrypoint and arguments). */
+  /** Full command line (the image's entrypoint and the plan's arguments). */
   readonly command: readonly string[];
-  readonly env: Readonly<Record<string, pulumi.Input<string>>>;
-  /** Directory the plain files are mounted at, read-only for the workload. */
-  readonly configDir: string;
-  /** Plain files by path relative to configDir. */
+  /** Plain files by path relative to configDir (OPA's include the bundle, known once the keys are). */
   readonly files: pulumi.Input<WorkloadFiles>;
-  /** Directory the secret files are mounted at. */
-  readonly secretDir: string;
   /** Secret files by path relative to secretDir: Pulumi secrets end to end. */
   readonly secretFiles: Readonly<Record<string, pulumi.Output<string>>>;
-  /** Secrets that exist apart from the platform, mounted read-only (Kubernetes only). */
-  readonly mountedSecrets?: readonly MountedSecret[];
-  readonly ports: readonly WorkloadPort[];
-  /** Liveness/readiness probe: an HTTP GET on loopback inside the workload. */
-  readonly health: { readonly port: number; readonly path: string; readonly command: readonly string[] };
-  /** A persistent volume (agentd's state). */
-  readonly dataVolume?: { readonly mountPath: string };
-  /** A port published outside the platform (the gateway; Grafana and Prometheus on loopback). */
-  readonly publish?: { readonly port: number; readonly hostPort: number };
-  /** Host paths mounted read-only (Docker only: the log shipper reads the Docker socket). */
-  readonly hostMounts?: readonly { readonly hostPath: string; readonly mountPath: string }[];
-  /** Kubernetes API read access the workload needs (the log shipper discovers pods). */
-  readonly apiAccess?: readonly { readonly apiGroups: readonly string[]; readonly resources: readonly string[]; readonly verbs: readonly string[] }[];
-  /** Runs as root (only the log shipper on Docker, which reads the root-owned Docker socket). */
-  readonly root?: boolean;
-  /**
-   * The connections this workload opens: to which workload, on which of its ports (network
-   * membership, NetworkPolicies: a caller reaches only the ports it needs).
-   */
-  readonly talksTo: readonly Peer[];
-  /** Whether it reaches the internet (only the egress proxy). */
-  readonly internet: boolean;
-  readonly user: number;
-  readonly resources: { readonly cpuMillis: number; readonly memoryMiB: number };
-  readonly replicas: number;
+  /** Liveness/readiness probe: an HTTP GET on loopback inside the workload, and the command that performs it in this image. */
+  readonly health: PlannedWorkload['health'] & { readonly command: readonly string[] };
+}
+
+/** A planned workload resolved against its image, its secrets, and its final files. */
+export function resolveWorkload(
+  w: PlannedWorkload,
+  image: ImageChoice,
+  secret: (ref: SecretRef) => pulumi.Output<string>,
+  files: pulumi.Input<WorkloadFiles> = w.files,
+): Workload {
+  const { args, ...rest } = w;
+  return {
+    ...rest,
+    image: image.ref,
+    command: [...image.binary, ...args],
+    files,
+    secretFiles: Object.fromEntries(Object.entries(w.secretFiles).map(([p, ref]) => [p, secret(ref)])),
+    health: { ...w.health, command: image.probe(`http://127.0.0.1:${w.health.port}${w.health.path}`) },
+  };
 }
 
 /**
@@ -75,7 +46,7 @@ export interface Workload {
  * secret files. Targets put it in a label or annotation; an unchanged workload keeps its hash,
  * so a policy change restarts exactly the workloads whose files changed.
  */
-export function contentHash(files: WorkloadFiles, secrets: Readonly<Record<string, string>> = {}): string {
+function contentHash(files: WorkloadFiles, secrets: Readonly<Record<string, string>> = {}): string {
   const h = createHash('sha256');
   for (const [kind, set] of [
     ['file', files],

@@ -98,6 +98,11 @@ export function stackFileConfig(stack: string): Record<string, unknown> {
   return (stackFileDocument(stack)['config'] as Record<string, unknown> | undefined) ?? {};
 }
 
+/** The stack file's config as the Pulumi program sees it (pulumi.runtime.allConfig: objects as JSON text), for parseStackConfig. */
+export function stackFileRawConfig(stack: string): Record<string, string> {
+  return Object.fromEntries(Object.entries(stackFileConfig(stack)).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
+}
+
 export function needsLocalImages(stack: string): boolean {
   const images = stackFileConfig(stack)['agentd:images'] as { mode?: string } | undefined;
   return images?.mode === 'local';

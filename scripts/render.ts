@@ -1,24 +1,24 @@
-// npm run render -- [--stack NAME] [--out DIR]: writes every generated file of a stack (Envoy
-// configs, SDS files, OPA config and bundle, and with monitoring on Prometheus, rules, Loki,
-// Alloy, Grafana and its dashboards) so they can be read and diffed, without deploying.
-// API keys exist only at deploy time: the bundle here holds placeholder key hashes (said in the
-// output's README), so its revision differs from the deployed one; secret files (Grafana's admin
-// password, tokens, credentials) are not written; everything else is exact.
+// npm run render -- [--stack NAME] [--out DIR]: writes the whole plan of a stack (plan.json:
+// every workload, its command line, ports, secret references, the network between workloads;
+// and every generated file: Envoy configs, SDS files, OPA config and bundle, and with monitoring
+// on Prometheus, rules, Loki, Alloy, Grafana and its dashboards) so it can be read and diffed,
+// without deploying. API keys exist only at deploy time: the bundle here holds placeholder key
+// hashes (said in the output's README), so its revision differs from the deployed one; secret
+// files (Grafana's admin password, tokens, credentials) are references in plan.json, never
+// values; everything else is exact.
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { checkAgainstSpec, parseStackConfig } from '../components/config.ts';
-import { platformRenderInput } from '../components/platform.ts';
-import { monitoringRenderInput } from '../components/monitoring.ts';
-import { renderMonitoringFiles } from '../components/render/overlay/index.ts';
-import { fileBytes, renderPlatform, type FileContent } from '../components/render/platform.ts';
-import { dockerAddress } from '../components/targets/docker.ts';
-import { kubernetesAddress } from '../components/targets/kubernetes.ts';
+import { planFiles, planPlatform, renderPlanBundle } from '../components/render/plan.ts';
+import { fileBytes, type FileContent } from '../components/render/platform.ts';
+import { dockerCapabilities, dockerPrefixOf } from '../components/targets/docker.ts';
+import { kubernetesCapabilities } from '../components/targets/kubernetes.ts';
 import { sha256Hex } from '../policy/bundle.ts';
 import { loadPolicySpec } from '../policy/spec.ts';
-import { ROOT, stackArg, stackFileConfig } from './pulumi-env.ts';
+import { ROOT, stackArg, stackFileRawConfig } from './pulumi-env.ts';
 
 const USAGE = `usage: npm run render -- [--stack NAME] [--out DIR]
-  Writes every generated file of a stack (default dev) to DIR (default build/rendered/NAME).`;
+  Writes the whole plan of a stack (default dev), plan.json and every generated file, to DIR (default build/rendered/NAME).`;
 const { stack, rest } = stackArg(process.argv.slice(2), USAGE);
 const outIdx = rest.indexOf('--out');
 const out = outIdx === -1 ? join(ROOT, 'build/rendered', stack) : (rest[outIdx + 1] ?? '');
@@ -28,7 +28,7 @@ if (!out || out.startsWith('-') || unknown.length > 0) {
   process.exit(2);
 }
 
-const raw = Object.fromEntries(Object.entries(stackFileConfig(stack)).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
+const raw = stackFileRawConfig(stack);
 const config = parseStackConfig(raw, stack);
 const spec = loadPolicySpec(join(ROOT, 'policy/data'), 'policy/data');
 checkAgainstSpec(config, Object.keys(spec.egressServices));
@@ -36,35 +36,19 @@ const configured = Object.values(spec.egressServices)
   .filter((s) => s.credential && `egress:${s.credential.secret}` in raw)
   .map((s) => s.id);
 const placeholderHashes = Object.fromEntries(spec.clients.map((c) => [c.id, sha256Hex(`placeholder-key-of-${c.id}`)]));
-const address = config.target === 'docker' ? dockerAddress : kubernetesAddress(config.kubernetes.namespace);
-const rendered = renderPlatform(spec, platformRenderInput(config, { address }, configured, placeholderHashes));
-const monitoring = config.monitoring.enabled
-  ? renderMonitoringFiles(
-      spec,
-      monitoringRenderInput({
-        kind: config.target,
-        address,
-        dockerPrefix: `agentd-${stack}`,
-        namespace: config.kubernetes.namespace,
-        adminPassword: 'not-rendered',
-      }),
-    )
-  : undefined;
-const workloads: Record<string, Readonly<Record<string, FileContent>>> = { gateway: rendered.gateway, egress: rendered.egress, opa: rendered.opa };
-for (const [name, w] of Object.entries(monitoring ?? {})) workloads[name] = w.files;
+const capabilities = config.target === 'docker' ? dockerCapabilities(dockerPrefixOf(stack)) : kubernetesCapabilities(config.kubernetes.namespace);
+const plan = planPlatform(spec, config, capabilities, configured);
+const bundle = renderPlanBundle(plan, spec, placeholderHashes);
+const files: Record<string, FileContent> = { ...planFiles(plan) };
+for (const [p, content] of Object.entries(bundle.files)) files[`${plan.bundle.workload}/${p}`] = content;
 
 rmSync(out, { recursive: true, force: true });
-let count = 0;
-for (const [workload, files] of Object.entries(workloads)) {
-  for (const [p, content] of Object.entries(files)) {
-    const file = join(out, workload, p);
-    mkdirSync(dirname(file), { recursive: true });
-    writeFileSync(file, fileBytes(content));
-    count++;
-  }
+for (const [p, content] of Object.entries(files)) {
+  mkdirSync(dirname(join(out, p)), { recursive: true });
+  writeFileSync(join(out, p), fileBytes(content));
 }
 writeFileSync(
   join(out, 'README.md'),
-  `Rendered from policy/data and stacks/Pulumi.${stack}.yaml (target ${config.target}).\n\nThe OPA bundle holds placeholder key hashes: API keys are generated at deploy time.\nCredentials configured for: ${configured.join(', ') || 'none'}; other services answer 503 credential_not_configured.\n`,
+  `Rendered from policy/data and stacks/Pulumi.${stack}.yaml (target ${config.target}).\n\nplan.json lists every workload (image role, arguments, environment, ports, files, secret files by reference) and the network between workloads; each workload's files are under its name.\nThe OPA bundle holds placeholder key hashes: API keys are generated at deploy time.\nCredentials configured for: ${configured.join(', ') || 'none'}; other services answer 503 credential_not_configured.\n`,
 );
-process.stdout.write(`wrote ${count} files to ${relative(process.cwd(), out) || '.'} (stack ${stack}, target ${config.target})\n`);
+process.stdout.write(`wrote ${Object.keys(files).length} files to ${relative(process.cwd(), out) || '.'} (stack ${stack}, target ${config.target})\n`);

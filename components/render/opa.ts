@@ -23,8 +23,8 @@ export const REGISTRY_LONG_POLLING_TIMEOUT_SECONDS = 10;
  * delay, so a restarted agentd is polled again within REGISTRY_MAX_DELAY_SECONDS) or when agentd
  * answers without long-polling support (then OPA polls every min..max seconds).
  */
-export const REGISTRY_MIN_DELAY_SECONDS = 1;
-export const REGISTRY_MAX_DELAY_SECONDS = 1;
+const REGISTRY_MIN_DELAY_SECONDS = 1;
+const REGISTRY_MAX_DELAY_SECONDS = 1;
 
 export interface OpaRegistryInput {
   /** agentd's base URL as OPA reaches it, e.g. http://agentd:8090 (no path). */

@@ -83,19 +83,22 @@ export function renderProxyFiles(
   };
 }
 
-/** OPA's files: the only ones that depend on the API keys (the bundle holds their hashes). */
-export function renderPolicyFiles(spec: PolicySpec, input: Pick<PlatformRenderInput, 'opa' | 'keyHashes'>): Pick<RenderedPlatform, 'opa' | 'policyRevision'> {
-  const bundle = buildBundle(spec, input.keyHashes);
+/** OPA's config and decision-log mask: they do not depend on the API keys. */
+export function renderOpaFiles(input: Pick<PlatformRenderInput, 'opa'>): WorkloadFiles {
   return {
-    opa: {
-      [OPA_CONFIG_FILE]: toYaml(renderOpaConfig(input.opa)),
-      [OPA_BUNDLE_FILE]: { base64: bundle.bytes.toString('base64') },
-      [OPA_MASK_FILE]: readFileSync(MASK_POLICY_FILE, 'utf8'),
-    },
-    policyRevision: bundle.revision,
+    [OPA_CONFIG_FILE]: toYaml(renderOpaConfig(input.opa)),
+    [OPA_MASK_FILE]: readFileSync(MASK_POLICY_FILE, 'utf8'),
   };
 }
 
+/** OPA's policy bundle: the only file that depends on the API keys (it holds their hashes). */
+export function renderBundleFile(spec: PolicySpec, keyHashes: KeyHashes): { readonly files: WorkloadFiles; readonly policyRevision: string } {
+  const bundle = buildBundle(spec, keyHashes);
+  return { files: { [OPA_BUNDLE_FILE]: { base64: bundle.bytes.toString('base64') } }, policyRevision: bundle.revision };
+}
+
+/** Every file of the four services at once (the test harness and the benchmarks; a deploy renders the bundle apart: PlatformPlan). */
 export function renderPlatform(spec: PolicySpec, input: PlatformRenderInput): RenderedPlatform {
-  return { ...renderProxyFiles(spec, input), ...renderPolicyFiles(spec, input) };
+  const bundle = renderBundleFile(spec, input.keyHashes);
+  return { ...renderProxyFiles(spec, input), opa: { ...renderOpaFiles(input), ...bundle.files }, policyRevision: bundle.policyRevision };
 }

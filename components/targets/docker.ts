@@ -11,8 +11,8 @@
 import * as docker from '@pulumi/docker';
 import * as pulumi from '@pulumi/pulumi';
 import { workloadHash, type Workload } from '../workload.ts';
-import type { DeployedWorkload, Target } from '../target.ts';
-import type { WorkloadFiles } from '../render/platform.ts';
+import type { DeployedWorkload, Placement, Target } from '../target.ts';
+import type { Connection, TargetCapabilities, WorkloadFiles } from '../render/types.ts';
 
 export interface DockerTargetArgs {
   /** Prefix of every Docker object's name (one stack, one prefix). */
@@ -24,14 +24,14 @@ export interface DockerTargetArgs {
 }
 
 /** Labels every object carries, so `docker ps --filter label=agentd.stack=<prefix>` finds them. */
-export const STACK_LABEL = 'agentd.stack';
-export const WORKLOAD_LABEL = 'agentd.workload';
+const STACK_LABEL = 'agentd.stack';
+const WORKLOAD_LABEL = 'agentd.workload';
 export const HASH_LABEL = 'agentd.content-hash';
 /** `workload` (the running container) or `files` (the never-started container that fills its volumes). */
-export const ROLE_LABEL = 'agentd.role';
+const ROLE_LABEL = 'agentd.role';
 
 /** The hardening every container gets (and the component tests check). */
-export const HARDENING = {
+const HARDENING = {
   readOnly: true,
   capabilities: { drops: ['ALL'] },
   securityOpts: ['no-new-privileges:true'],
@@ -39,7 +39,7 @@ export const HARDENING = {
 } as const;
 
 /** Upload entries for a set of files under a directory. */
-export function uploadsFor(dir: string, files: WorkloadFiles): docker.types.input.ContainerUpload[] {
+function uploadsFor(dir: string, files: WorkloadFiles): docker.types.input.ContainerUpload[] {
   return Object.keys(files)
     .sort()
     .map((p) => {
@@ -51,15 +51,32 @@ export function uploadsFor(dir: string, files: WorkloadFiles): docker.types.inpu
 }
 
 /** The internal network a workload and its callers share. */
-export const dockerNetworkTo = (prefix: string, workload: string) => `${prefix}-to-${workload}`;
+const dockerNetworkTo = (prefix: string, workload: string) => `${prefix}-to-${workload}`;
 
 /** How workloads reach each other on Docker: the workload name on its own internal network. */
 export function dockerAddress(workload: string, port: number) {
   return { host: workload, port };
 }
 
+/** The Docker engine's socket: the log shipper reads it (read-only) to find the stack's containers and their logs. */
+const DOCKER_SOCKET = '/var/run/docker.sock';
+
+/** The prefix of a stack's Docker objects. */
+export const dockerPrefixOf = (stack: string) => `agentd-${stack}`;
+
+/** What the plan needs to know about the Docker target with objects named after `prefix`. Pure. */
+export function dockerCapabilities(prefix: string): TargetCapabilities {
+  return {
+    address: dockerAddress,
+    // Only this stack's containers: several stacks may share an engine.
+    logDiscovery: { kind: 'docker', host: `unix://${DOCKER_SOCKET}`, serviceLabel: WORKLOAD_LABEL, stackLabel: { name: STACK_LABEL, value: prefix } },
+    publishesOperatorPorts: true,
+    mountsExternalSecrets: false,
+  };
+}
+
 export class DockerTarget extends pulumi.ComponentResource implements Target {
-  readonly kind = 'docker' as const;
+  readonly capabilities: TargetCapabilities;
   readonly edge: docker.Network;
   private readonly args: DockerTargetArgs;
   private readonly name: string;
@@ -69,6 +86,7 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
     super('agentd:targets:DockerTarget', name, {}, opts);
     this.args = args;
     this.name = name;
+    this.capabilities = dockerCapabilities(args.prefix);
     const labels = [{ label: STACK_LABEL, value: args.prefix }];
     this.edge = new docker.Network(`${name}-edge`, { name: `${args.prefix}-edge`, labels }, { parent: this });
     this.registerOutputs({ edgeNetwork: this.edge.name });
@@ -92,18 +110,18 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
     return n;
   }
 
-  address(workload: string, port: number) {
-    return dockerAddress(workload, port);
+  deploy(workloads: readonly Workload[], network: readonly Connection[], place: (workload: string) => Placement): Readonly<Record<string, DeployedWorkload>> {
+    return Object.fromEntries(
+      workloads.map((w) => {
+        const peers = [...new Set(network.filter((c) => c.from === w.name).map((c) => c.to))].sort();
+        return [w.name, this.deployWorkload(w, peers, place(w.name))];
+      }),
+    );
   }
 
-  /** Creates the volumes and the container of one workload, as children of `parent`. */
-  deploy(w: Workload, parent: pulumi.Resource, baseName: string, dependsOn: pulumi.Resource[] = []): DeployedWorkload {
+  /** The volumes and the container of one workload, on its own network and those of the `peers` it calls. */
+  private deployWorkload(w: Workload, peers: readonly string[], { parent, baseName }: Placement): DeployedWorkload {
     const { prefix } = this.args;
-    if (w.mountedSecrets && w.mountedSecrets.length > 0) {
-      throw new Error(
-        `${w.name}: the Docker target cannot mount existing Secrets (${w.mountedSecrets.map((m) => m.secretName).join(', ')}); give the files as secret stack config`,
-      );
-    }
     const name = `${prefix}-${w.name}`;
     const labels = [
       { label: STACK_LABEL, value: prefix },
@@ -143,7 +161,7 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
         uploads,
         labels: [...labels, { label: HASH_LABEL, value: hash }, { label: ROLE_LABEL, value: 'files' }],
       },
-      { parent, dependsOn, deleteBeforeReplace: true },
+      { parent, deleteBeforeReplace: true },
     );
 
     const edge = w.internet || w.publish !== undefined;
@@ -157,19 +175,20 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
         envs: Object.entries(w.env).map(([k, v]) => pulumi.interpolate`${k}=${v}`),
         networksAdvanced: [
           { name: this.networkTo(w.name).name, aliases: [w.name] },
-          ...[...new Set(w.talksTo.map((p) => p.workload))].sort().map((peer) => ({ name: this.networkTo(peer).name })),
+          ...peers.map((peer) => ({ name: this.networkTo(peer).name })),
           ...(edge ? [{ name: this.edge.name, aliases: [w.name] }] : []),
           ...(w.internet ? this.args.extraEdgeNetworks.map((n) => ({ name: n })) : []),
         ],
         mounts: [
           ...fileMounts(true),
           ...(data && w.dataVolume ? [{ type: 'volume', source: data.name, target: w.dataVolume.mountPath }] : []),
-          ...(w.hostMounts ?? []).map((m) => ({ type: 'bind', source: m.hostPath, target: m.mountPath, readOnly: true })),
+          ...(w.readsWorkloadLogs ? [{ type: 'bind', source: DOCKER_SOCKET, target: DOCKER_SOCKET, readOnly: true }] : []),
         ],
         tmpfs: { '/tmp': 'rw,noexec,nosuid,size=64m' },
         ports: w.publish ? [{ internal: w.publish.port, external: w.publish.hostPort, ip: this.args.bindAddress, protocol: 'tcp' }] : [],
         healthcheck: { tests: ['CMD', ...w.health.command], interval: '5s', timeout: '3s', retries: 3, startPeriod: '10s' },
-        user: w.root ? '0:0' : `${w.user}:${w.user}`,
+        // The engine's socket is root's: the log shipper reads it as root (read-only, no capabilities).
+        user: w.readsWorkloadLogs ? '0:0' : `${w.user}:${w.user}`,
         ...HARDENING,
         capabilities: { drops: [...HARDENING.capabilities.drops] },
         securityOpts: [...HARDENING.securityOpts],
@@ -183,7 +202,7 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
         logDriver: 'json-file',
         logOpts: { 'max-size': '10m', 'max-file': '3' },
       },
-      { parent, dependsOn: [...dependsOn, seed], deleteBeforeReplace: true },
+      { parent, dependsOn: [seed], deleteBeforeReplace: true },
     );
     const host = this.args.bindAddress === '0.0.0.0' ? '127.0.0.1' : this.args.bindAddress;
     return { resource: container, hash, ...(w.publish ? { endpoint: pulumi.output(`${host}:${w.publish.hostPort}`) } : {}) };

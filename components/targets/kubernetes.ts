@@ -7,8 +7,8 @@
 import * as k8s from '@pulumi/kubernetes';
 import * as pulumi from '@pulumi/pulumi';
 import type { Exposure } from '../config.ts';
-import type { FileContent, WorkloadFiles } from '../render/platform.ts';
-import type { DeployedWorkload, Target } from '../target.ts';
+import type { Connection, FileContent, TargetCapabilities, WorkloadFiles } from '../render/types.ts';
+import type { DeployedWorkload, Placement, Target } from '../target.ts';
 import { workloadHash, type Workload } from '../workload.ts';
 
 export interface KubernetesTargetArgs {
@@ -27,8 +27,8 @@ export interface KubernetesTargetArgs {
 }
 
 export const HASH_ANNOTATION = 'agentd.dev/content-hash';
-export const NAME_LABEL = 'app.kubernetes.io/name';
-export const PART_OF_LABEL = 'app.kubernetes.io/part-of';
+const NAME_LABEL = 'app.kubernetes.io/name';
+const PART_OF_LABEL = 'app.kubernetes.io/part-of';
 
 /**
  * Provider options the target relies on. ConfigMaps and Secrets are updated in place (the
@@ -48,12 +48,12 @@ export function kubernetesProviderArgs(renderYamlTo?: string): k8s.ProviderArgs 
 export const NON_INTERNET_CIDRS = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '169.254.0.0/16', '100.64.0.0/10'];
 
 /** ConfigMap and Secret keys cannot hold "/": a key per file, mapped back to its path by `items`. */
-export function fileKey(path: string): string {
+function fileKey(path: string): string {
   return path.replace(/\//g, '__');
 }
 
 /** ConfigMap data and binaryData for a set of files. */
-export function configMapData(files: WorkloadFiles): { data: Record<string, string>; binaryData: Record<string, string> } {
+function configMapData(files: WorkloadFiles): { data: Record<string, string>; binaryData: Record<string, string> } {
   const data: Record<string, string> = {};
   const binaryData: Record<string, string> = {};
   for (const p of Object.keys(files).sort()) {
@@ -81,25 +81,39 @@ export function publishedEndpoint(
 }
 
 /** The Service that takes a published workload's traffic from outside the cluster (NodePort, LoadBalancer). */
-export const publicServiceName = (workload: string) => `${workload}-public`;
+const publicServiceName = (workload: string) => `${workload}-public`;
 
 export const kubernetesAddress = (namespace: string) => (workload: string, port: number) => ({
   host: `${workload}.${namespace}.svc.cluster.local`,
   port,
 });
 
+/** What the plan needs to know about the Kubernetes target in `namespace`. Pure. */
+export function kubernetesCapabilities(namespace: string): TargetCapabilities {
+  return {
+    address: kubernetesAddress(namespace),
+    logDiscovery: { kind: 'kubernetes', namespace, serviceLabel: NAME_LABEL },
+    // Only the gateway takes traffic from outside: operators reach Grafana with kubectl port-forward.
+    publishesOperatorPorts: false,
+    mountsExternalSecrets: true,
+  };
+}
+
+/** What the log shipper may read: the namespace's pods and their logs. */
+const LOG_READER_RULES = [{ apiGroups: [''], resources: ['pods', 'pods/log', 'namespaces'], verbs: ['get', 'list', 'watch'] }];
+
 export class KubernetesTarget extends pulumi.ComponentResource implements Target {
-  readonly kind = 'kubernetes' as const;
+  readonly capabilities: TargetCapabilities;
   readonly namespace: k8s.core.v1.Namespace;
   private readonly args: KubernetesTargetArgs;
   private readonly opts: pulumi.CustomResourceOptions;
-  private readonly workloads: Workload[] = [];
   private readonly name: string;
 
   constructor(name: string, args: KubernetesTargetArgs, opts?: pulumi.ComponentResourceOptions) {
     super('agentd:targets:KubernetesTarget', name, {}, opts);
     this.args = args;
     this.name = name;
+    this.capabilities = kubernetesCapabilities(args.namespace);
     this.opts = { provider: args.provider };
     this.namespace = new k8s.core.v1.Namespace(
       `${name}-namespace`,
@@ -124,19 +138,21 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
     this.registerOutputs({ namespace: this.namespace.metadata.name });
   }
 
-  address(workload: string, port: number) {
-    return kubernetesAddress(this.args.namespace)(workload, port);
-  }
-
   private annotations(extra: Record<string, pulumi.Input<string>> = {}): Record<string, pulumi.Input<string>> {
     return { ...(this.args.skipAwait ? { 'pulumi.com/skipAwait': 'true' } : {}), ...extra };
   }
 
-  deploy(w: Workload, parent: pulumi.Resource, baseName: string, dependsOn: pulumi.Resource[] = []): DeployedWorkload {
-    this.workloads.push(w);
+  deploy(workloads: readonly Workload[], network: readonly Connection[], place: (workload: string) => Placement): Readonly<Record<string, DeployedWorkload>> {
+    const deployed = Object.fromEntries(workloads.map((w) => [w.name, this.deployWorkload(w, place(w.name))]));
+    this.networkPolicies(workloads, network);
+    return deployed;
+  }
+
+  /** The ConfigMap, Secret, volume claim, account, Deployment, Services and disruption budget of one workload. */
+  private deployWorkload(w: Workload, { parent, baseName }: Placement): DeployedWorkload {
     const ns = this.args.namespace;
     const labels = { [NAME_LABEL]: w.name, [PART_OF_LABEL]: 'agentd' };
-    const after = [this.namespace, ...dependsOn];
+    const after = [this.namespace];
     const child = { parent, dependsOn: after, ...this.opts };
     const hash = workloadHash(w);
 
@@ -185,13 +201,13 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
       : undefined;
     if (claim) mounted.push(claim);
 
-    if (w.apiAccess) {
+    if (w.readsWorkloadLogs) {
       new k8s.core.v1.ServiceAccount(`${baseName}-account`, { metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() } }, child);
       const role = new k8s.rbac.v1.Role(
         `${baseName}-role`,
         {
           metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
-          rules: w.apiAccess.map((r) => ({ apiGroups: [...r.apiGroups], resources: [...r.resources], verbs: [...r.verbs] })),
+          rules: LOG_READER_RULES,
         },
         child,
       );
@@ -218,8 +234,8 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
           template: {
             metadata: { labels, annotations: { [HASH_ANNOTATION]: hash } },
             spec: {
-              automountServiceAccountToken: w.apiAccess !== undefined,
-              ...(w.apiAccess ? { serviceAccountName: w.name } : {}),
+              automountServiceAccountToken: w.readsWorkloadLogs === true,
+              ...(w.readsWorkloadLogs ? { serviceAccountName: w.name } : {}),
               enableServiceLinks: false,
               securityContext: { runAsNonRoot: true, runAsUser: w.user, runAsGroup: w.user, fsGroup: w.user, seccompProfile: { type: 'RuntimeDefault' } },
               containers: [
@@ -240,7 +256,7 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
                   volumeMounts: [
                     { name: 'config', mountPath: w.configDir, readOnly: true },
                     ...(secretNames.length > 0 ? [{ name: 'secrets', mountPath: w.secretDir, readOnly: true }] : []),
-                    ...(w.mountedSecrets ?? []).map((m, i) => ({ name: `mounted-secret-${i}`, mountPath: m.mountPath, readOnly: true })),
+                    ...(w.externalSecrets ?? []).map((m, i) => ({ name: `mounted-secret-${i}`, mountPath: m.mountPath, readOnly: true })),
                     ...(w.dataVolume ? [{ name: 'data', mountPath: w.dataVolume.mountPath }] : []),
                     { name: 'tmp', mountPath: '/tmp' },
                   ],
@@ -249,7 +265,7 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
               volumes: [
                 { name: 'config', configMap: { name: `${w.name}-config`, items: configItems } },
                 ...(secretNames.length > 0 ? [{ name: 'secrets', secret: { secretName, items: secretNames.map((n) => ({ key: fileKey(n), path: n })) } }] : []),
-                ...(w.mountedSecrets ?? []).map((m, i) => ({ name: `mounted-secret-${i}`, secret: { secretName: m.secretName } })),
+                ...(w.externalSecrets ?? []).map((m, i) => ({ name: `mounted-secret-${i}`, secret: { secretName: m.secretName } })),
                 ...(claim ? [{ name: 'data', persistentVolumeClaim: { claimName: `${w.name}-data` } }] : []),
                 { name: 'tmp', emptyDir: { medium: 'Memory', sizeLimit: '64Mi' } },
               ],
@@ -314,16 +330,19 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
   }
 
   /**
-   * The NetworkPolicies, once every workload is known: ingress to a workload only from the
-   * workloads that talk to it (and from anywhere to the published port), egress only to the
-   * workloads it talks to, DNS, and for `internet` workloads, public addresses.
+   * The NetworkPolicies: ingress to a workload only from the workloads that connect to it, on
+   * the ports they connect to (and from anywhere to the published port), egress only to the
+   * workloads it connects to, DNS, and for `internet` workloads, public addresses.
    */
-  connect(): void {
+  private networkPolicies(workloads: readonly Workload[], network: readonly Connection[]): void {
     const ns = this.args.namespace;
-    for (const w of this.workloads) {
-      // One ingress rule per caller, opening exactly the ports that caller talks to.
-      const callers = this.workloads
-        .map((c) => ({ caller: c.name, ports: [...new Set(c.talksTo.filter((p) => p.workload === w.name).map((p) => p.port))].sort((a, b) => a - b) }))
+    for (const w of workloads) {
+      // One ingress rule per caller, opening exactly the ports that caller connects to.
+      const callers = workloads
+        .map((c) => ({
+          caller: c.name,
+          ports: [...new Set(network.filter((n) => n.from === c.name && n.to === w.name).map((n) => n.port))].sort((a, b) => a - b),
+        }))
         .filter((c) => c.ports.length > 0);
       const ingress = [
         ...callers.map((c) => ({
@@ -333,10 +352,12 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
         ...(w.publish ? [{ ports: [{ port: w.publish.port, protocol: 'TCP' }] }] : []),
       ];
       const egress = [
-        ...w.talksTo.map((t) => ({
-          to: [{ podSelector: { matchLabels: { [NAME_LABEL]: t.workload } } }],
-          ports: [{ port: t.port, protocol: 'TCP' }],
-        })),
+        ...network
+          .filter((c) => c.from === w.name)
+          .map((c) => ({
+            to: [{ podSelector: { matchLabels: { [NAME_LABEL]: c.to } } }],
+            ports: [{ port: c.port, protocol: 'TCP' }],
+          })),
         {
           to: [{ namespaceSelector: {}, podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } } }],
           ports: [

@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseStackConfig } from '../../components/config.ts';
-import { platformRenderInput } from '../../components/platform.ts';
+import { platformRenderInput } from '../../components/render/workloads.ts';
 import { ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES, fileBytes, jwksDocument, renderPlatform, type PlatformRenderInput } from '../../components/render/platform.ts';
 import { dockerAddress } from '../../components/targets/docker.ts';
 import { kubernetesAddress } from '../../components/targets/kubernetes.ts';
@@ -72,7 +72,7 @@ describe('envoy --mode validate on every generated config', () => {
   it.each(variants)('%s', (_name, address, raw, creds) => {
     const dir = mkdtempSync(join(tmpdir(), 'agentd-validate-'));
     const config = parseStackConfig({ 'agentd:target': 'docker', ...raw });
-    const input = materialise(platformRenderInput(config, { address }, creds, hashes), dir);
+    const input = materialise(platformRenderInput(config, address, creds, hashes), dir);
     const rendered = renderPlatform(spec, input);
     let sdsFiles = 0;
     for (const proxy of ['gateway', 'egress'] as const) {

@@ -38,7 +38,7 @@ export const JWT_AUTHN_NS = 'envoy.filters.http.jwt_authn';
  * The gateway also removes every header under IDENTITY_HEADER_PREFIXES (identityPrefixes); the
  * egress proxy cannot, since agentd's sandbox token travels in x-agentd-sandbox-token.
  */
-export const IDENTITY_HEADERS = [
+const IDENTITY_HEADERS = [
   'x-agentd-client-id',
   'x-agentd-client-role',
   'x-agentd-tier',
@@ -153,7 +153,7 @@ export function cluster(name: string, at: Endpoint, opts: { http2?: boolean; con
   };
 }
 
-export const ADMIN_CLUSTER = 'envoy_admin';
+const ADMIN_CLUSTER = 'envoy_admin';
 
 export function adminCluster(adminPort: number): Cluster {
   return cluster(ADMIN_CLUSTER, { host: '127.0.0.1', port: adminPort });
@@ -247,8 +247,6 @@ export function localReplyConfig(extra: readonly object[] = []): object {
 export function jsonDirectResponse(status: number, code: string, message: string) {
   return { status, body: { inline_string: JSON.stringify({ error: { code, message } }) } };
 }
-
-export const JSON_CONTENT_TYPE = [{ header: { key: 'content-type', value: 'application/json' }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' as const }];
 
 /** HCM settings both proxies share: path normalisation, timeouts, header limits, header stripping. */
 export function connectionManager(opts: {

@@ -80,25 +80,25 @@ export const EGRESS_EXT_AUTHZ_STAT_PREFIX = 'egress_authz';
  * verified claims, the service from the route); content-type is harmless and keeps the list
  * non-empty (an empty list would mean every header).
  */
-export const EGRESS_AUTHZ_HEADERS = ['content-type'] as const;
+const EGRESS_AUTHZ_HEADERS = ['content-type'] as const;
 /** jwt_authn provider and the metadata key its verified claims land under (OPA reads it). */
-export const JWT_PROVIDER = 'sandbox';
+const JWT_PROVIDER = 'sandbox';
 
 export const serviceCluster = (id: string) => `service_${id}`;
-export const credentialSecretName = (id: string) => `credential_${id}`;
+const credentialSecretName = (id: string) => `credential_${id}`;
 /** File names: the SDS resource (plain, in sdsDir) and the credential value (secret, in credentialDir). */
 export const credentialSdsFile = (id: string) => `${id}.sds.json`;
 export const credentialValueFile = (id: string) => `${id}.credential`;
 
 /** A service is routed only when it needs no credential or its credential is configured. */
-export const routable = (s: EgressService, input: EgressRenderInput): boolean => s.credential === null || input.configuredCredentials.includes(s.id);
+const routable = (s: EgressService, input: EgressRenderInput): boolean => s.credential === null || input.configuredCredentials.includes(s.id);
 
-export function upstreamOf(service: EgressService, input: EgressRenderInput): Upstream {
+function upstreamOf(service: EgressService, input: EgressRenderInput): Upstream {
   return input.upstreams?.[service.id] ?? service.baseUrl;
 }
 
 /** Per service: one token bucket per sandbox, sized by the sandbox's tier (from OPA's answer). */
-export function egressRateLimit(spec: PolicySpec, serviceId: string): TypedConfig {
+function egressRateLimit(spec: PolicySpec, serviceId: string): TypedConfig {
   const descriptors = Object.values(spec.sandboxTiers)
     .filter((t) => t.services.includes(serviceId) && t.requestsPerMinute > 0)
     .map((t) => ({
@@ -126,7 +126,7 @@ const jwtDisabled = (): TypedConfig => typed(TYPE.jwtPerRoute, { disabled: true 
  * Headers a sandbox might send that must never reach an external API: credentials of its own,
  * and anything that says where the request came from inside the platform (forwarding headers).
  */
-export const STRIPPED_BEFORE_UPSTREAM = [
+const STRIPPED_BEFORE_UPSTREAM = [
   SANDBOX_TOKEN_HEADER,
   'authorization',
   'proxy-authorization',
@@ -141,7 +141,7 @@ export const STRIPPED_BEFORE_UPSTREAM = [
   'x-envoy-external-address',
 ];
 
-export function renderEgressRoutes(spec: PolicySpec, input: EgressRenderInput): RouteConfiguration {
+function renderEgressRoutes(spec: PolicySpec, input: EgressRenderInput): RouteConfiguration {
   const vhosts: VirtualHost[] = Object.values(spec.egressServices).map((s) => {
     const missingCredential = !routable(s, input);
     const up = upstreamOf(s, input);
@@ -194,7 +194,7 @@ export function renderEgressRoutes(spec: PolicySpec, input: EgressRenderInput): 
 
 const hostHeader = (u: Upstream) => ((u.scheme === 'https' && u.port === 443) || (u.scheme === 'http' && u.port === 80) ? u.host : `${u.host}:${u.port}`);
 
-export function serviceClusterConfig(s: EgressService, input: EgressRenderInput): Cluster {
+function serviceClusterConfig(s: EgressService, input: EgressRenderInput): Cluster {
   const up = upstreamOf(s, input);
   const base = cluster(serviceCluster(s.id), { host: up.host, port: up.port }, { connectTimeout: 5 });
   const upstreamFilters = [

@@ -80,7 +80,7 @@ export const GATEWAY_STAT_PREFIX = 'gateway';
 export const GATEWAY_RATE_LIMIT_STAT_PREFIX = 'gateway_rate_limit';
 export const GATEWAY_EXT_AUTHZ_STAT_PREFIX = 'gateway_authz';
 /** The request headers the gateway policy reads (policy/rego/agentd/gateway.rego): the key's two places. */
-export const GATEWAY_AUTHZ_HEADERS = ['x-api-key', 'authorization'] as const;
+const GATEWAY_AUTHZ_HEADERS = ['x-api-key', 'authorization'] as const;
 
 /** The descriptor windows: each tier limits per minute and per hour. */
 const WINDOWS = [
@@ -89,7 +89,7 @@ const WINDOWS = [
 ] as const;
 
 /** One descriptor per tier and window: a token bucket per distinct client id (empty value = per value). */
-export function gatewayRateLimit(spec: PolicySpec): TypedConfig {
+function gatewayRateLimit(spec: PolicySpec): TypedConfig {
   const descriptors = Object.entries(spec.rateLimitTiers).flatMap(([tier, t]) =>
     WINDOWS.flatMap((w) => {
       const limit = w.limit(t);
@@ -128,7 +128,7 @@ const noRateLimit = (): TypedConfig =>
     filter_enabled: percent(0, 'gateway.rate_limit.health_enabled'),
   });
 
-export function renderGatewayRoutes(spec: PolicySpec, input: GatewayRenderInput): RouteConfiguration {
+function renderGatewayRoutes(spec: PolicySpec, input: GatewayRenderInput): RouteConfiguration {
   const open = { 'envoy.filters.http.ext_authz': extAuthzDisabled(), 'envoy.filters.http.local_ratelimit': noRateLimit() };
   const timeout = seconds(input.upstreamTimeoutSeconds);
   const routes: Route[] = [
@@ -238,7 +238,7 @@ export function renderGatewayConfig(spec: PolicySpec, input: GatewayRenderInput)
  * starts, and a body that arrived while OPA decided reaches it in one piece, uncounted. While
  * a body is buffered Envoy holds at most the connection's buffer limit (1 MiB; 413 above it).
  */
-export function bodyLimitFilter(maxBytes: number): TypedExtension {
+function bodyLimitFilter(maxBytes: number): TypedExtension {
   const body = JSON.stringify({ error: { code: 'payload_too_large', message: `the request body is larger than this gateway accepts (${maxBytes} bytes)` } });
   const script = [
     'function envoy_on_request(handle)',

@@ -48,12 +48,6 @@ export interface SocketAddress {
 
 export type Duration = `${number}s`;
 
-export interface TokenBucket {
-  readonly max_tokens: number;
-  readonly tokens_per_fill: number;
-  readonly fill_interval: Duration;
-}
-
 export interface HeaderValueOption {
   readonly header: { readonly key: string; readonly value: string };
   readonly append_action?: 'APPEND_IF_EXISTS_OR_ADD' | 'ADD_IF_ABSENT' | 'OVERWRITE_IF_EXISTS_OR_ADD';

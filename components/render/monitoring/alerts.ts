@@ -54,7 +54,7 @@ export interface RuleFile {
   readonly groups: readonly RuleGroup[];
 }
 
-export const ALERT_GROUP = 'agentd-platform';
+const ALERT_GROUP = 'agentd-platform';
 
 const pct = (x: number) => `${Math.round(x * 1000) / 10}%`;
 

@@ -61,7 +61,7 @@ export const ALLOY_CONFIG_FILE = 'config.alloy';
 export const ALLOY_HTTP_PORT = 12345;
 
 /** The Prometheus discovery label of a Docker container label or a pod label (invalid characters become `_`). */
-export const metaLabel = (kind: LogDiscovery['kind'], label: string): string =>
+const metaLabel = (kind: LogDiscovery['kind'], label: string): string =>
   `${kind === 'docker' ? '__meta_docker_container_label_' : '__meta_kubernetes_pod_label_'}${label.replace(/[^a-zA-Z0-9_]/g, '_')}`;
 
 const anchoredOneOf = (values: readonly string[]) => values.map((v) => v.replace(/[\\^$.|?*+()[\]{}]/g, '\\$&')).join('|');

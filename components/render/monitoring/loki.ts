@@ -5,7 +5,7 @@
 
 export const LOKI_CONFIG_FILE = 'config.yaml';
 export const LOKI_HTTP_PORT = 3100;
-export const LOKI_GRPC_PORT = 9095;
+const LOKI_GRPC_PORT = 9095;
 
 export interface LokiRenderInput {
   /** Data directory inside the workload (a volume): chunks, index, compactor state. */

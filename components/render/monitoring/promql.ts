@@ -56,7 +56,6 @@ export function regexOneOf(values: readonly string[]): string {
 }
 
 export const eq = (label: string, value: string): Matcher => ({ label, op: '=', value });
-export const ne = (label: string, value: string): Matcher => ({ label, op: '!=', value });
 export const re = (label: string, regex: string): Matcher => ({ label, op: '=~', value: regex });
 /** Matches one of the literal values. */
 export const oneOf = (label: string, values: readonly string[]): Matcher => re(label, regexOneOf(values));
@@ -75,9 +74,6 @@ function checkWindow(w: Window): Window {
 
 /** `rate(selector[window])`: per-second increase of a counter. */
 export const rate = (sel: string, w: Window): string => `rate(${sel}[${checkWindow(w)}])`;
-
-/** `increase(selector[window])`. */
-export const increase = (sel: string, w: Window): string => `increase(${sel}[${checkWindow(w)}])`;
 
 const grouping = (kind: 'by' | 'without', labels: readonly string[]) => `${kind} (${labels.map(checkLabel).join(', ')})`;
 

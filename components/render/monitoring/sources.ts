@@ -13,7 +13,7 @@ import type { RouteConfiguration } from '../envoy/model.ts';
 import { OPA_BUNDLE_NAME } from '../opa.ts';
 import { regexLiteral } from './promql.ts';
 
-export { METRICS, METRICS_PATH, OPA_BUNDLE_NAME, OPA_CLUSTER };
+export { METRICS, OPA_BUNDLE_NAME, OPA_CLUSTER };
 
 /**
  * The path Prometheus scrapes on an Envoy stats listener, read from the listener's own route
@@ -143,4 +143,3 @@ export const GRAFANA_DATASOURCES = {
   prometheus: { type: 'prometheus', uid: 'prometheus' },
   loki: { type: 'loki', uid: 'loki' },
 } as const;
-export type GrafanaDatasource = (typeof GRAFANA_DATASOURCES)[keyof typeof GRAFANA_DATASOURCES];

@@ -2,11 +2,13 @@
 // policy spec and the addresses a target gives, plus each workload's command line and
 // environment. It composes the monitoring plan (components/render/monitoring: sources, queries,
 // Prometheus, rules, Loki, Alloy) with Grafana (grafana/: the workload and the dashboards, a
-// leaf renderer of the plan), so that neither of those two imports the other's caller. The Pulumi Monitoring component only places what this returns: plain files as
-// config (ConfigMap, bind mount), secret files as secrets.
+// leaf renderer of the plan), so that neither of those two imports the other's caller.
+// planMonitoring turns the result into the four planned workloads that planPlatform adds to the
+// platform's; the Platform component only resolves their images and secrets.
 
 import type { PolicySpec } from '../../../policy/spec.ts';
-import type { Endpoint } from '../envoy/common.ts';
+import { PORTS, RUN_AS_USER, WORKLOADS } from '../../layout.ts';
+import type { Connection, Endpoint, ImageRole, PlannedWorkload, SecretRef, TargetCapabilities } from '../types.ts';
 import { toYaml } from '../yaml.ts';
 import { ALLOY_CONFIG_FILE, ALLOY_HTTP_PORT, LOG_SERVICES, alloyArgs, renderAlloyFile, type LogDiscovery } from '../monitoring/alloy.ts';
 import { renderAlertRules } from '../monitoring/alerts.ts';
@@ -22,7 +24,7 @@ import { LOKI_CONFIG_FILE, LOKI_HTTP_PORT, lokiArgs, renderLokiConfig, type Loki
 import { PROMETHEUS_CONFIG_FILE, PROMETHEUS_RULES_FILE, prometheusArgs, renderPrometheusConfig, type PrometheusRenderInput } from '../monitoring/prometheus.ts';
 
 /** Directories inside the monitoring workloads (the upstream images' defaults). */
-export const MONITORING_DIRS = {
+const MONITORING_DIRS = {
   prometheus: { config: '/etc/prometheus', data: '/prometheus' },
   loki: { config: '/etc/loki', data: '/loki' },
   alloy: { config: '/etc/alloy', data: '/var/lib/alloy/data' },
@@ -144,7 +146,83 @@ export function renderMonitoringFiles<S = string>(spec: PolicySpec, input: Monit
   };
 }
 
-export { ALERT_NAMES, ALERT_THRESHOLDS, renderAlertRules } from '../monitoring/alerts.ts';
-export { LOG_LABELS, LOG_LEVELS, LOG_SERVICES, renderAlloyConfig, renderAlloyFile } from '../monitoring/alloy.ts';
-export { renderLokiConfig } from '../monitoring/loki.ts';
-export { JOBS, renderPrometheusConfig } from '../monitoring/prometheus.ts';
+/** The ports the monitoring workloads listen on, inside the platform. */
+export const MONITORING_PORTS = { prometheus: 9090, grafana: GRAFANA_DEFAULTS.httpPort, loki: LOKI_HTTP_PORT, alloy: ALLOY_HTTP_PORT } as const;
+
+/** The monitoring workloads, each also its image role. */
+export const MONITORING_WORKLOADS = ['prometheus', 'loki', 'alloy', 'grafana'] as const satisfies readonly ImageRole[];
+
+/**
+ * What the overlay is rendered from, for a target: where each workload is reached, how Alloy
+ * finds the platform's logs, and Grafana's admin password (`S`: a string in tests, a SecretRef
+ * in the plan). Pure.
+ */
+function monitoringRenderInput<S>(capabilities: Pick<TargetCapabilities, 'address' | 'logDiscovery'>, adminPassword: S): MonitoringRenderInput<S> {
+  const at = capabilities.address;
+  return {
+    endpoints: { prometheus: at('prometheus', MONITORING_PORTS.prometheus), loki: at('loki', MONITORING_PORTS.loki) },
+    prometheus: {
+      targets: {
+        gateway: at(WORKLOADS.gateway, PORTS.envoyStats),
+        egress: at(WORKLOADS.egress, PORTS.envoyStats),
+        opa: at(WORKLOADS.opa, PORTS.opaDiagnostic),
+        agentd: at(WORKLOADS.agentd, PORTS.agentdMetrics),
+      },
+      retentionDays: 15,
+    },
+    loki: { retentionDays: 7 },
+    alloy: { discovery: capabilities.logDiscovery },
+    grafana: { adminPassword },
+  };
+}
+
+/**
+ * Who the monitoring workloads talk to: Prometheus reaches each workload's metrics port and
+ * never an API, Alloy pushes to Loki, Grafana queries Prometheus and Loki.
+ */
+export const MONITORING_CONNECTIONS: readonly Connection[] = [
+  { from: 'prometheus', to: WORKLOADS.gateway, port: PORTS.envoyStats },
+  { from: 'prometheus', to: WORKLOADS.egress, port: PORTS.envoyStats },
+  { from: 'prometheus', to: WORKLOADS.opa, port: PORTS.opaDiagnostic },
+  { from: 'prometheus', to: WORKLOADS.agentd, port: PORTS.agentdMetrics },
+  { from: 'alloy', to: 'loki', port: MONITORING_PORTS.loki },
+  { from: 'grafana', to: 'prometheus', port: MONITORING_PORTS.prometheus },
+  { from: 'grafana', to: 'loki', port: MONITORING_PORTS.loki },
+];
+
+/**
+ * The four monitoring workloads of the plan. Grafana and Prometheus are published (on the
+ * given host ports) only where the target publishes operator UIs; elsewhere operators reach
+ * them with `kubectl port-forward`.
+ */
+export function planMonitoring(
+  spec: PolicySpec,
+  capabilities: TargetCapabilities,
+  hostPorts: { readonly grafana: number; readonly prometheus: number },
+): PlannedWorkload[] {
+  const rendered = renderMonitoringFiles<SecretRef>(spec, monitoringRenderInput(capabilities, { generated: 'grafana-admin-password' }));
+  const publish = (name: 'grafana' | 'prometheus') =>
+    capabilities.publishesOperatorPorts ? { publish: { port: MONITORING_PORTS[name], hostPort: hostPorts[name] } } : {};
+  return MONITORING_WORKLOADS.map((name) => {
+    const m: MonitoringWorkload<SecretRef> = rendered[name];
+    return {
+      name,
+      image: name,
+      args: m.args,
+      env: m.env,
+      configDir: m.configDir,
+      files: m.files,
+      secretDir: m.secretDir,
+      secretFiles: m.secretFiles,
+      ports: [{ name: 'http', port: m.health.port, protocol: 'http' }],
+      health: m.health,
+      dataVolume: { mountPath: m.dataDir },
+      internet: false,
+      ...(name === 'alloy' ? { readsWorkloadLogs: true } : {}),
+      ...(name === 'grafana' || name === 'prometheus' ? publish(name) : {}),
+      user: RUN_AS_USER,
+      resources: { cpuMillis: 500, memoryMiB: 512 },
+      replicas: 1,
+    };
+  });
+}

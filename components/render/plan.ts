@@ -1,0 +1,120 @@
+// The platform plan: every workload of a stack with its files, the network graph and the one
+// file left for deploy time, from the policy spec, the stack config and what the target can do.
+// Pure (no Pulumi): the Platform component resolves images and secret references and hands the
+// whole plan to the target in one call; `npm run render` writes it; the goldens under
+// test/golden/plans hold it for every shipped stack.
+
+import type { KeyHashes } from '../../policy/bundle.ts';
+import type { PolicySpec } from '../../policy/spec.ts';
+import type { StackConfig } from '../config.ts';
+import { PORTS, WORKLOADS } from '../layout.ts';
+import { OPA_BUNDLE_FILE } from './opa.ts';
+import { MONITORING_CONNECTIONS, planMonitoring } from './overlay/index.ts';
+import { renderBundleFile, renderOpaFiles, renderProxyFiles } from './platform.ts';
+import type { Connection, PlannedWorkload, SecretRef, TargetCapabilities, WorkloadFiles } from './types.ts';
+import { agentdWorkload, egressWorkload, gatewayWorkload, platformRenderInput, policyEngineWorkload } from './workloads.ts';
+
+export interface PlatformPlan {
+  /** Every workload, the monitoring overlay's included when the stack enables it. */
+  readonly workloads: readonly PlannedWorkload[];
+  /** Every allowed connection between workloads; nothing else may connect (targets enforce it). */
+  readonly network: readonly Connection[];
+  /**
+   * OPA's policy bundle, the one file that depends on the API keys generated at deploy time (it
+   * holds their hashes): renderPlanBundle renders it into `workload`'s files at `file`. Keeping
+   * it apart means a new client changes OPA's files in `pulumi preview`, and nothing else.
+   */
+  readonly bundle: { readonly workload: string; readonly file: string };
+}
+
+/**
+ * Who the four services talk to: the gateway calls agentd's API (HTTP and gRPC) and OPA; the
+ * egress proxy calls OPA; OPA long-polls agentd's sandbox registry (revocation); agentd reaches
+ * the internet only through the egress proxy.
+ */
+const PLATFORM_CONNECTIONS: readonly Connection[] = [
+  { from: WORKLOADS.gateway, to: WORKLOADS.agentd, port: PORTS.agentdHttp },
+  { from: WORKLOADS.gateway, to: WORKLOADS.agentd, port: PORTS.agentdGrpc },
+  { from: WORKLOADS.gateway, to: WORKLOADS.opa, port: PORTS.opaGrpc },
+  { from: WORKLOADS.egress, to: WORKLOADS.opa, port: PORTS.opaGrpc },
+  { from: WORKLOADS.opa, to: WORKLOADS.agentd, port: PORTS.agentdHttp },
+  { from: WORKLOADS.agentd, to: WORKLOADS.egress, port: PORTS.egress },
+];
+
+/** Why a plan cannot be deployed to a target, or undefined. */
+function unsupported(workloads: readonly PlannedWorkload[], capabilities: TargetCapabilities): string | undefined {
+  const external = workloads.filter((w) => (w.externalSecrets ?? []).length > 0);
+  if (external.length > 0 && !capabilities.mountsExternalSecrets) {
+    const names = external.flatMap((w) => w.externalSecrets!.map((s) => `${w.name}: ${s.secretName}`));
+    return `this target cannot mount existing secrets (${names.join(', ')}); give the files as secret stack config instead`;
+  }
+  return undefined;
+}
+
+/**
+ * The whole platform for a stack. `configuredCredentials` are the egress services whose
+ * credential is set in the stack's secret config (the others answer 503 credential_not_configured).
+ */
+export function planPlatform(spec: PolicySpec, config: StackConfig, capabilities: TargetCapabilities, configuredCredentials: readonly string[]): PlatformPlan {
+  const input = platformRenderInput(config, capabilities.address, configuredCredentials, {});
+  const proxies = renderProxyFiles(spec, input);
+  // Back to front: the policy engine, agentd, the egress proxy, the gateway, then monitoring.
+  const workloads = [
+    policyEngineWorkload(renderOpaFiles(input)),
+    agentdWorkload(config, Object.keys(spec.sandboxTiers)),
+    egressWorkload(config, proxies.egress, configuredCredentials),
+    gatewayWorkload(config, proxies.gateway),
+    ...(config.monitoring.enabled
+      ? planMonitoring(spec, capabilities, { grafana: config.monitoring.grafanaPort, prometheus: config.monitoring.prometheusPort })
+      : []),
+  ];
+  const problem = unsupported(workloads, capabilities);
+  if (problem) throw new Error(problem);
+  const present = new Set(workloads.map((w) => w.name));
+  const network = [...PLATFORM_CONNECTIONS, ...MONITORING_CONNECTIONS].filter((c) => present.has(c.from) && present.has(c.to));
+  return { workloads, network, bundle: { workload: WORKLOADS.opa, file: OPA_BUNDLE_FILE } };
+}
+
+/** The plan's bundle file for the deployed keys, and its revision (the bundle's content hash). */
+export function renderPlanBundle(
+  plan: PlatformPlan,
+  spec: PolicySpec,
+  keyHashes: KeyHashes,
+): { readonly files: WorkloadFiles; readonly policyRevision: string } {
+  const rendered = renderBundleFile(spec, keyHashes);
+  if (!(plan.bundle.file in rendered.files)) throw new Error(`the bundle renderer gave no ${plan.bundle.file}`);
+  return rendered;
+}
+
+/** How a secret reference reads in plan.json. */
+function describeSecret(ref: SecretRef): string {
+  if ('generated' in ref) return `generated:${ref.generated}`;
+  if ('credential' in ref) return `stack config: egress credential of ${ref.credential}`;
+  return `stack config: gateway TLS ${ref.gatewayTls}`;
+}
+
+/**
+ * The plan as text files, for `npm run render` and the goldens: `plan.json` (every workload
+ * without its file contents, the network, the bundle's place) and each workload's files under
+ * its name. Binary files (none are planned: the bundle comes at deploy time) are refused.
+ */
+export function planFiles(plan: PlatformPlan): Record<string, string> {
+  const out: Record<string, string> = {};
+  const summary = plan.workloads.map((w) => {
+    for (const [p, content] of Object.entries(w.files)) {
+      if (typeof content !== 'string') throw new Error(`${w.name}/${p} is binary: planFiles writes text files only`);
+      out[`${w.name}/${p}`] = content;
+    }
+    return {
+      ...w,
+      files: Object.keys(w.files).sort(),
+      secretFiles: Object.fromEntries(
+        Object.keys(w.secretFiles)
+          .sort()
+          .map((p) => [p, describeSecret(w.secretFiles[p]!)]),
+      ),
+    };
+  });
+  out['plan.json'] = `${JSON.stringify({ workloads: summary, network: plan.network, bundle: plan.bundle }, null, 2)}\n`;
+  return out;
+}

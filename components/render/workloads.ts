@@ -1,0 +1,195 @@
+// The platform's four services as planned workloads (gateway, egress, OPA, agentd), and where
+// each finds the others on a target. Pure: planPlatform composes these with the monitoring
+// overlay; `npm run render` and the goldens see exactly what a deploy ships.
+
+import { ENV, HEALTH_PATH } from '../../agentd/src/contract.ts';
+import type { StackConfig } from '../config.ts';
+import { DIRS, PORTS, RUN_AS_USER, SECRET_FILES, WORKLOADS } from '../layout.ts';
+import { DEFAULT_PROXY_LIMITS, envoyArgs } from './envoy/common.ts';
+import { credentialValueFile } from './envoy/egress.ts';
+import { OPA_BUNDLE_FILE, OPA_MASK_FILE, OPA_MEMORY_MIB, opaRunArgs, opaRuntimeEnv } from './opa.ts';
+import { EGRESS_SDS_SUBDIR, ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES, OPA_CONFIG_FILE, type PlatformRenderInput } from './platform.ts';
+import type { Endpoint, PlannedWorkload, SecretRef, WorkloadFiles } from './types.ts';
+
+/** File name of the extra CA certificates in the egress config directory. */
+const EGRESS_CA_FILE = 'upstream-ca.pem';
+const SYSTEM_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+
+/** Where each workload finds the others, from the stack config and a target's addressing. Pure. */
+export function platformRenderInput(
+  config: StackConfig,
+  address: (workload: string, port: number) => Endpoint,
+  configuredCredentials: readonly string[],
+  keyHashes: Record<string, string>,
+): PlatformRenderInput {
+  const any = (port: number) => ({ host: '0.0.0.0', port });
+  const tls = config.gateway.tls;
+  // The certificate: secret files the platform writes, or the keys of a mounted TLS Secret.
+  const tlsDir = tls?.source === 'secret' ? DIRS.gatewayTlsSecret : DIRS.secrets;
+  const agentdHttp = address(WORKLOADS.agentd, PORTS.agentdHttp);
+  return {
+    gateway: {
+      listen: { traffic: any(PORTS.gateway), adminPort: PORTS.envoyAdmin, stats: any(PORTS.envoyStats) },
+      agentdHttp,
+      agentdGrpc: address(WORKLOADS.agentd, PORTS.agentdGrpc),
+      opa: address(WORKLOADS.opa, PORTS.opaGrpc),
+      maxRequestBytes: config.gateway.maxRequestBytes,
+      upstreamTimeoutSeconds: config.gateway.upstreamTimeoutSeconds,
+      agentdTokenSdsFile: `${DIRS.gateway}/${GATEWAY_SDS_FILES.agentdToken}`,
+      ...(tls ? { tls: { sdsFile: `${DIRS.gateway}/${GATEWAY_SDS_FILES.tls}` } } : {}),
+      limits: DEFAULT_PROXY_LIMITS,
+    },
+    gatewaySecrets: {
+      agentdTokenFile: `${DIRS.secrets}/${SECRET_FILES.gatewayToken}`,
+      ...(tls ? { tls: { certificateChain: `${tlsDir}/${SECRET_FILES.tlsCertificate}`, privateKey: `${tlsDir}/${SECRET_FILES.tlsPrivateKey}` } } : {}),
+    },
+    egress: {
+      listen: { traffic: any(PORTS.egress), adminPort: PORTS.envoyAdmin, stats: any(PORTS.envoyStats) },
+      opa: address(WORKLOADS.opa, PORTS.opaGrpc),
+      jwksFile: `${DIRS.secrets}/${SECRET_FILES.jwks}`,
+      sdsDir: `${DIRS.egress}/${EGRESS_SDS_SUBDIR}`,
+      credentialDir: `${DIRS.secrets}/credentials`,
+      caBundleFile: config.egress.caCertificates ? `${DIRS.egress}/${EGRESS_CA_FILE}` : SYSTEM_CA_BUNDLE,
+      upstreams: config.egress.upstreams,
+      configuredCredentials,
+      limits: DEFAULT_PROXY_LIMITS,
+    },
+    opa: {
+      grpc: { host: '0.0.0.0', port: PORTS.opaGrpc },
+      bundlePath: `${DIRS.opa}/${OPA_BUNDLE_FILE}`,
+      registry: { url: `http://${agentdHttp.host}:${agentdHttp.port}`, tokenFile: `${DIRS.secrets}/${SECRET_FILES.registryToken}` },
+    },
+    keyHashes,
+  };
+}
+
+const envoyPorts = (traffic: number) =>
+  [
+    { name: 'http', port: traffic, protocol: 'http' },
+    { name: 'stats', port: PORTS.envoyStats, protocol: 'http' },
+  ] as const;
+
+/** The gateway: the only workload published outside the platform. */
+export function gatewayWorkload(config: StackConfig, files: WorkloadFiles): PlannedWorkload {
+  const tls = config.gateway.tls;
+  const secretFiles: Record<string, SecretRef> = { [SECRET_FILES.gatewayToken]: { generated: 'gateway-token' } };
+  if (tls?.source === 'config') {
+    secretFiles[SECRET_FILES.tlsCertificate] = { gatewayTls: 'certificate' };
+    secretFiles[SECRET_FILES.tlsPrivateKey] = { gatewayTls: 'privateKey' };
+  }
+  return {
+    name: WORKLOADS.gateway,
+    image: 'envoy',
+    args: envoyArgs(`${DIRS.gateway}/${ENVOY_CONFIG_FILE}`),
+    env: {},
+    configDir: DIRS.gateway,
+    files,
+    secretDir: DIRS.secrets,
+    secretFiles,
+    ...(tls?.source === 'secret' ? { externalSecrets: [{ secretName: tls.secretName, mountPath: DIRS.gatewayTlsSecret }] } : {}),
+    ports: envoyPorts(PORTS.gateway),
+    health: { port: PORTS.envoyStats, path: '/ready' },
+    publish: { port: PORTS.gateway, hostPort: config.gateway.port },
+    internet: false,
+    user: RUN_AS_USER,
+    resources: { cpuMillis: 500, memoryMiB: 256 },
+    replicas: config.gateway.replicas,
+  };
+}
+
+/** The egress proxy: the only workload that reaches the internet. */
+export function egressWorkload(config: StackConfig, files: WorkloadFiles, configuredCredentials: readonly string[]): PlannedWorkload {
+  const secretFiles: Record<string, SecretRef> = { [SECRET_FILES.jwks]: { generated: 'jwks' } };
+  for (const id of configuredCredentials) secretFiles[`credentials/${credentialValueFile(id)}`] = { credential: id };
+  return {
+    name: WORKLOADS.egress,
+    image: 'envoy',
+    args: envoyArgs(`${DIRS.egress}/${ENVOY_CONFIG_FILE}`),
+    env: {},
+    configDir: DIRS.egress,
+    files: config.egress.caCertificates ? { ...files, [EGRESS_CA_FILE]: config.egress.caCertificates } : files,
+    secretDir: DIRS.secrets,
+    secretFiles,
+    ports: envoyPorts(PORTS.egress),
+    health: { port: PORTS.envoyStats, path: '/ready' },
+    internet: true,
+    user: RUN_AS_USER,
+    resources: { cpuMillis: 500, memoryMiB: 256 },
+    replicas: config.egress.replicas,
+  };
+}
+
+/** OPA: REST API on loopback only; health and metrics on the diagnostic port. `files` lack the bundle (PlatformPlan.bundle). */
+export function policyEngineWorkload(files: WorkloadFiles): PlannedWorkload {
+  return {
+    name: WORKLOADS.opa,
+    image: 'opa',
+    args: opaRunArgs({
+      apiAddr: `127.0.0.1:${PORTS.opaApi}`,
+      diagnosticAddr: `0.0.0.0:${PORTS.opaDiagnostic}`,
+      configFile: `${DIRS.opa}/${OPA_CONFIG_FILE}`,
+      maskFile: `${DIRS.opa}/${OPA_MASK_FILE}`,
+    }),
+    env: opaRuntimeEnv(OPA_MEMORY_MIB),
+    configDir: DIRS.opa,
+    files,
+    secretDir: DIRS.secrets,
+    secretFiles: { [SECRET_FILES.registryToken]: { generated: 'registry-token' } },
+    ports: [
+      { name: 'grpc', port: PORTS.opaGrpc, protocol: 'http2' },
+      { name: 'diagnostic', port: PORTS.opaDiagnostic, protocol: 'http' },
+    ],
+    health: { port: PORTS.opaDiagnostic, path: '/health?bundles' },
+    internet: false,
+    user: RUN_AS_USER,
+    resources: { cpuMillis: 500, memoryMiB: OPA_MEMORY_MIB },
+    replicas: 1,
+  };
+}
+
+/** agentd: sandboxes and their intents; reaches the internet only through egress. */
+export function agentdWorkload(config: StackConfig, sandboxTiers: readonly string[]): PlannedWorkload {
+  const a = config.agentd;
+  return {
+    name: WORKLOADS.agentd,
+    image: 'agentd',
+    args: [],
+    env: {
+      [ENV.mode]: 'production',
+      [ENV.httpListen]: `0.0.0.0:${PORTS.agentdHttp}`,
+      [ENV.grpcListen]: `0.0.0.0:${PORTS.agentdGrpc}`,
+      [ENV.egressUrl]: `http://${WORKLOADS.egress}:${PORTS.egress}`,
+      [ENV.dataDir]: DIRS.agentdData,
+      [ENV.tokenKeyFile]: `${DIRS.secrets}/${SECRET_FILES.jwks}`,
+      [ENV.sandboxTiers]: sandboxTiers.join(','),
+      [ENV.logLevel]: a.logLevel,
+      [ENV.defaultTtlSeconds]: String(a.defaultTtlSeconds),
+      [ENV.maxTtlSeconds]: String(a.maxTtlSeconds),
+      [ENV.metricsListen]: `0.0.0.0:${PORTS.agentdMetrics}`,
+      [ENV.gatewayTokenFile]: `${DIRS.secrets}/${SECRET_FILES.gatewayToken}`,
+      [ENV.registryTokenFile]: `${DIRS.secrets}/${SECRET_FILES.registryToken}`,
+      [ENV.retentionDays]: String(a.retentionDays),
+      [ENV.retentionIntentsPerSandbox]: String(a.retentionIntentsPerSandbox),
+      [ENV.maxActiveSandboxesPerClient]: String(a.maxActiveSandboxesPerClient),
+    },
+    configDir: '/etc/agentd/agentd',
+    files: {},
+    secretDir: DIRS.secrets,
+    secretFiles: {
+      [SECRET_FILES.jwks]: { generated: 'jwks' },
+      [SECRET_FILES.gatewayToken]: { generated: 'gateway-token' },
+      [SECRET_FILES.registryToken]: { generated: 'registry-token' },
+    },
+    ports: [
+      { name: 'http', port: PORTS.agentdHttp, protocol: 'http' },
+      { name: 'grpc', port: PORTS.agentdGrpc, protocol: 'http2' },
+      { name: 'metrics', port: PORTS.agentdMetrics, protocol: 'http' },
+    ],
+    health: { port: PORTS.agentdHttp, path: HEALTH_PATH },
+    dataVolume: { mountPath: DIRS.agentdData },
+    internet: false,
+    user: RUN_AS_USER,
+    resources: { cpuMillis: 500, memoryMiB: 256 },
+    replicas: 1,
+  };
+}
