@@ -25,10 +25,10 @@ import { opaSuite } from './suites/opa.ts';
 
 const SUITES = ['gateway', 'egress', 'opa', 'deploy', 'memory'] as const;
 type SuiteId = (typeof SUITES)[number];
-export const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
+const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
 const DOC = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url));
-export const DOC_START = '<!-- bench:latest:start -->';
-export const DOC_END = '<!-- bench:latest:end -->';
+const DOC_START = '<!-- bench:latest:start -->';
+const DOC_END = '<!-- bench:latest:end -->';
 
 const USAGE = `usage: npm run bench [-- --quick] [-- --only=${SUITES.join(',')}] [-- --keep] [-- --strict]
   --quick    short rounds (under 2 minutes); results in bench/results/quick.{json,md}

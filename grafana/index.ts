@@ -68,7 +68,7 @@ const url = (e: Endpoint) => `http://${e.host.includes(':') ? `[${e.host}]` : e.
 export const grafanaAdminPasswordPath = (input: PlainInput): string => `${resolved(input).secretDir}/${GRAFANA_ADMIN_PASSWORD_FILE}`;
 
 /** grafana.ini's sections: logins only, no anonymous access, no sign-up, no phoning home. */
-export function grafanaIni(input: PlainInput) {
+function grafanaIni(input: PlainInput) {
   const r = resolved(input);
   return {
     server: { http_port: r.httpPort },

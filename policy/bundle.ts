@@ -35,7 +35,7 @@ export const DECISION_LOG_MASK_PATH = '/system/log/mask';
 /** The masking policy, loaded by OPA from its own file so it works without a bundle. */
 export const MASK_POLICY_FILE = fileURLToPath(new URL('./mask/log.rego', import.meta.url));
 
-export const REGO_DIR = fileURLToPath(new URL('./rego', import.meta.url));
+const REGO_DIR = fileURLToPath(new URL('./rego', import.meta.url));
 
 /** SHA-256 of each client's API key, by client id. Produced at deploy time from secrets. */
 export type KeyHashes = Readonly<Record<string, string>>;
@@ -54,7 +54,7 @@ export function sha256Hex(text: string | Buffer): string {
 }
 
 /** The Rego sources shipped in the bundle: every .rego under policy/rego except tests. */
-export function readRegoSources(dir = REGO_DIR): Record<string, string> {
+function readRegoSources(dir = REGO_DIR): Record<string, string> {
   const out: Record<string, string> = {};
   const walk = (d: string): void => {
     for (const name of readdirSync(d).sort()) {
@@ -75,7 +75,7 @@ const methodSet = (methods: readonly string[]) => Object.fromEntries(methods.map
  * decision costs one lookup whatever the number of clients; enabled and disabled keys live in
  * the same entry, so a disabled key can never be outvoted by another one.
  */
-export function renderPolicyData(spec: PolicySpec, keyHashes: KeyHashes): object {
+function renderPolicyData(spec: PolicySpec, keyHashes: KeyHashes): object {
   const problems: string[] = [];
   const keys: Record<string, object> = {};
   for (const c of spec.clients) {

@@ -52,7 +52,7 @@ export interface AgentdConfig {
 }
 
 /** Secrets (gateway token, registry token) are at least this long. */
-export const SECRET_MIN_LENGTH = 16;
+const SECRET_MIN_LENGTH = 16;
 /**
  * The sandbox registry: createSandbox/terminateSandbox wait at most this long for a poller (OPA)
  * to acknowledge a bundle revision that includes the change...

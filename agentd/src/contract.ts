@@ -53,7 +53,6 @@ export const ENV = {
   /** At most this many active sandboxes per API client. */
   maxActiveSandboxesPerClient: 'AGENTD_MAX_ACTIVE_SANDBOXES_PER_CLIENT',
 } as const;
-export type AgentdEnvName = (typeof ENV)[keyof typeof ENV];
 
 /**
  * Defaults of the numeric settings (README: Configuration). Deployments may size things from
@@ -81,18 +80,6 @@ export const DEFAULTS = {
 /** Largest HTTP request body agentd accepts (413 above). */
 export const HTTP_BODY_LIMIT_BYTES = 2 * 1024 * 1024;
 
-/** The package's build outputs, relative to the agentd package directory. */
-export const BUILD = {
-  script: 'scripts/build.ts', // node agentd/scripts/build.ts
-  outDir: 'dist',
-  bundle: 'dist/agentd.mjs',
-  dockerfile: 'Dockerfile', // build context: the agentd package directory
-  /** Where the image puts the bundle, and its entrypoint. */
-  imageBundle: '/app/agentd.mjs',
-  imageEntrypoint: ['node', '/app/agentd.mjs'],
-  imageHealthcheck: ['node', '/app/agentd.mjs', 'healthcheck'],
-} as const;
-
 /** AGENTD_MODE values. "production" has no insecure defaults (a key file is required). */
 export const MODES = ['development', 'production'] as const;
 export type AgentdMode = (typeof MODES)[number];
@@ -103,8 +90,6 @@ export const DEFAULT_SANDBOX_TIERS = ['default', 'restricted', 'standard', 'prem
 /** Where the data volume is mounted in the container image, and the database file name in it. */
 export const CONTAINER_DATA_DIR = '/data';
 export const DATABASE_FILE = 'agentd.sqlite';
-/** The non-root user the image runs as. */
-export const CONTAINER_UID = 10001;
 
 /**
  * The sandbox token: a JWT (HS256) that agentd attaches to every request it sends to the egress
@@ -123,8 +108,6 @@ export const TOKEN_CLAIMS = {
   issuer: 'iss',
   audience: 'aud',
 } as const;
-/** The JWT header field that names the signing key (a `kid` in the JWKS). */
-export const TOKEN_KID_HEADER = 'kid';
 
 /**
  * Identity the gateway forwards to agentd once OPA allowed a request (OPA's answer; the
@@ -197,9 +180,6 @@ export const PROTO_PATHS = {
   health: `${PROTO_ROOT}/${PROTO_FILES.health}`,
 } as const;
 export const GRPC_SERVICE = 'agentd.v1.Agentd';
-export const GRPC_HEALTH_SERVICE = 'grpc.health.v1.Health';
-/** Served, though not listed by list_services (which lists agentd.v1.Agentd and the health service). */
-export const GRPC_REFLECTION_SERVICES = ['grpc.reflection.v1.ServerReflection', 'grpc.reflection.v1alpha.ServerReflection'] as const;
 /** Trailing metadata keys on gRPC errors. */
 export const GRPC_ERROR_CODE_METADATA = 'agentd-error-code';
 export const GRPC_ERROR_FIELD_METADATA = 'agentd-error-field';

@@ -7,7 +7,7 @@ export type { Logger };
 
 const SENSITIVE = ['authorization', 'proxy-authorization', 'cookie', 'set-cookie', SANDBOX_TOKEN_HEADER, GATEWAY_TOKEN_HEADER, 'x-api-key'];
 
-export const REDACT_PATHS: string[] = [
+const REDACT_PATHS: string[] = [
   'token',
   '*.token',
   'key',

@@ -42,7 +42,7 @@ export async function withCpu<T extends { readonly generatorCpuMs: number }>(
  * Scheduler lag p99 above this means the load generator itself could not run on time: the
  * machine stalled (a noisy neighbour took the cores) and the round is not comparable.
  */
-export const STALL_LAG_MS = 10;
+const STALL_LAG_MS = 10;
 
 /**
  * Interleaved rounds: every round runs each variant once, in an order rotated per round, so a
@@ -50,7 +50,7 @@ export const STALL_LAG_MS = 10;
  * run again (at most `maxRetries` times over all rounds); the discarded rounds are counted.
  */
 /** Share of the machine's CPU time (all cores) that was busy over `ms` (steal counts as busy). */
-export async function machineBusy(ms: number): Promise<number> {
+async function machineBusy(ms: number): Promise<number> {
   const read = () => {
     const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
     const idle = (f[3] ?? 0) + (f[4] ?? 0);

@@ -71,10 +71,6 @@ export function checkTarget(t: {
   };
 }
 
-export function notMeasured(t: { id: string; section: string; description: string; goal: string; reason: string }): TargetCheck {
-  return { id: t.id, section: t.section, description: t.description, goal: t.goal, measured: '-', value: null, status: `not measured: ${t.reason}` };
-}
-
 export function fmt(n: number | null | undefined, digits = 2): string {
   if (n === null || n === undefined || !Number.isFinite(n)) return 'n/a';
   return n.toFixed(digits);

@@ -12,7 +12,7 @@ export interface LatencySummary {
 }
 
 /** Nearest-rank percentile of an ascending array. */
-export function percentileSorted(sorted: ArrayLike<number>, p: number): number {
+function percentileSorted(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return Number.NaN;
   const rank = Math.ceil((p / 100) * sorted.length);
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
@@ -38,13 +38,6 @@ export function median(values: readonly number[]): number {
   if (v.length === 0) return Number.NaN;
   const mid = Math.floor(v.length / 2);
   return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
-}
-
-/** Rounds to `digits` decimals, keeping NaN as null for JSON. */
-export function round(n: number, digits = 3): number | null {
-  if (!Number.isFinite(n)) return null;
-  const f = 10 ** digits;
-  return Math.round(n * f) / f;
 }
 
 /** The order of the variants in round `r`: rotated so no variant always runs first. */

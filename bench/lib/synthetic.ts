@@ -26,7 +26,7 @@ const ROLES = ['admin', 'operator', 'reader'] as const;
 const TIERS = ['default', 'standard', 'premium', 'unlimited'] as const;
 
 /** The YAML sources: roles and tiers as shipped, N clients, M services, sandbox tiers over them. */
-export function syntheticSources(size: SyntheticSize): PolicySources {
+function syntheticSources(size: SyntheticSize): PolicySources {
   const w = String(Math.max(size.clients, size.services)).length;
   const serviceIds = Array.from({ length: size.services }, (_, i) => `svc-${pad(i + 1, w)}`);
   const clients = Array.from({ length: size.clients }, (_, i) => ({

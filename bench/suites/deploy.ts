@@ -25,7 +25,7 @@ import { syntheticPolicy, type SyntheticPolicy } from '../lib/synthetic.ts';
 import { pulumiTimings, type PulumiTiming } from '../lib/pulumi-stack.ts';
 
 const SECTION = 'Deploy';
-export const RENDER_TARGET_MS = 200;
+const RENDER_TARGET_MS = 200;
 
 /** Addresses as the Docker target gives them (the render tests' fixtures), every credential configured. */
 export function renderInput(p: SyntheticPolicy): PlatformRenderInput {

@@ -27,7 +27,7 @@ import { median, medianSummary, type LatencySummary } from '../lib/stats.ts';
 import { medianRecord } from './gateway.ts';
 
 const SECTION = 'Egress';
-export const EGRESS_P50_OVERHEAD_MS = 1.5;
+const EGRESS_P50_OVERHEAD_MS = 1.5;
 const SERVICE = 'github';
 const PATH = '/repos/o/r/issues';
 const SANDBOX_TIER = 'admin';

@@ -24,11 +24,11 @@ import { checkTarget, fmt, fmtDelta, table, type SectionResult } from '../lib/re
 import { median, medianSummary, rotate, type LatencySummary } from '../lib/stats.ts';
 
 const SECTION = 'Gateway';
-export const GATEWAY_P50_OVERHEAD_MS = 1;
-export const GATEWAY_P99_OVERHEAD_MS = 3;
-export const GATEWAY_THROUGHPUT_RATIO = 0.7;
+const GATEWAY_P50_OVERHEAD_MS = 1;
+const GATEWAY_P99_OVERHEAD_MS = 3;
+const GATEWAY_THROUGHPUT_RATIO = 0.7;
 /** The filters variant (b) goes without. */
-export const AUTHZ_FILTERS = ['envoy.filters.http.ext_authz', 'envoy.filters.http.local_ratelimit'] as const;
+const AUTHZ_FILTERS = ['envoy.filters.http.ext_authz', 'envoy.filters.http.local_ratelimit'] as const;
 
 const loopback = (port: number): Endpoint => ({ host: '127.0.0.1', port });
 
@@ -55,7 +55,7 @@ function harnessGatewayInput(dir: string, ports: StackPorts, listen?: { traffic:
  * configs), and without the early removal of x-agentd-* headers: (b) passes on the identity
  * headers its client sends, as (c) passes on OPA's.
  */
-export function withoutAuthz(config: object): object {
+function withoutAuthz(config: object): object {
   let removed = 0;
   const strip = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(strip);

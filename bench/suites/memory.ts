@@ -9,8 +9,8 @@ import type { StackContext } from '../lib/context.ts';
 import { sleep } from '../../scripts/local/processes.ts';
 
 const SECTION = 'Memory';
-export const IDLE_STACK_TARGET_MIB = 400;
-export const CORE = ['gateway', 'egress', 'opa', 'agentd'] as const;
+const IDLE_STACK_TARGET_MIB = 400;
+const CORE = ['gateway', 'egress', 'opa', 'agentd'] as const;
 const LABEL: Record<(typeof CORE)[number], string> = { gateway: 'gateway Envoy', egress: 'egress Envoy', opa: 'OPA', agentd: 'agentd' };
 
 export function corePids(ctx: Pick<StackContext, 'stack'>): Record<string, number | undefined> {

@@ -28,8 +28,8 @@ import { median, medianSummary, rotate, summarize, type LatencySummary } from '.
 import { syntheticPolicy, type SyntheticPolicy } from '../lib/synthetic.ts';
 
 const SECTION = 'OPA';
-export const OPA_P99_TARGET_MS = 1;
-export const OPA_SCALING_TARGET = 1.5;
+const OPA_P99_TARGET_MS = 1;
+const OPA_SCALING_TARGET = 1.5;
 
 type Kind = 'gateway' | 'egress';
 const KINDS: readonly Kind[] = ['gateway', 'egress'];
@@ -47,7 +47,7 @@ function prng(seed: number): () => number {
 }
 
 /** Allowed requests: a random enabled client on a path its role grants; a random service for an admin sandbox. */
-export function requests(p: SyntheticPolicy, kind: Kind, n: number): AuthzRequest[] {
+function requests(p: SyntheticPolicy, kind: Kind, n: number): AuthzRequest[] {
   const rnd = prng(kind === 'gateway' ? 1 : 2);
   const pick = <T>(a: readonly T[]) => a[Math.floor(rnd() * a.length)]!;
   if (kind === 'gateway') {

@@ -11,7 +11,7 @@ import { opaDashboard } from './opa.ts';
 import { overviewDashboard } from './overview.ts';
 import type { Dashboard } from './panels.ts';
 
-export { DASHBOARD_TAG, dashboardQueries, panelQueries, type Dashboard, type Panel, type PanelQuery, type RowPanel } from './panels.ts';
+export { dashboardQueries, panelQueries, type Dashboard, type PanelQuery } from './panels.ts';
 export { ACCESS_LOG } from './shared.ts';
 
 /** The dashboards, by file name (without `.json`). */

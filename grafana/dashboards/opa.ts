@@ -10,7 +10,7 @@ import { Board, logs, q, stat, timeseries, type Dashboard } from './panels.ts';
 import { AUTHZ_LEGEND, UP_MAPPINGS, UP_THRESHOLDS, W, quantileQueries } from './shared.ts';
 
 /** OPA's decision log lines carry this message (console decision logger). */
-export const OPA_DECISION_LOG_MSG = 'Decision Log';
+const OPA_DECISION_LOG_MSG = 'Decision Log';
 
 export function opaDashboard(): Dashboard {
   return new Board({

@@ -19,10 +19,10 @@ import * as timeseriesPanel from '@grafana/grafana-foundation-sdk/timeseries';
 import type * as units from '@grafana/grafana-foundation-sdk/units';
 import { GRAFANA_DATASOURCES } from '../../components/render/monitoring/sources.ts';
 
-export type { Dashboard, Panel, RowPanel } from '@grafana/grafana-foundation-sdk/dashboard';
+export type { Dashboard } from '@grafana/grafana-foundation-sdk/dashboard';
 
 /** The tag every platform dashboard carries; dashboards link to each other through it. */
-export const DASHBOARD_TAG = 'agentd';
+const DASHBOARD_TAG = 'agentd';
 
 /** A Prometheus or LogQL metric query of a panel: the expression and its legend (`{{label}}` placeholders). */
 export interface PromQuery {

@@ -10,7 +10,7 @@ import { q, type PromQuery, type Step, type ValueText } from './panels.ts';
 /** The rate window of every dashboard query: Grafana picks it from the scrape interval and the resolution. */
 export const W: Window = '$__rate_interval';
 
-export const QUANTILES = [0.5, 0.95, 0.99] as const;
+const QUANTILES = [0.5, 0.95, 0.99] as const;
 export const pLabel = (quantile: number) => `p${Math.round(quantile * 100)}`;
 
 /** p50, p95, p99 of a latency histogram. */

@@ -82,7 +82,7 @@ export interface RegistryEntry {
 }
 
 /** The registry bundle's bytes for a set of active sandboxes (as agentd builds it). */
-export function registryBundle(active: Readonly<Record<string, RegistryEntry>>, opts: { manifest?: boolean } = {}): { bytes: Buffer; etag: string } {
+function registryBundle(active: Readonly<Record<string, RegistryEntry>>, opts: { manifest?: boolean } = {}): { bytes: Buffer; etag: string } {
   const data = stableJson({ active }) + '\n';
   const revision = sha256Hex(data).slice(0, 20);
   const files: Record<string, string> = { [`${REGISTRY_BUNDLE_ROOT}/data.json`]: data };
@@ -90,7 +90,7 @@ export function registryBundle(active: Readonly<Record<string, RegistryEntry>>, 
   return { bytes: tarGz(files), etag: `"${revision}"` };
 }
 
-export const REGISTRY_CONTENT_TYPE = 'application/vnd.openpolicyagent.bundles';
+const REGISTRY_CONTENT_TYPE = 'application/vnd.openpolicyagent.bundles';
 
 /**
  * A stand-in for agentd's registry endpoint: serves the registry bundle at REGISTRY_BUNDLE_PATH
@@ -248,7 +248,7 @@ type StructValue = {
 };
 type Struct = { fields: Record<string, StructValue> };
 
-export function toStruct(obj: Record<string, unknown>): Struct {
+function toStruct(obj: Record<string, unknown>): Struct {
   const val = (v: unknown): StructValue => {
     if (v === null || v === undefined) return { nullValue: 0 };
     if (typeof v === 'number') return { numberValue: v };
@@ -260,7 +260,7 @@ export function toStruct(obj: Record<string, unknown>): Struct {
   return { fields: Object.fromEntries(Object.entries(obj).map(([k, v]) => [k, val(v)])) };
 }
 
-export function fromStruct(s: Struct | undefined | null): Record<string, unknown> {
+function fromStruct(s: Struct | undefined | null): Record<string, unknown> {
   const val = (v: StructValue): unknown => {
     if (v.structValue) return fromStruct(v.structValue);
     if (v.listValue) return (v.listValue.values ?? []).map(val);

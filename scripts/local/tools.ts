@@ -18,7 +18,7 @@ export function pinnedVersions(): Record<string, string> {
   );
 }
 
-export const TOOLS_DIR = process.env['AGENTD_TOOLS'] ?? join(homedir(), '.cache/agentd/tools');
+const TOOLS_DIR = process.env['AGENTD_TOOLS'] ?? join(homedir(), '.cache/agentd/tools');
 
 const TOOL_DIRS: Record<string, [dir: string, versionKey: string]> = {
   envoy: ['envoy', 'ENVOY_VERSION'],

@@ -53,7 +53,7 @@ export function identity(id: { clientId: string; role?: string; scope?: 'all' | 
   };
 }
 
-export function writeJwks(dir: string, jwks: Jwks = generateJwks('test-key-1')): { file: string; jwks: Jwks } {
+function writeJwks(dir: string, jwks: Jwks = generateJwks('test-key-1')): { file: string; jwks: Jwks } {
   const file = path.join(dir, 'jwks.json');
   writeFileSync(file, JSON.stringify(jwks));
   return { file, jwks };
@@ -288,7 +288,7 @@ export interface GrpcClient {
   close(): void;
 }
 
-export function grpcPackage(): Record<string, any> {
+function grpcPackage(): Record<string, any> {
   const def = protoLoader.loadSync([PROTO_FILES.agentd, PROTO_FILES.health], { ...LOADER_OPTIONS, includeDirs: [path.join(AGENTD_DIR, PROTO_ROOT)] });
   return grpc.loadPackageDefinition(def) as Record<string, any>;
 }

@@ -1,7 +1,7 @@
 // Static checks that run with every `npm test`: the TypeScript of the whole repository type-checks
-// under the strict tsconfig and passes Biome's linter and formatter (biome.json), and the Go
-// modules in the repository that carry tests pass `go vet` and `go test`. All fail loudly: a
-// missing tool is a failure, never a skip.
+// under the strict tsconfig, passes Biome's linter and formatter (biome.json) and has no unused
+// file, export or dependency by knip (knip.json), and the Go modules in the repository that carry
+// tests pass `go vet` and `go test`. All fail loudly: a missing tool is a failure, never a skip.
 import { describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -47,6 +47,12 @@ describe('static checks', () => {
     // `npm run lint` applies the formatter's changes and the safe lint fixes.
     const r = run(join(REPO_ROOT, 'node_modules/.bin/biome'), ['ci', '--error-on-warnings', '--colors=off', '.'], { cwd: REPO_ROOT });
     expect(r.code, (r.stdout + r.stderr).slice(-6000)).toBe(0);
+  }, 120_000);
+
+  it('knip: no unused file, export or dependency, and no dependency or binary used but unlisted (knip.json)', () => {
+    // An export used only in its own file loses `export`; one used nowhere is deleted.
+    const r = run(join(REPO_ROOT, 'node_modules/.bin/knip'), ['--no-progress'], { cwd: REPO_ROOT });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
   }, 120_000);
 
   const modules = goModulesWithTests();

@@ -177,7 +177,7 @@ export function alertCases(spec: PolicySpec): Record<AlertName, { fires: Case; q
 }
 
 /** Fills `{{ $labels.x }}` as Prometheus does (annotations use nothing else; the static test checks). */
-export const expandLabels = (template: string, labels: Readonly<Record<string, string>>): string =>
+const expandLabels = (template: string, labels: Readonly<Record<string, string>>): string =>
   template.replace(/\{\{\s*\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}/g, (_, k: string) => labels[k] ?? '');
 
 /**

@@ -7,7 +7,7 @@ import { createServer as createHttpServer, type IncomingHttpHeaders, type Server
 import { connect as h2connect, createServer as createH2Server, type ClientHttp2Session, type ClientHttp2Stream, type Http2Server } from 'node:http2';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join, relative } from 'node:path';
+import { join, relative } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { parse, stringify } from 'yaml';
 import { loadPolicySpec, type PolicySpec } from '../../policy/spec.ts';
@@ -383,7 +383,5 @@ export function scanStack(
   }
   return { scanned, findings };
 }
-
-export const logFiles = (stack: Stack): string[] => readdirSync(join(stack.dir, 'logs')).map((f) => basename(f));
 
 export { sleep };

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSy
 import { dirname, join, relative } from 'node:path';
 import { REPO_ROOT } from '../../scripts/local/tools.ts';
 
-export const GOLDEN_ROOT = join(REPO_ROOT, 'test/golden');
+const GOLDEN_ROOT = join(REPO_ROOT, 'test/golden');
 
 /** The command that rewrites the golden files of the running test file. */
 function rerun(): string {
@@ -19,7 +19,7 @@ function rerun(): string {
  * Whether this run rewrites golden files: `UPDATE_GOLDEN=1`, and never when `CI` is set (any
  * non-empty value): then it throws, failing the test that asked.
  */
-export function updatingGolden(env: NodeJS.ProcessEnv = process.env): boolean {
+function updatingGolden(env: NodeJS.ProcessEnv = process.env): boolean {
   if (env['UPDATE_GOLDEN'] !== '1') return false;
   if (env['CI'] !== undefined && env['CI'] !== '') {
     throw new Error(

@@ -20,7 +20,7 @@ export interface Caller {
 }
 
 /** The development-mode caller when no identity headers are sent (`npm run agentd`, tests). */
-export const LOCAL_ADMIN_CLIENT_ID = 'local-admin';
+const LOCAL_ADMIN_CLIENT_ID = 'local-admin';
 
 const CLIENT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
 const ROLE_RE = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$/;

@@ -25,8 +25,8 @@ import { ustar } from './ustar.ts';
 /** The Content-Type OPA looks for to keep long polling. */
 export const OPA_BUNDLE_CONTENT_TYPE = 'application/vnd.openpolicyagent.bundles';
 /** Files in the bundle. */
-export const REGISTRY_MANIFEST_FILE = '.manifest';
-export const REGISTRY_DATA_FILE = `${REGISTRY_BUNDLE_ROOT}/data.json`;
+const REGISTRY_MANIFEST_FILE = '.manifest';
+const REGISTRY_DATA_FILE = `${REGISTRY_BUNDLE_ROOT}/data.json`;
 
 export interface RegistryBundle {
   revision: string;
@@ -68,7 +68,7 @@ interface AckWaiter {
 }
 
 /** The entity tags of an If-None-Match value, unquoted (W/ and quotes removed). */
-export function parseEntityTags(header: string | undefined): string[] {
+function parseEntityTags(header: string | undefined): string[] {
   if (header === undefined || header.trim() === '') return [];
   return header
     .split(',')

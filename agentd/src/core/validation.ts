@@ -51,7 +51,7 @@ const FORBIDDEN_EXACT = new Set([
 const FORBIDDEN_PREFIXES = ['x-agentd-', 'x-sandbox-', 'proxy-', 'x-forwarded-', 'x-envoy-'];
 
 /** Why a caller header is refused, or null if it is not a forbidden header. */
-export function forbiddenHeaderReason(name: string): string | null {
+function forbiddenHeaderReason(name: string): string | null {
   const n = name.toLowerCase();
   if (FORBIDDEN_EXACT.has(n) || FORBIDDEN_PREFIXES.some((p) => n.startsWith(p))) {
     return 'is not allowed: agentd never forwards credentials, identity or routing headers (the egress proxy adds credentials)';

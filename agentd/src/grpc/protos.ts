@@ -15,7 +15,7 @@ export const LOADER_OPTIONS: protoLoader.Options = {
 };
 
 /** The proto root directory: next to the bundle, or agentd/proto from source. */
-export function protoDir(): string {
+function protoDir(): string {
   const here = path.dirname(fileURLToPath(import.meta.url));
   const candidates = [path.join(here, PROTO_ROOT), path.resolve(here, '..', '..', PROTO_ROOT)];
   for (const dir of candidates) {

@@ -20,7 +20,7 @@ export interface ErrorBody {
 }
 
 /** Dotted field path from an Ajv error, e.g. "/params/headers" + propertyName -> "params.headers.X-Y". */
-export function fieldOf(e: AjvLikeError): string {
+function fieldOf(e: AjvLikeError): string {
   const parts = e.instancePath
     .split('/')
     .filter((p) => p !== '')
@@ -31,7 +31,7 @@ export function fieldOf(e: AjvLikeError): string {
   return parts.join('.');
 }
 
-export function validationMessage(e: AjvLikeError, field: string, context: string): string {
+function validationMessage(e: AjvLikeError, field: string, context: string): string {
   const where = field === '' ? context : field;
   switch (e.keyword) {
     case 'required':
