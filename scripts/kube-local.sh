@@ -109,6 +109,15 @@ spawn() {
   echo $! >"$dir/$name.pid"
 }
 
+# Whether the process spawn() started for NAME is still alive. Not live_pid: right after spawn the
+# pid may still be setsid's, before it execs the binary, and a check then would call a server
+# that is starting up dead (seen under load).
+spawned_alive() {
+  local dir="$1" name="$2" pid
+  pid="$(cat "$dir/$name.pid" 2>/dev/null)"
+  [[ "$pid" =~ ^[0-9]+$ && -e "/proc/$pid" ]]
+}
+
 fail_start() {
   local dir="$1" name="$2"
   log "$name did not come up; last lines of $dir/$name.log:"
@@ -190,7 +199,7 @@ cmd_start() {
     --log-level warn
   local deadline=$((SECONDS + timeout))
   until curl -fsS "http://127.0.0.1:$etcd_port/health" 2>/dev/null | grep -q '"health":"true"'; do
-    [[ -n "$(live_pid "$dir" etcd "$ETCD_BIN")" && $SECONDS -lt $deadline ]] || fail_start "$dir" etcd
+    spawned_alive "$dir" etcd && [[ $SECONDS -lt $deadline ]] || fail_start "$dir" etcd
     sleep 0.3
   done
 
@@ -216,8 +225,7 @@ cmd_start() {
     --event-ttl=15m \
     "${admission[@]}"
   until [[ "$(curl -ksS -m 5 -H "Authorization: Bearer $token" "https://127.0.0.1:$port/readyz" 2>/dev/null)" == ok ]]; do
-    [[ -n "$(live_pid "$dir" kube-apiserver "$APISERVER_BIN")" && $SECONDS -lt $deadline ]] ||
-      fail_start "$dir" kube-apiserver
+    spawned_alive "$dir" kube-apiserver && [[ $SECONDS -lt $deadline ]] || fail_start "$dir" kube-apiserver
     sleep 0.5
   done
 
@@ -260,7 +268,7 @@ EOF
       --concurrent-gc-syncs=5
     # It needs a moment to sync its caches; a crash at start shows here.
     sleep 1
-    [[ -n "$(live_pid "$dir" kube-controller-manager "$KCM_BIN")" ]] || fail_start "$dir" kube-controller-manager
+    spawned_alive "$dir" kube-controller-manager || fail_start "$dir" kube-controller-manager
   fi
 
   log "ready: https://127.0.0.1:$port (logs and pid files in $dir)"
