@@ -10,6 +10,8 @@ export const PORTS = {
   /** The stats-only listener of each proxy (/stats/prometheus, /ready). */
   envoyStats: 9902,
   opaGrpc: 9191,
+  /** The bundle server (OPA's policy bundle, served to OPA only). */
+  bundles: 8380,
   /** OPA's REST API, loopback only inside the OPA workload. */
   opaApi: 8181,
   /** OPA's diagnostic listener: /health and /metrics only. */
@@ -24,6 +26,7 @@ export const DIRS = {
   gateway: '/etc/agentd/gateway',
   egress: '/etc/agentd/egress',
   opa: '/etc/agentd/opa',
+  bundles: '/etc/agentd/bundles',
   secrets: '/run/secrets/agentd',
   /** Kubernetes: where the gateway mounts an existing TLS Secret (agentd:gateway.tls.secretName). */
   gatewayTlsSecret: '/run/secrets/agentd-tls',
@@ -31,7 +34,7 @@ export const DIRS = {
 } as const;
 
 /** Workload names: also their DNS names inside the platform. */
-export const WORKLOADS = { gateway: 'gateway', egress: 'egress', opa: 'opa', agentd: 'agentd' } as const;
+export const WORKLOADS = { gateway: 'gateway', egress: 'egress', opa: 'opa', bundles: 'bundles', agentd: 'agentd' } as const;
 
 /**
  * Secret files, by name under DIRS.secrets: the token key, the per-deploy tokens that let agentd trust its

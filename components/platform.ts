@@ -37,6 +37,7 @@ const COMPONENT_TYPES: Readonly<Record<string, string>> = {
   [WORKLOADS.gateway]: 'agentd:gateway:Gateway',
   [WORKLOADS.egress]: 'agentd:egress:Egress',
   [WORKLOADS.opa]: 'agentd:policy:PolicyEngine',
+  [WORKLOADS.bundles]: 'agentd:policy:BundleServer',
   [WORKLOADS.agentd]: 'agentd:agentd:Agentd',
 };
 const MONITORING_TYPE = 'agentd:monitoring:Monitoring';
@@ -75,7 +76,7 @@ export class Platform extends pulumi.ComponentResource {
   readonly apiKeys: pulumi.Output<Record<string, string>>;
   /** The policy bundle's content hash. */
   readonly policyRevision: pulumi.Output<string>;
-  /** Content hash of each of the four services' files. */
+  /** Content hash of each of the platform's services' files (monitoring aside). */
   readonly contentHashes: pulumi.Output<Record<string, string>>;
   /** The monitoring overlay, when the stack enables it: Grafana's and Prometheus' URLs and Grafana's admin password (a secret). */
   readonly monitoring?: {
@@ -131,13 +132,13 @@ export class Platform extends pulumi.ComponentResource {
       return pulumi.secret(value);
     };
 
-    // Only the bundle depends on the generated keys: it is rendered inside that output, and
-    // every other file is a plain value, so a new client changes OPA's files in `pulumi
-    // preview` and nothing else.
+    // Only the bundle server's files depend on the generated keys: they are rendered inside that
+    // output, every other file is a plain value, so a new client changes the bundle server's
+    // files in `pulumi preview` and nothing else (OPA takes the new bundle from it, unrestarted).
     const bundle = keyHashes.apply((hashes) => renderPlanBundle(plan, spec, hashes));
     this.policyRevision = bundle.apply((b) => b.policyRevision);
     const workloads = plan.workloads.map((w) =>
-      resolveWorkload(w, imageFor(images, w.image), secret, w.name === plan.bundle.workload ? bundle.apply((b) => ({ ...w.files, ...b.files })) : w.files),
+      resolveWorkload(w, imageFor(images, w.image), secret, w.name === plan.bundleServer.workload ? bundle.apply((b) => b.files) : w.files),
     );
     const deployed = target.deploy(workloads, plan.network, place);
 
@@ -151,7 +152,7 @@ export class Platform extends pulumi.ComponentResource {
     this.grpcEndpoint = endpointOf(WORKLOADS.gateway, config.gateway.port);
     this.gatewayUrl = this.grpcEndpoint.apply((e) => `${scheme}://${e}`);
     if (gateway.nodePort) this.gatewayNodePort = gateway.nodePort;
-    const core = [WORKLOADS.gateway, WORKLOADS.egress, WORKLOADS.opa, WORKLOADS.agentd];
+    const core = [WORKLOADS.gateway, WORKLOADS.egress, WORKLOADS.opa, WORKLOADS.bundles, WORKLOADS.agentd];
     this.contentHashes = pulumi.all(Object.fromEntries(core.map((w) => [w, deployed[w]!.hash])));
     for (const w of core) groups[`${name}-${w}`]!.settle({ contentHash: deployed[w]!.hash });
     if (config.monitoring.enabled) {

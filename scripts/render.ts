@@ -40,7 +40,7 @@ const capabilities = config.target === 'docker' ? dockerCapabilities(dockerPrefi
 const plan = planPlatform(spec, config, capabilities, configured);
 const bundle = renderPlanBundle(plan, spec, placeholderHashes);
 const files: Record<string, FileContent> = { ...planFiles(plan) };
-for (const [p, content] of Object.entries(bundle.files)) files[`${plan.bundle.workload}/${p}`] = content;
+for (const [p, content] of Object.entries(bundle.files)) files[`${plan.bundleServer.workload}/${p}`] = content;
 
 rmSync(out, { recursive: true, force: true });
 for (const [p, content] of Object.entries(files)) {

@@ -33,7 +33,11 @@ export function renderInput(p: SyntheticPolicy): PlatformRenderInput {
     gateway: gatewayInput,
     gatewaySecrets: { agentdTokenFile: '/run/secrets/agentd/gateway-token' },
     egress: { ...egressInput, configuredCredentials: [...p.serviceIds] },
-    opa: { grpc: { host: '0.0.0.0', port: 9191 }, bundlePath: '/etc/agentd/opa/agentd-bundle.tar.gz' },
+    opa: { grpc: { host: '0.0.0.0', port: 9191 }, bundle: { url: 'http://bundles:8380' } },
+    bundles: {
+      listen: { traffic: { host: '0.0.0.0', port: 8380 }, adminPort: 9901, stats: { host: '0.0.0.0', port: 9902 } },
+      configDir: '/etc/agentd/bundles',
+    },
     keyHashes: p.keyHashes,
   };
 }

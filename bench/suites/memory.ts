@@ -1,5 +1,5 @@
 // 5. Memory: VmRSS of the core processes of the harness stack (gateway Envoy, egress Envoy,
-// OPA, agentd), idle right after start, the highest value sampled under load (every 200 ms
+// OPA, the bundle server Envoy, agentd), idle right after start, the highest value sampled under load (every 200 ms
 // while the gateway and egress runs are going), idle again after the load, and VmHWM (the
 // kernel's peak for the process). agentd runs from its TypeScript source here (node
 // agentd/src/main.ts), not from the bundle the image ships.
@@ -10,8 +10,14 @@ import { sleep } from '../../scripts/local/processes.ts';
 
 const SECTION = 'Memory';
 const IDLE_STACK_TARGET_MIB = 400;
-const CORE = ['gateway', 'egress', 'opa', 'agentd'] as const;
-const LABEL: Record<(typeof CORE)[number], string> = { gateway: 'gateway Envoy', egress: 'egress Envoy', opa: 'OPA', agentd: 'agentd' };
+const CORE = ['gateway', 'egress', 'opa', 'bundles', 'agentd'] as const;
+const LABEL: Record<(typeof CORE)[number], string> = {
+  gateway: 'gateway Envoy',
+  egress: 'egress Envoy',
+  opa: 'OPA',
+  bundles: 'bundle server Envoy',
+  agentd: 'agentd',
+};
 
 export function corePids(ctx: Pick<StackContext, 'stack'>): Record<string, number | undefined> {
   return Object.fromEntries(CORE.map((k) => [LABEL[k], ctx.stack.processes[k].pid]));
@@ -50,7 +56,7 @@ export async function memorySuite(ctx: StackContext, idleFresh: Record<string, R
     checkTarget({
       id: 'memory.idle-stack',
       section: SECTION,
-      description: 'RSS of gateway Envoy + egress Envoy + OPA + agentd, idle after start',
+      description: 'RSS of gateway Envoy + egress Envoy + OPA + bundle server Envoy + agentd, idle after start',
       value: totalFresh,
       limit: IDLE_STACK_TARGET_MIB,
       kind: 'max',

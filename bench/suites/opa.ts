@@ -139,7 +139,7 @@ async function startOpaWithoutDecisionLog(dir: string, bundle: Buffer, registry:
   const httpPort = await freePort();
   writeFileSync(join(dir, OPA_BUNDLE_FILE), bundle);
   const config = {
-    ...(renderOpaConfig({ grpc: { host: '127.0.0.1', port: grpcPort }, bundlePath: join(dir, OPA_BUNDLE_FILE), registry }) as Record<string, unknown>),
+    ...(renderOpaConfig({ grpc: { host: '127.0.0.1', port: grpcPort }, bundle: { file: join(dir, OPA_BUNDLE_FILE) }, registry }) as Record<string, unknown>),
   };
   delete config['decision_logs'];
   writeFileSync(join(dir, OPA_CONFIG_FILE), toYaml(config));

@@ -35,11 +35,22 @@ export interface OpaRegistryInput {
   readonly longPollingTimeoutSeconds?: number;
 }
 
+/** The service (config `services.<name>`) OPA downloads the policy bundle from: the bundle server. */
+export const OPA_POLICY_SERVICE = 'bundles';
+/** The policy bundle's path at the bundle server. */
+export const POLICY_BUNDLE_RESOURCE = '/bundles/agentd.tar.gz';
+/** How often OPA asks the bundle server for a new revision, in whole seconds (OPA's unit). */
+const POLICY_POLL_SECONDS = 1;
+
 export interface OpaRenderInput {
   /** Where the Envoy ext_authz gRPC plugin listens. */
   readonly grpc: Endpoint;
-  /** Absolute path of the bundle file inside the OPA workload. */
-  readonly bundlePath: string;
+  /**
+   * Where OPA gets the policy bundle: the bundle server's base URL (a deploy: OPA takes every new
+   * revision without a restart), or a file it loads once at start (tests and benchmarks that
+   * run OPA alone).
+   */
+  readonly bundle: { readonly url: string } | { readonly file: string };
   /**
    * The sandbox registry served by agentd. Without it data.sandboxes.active is never loaded and
    * the egress policy refuses every sandbox (503 sandbox_registry_unavailable): fail closed.
@@ -48,11 +59,15 @@ export interface OpaRenderInput {
 }
 
 /**
- * The policy bundle: OPA loads it from a file with its bundle plugin (a `file://` resource), once
- * at start: a policy change is a new bundle file and a restart of OPA, which the targets do by
- * content hash. The plugin reports the revision (status, metrics) and `/health?bundles` stays
- * unhealthy until a bundle is active, so a missing or corrupt bundle means refusals (Envoy
- * fails closed), never an open door.
+ * The policy bundle: downloaded from the bundle server (service `bundles`, polled every second
+ * with the ETag OPA holds; the server answers 304 until its revision changes), so a policy
+ * change reaches OPA without restarting it. OPA activates a new revision only when the whole
+ * bundle parses and compiles; otherwise it keeps the active one and reports the error (status,
+ * metrics, log): never fail open, never an outage. Not persisted: a restarted OPA refuses until
+ * the server has answered once. With a `file` instead, OPA loads the bundle once at start (a
+ * `file://` resource; the tests and benchmarks that run OPA alone). Either way the plugin
+ * reports the active revision (status, metrics) and `/health?bundles` stays unhealthy until a
+ * bundle is active, so a missing or corrupt first bundle means refusals (Envoy fails closed).
  *
  * The sandbox registry (with `registry`): a second bundle, `sandboxes`, downloaded from agentd
  * (service `agentd`, resource REGISTRY_BUNDLE_PATH, bearer token from a file) with long polling,
@@ -80,19 +95,25 @@ export interface OpaRenderInput {
  */
 export function renderOpaConfig(input: OpaRenderInput): object {
   const registry = input.registry;
+  const served = 'url' in input.bundle ? input.bundle : undefined;
+  // OPA joins url + '/' + resource: no trailing slash on the one, no leading one on the other.
+  const base = (url: string) => url.replace(/\/+$/, '');
+  const services = {
+    ...(served ? { [OPA_POLICY_SERVICE]: { url: base(served.url) } } : {}),
+    ...(registry ? { [OPA_REGISTRY_SERVICE]: { url: base(registry.url), credentials: { bearer: { token_path: registry.tokenFile } } } } : {}),
+  };
   return {
-    ...(registry
-      ? {
-          services: {
-            [OPA_REGISTRY_SERVICE]: {
-              url: registry.url.replace(/\/+$/, ''), // OPA joins url + '/' + resource
-              credentials: { bearer: { token_path: registry.tokenFile } },
-            },
-          },
-        }
-      : {}),
+    ...(Object.keys(services).length > 0 ? { services } : {}),
     bundles: {
-      [OPA_BUNDLE_NAME]: { resource: `file://${input.bundlePath}` },
+      [OPA_BUNDLE_NAME]:
+        'url' in input.bundle
+          ? {
+              service: OPA_POLICY_SERVICE,
+              resource: POLICY_BUNDLE_RESOURCE.replace(/^\//, ''),
+              persist: false,
+              polling: { min_delay_seconds: POLICY_POLL_SECONDS, max_delay_seconds: POLICY_POLL_SECONDS },
+            }
+          : { resource: `file://${input.bundle.file}` },
       ...(registry
         ? {
             [OPA_REGISTRY_BUNDLE_NAME]: {

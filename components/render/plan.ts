@@ -8,11 +8,10 @@ import type { KeyHashes } from '../../policy/bundle.ts';
 import type { PolicySpec } from '../../policy/spec.ts';
 import type { StackConfig } from '../config.ts';
 import { PORTS, WORKLOADS } from '../layout.ts';
-import { OPA_BUNDLE_FILE } from './opa.ts';
 import { MONITORING_CONNECTIONS, planMonitoring } from './overlay/index.ts';
-import { renderBundleFile, renderOpaFiles, renderProxyFiles } from './platform.ts';
+import { renderBundleServerFiles, renderOpaFiles, renderProxyFiles, type PlatformRenderInput } from './platform.ts';
 import type { Connection, PlannedWorkload, SecretRef, TargetCapabilities, WorkloadFiles } from './types.ts';
-import { agentdWorkload, egressWorkload, gatewayWorkload, platformRenderInput, policyEngineWorkload } from './workloads.ts';
+import { agentdWorkload, bundleServerWorkload, egressWorkload, gatewayWorkload, platformRenderInput, policyEngineWorkload } from './workloads.ts';
 
 export interface PlatformPlan {
   /** Every workload, the monitoring overlay's included when the stack enables it. */
@@ -20,11 +19,13 @@ export interface PlatformPlan {
   /** Every allowed connection between workloads; nothing else may connect (targets enforce it). */
   readonly network: readonly Connection[];
   /**
-   * OPA's policy bundle, the one file that depends on the API keys generated at deploy time (it
-   * holds their hashes): renderPlanBundle renders it into `workload`'s files at `file`. Keeping
-   * it apart means a new client changes OPA's files in `pulumi preview`, and nothing else.
+   * The bundle server, the one workload whose files depend on the API keys generated at deploy
+   * time (OPA's policy bundle holds their hashes, the server's config names its revision):
+   * renderPlanBundle renders them. Keeping them apart means a new client changes the bundle
+   * server's files in `pulumi preview`, and nothing else; OPA takes the new bundle from it
+   * without a restart.
    */
-  readonly bundle: { readonly workload: string; readonly file: string };
+  readonly bundleServer: { readonly workload: string; readonly input: PlatformRenderInput['bundles'] };
 }
 
 /**
@@ -37,6 +38,7 @@ const PLATFORM_CONNECTIONS: readonly Connection[] = [
   { from: WORKLOADS.gateway, to: WORKLOADS.agentd, port: PORTS.agentdGrpc },
   { from: WORKLOADS.gateway, to: WORKLOADS.opa, port: PORTS.opaGrpc },
   { from: WORKLOADS.egress, to: WORKLOADS.opa, port: PORTS.opaGrpc },
+  { from: WORKLOADS.opa, to: WORKLOADS.bundles, port: PORTS.bundles },
   { from: WORKLOADS.opa, to: WORKLOADS.agentd, port: PORTS.agentdHttp },
   { from: WORKLOADS.agentd, to: WORKLOADS.egress, port: PORTS.egress },
 ];
@@ -61,6 +63,7 @@ export function planPlatform(spec: PolicySpec, config: StackConfig, capabilities
   // Back to front: the policy engine, agentd, the egress proxy, the gateway, then monitoring.
   const workloads = [
     policyEngineWorkload(renderOpaFiles(input)),
+    bundleServerWorkload(),
     agentdWorkload(config, Object.keys(spec.sandboxTiers)),
     egressWorkload(config, proxies.egress, configuredCredentials),
     gatewayWorkload(config, proxies.gateway),
@@ -72,18 +75,16 @@ export function planPlatform(spec: PolicySpec, config: StackConfig, capabilities
   if (problem) throw new Error(problem);
   const present = new Set(workloads.map((w) => w.name));
   const network = [...PLATFORM_CONNECTIONS, ...MONITORING_CONNECTIONS].filter((c) => present.has(c.from) && present.has(c.to));
-  return { workloads, network, bundle: { workload: WORKLOADS.opa, file: OPA_BUNDLE_FILE } };
+  return { workloads, network, bundleServer: { workload: WORKLOADS.bundles, input: input.bundles } };
 }
 
-/** The plan's bundle file for the deployed keys, and its revision (the bundle's content hash). */
+/** The bundle server's files for the deployed keys, and the policy revision (the bundle's content hash). */
 export function renderPlanBundle(
   plan: PlatformPlan,
   spec: PolicySpec,
   keyHashes: KeyHashes,
 ): { readonly files: WorkloadFiles; readonly policyRevision: string } {
-  const rendered = renderBundleFile(spec, keyHashes);
-  if (!(plan.bundle.file in rendered.files)) throw new Error(`the bundle renderer gave no ${plan.bundle.file}`);
-  return rendered;
+  return renderBundleServerFiles(spec, { bundles: plan.bundleServer.input, keyHashes });
 }
 
 /** How a secret reference reads in plan.json. */
@@ -95,7 +96,7 @@ function describeSecret(ref: SecretRef): string {
 
 /**
  * The plan as text files, for `npm run render` and the goldens: `plan.json` (every workload
- * without its file contents, the network, the bundle's place) and each workload's files under
+ * without its file contents, the network, the bundle server) and each workload's files under
  * its name. Binary files (none are planned: the bundle comes at deploy time) are refused.
  */
 export function planFiles(plan: PlatformPlan): Record<string, string> {
@@ -115,6 +116,6 @@ export function planFiles(plan: PlatformPlan): Record<string, string> {
       ),
     };
   });
-  out['plan.json'] = `${JSON.stringify({ workloads: summary, network: plan.network, bundle: plan.bundle }, null, 2)}\n`;
+  out['plan.json'] = `${JSON.stringify({ workloads: summary, network: plan.network, bundleServer: plan.bundleServer }, null, 2)}\n`;
   return out;
 }

@@ -8,7 +8,9 @@ import type { PolicySpec } from '../../policy/spec.ts';
 import { credentialSds, credentialSdsFile, renderEgressConfig, type EgressRenderInput } from './envoy/egress.ts';
 import { sdsResource } from './envoy/common.ts';
 import { GATEWAY_TLS_SECRET, GATEWAY_TOKEN_SECRET, renderGatewayConfig, type GatewayRenderInput } from './envoy/gateway.ts';
-import { OPA_BUNDLE_FILE, OPA_MASK_FILE, renderOpaConfig, type OpaRenderInput } from './opa.ts';
+import { renderBundleServerConfig } from './envoy/bundles.ts';
+import type { ProxyListen } from './envoy/common.ts';
+import { OPA_BUNDLE_FILE, OPA_MASK_FILE, POLICY_BUNDLE_RESOURCE, renderOpaConfig, type OpaRenderInput } from './opa.ts';
 import { toYaml } from './yaml.ts';
 
 export interface PlatformRenderInput {
@@ -20,8 +22,10 @@ export interface PlatformRenderInput {
     readonly tls?: { readonly certificateChain: string; readonly privateKey: string };
   };
   readonly egress: EgressRenderInput;
-  /** `bundlePath` is where the workload finds OPA_BUNDLE_FILE. */
+  /** `bundle` names the bundle server (a deploy, the harness) or a file. */
   readonly opa: OpaRenderInput;
+  /** The bundle server: where it listens, and its config directory (where it finds OPA_BUNDLE_FILE). */
+  readonly bundles: { readonly listen: ProxyListen; readonly configDir: string };
   readonly keyHashes: KeyHashes;
 }
 
@@ -44,6 +48,8 @@ export interface RenderedPlatform {
   readonly gateway: WorkloadFiles;
   readonly egress: WorkloadFiles;
   readonly opa: WorkloadFiles;
+  /** The bundle server's files: the bundle, and its config that names the bundle's revision. */
+  readonly bundles: WorkloadFiles;
   /** The bundle's content hash: changes exactly when policy or data change. */
   readonly policyRevision: string;
 }
@@ -91,14 +97,35 @@ export function renderOpaFiles(input: Pick<PlatformRenderInput, 'opa'>): Workloa
   };
 }
 
-/** OPA's policy bundle: the only file that depends on the API keys (it holds their hashes). */
-export function renderBundleFile(spec: PolicySpec, keyHashes: KeyHashes): { readonly files: WorkloadFiles; readonly policyRevision: string } {
-  const bundle = buildBundle(spec, keyHashes);
-  return { files: { [OPA_BUNDLE_FILE]: { base64: bundle.bytes.toString('base64') } }, policyRevision: bundle.revision };
+/** A bundle server holds at most this much (Envoy keeps a direct response's body in memory). */
+export const MAX_BUNDLE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The bundle server's files: OPA's policy bundle and the server's config, which names the
+ * bundle's revision (its ETag). The only files that depend on the API keys (the bundle holds
+ * their hashes), so a deploy renders them once the keys exist, and a policy change changes
+ * them and nothing else.
+ */
+export function renderBundleServerFiles(
+  spec: PolicySpec,
+  input: Pick<PlatformRenderInput, 'bundles' | 'keyHashes'>,
+): { readonly files: WorkloadFiles; readonly policyRevision: string } {
+  const bundle = buildBundle(spec, input.keyHashes);
+  if (bundle.bytes.length > MAX_BUNDLE_BYTES)
+    throw new Error(`the policy bundle is ${bundle.bytes.length} bytes; the bundle server holds at most ${MAX_BUNDLE_BYTES}`);
+  const config = renderBundleServerConfig({
+    listen: input.bundles.listen,
+    bundles: [{ path: POLICY_BUNDLE_RESOURCE, file: `${input.bundles.configDir}/${OPA_BUNDLE_FILE}`, revision: bundle.revision }],
+    maxBundleBytes: MAX_BUNDLE_BYTES,
+  });
+  return {
+    files: { [ENVOY_CONFIG_FILE]: toYaml(config), [OPA_BUNDLE_FILE]: { base64: bundle.bytes.toString('base64') } },
+    policyRevision: bundle.revision,
+  };
 }
 
-/** Every file of the four services at once (the test harness and the benchmarks; a deploy renders the bundle apart: PlatformPlan). */
+/** Every file of the platform's services at once (the test harness and the benchmarks; a deploy renders the bundle server's apart: PlatformPlan). */
 export function renderPlatform(spec: PolicySpec, input: PlatformRenderInput): RenderedPlatform {
-  const bundle = renderBundleFile(spec, input.keyHashes);
-  return { ...renderProxyFiles(spec, input), opa: { ...renderOpaFiles(input), ...bundle.files }, policyRevision: bundle.policyRevision };
+  const bundles = renderBundleServerFiles(spec, input);
+  return { ...renderProxyFiles(spec, input), opa: renderOpaFiles(input), bundles: bundles.files, policyRevision: bundles.policyRevision };
 }

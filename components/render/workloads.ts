@@ -1,4 +1,4 @@
-// The platform's four services as planned workloads (gateway, egress, OPA, agentd), and where
+// The platform's services as planned workloads (gateway, egress, OPA, its bundle server, agentd), and where
 // each finds the others on a target. Pure: planPlatform composes these with the monitoring
 // overlay; `npm run render` and the goldens see exactly what a deploy ships.
 
@@ -7,7 +7,7 @@ import type { StackConfig } from '../config.ts';
 import { DIRS, PORTS, RUN_AS_USER, SECRET_FILES, WORKLOADS } from '../layout.ts';
 import { DEFAULT_PROXY_LIMITS, envoyArgs } from './envoy/common.ts';
 import { credentialValueFile } from './envoy/egress.ts';
-import { OPA_BUNDLE_FILE, OPA_MASK_FILE, OPA_MEMORY_MIB, opaRunArgs, opaRuntimeEnv } from './opa.ts';
+import { OPA_MASK_FILE, OPA_MEMORY_MIB, opaRunArgs, opaRuntimeEnv } from './opa.ts';
 import { EGRESS_SDS_SUBDIR, ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES, OPA_CONFIG_FILE, type PlatformRenderInput } from './platform.ts';
 import type { Endpoint, PlannedWorkload, SecretRef, WorkloadFiles } from './types.ts';
 
@@ -27,6 +27,7 @@ export function platformRenderInput(
   // The certificate: secret files the platform writes, or the keys of a mounted TLS Secret.
   const tlsDir = tls?.source === 'secret' ? DIRS.gatewayTlsSecret : DIRS.secrets;
   const agentdHttp = address(WORKLOADS.agentd, PORTS.agentdHttp);
+  const bundles = address(WORKLOADS.bundles, PORTS.bundles);
   return {
     gateway: {
       listen: { traffic: any(PORTS.gateway), adminPort: PORTS.envoyAdmin, stats: any(PORTS.envoyStats) },
@@ -56,9 +57,10 @@ export function platformRenderInput(
     },
     opa: {
       grpc: { host: '0.0.0.0', port: PORTS.opaGrpc },
-      bundlePath: `${DIRS.opa}/${OPA_BUNDLE_FILE}`,
+      bundle: { url: `http://${bundles.host}:${bundles.port}` },
       registry: { url: `http://${agentdHttp.host}:${agentdHttp.port}`, tokenFile: `${DIRS.secrets}/${SECRET_FILES.registryToken}` },
     },
+    bundles: { listen: { traffic: any(PORTS.bundles), adminPort: PORTS.envoyAdmin, stats: any(PORTS.envoyStats) }, configDir: DIRS.bundles },
     keyHashes,
   };
 }
@@ -143,6 +145,30 @@ export function policyEngineWorkload(files: WorkloadFiles): PlannedWorkload {
     internet: false,
     user: RUN_AS_USER,
     resources: { cpuMillis: 500, memoryMiB: OPA_MEMORY_MIB },
+    replicas: 1,
+  };
+}
+
+/**
+ * The bundle server: serves OPA its policy bundle, so that a policy change replaces this
+ * workload and never OPA (components/render/envoy/bundles.ts). Its files depend on the API keys
+ * and are rendered at deploy time (PlatformPlan.bundleServer); the plan holds none.
+ */
+export function bundleServerWorkload(): PlannedWorkload {
+  return {
+    name: WORKLOADS.bundles,
+    image: 'envoy',
+    args: envoyArgs(`${DIRS.bundles}/${ENVOY_CONFIG_FILE}`),
+    env: {},
+    configDir: DIRS.bundles,
+    files: {},
+    secretDir: DIRS.secrets,
+    secretFiles: {},
+    ports: envoyPorts(PORTS.bundles),
+    health: { port: PORTS.envoyStats, path: '/ready' },
+    internet: false,
+    user: RUN_AS_USER,
+    resources: { cpuMillis: 250, memoryMiB: 128 },
     replicas: 1,
   };
 }

@@ -46,7 +46,7 @@ export async function startOpa(dir: string, bundle: Buffer, options: StartOpaOpt
     toYaml(
       renderOpaConfig({
         grpc: { host: '127.0.0.1', port: grpcPort },
-        bundlePath: join(dir, OPA_BUNDLE_FILE),
+        bundle: { file: join(dir, OPA_BUNDLE_FILE) },
         ...(options.registry ? { registry: options.registry } : {}),
       }),
     ),

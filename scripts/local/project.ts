@@ -1,6 +1,6 @@
 // A copy of the Pulumi project in a temp dir, with its own state backend, so a test can change
 // policy data and run `pulumi` without touching the repo. node_modules is linked, not copied.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +11,8 @@ export interface ProjectCopy {
   readonly env: NodeJS.ProcessEnv;
   /** Runs `pulumi ARGS --stack STACK --non-interactive` in the copy; throws on failure when `check`. */
   pulumi(args: string[], opts?: { check?: boolean; input?: string }): { status: number; out: string; stdout: string };
+  /** The same, without blocking the event loop (a test sends traffic while it runs); rejects on failure. */
+  pulumiAsync(args: string[]): Promise<{ out: string }>;
   /** `pulumi config set --path KEY` with the value on stdin (a PEM value would read as a flag). */
   set(path: string, value: string, secret?: boolean): void;
 }
@@ -42,10 +44,24 @@ export function copyProject(stack: string, extraEnv: NodeJS.ProcessEnv = {}): Pr
     if ((opts.check ?? true) && r.status !== 0) throw new Error(`pulumi ${args.join(' ')} failed (${r.status}):\n${out.slice(-4000)}`);
     return { status: r.status ?? 1, out, stdout: r.stdout };
   };
+  const pulumiAsync = (args: string[]) =>
+    new Promise<{ out: string }>((resolve, reject) => {
+      const child = spawn('pulumi', [...args, '--stack', stack, '--non-interactive'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const chunks: Buffer[] = [];
+      child.stdout.on('data', (c: Buffer) => chunks.push(c));
+      child.stderr.on('data', (c: Buffer) => chunks.push(c));
+      child.on('error', reject);
+      child.on('close', (code) => {
+        const out = Buffer.concat(chunks).toString('utf8');
+        if (code === 0) resolve({ out });
+        else reject(new Error(`pulumi ${args.join(' ')} failed (${code}):\n${out.slice(-4000)}`));
+      });
+    });
   return {
     dir,
     env,
     pulumi,
+    pulumiAsync,
     set: (path, value, secret = false) => void pulumi(['config', 'set', '--path', ...(secret ? ['--secret'] : []), path], { input: value }),
   };
 }

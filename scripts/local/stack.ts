@@ -1,6 +1,6 @@
-// The local stack (the harness): the real gateway Envoy, egress Envoy, OPA (serving the built
-// bundle and polling agentd's sandbox registry), agentd and a stand-in upstream (HTTPS with a
-// test CA), as processes on loopback. Every file comes from renderPlatform, as in a deploy; only
+// The local stack (the harness): the real gateway Envoy, egress Envoy, OPA (polling the bundle
+// server for the built bundle and agentd for the sandbox registry), the bundle server Envoy,
+// agentd and a stand-in upstream (HTTPS with a test CA), as processes on loopback. Every file comes from renderPlatform, as in a deploy; only
 // addresses differ. The tests, `npm run dev`, `npm run policy` and the benchmarks use it; it
 // lives with the scripts because tooling never imports from test/.
 import { randomBytes } from 'node:crypto';
@@ -10,11 +10,14 @@ import { sha256Hex } from '../../policy/bundle.ts';
 import type { PolicySpec } from '../../policy/spec.ts';
 import { credentialValueFile, type Upstream } from '../../components/render/envoy/egress.ts';
 import { DEFAULT_PROXY_LIMITS, envoyArgs, type ProxyLimits } from '../../components/render/envoy/common.ts';
-import { OPA_BUNDLE_FILE, OPA_MASK_FILE, opaRunArgs, opaRuntimeEnv } from '../../components/render/opa.ts';
+import { renderBundleServerConfig } from '../../components/render/envoy/bundles.ts';
+import { OPA_BUNDLE_FILE, OPA_MASK_FILE, POLICY_BUNDLE_RESOURCE, opaRunArgs, opaRuntimeEnv } from '../../components/render/opa.ts';
+import { toYaml } from '../../components/render/yaml.ts';
 import {
   EGRESS_SDS_SUBDIR,
   ENVOY_CONFIG_FILE,
   GATEWAY_SDS_FILES,
+  MAX_BUNDLE_BYTES,
   OPA_CONFIG_FILE,
   fileBytes,
   jwksDocument,
@@ -61,6 +64,9 @@ export interface StackPorts {
   egressStats: number;
   opaGrpc: number;
   opaHttp: number;
+  bundles: number;
+  bundlesAdmin: number;
+  bundlesStats: number;
   agentdHttp: number;
   agentdGrpc: number;
   agentdMetrics: number;
@@ -94,7 +100,12 @@ export interface Stack {
   readonly ca: TestCa;
   readonly upstream: StandInUpstream;
   readonly rendered: RenderedPlatform;
-  readonly processes: Readonly<Record<'opa' | 'gateway' | 'egress' | 'agentd', ManagedProcess>>;
+  readonly processes: Readonly<Record<'opa' | 'bundles' | 'gateway' | 'egress' | 'agentd', ManagedProcess>>;
+  /**
+   * Serves `bundle` as OPA's policy bundle with revision `revision` (its ETag): the bundle
+   * server restarts with it, as a deploy replaces the bundle server, and OPA is left running.
+   */
+  serveBundle(bundle: Buffer, revision: string): Promise<void>;
   /** Every log the stack wrote so far. */
   logs(): string;
   stop(): Promise<void>;
@@ -119,6 +130,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     egressStats: 0,
     opaGrpc: 0,
     opaHttp: 0,
+    bundles: 0,
+    bundlesAdmin: 0,
+    bundlesStats: 0,
     agentdHttp: 0,
     agentdGrpc: 0,
     agentdMetrics: 0,
@@ -145,9 +159,11 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const gatewayDir = join(dir, 'gateway');
   const egressDir = join(dir, 'egress');
   const opaDir = join(dir, 'opa');
+  const bundlesDir = join(dir, 'bundles');
   const secretsDir = join(dir, 'secrets');
   const loopback = (port: number) => ({ host: '127.0.0.1', port });
   const standIn: Upstream = { scheme: 'https', host: 'localhost', port: upstream.port };
+  const bundlesListen = { traffic: loopback(ports.bundles), adminPort: ports.bundlesAdmin, stats: loopback(ports.bundlesStats) };
   const rendered = renderPlatform(spec, {
     gateway: {
       listen: { traffic: loopback(ports.gateway), adminPort: ports.gatewayAdmin, stats: loopback(ports.gatewayStats) },
@@ -177,14 +193,16 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     },
     opa: {
       grpc: loopback(ports.opaGrpc),
-      bundlePath: join(opaDir, OPA_BUNDLE_FILE),
+      bundle: { url: `http://127.0.0.1:${ports.bundles}` },
       registry: { url: `http://127.0.0.1:${ports.agentdHttp}`, tokenFile: join(secretsDir, SECRET_FILES.registryToken) },
     },
+    bundles: { listen: bundlesListen, configDir: bundlesDir },
     keyHashes: Object.fromEntries(Object.entries(apiKeys).map(([id, k]) => [id, sha256Hex(k)])),
   });
   write(gatewayDir, rendered.gateway);
   write(egressDir, rendered.egress);
   write(opaDir, rendered.opa);
+  write(bundlesDir, rendered.bundles);
   // Secret files, as a target writes them from Pulumi secrets.
   write(secretsDir, {
     'jwks.json': jwksDocument('k1', signingKey),
@@ -195,7 +213,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
   const logDir = join(dir, 'logs');
   mkdirSync(logDir, { recursive: true });
-  const envoy = (name: 'gateway' | 'egress', cfgDir: string, adminPort: number) =>
+  const envoy = (name: 'gateway' | 'egress' | 'bundles', cfgDir: string, adminPort: number) =>
     new ManagedProcess(
       {
         name,
@@ -216,6 +234,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       },
       join(logDir, 'opa.log'),
     ),
+    bundles: envoy('bundles', bundlesDir, ports.bundlesAdmin),
     gateway: envoy('gateway', gatewayDir, ports.gatewayAdmin),
     egress: envoy('egress', egressDir, ports.egressAdmin),
     agentd: new ManagedProcess(
@@ -244,8 +263,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
   const started: ManagedProcess[] = [];
   try {
-    // agentd first: OPA is ready only once it has both bundles, the sandbox registry included.
-    for (const p of [processes.agentd, processes.opa, processes.egress, processes.gateway]) {
+    // The bundle server and agentd first: OPA is ready only once it has both bundles, the
+    // policy and the sandbox registry.
+    for (const p of [processes.bundles, processes.agentd, processes.opa, processes.egress, processes.gateway]) {
       await p.start();
       started.push(p);
     }
@@ -284,6 +304,18 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       readdirSync(logDir)
         .map((f) => readFileSync(join(logDir, f), 'utf8'))
         .join('\n'),
+    async serveBundle(bundle: Buffer, revision: string) {
+      await processes.bundles.stop();
+      const file = join(bundlesDir, OPA_BUNDLE_FILE);
+      writeFileSync(file, bundle);
+      const config = renderBundleServerConfig({
+        listen: bundlesListen,
+        bundles: [{ path: POLICY_BUNDLE_RESOURCE, file, revision }],
+        maxBundleBytes: MAX_BUNDLE_BYTES,
+      });
+      writeFileSync(join(bundlesDir, ENVOY_CONFIG_FILE), toYaml(config));
+      await processes.bundles.start();
+    },
     async stop() {
       await Promise.all(Object.values(processes).map((p) => p.stop()));
       await upstream.stop();

@@ -39,16 +39,17 @@ beforeAll(async () => {
 });
 
 describe('Platform on the Docker target', () => {
-  it('creates the four workloads, an internal network per workload and the edge, one API key per client, the token key and the two caller tokens', () => {
+  it('creates the five workloads, an internal network per workload and the edge, one API key per client, the token key and the two caller tokens', () => {
     expect(
       containers()
         .map((c) => c.inputs.name)
         .sort(),
-    ).toEqual(['agentd-test-agentd', 'agentd-test-egress', 'agentd-test-gateway', 'agentd-test-opa']);
+    ).toEqual(['agentd-test-agentd', 'agentd-test-bundles', 'agentd-test-egress', 'agentd-test-gateway', 'agentd-test-opa']);
     const nets = created.filter((c) => c.type === 'docker:index/network:Network' && String(c.inputs.name).startsWith('agentd-test-'));
     expect(nets.map((n) => [n.inputs.name, n.inputs.internal ?? false]).sort()).toEqual([
       ['agentd-test-edge', false],
       ['agentd-test-to-agentd', true],
+      ['agentd-test-to-bundles', true],
       ['agentd-test-to-egress', true],
       ['agentd-test-to-gateway', true],
       ['agentd-test-to-opa', true],
@@ -79,11 +80,19 @@ describe('Platform on the Docker target', () => {
   it('shares a network only between peers: a workload reaches only what it talks to; agentd and OPA stay off the edge', () => {
     const nets = (name: string) => container(name).inputs.networksAdvanced.map((n: any) => n.name);
     expect(nets('agentd')).toEqual(['agentd-test-to-agentd', 'agentd-test-to-egress']);
-    expect(nets('opa')).toEqual(['agentd-test-to-opa', 'agentd-test-to-agentd']);
+    expect(nets('opa')).toEqual(['agentd-test-to-opa', 'agentd-test-to-agentd', 'agentd-test-to-bundles']);
+    // The bundle server serves OPA alone: nothing else shares its network.
+    expect(nets('bundles')).toEqual(['agentd-test-to-bundles']);
+    expect(
+      containers()
+        .filter((c) => nets(workloadOf(c)).includes('agentd-test-to-bundles'))
+        .map(workloadOf)
+        .sort(),
+    ).toEqual(['bundles', 'opa']);
     expect(nets('egress')).toEqual(['agentd-test-to-egress', 'agentd-test-to-opa', 'agentd-test-edge']);
     expect(nets('gateway')).toEqual(['agentd-test-to-gateway', 'agentd-test-to-agentd', 'agentd-test-to-opa', 'agentd-test-edge']);
     // Each workload is known by its name only on its own network.
-    for (const w of ['agentd', 'opa', 'egress', 'gateway']) {
+    for (const w of ['agentd', 'opa', 'bundles', 'egress', 'gateway']) {
       const own = container(w).inputs.networksAdvanced.filter((n: any) => (n.aliases ?? []).includes(w));
       expect(
         own.map((n: any) => n.name),
@@ -107,16 +116,13 @@ describe('Platform on the Docker target', () => {
     }
   });
 
-  it('delivers the bundle to OPA and the Envoy configs to the proxies', () => {
+  it('delivers the bundle to the bundle server, OPA its config, and the Envoy configs to the proxies', () => {
     const files = (name: string) => uploads(seed(name)).map((u: any) => u.file);
-    expect(files('opa').filter((f) => f.startsWith('/etc/'))).toEqual([
-      '/etc/agentd/opa/agentd-bundle.tar.gz',
-      '/etc/agentd/opa/config.yaml',
-      '/etc/agentd/opa/mask.rego',
-    ]);
+    expect(files('bundles')).toEqual(['/etc/agentd/bundles/agentd-bundle.tar.gz', '/etc/agentd/bundles/envoy.yaml']);
+    expect(files('opa').filter((f) => f.startsWith('/etc/'))).toEqual(['/etc/agentd/opa/config.yaml', '/etc/agentd/opa/mask.rego']);
     expect(files('gateway')).toEqual(['/etc/agentd/gateway/envoy.yaml', '/etc/agentd/gateway/sds/agentd-token.sds.json', '/run/secrets/agentd/gateway-token']);
     expect(files('agentd')).toEqual(['/run/secrets/agentd/gateway-token', '/run/secrets/agentd/jwks.json', '/run/secrets/agentd/registry-token']);
-    expect(files('opa')).toHaveLength(4);
+    expect(files('opa')).toHaveLength(3);
     expect(files('opa')).toContain('/run/secrets/agentd/registry-token');
     expect(files('egress')).toEqual(
       expect.arrayContaining([
@@ -176,25 +182,24 @@ describe('Platform on the Docker target', () => {
     expect(await value(platform.gatewayUrl)).toBe('http://127.0.0.1:8080');
   });
 
-  it('a new client changes only OPA: the proxies render without the API keys', async () => {
+  it('a new client changes only the bundle server: OPA and the proxies render without the API keys', async () => {
     const before = await value(platform.contentHashes);
     const spec = shippedSpec();
     const more = { ...spec, clients: [...spec.clients, { id: 'newcomer', role: 'reader', rateLimitTier: 'default', enabled: true, description: '' }] };
     const other = build(more as typeof spec);
     const after = await value(other.contentHashes);
     expect(Object.keys(await value(other.apiKeys))).toContain('newcomer');
-    expect(after.opa).not.toBe(before.opa);
-    for (const w of ['gateway', 'egress', 'agentd'] as const) expect(after[w], w).toBe(before[w]);
+    expect(after.bundles).not.toBe(before.bundles);
+    for (const w of ['gateway', 'egress', 'opa', 'agentd'] as const) expect(after[w], w).toBe(before[w]);
   });
 
-  it('a policy change touches only OPA: the other content hashes stay', async () => {
+  it('a policy change touches only the bundle server: OPA and the rest keep their content hashes (nothing else restarts)', async () => {
     const before = await value(platform.contentHashes);
     const spec = shippedSpec();
     const changed = { ...spec, clients: spec.clients.map((c) => (c.id === 'ci' ? { ...c, rateLimitTier: 'premium' } : c)) };
     const other = build(changed as typeof spec);
     const after = await value(other.contentHashes);
-    expect(after.opa).not.toBe(before.opa);
-    expect(after.agentd).toBe(before.agentd);
-    expect(after.egress).toBe(before.egress);
+    expect(after.bundles).not.toBe(before.bundles);
+    for (const w of ['gateway', 'egress', 'opa', 'agentd'] as const) expect(after[w], w).toBe(before[w]);
   });
 });

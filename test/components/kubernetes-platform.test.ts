@@ -43,12 +43,12 @@ describe('Platform on the Kubernetes target', () => {
     const deployments = of('kubernetes:apps/v1:Deployment')
       .map((d) => d.inputs.metadata.name)
       .sort();
-    expect(deployments).toEqual(['agentd', 'egress', 'gateway', 'opa']);
+    expect(deployments).toEqual(['agentd', 'bundles', 'egress', 'gateway', 'opa']);
     expect(
       of('kubernetes:core/v1:ConfigMap')
         .map((c) => c.inputs.metadata.name)
         .sort(),
-    ).toEqual(['agentd-config', 'egress-config', 'gateway-config', 'opa-config']);
+    ).toEqual(['agentd-config', 'bundles-config', 'egress-config', 'gateway-config', 'opa-config']);
     expect(
       of('kubernetes:core/v1:Service')
         .map((c) => c.inputs.metadata.name)
@@ -176,6 +176,6 @@ describe('rendering manifests without opting in to plaintext secrets', () => {
     await value(p.contentHashes);
     await new Promise((r) => setTimeout(r, 50));
     expect(of('kubernetes:core/v1:Secret')).toEqual([]);
-    expect(of('kubernetes:apps/v1:Deployment')).toHaveLength(4);
+    expect(of('kubernetes:apps/v1:Deployment')).toHaveLength(5);
   });
 });

@@ -29,6 +29,7 @@ describe('monitoring on the Docker target', () => {
     expect(workloads.map((c) => c.inputs.name).sort()).toEqual([
       'agentd-mon-agentd',
       'agentd-mon-alloy',
+      'agentd-mon-bundles',
       'agentd-mon-egress',
       'agentd-mon-gateway',
       'agentd-mon-grafana',

@@ -46,6 +46,7 @@ function materialise(input: PlatformRenderInput, dir: string): PlatformRenderInp
     },
     gatewaySecrets: { agentdTokenFile: token, ...(tls ? { tls } : {}) },
     egress: { ...input.egress, jwksFile: jwks, sdsDir: join(dir, 'egress/sds'), credentialDir: credDir, caBundleFile: '/etc/ssl/certs/ca-certificates.crt' },
+    bundles: { ...input.bundles, configDir: join(dir, 'bundles') },
   };
 }
 
@@ -85,7 +86,10 @@ describe('envoy --mode validate on every generated config', () => {
     }
     // The gateway's token to agentd, its certificate when TLS is on, and a file per credential.
     expect(sdsFiles).toBe(1 + (config.gateway.tls ? 1 : 0) + creds.length);
-    for (const proxy of ['gateway', 'egress'] as const) {
+    // The bundle server reads its bundle when it loads the config: the file must be there.
+    mkdirSync(join(dir, 'bundles'), { recursive: true });
+    for (const [p, c] of Object.entries(rendered.bundles)) writeFileSync(join(dir, 'bundles', p), fileBytes(c));
+    for (const proxy of ['gateway', 'egress', 'bundles'] as const) {
       const file = join(dir, `${proxy}.yaml`);
       writeFileSync(file, fileBytes(rendered[proxy][ENVOY_CONFIG_FILE]!));
       const r = run(toolPath('envoy'), ['--mode', 'validate', '-c', file, '--log-level', 'error']);

@@ -1,6 +1,7 @@
 // The user's main job, for real: `pulumi up` of a stack into the local Docker engine, traffic
 // through the provisioned gateway and egress (to a stand-in upstream container that checks the
-// injected credential), a no-op preview, a policy change that restarts only OPA, invalid data
+// injected credential), a no-op preview, a policy change under traffic that replaces only the
+// bundle server (OPA takes the new bundle unrestarted; no request of another client fails), invalid data
 // that stops the preview, TLS at the gateway from secret stack config (and plaintext exposure
 // refused), the passphrase rule, and a destroy that leaves nothing behind.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,7 +9,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTestCa } from '../../scripts/local/standin.ts';
-import { freePort } from '../../scripts/local/processes.ts';
+import { freePort, sleep } from '../../scripts/local/processes.ts';
 import { AgentdGrpc, rawRequest } from '../../scripts/local/clients.ts';
 import * as grpc from '@grpc/grpc-js';
 import { REPO_ROOT } from '../../scripts/local/tools.ts';
@@ -115,7 +116,7 @@ describe('pulumi up into the local Docker engine', () => {
     const plain = pulumi(['stack', 'output', '--json']).out;
     expect(plain).toContain('[secret]');
     expect(plain).not.toContain(outputs.apiKeys['admin']!);
-    expect(Object.keys(containerIds()).sort()).toEqual([`${PREFIX}-agentd`, `${PREFIX}-egress`, `${PREFIX}-gateway`, `${PREFIX}-opa`]);
+    expect(Object.keys(containerIds()).sort()).toEqual([`${PREFIX}-agentd`, `${PREFIX}-bundles`, `${PREFIX}-egress`, `${PREFIX}-gateway`, `${PREFIX}-opa`]);
   }, 900_000);
 
   it('runs every container hardened and publishes only the gateway, on loopback', () => {
@@ -188,10 +189,22 @@ describe('pulumi up into the local Docker engine', () => {
     }
   }, 300_000);
 
-  it('a policy change restarts only the workloads it touches, and is in effect', async () => {
+  it('a policy change under traffic: only the bundle server is replaced, no request of another client fails, the change is in force within 5 s', async () => {
     const before = containerIds();
     const ci = outputs.apiKeys['ci']!;
+    const admin = outputs.apiKeys['admin']!;
     expect((await get('/api/v1/status', ci)).status).toBe(200);
+    // Steady traffic of a client the change does not concern (about 50 req/s) while pulumi up runs.
+    const outcomes: number[] = [];
+    const inFlight: Promise<void>[] = [];
+    const traffic = setInterval(() => {
+      inFlight.push(
+        get('/api/v1/status', admin).then(
+          (r) => void outcomes.push(r.status),
+          () => void outcomes.push(0),
+        ),
+      );
+    }, 20);
     const file = join(work, 'policy/data/clients.yaml');
     writeFileSync(
       file,
@@ -200,14 +213,30 @@ describe('pulumi up into the local Docker engine', () => {
         '    role: operator\n    rate_limit_tier: standard\n    enabled: false\n',
       ),
     );
-    pulumi(['up', '--yes', '--skip-preview']);
+    let inForceMs: number;
+    try {
+      await project.pulumiAsync(['up', '--yes', '--skip-preview']);
+      const upDone = Date.now();
+      while ((await get('/api/v1/status', ci)).status !== 403 && Date.now() - upDone < 10_000) await sleep(100);
+      inForceMs = Date.now() - upDone;
+      await sleep(1000); // traffic goes on a moment after the change
+    } finally {
+      clearInterval(traffic);
+      await Promise.all(inFlight);
+    }
+    const failed = outcomes.filter((s) => s !== 200);
+    console.log(
+      `policy change under traffic: ${outcomes.length} requests of an unaffected client, ${failed.length} failed; in force ${inForceMs} ms after pulumi up`,
+    );
+    expect(outcomes.length).toBeGreaterThan(100);
+    expect(failed, 'requests of the unaffected client that failed').toEqual([]);
+    expect(inForceMs).toBeLessThanOrEqual(5_000);
     const after = containerIds();
-    expect(after[`${PREFIX}-opa`]).not.toBe(before[`${PREFIX}-opa`]);
-    for (const w of ['gateway', 'egress', 'agentd']) expect(after[`${PREFIX}-${w}`], w).toBe(before[`${PREFIX}-${w}`]);
+    expect(after[`${PREFIX}-bundles`]).not.toBe(before[`${PREFIX}-bundles`]);
+    for (const w of ['opa', 'gateway', 'egress', 'agentd']) expect(after[`${PREFIX}-${w}`], w).toBe(before[`${PREFIX}-${w}`]);
     const r = await get('/api/v1/status', ci);
     expect(r.status).toBe(403);
     expect(r.json().error.code).toBe('disabled_api_key');
-    expect((await get('/api/v1/status', outputs.apiKeys['admin'])).status).toBe(200);
   }, 600_000);
 
   it('a stack other than dev without a passphrase of its own stops before anything is encrypted, with the fix', () => {
@@ -256,7 +285,7 @@ describe('pulumi up into the local Docker engine', () => {
     pulumi(['up', '--yes', '--skip-preview']);
     const after = containerIds();
     expect(after[`${PREFIX}-gateway`]).not.toBe(before[`${PREFIX}-gateway`]);
-    for (const w of ['opa', 'egress', 'agentd']) expect(after[`${PREFIX}-${w}`], w).toBe(before[`${PREFIX}-${w}`]);
+    for (const w of ['opa', 'bundles', 'egress', 'agentd']) expect(after[`${PREFIX}-${w}`], w).toBe(before[`${PREFIX}-${w}`]);
     expect(pulumi(['stack', 'output', 'gatewayUrl']).stdout.trim()).toBe(`https://127.0.0.1:${gatewayPort}`);
     const admin = outputs.apiKeys['admin']!;
     for (const [flag, version] of [

@@ -1,7 +1,8 @@
 // The Kubernetes target for real: `pulumi up` against a local kube-apiserver with etcd (built
 // from Go modules; no nodes, so pods never run and resources skip await). Every object is
 // created and listed by kubectl; a preview right after is empty; a policy change updates only
-// OPA's ConfigMap and Deployment; destroy leaves nothing.
+// the bundle server's ConfigMap and Deployment (OPA takes the new bundle from it unrestarted);
+// destroy leaves nothing.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -60,7 +61,7 @@ afterAll(() => {
 describe('pulumi up against a real kube-apiserver', () => {
   it('creates every object, and kubectl lists them', () => {
     project.pulumi(['up', '--yes', '--skip-preview']);
-    const workloads = ['agentd', 'alloy', 'egress', 'gateway', 'grafana', 'loki', 'opa', 'prometheus'];
+    const workloads = ['agentd', 'alloy', 'bundles', 'egress', 'gateway', 'grafana', 'loki', 'opa', 'prometheus'];
     expect(names('deployments')).toEqual(workloads);
     expect(names('services')).toEqual([...workloads, 'gateway-public'].sort());
     expect(names('configmaps')).toEqual(['kube-root-ca.crt', ...workloads.map((w) => `${w}-config`)].sort());
@@ -82,7 +83,7 @@ describe('pulumi up against a real kube-apiserver', () => {
     expect(outputs.gatewayNodePort).toBe(gw.spec.ports.find((p: any) => p.name === 'http').nodePort);
     expect(outputs.grafanaUrl).toBe(`http://grafana.${NS}.svc.cluster.local:3000`);
     // Every pod template is hardened as the issue asks (the API server stored what we sent).
-    for (const d of kubeJson('get', 'deployments', '-n', NS).items.filter((x) => ['agentd', 'egress', 'gateway', 'opa'].includes(x.metadata.name))) {
+    for (const d of kubeJson('get', 'deployments', '-n', NS).items.filter((x) => ['agentd', 'bundles', 'egress', 'gateway', 'opa'].includes(x.metadata.name))) {
       const c = d.spec.template.spec.containers[0];
       expect(c.securityContext, d.metadata.name).toMatchObject({
         readOnlyRootFilesystem: true,
@@ -101,7 +102,7 @@ describe('pulumi up against a real kube-apiserver', () => {
     project.pulumi(['preview', '--expect-no-changes']);
   }, 300_000);
 
-  it('a policy change updates only OPA: its ConfigMap and the checksum on its Deployment', () => {
+  it('a policy change updates only the bundle server: its ConfigMap and the checksum on its Deployment (OPA stays)', () => {
     const hashes = templateHashes();
     const versions = configMapVersions();
     const file = join(project.dir, 'policy/data/clients.yaml');
@@ -112,20 +113,20 @@ describe('pulumi up against a real kube-apiserver', () => {
     );
     expect(changed).not.toBe(before);
     writeFileSync(file, changed);
-    // The plan names exactly OPA's ConfigMap and Deployment.
+    // The plan names exactly the bundle server's ConfigMap and Deployment.
     const plan = JSON.parse(project.pulumi(['preview', '--json']).stdout) as { steps: { op: string; urn: string }[] };
     const changes = plan.steps
       .filter((st) => st.op !== 'same')
       .map((st) => `${st.op} ${st.urn.split('::').pop()}`)
       .sort();
-    expect(changes).toEqual(['update agentd-opa', 'update agentd-opa-config']);
+    expect(changes).toEqual(['update agentd-bundles', 'update agentd-bundles-config']);
     project.pulumi(['up', '--yes', '--skip-preview']);
     const after = templateHashes();
     const afterVersions = configMapVersions();
-    expect(after['opa']).not.toBe(hashes['opa']);
-    for (const d of ['gateway', 'egress', 'agentd']) expect(after[d], d).toBe(hashes[d]);
-    expect(afterVersions['opa-config']).not.toBe(versions['opa-config']);
-    for (const c of ['gateway-config', 'egress-config', 'agentd-config']) expect(afterVersions[c], c).toBe(versions[c]);
+    expect(after['bundles']).not.toBe(hashes['bundles']);
+    for (const d of ['opa', 'gateway', 'egress', 'agentd']) expect(after[d], d).toBe(hashes[d]);
+    expect(afterVersions['bundles-config']).not.toBe(versions['bundles-config']);
+    for (const c of ['opa-config', 'gateway-config', 'egress-config', 'agentd-config']) expect(afterVersions[c], c).toBe(versions[c]);
   }, 600_000);
 
   it('pulumi destroy leaves nothing', () => {
@@ -170,7 +171,7 @@ describe('rendered manifests (agentd:kubernetes.renderYamlTo)', () => {
     expect(up.out).toContain('without Secrets');
     const written = files(out);
     const kinds = written.map((f) => readFileSync(f, 'utf8').match(/^kind: (\w+)$/m)?.[1]).sort();
-    expect(kinds.filter((k) => k === 'Deployment')).toHaveLength(4);
+    expect(kinds.filter((k) => k === 'Deployment')).toHaveLength(5);
     expect(kinds).not.toContain('Secret');
     const encoded = Buffer.from('sk-gitops-credential').toString('base64');
     for (const f of written) {
@@ -185,7 +186,7 @@ describe('rendered manifests (agentd:kubernetes.renderYamlTo)', () => {
     const deployments = kubeJson('get', 'deployments', '-n', GITOPS_NS)
       .items.map((d) => d.metadata.name)
       .sort();
-    expect(deployments).toEqual(['agentd', 'egress', 'gateway', 'opa']);
+    expect(deployments).toEqual(['agentd', 'bundles', 'egress', 'gateway', 'opa']);
     kubectl('delete', 'namespace', GITOPS_NS, '--wait=false');
   }, 300_000);
 

@@ -12,7 +12,9 @@ import { IDENTITY_HEADERS, REGISTRY_BUNDLE_PATH, REGISTRY_BUNDLE_ROOT } from '..
 import {
   OPA_BUNDLE_NAME,
   OPA_REGISTRY_BUNDLE_NAME,
+  OPA_POLICY_SERVICE,
   OPA_REGISTRY_SERVICE,
+  POLICY_BUNDLE_RESOURCE,
   REGISTRY_LONG_POLLING_TIMEOUT_SECONDS,
   renderOpaConfig,
 } from '../../components/render/opa.ts';
@@ -479,17 +481,31 @@ describe('OPA whose sandbox registry fails (fail closed)', () => {
 
 describe('OPA config (components/render/opa.ts)', () => {
   const grpc = { host: '127.0.0.1', port: 9191 };
+  it('with the bundle server: service bundles, the policy bundle polled every second, never persisted', () => {
+    const c = renderOpaConfig({ grpc, bundle: { url: 'http://bundles:8380/' } }) as Record<string, any>;
+    expect(c['services']).toEqual({ [OPA_POLICY_SERVICE]: { url: 'http://bundles:8380' } });
+    expect(c['bundles']).toEqual({
+      [OPA_BUNDLE_NAME]: {
+        service: OPA_POLICY_SERVICE,
+        resource: POLICY_BUNDLE_RESOURCE.slice(1),
+        persist: false,
+        polling: { min_delay_seconds: 1, max_delay_seconds: 1 },
+      },
+    });
+  });
+
   it('without a registry: the file bundle only, no service (nothing is downloaded)', () => {
-    const c = renderOpaConfig({ grpc, bundlePath: '/etc/opa/agentd-bundle.tar.gz' }) as Record<string, any>;
+    const c = renderOpaConfig({ grpc, bundle: { file: '/etc/opa/agentd-bundle.tar.gz' } }) as Record<string, any>;
     expect(c['services']).toBeUndefined();
     expect(c['bundles']).toEqual({ [OPA_BUNDLE_NAME]: { resource: 'file:///etc/opa/agentd-bundle.tar.gz' } });
   });
 
   it('with a registry: service agentd with a bearer token file, bundle `sandboxes` long-polled, never persisted', () => {
-    const c = renderOpaConfig({ grpc, bundlePath: '/b.tar.gz', registry: { url: 'http://agentd:8090/', tokenFile: '/run/secrets/registry-token' } }) as Record<
-      string,
-      any
-    >;
+    const c = renderOpaConfig({
+      grpc,
+      bundle: { file: '/b.tar.gz' },
+      registry: { url: 'http://agentd:8090/', tokenFile: '/run/secrets/registry-token' },
+    }) as Record<string, any>;
     expect(c['services']).toEqual({
       [OPA_REGISTRY_SERVICE]: { url: 'http://agentd:8090', credentials: { bearer: { token_path: '/run/secrets/registry-token' } } },
     });
@@ -507,7 +523,7 @@ describe('OPA config (components/render/opa.ts)', () => {
     expect(c['status'].prometheus).toBe(true);
     const custom = renderOpaConfig({
       grpc,
-      bundlePath: '/b.tar.gz',
+      bundle: { file: '/b.tar.gz' },
       registry: { url: 'http://agentd:8090', tokenFile: '/t', longPollingTimeoutSeconds: 3 },
     }) as Record<string, any>;
     expect(custom['bundles'][OPA_REGISTRY_BUNDLE_NAME].polling.long_polling_timeout_seconds).toBe(3);

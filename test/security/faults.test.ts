@@ -1,10 +1,11 @@
-// Faults: OPA killed, hung and restarted, OPA started on corrupt or missing bundles (fail
-// closed, then recovery); agentd killed (kill -9) in the middle of intents and of sandbox
+// Faults: OPA killed, hung and restarted; bundles: a running OPA keeps its policy through a
+// corrupt bundle and takes a new one without a restart, OPA started on a corrupt or missing
+// bundle fails closed, then recovers; agentd killed (kill -9) in the middle of intents and of sandbox
 // creation (nothing acknowledged is lost, the interrupted intent is marked); upstream slow or
 // down; the egress proxy down; agentd down; both Envoys restarted. Container restart policies
 // are the Docker e2e's subject, not this file's.
 import { afterAll, beforeAll, describe, expect } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -158,43 +159,90 @@ describe('OPA killed, hung, restarted', () => {
 
 // ---- corrupt or missing bundles ----------------------------------------------------------------------
 
-describe('OPA started on a corrupt or missing bundle: refused, never allowed; then restored', () => {
-  const bundlePath = () => join(stack.dir, 'opa', OPA_BUNDLE_FILE);
+/** The revision of OPA's active policy bundle, or undefined when none is active. */
+async function activeRevision(): Promise<string | undefined> {
+  const res = await fetch(`http://127.0.0.1:${stack.ports.opaHttp}/v1/data/system/bundles`);
+  expect(res.status).toBe(200);
+  const result = ((await res.json()) as { result?: Record<string, { manifest?: { revision?: string } }> }).result ?? {};
+  return result[OPA_BUNDLE_NAME]?.manifest?.revision;
+}
+
+describe('bundles: a running OPA keeps its policy through a bad bundle and takes a good one without a restart; OPA started on a bad one refuses', () => {
+  const servedPath = () => join(stack.dir, 'bundles', OPA_BUNDLE_FILE);
   let good: Buffer;
+  let goodRevision: string;
   let files: Record<string, string>;
   beforeAll(() => {
-    good = readFileSync(bundlePath());
+    good = readFileSync(servedPath());
     const keyHashes = Object.fromEntries(Object.entries(stack.apiKeys).map(([id, k]) => [id, sha256Hex(k)]));
     const built = buildBundle(spec, keyHashes);
     expect(built.bytes.equals(good)).toBe(true); // the variants below start from what is deployed
     files = { ...built.files };
+    goodRevision = built.revision;
   });
   const without = (f: Record<string, string>, name: string) => Object.fromEntries(Object.entries(f).filter(([k]) => k !== name));
+  const bundleLoadFailures = () => (readFileSync(stack.processes.opa.logFile, 'utf8').match(/Bundle load failed/g) ?? []).length;
   // `activates`: whether OPA activates the policy bundle (it then decides, and refuses for want of
   // a rule or of data); when it does not, OPA still answers, without the bundle (those decisions
-  // are what the secret-hygiene cases at the end look at).
-  const VARIANTS: [name: string, activates: boolean, write: () => void][] = [
-    ['random bytes', false, () => writeFileSync(bundlePath(), Buffer.from('this is not a bundle at all'))],
-    ['a truncated gzip', false, () => writeFileSync(bundlePath(), good.subarray(0, Math.floor(good.length / 2)))],
-    ['an empty file', false, () => writeFileSync(bundlePath(), Buffer.alloc(0))],
-    ['no bundle file', false, () => rmSync(bundlePath())],
+  // are what the secret-hygiene cases at the end look at). `bytes` undefined: no bundle server.
+  const VARIANTS: [name: string, activates: boolean, bytes: () => Buffer | undefined][] = [
+    ['random bytes', false, () => Buffer.from('this is not a bundle at all')],
+    ['a truncated gzip', false, () => good.subarray(0, Math.floor(good.length / 2))],
+    ['an empty file', false, () => Buffer.alloc(0)],
+    ['no bundle server', false, () => undefined],
     [
       'a Rego syntax error in the entry point',
       false,
-      () => writeFileSync(bundlePath(), tarGz({ ...files, 'agentd/envoy/authz.rego': 'package agentd.envoy.authz\n\nresult := {"allowed": true\n' })),
+      () => tarGz({ ...files, 'agentd/envoy/authz.rego': 'package agentd.envoy.authz\n\nresult := {"allowed": true\n' }),
     ],
-    ['no entry point (authz.rego missing)', true, () => writeFileSync(bundlePath(), tarGz(without(files, 'agentd/envoy/authz.rego')))],
-    ['no data.json (no keys, no services)', true, () => writeFileSync(bundlePath(), tarGz(without(files, BUNDLE_DATA_PATH)))],
-    [
-      'files outside the manifest roots',
-      false,
-      () => writeFileSync(bundlePath(), tarGz({ ...files, '.manifest': JSON.stringify({ revision: 'x', roots: ['other'] }) })),
-    ],
+    ['no entry point (authz.rego missing)', true, () => tarGz(without(files, 'agentd/envoy/authz.rego'))],
+    ['no data.json (no keys, no services)', true, () => tarGz(without(files, BUNDLE_DATA_PATH))],
+    ['files outside the manifest roots', false, () => tarGz({ ...files, '.manifest': JSON.stringify({ revision: 'x', roots: ['other'] }) })],
   ];
-  for (const [name, activates, write] of VARIANTS) {
-    book.case('faults', `bundle: ${name} -> every request refused (gateway, egress), nothing reaches agentd or upstream`, async () => {
+
+  book.case('faults', 'bundle server restarted with a corrupt bundle: the running OPA keeps the previous policy, every answer as before', async () => {
+    const pid = stack.processes.opa.pid;
+    const failuresBefore = bundleLoadFailures();
+    await stack.serveBundle(Buffer.from('this is not a bundle at all'), 'corrupt-1');
+    // OPA polls every second: it has downloaded the corrupt bundle and refused it.
+    expect(await eventually(() => bundleLoadFailures() > failuresBefore, 10_000), 'OPA tried the corrupt bundle').toBe(true);
+    expect(await activeRevision()).toBe(goodRevision);
+    expect(await status()).toBe(200);
+    const r = await rawRequest(stack.ports.gateway, { path: '/api/v1/status', headers: { 'x-api-key': 'agk_not-a-key' } });
+    expect(r.status).toBe(401);
+    expect((await egressCall(stack.ports.egress, 'httpbin', sbx.token, { path: '/get' })).status).toBe(200);
+    expect(stack.processes.opa.pid, 'OPA was not restarted').toBe(pid);
+  });
+
+  book.case('faults', 'bundle server restarted with a new policy: OPA activates it within 5 s without a restart, and the change is in force', async () => {
+    const pid = stack.processes.opa.pid;
+    const ciKey = stack.apiKeys['ci']!;
+    const asCi = () => rawRequest(stack.ports.gateway, { path: '/api/v1/status', headers: { 'x-api-key': ciKey } });
+    expect((await asCi()).status).toBe(200);
+    // The same policy with client ci disabled.
+    const keyHashes = Object.fromEntries(Object.entries(stack.apiKeys).map(([id, k]) => [id, sha256Hex(k)]));
+    const changed = buildBundle({ ...spec, clients: spec.clients.map((c) => (c.id === 'ci' ? { ...c, enabled: false } : c)) }, keyHashes);
+    expect(changed.revision).not.toBe(goodRevision);
+    const t0 = Date.now();
+    await stack.serveBundle(changed.bytes, changed.revision);
+    expect(await eventually(async () => (await activeRevision()) === changed.revision, 5_000), 'new revision active within 5 s').toBe(true);
+    const inForceMs = Date.now() - t0;
+    const refused = await asCi();
+    expect([refused.status, errorCode(refused.body)]).toEqual([403, 'disabled_api_key']);
+    expect(await status()).toBe(200);
+    expect(stack.processes.opa.pid, 'OPA was not restarted').toBe(pid);
+    console.log(`new policy revision in force ${inForceMs} ms after the bundle server restarted with it`);
+    await stack.serveBundle(good, goodRevision);
+    expect(await eventually(async () => (await activeRevision()) === goodRevision, 5_000)).toBe(true);
+    expect((await asCi()).status).toBe(200);
+  });
+
+  for (const [name, activates, bytes] of VARIANTS) {
+    book.case('faults', `OPA started on ${name} -> every request refused (gateway, egress), nothing reaches agentd or upstream`, async () => {
       await stack.processes.opa.kill();
-      write();
+      const served = bytes();
+      if (served) await stack.serveBundle(served, `bad-${sha256Hex(name).slice(0, 8)}`);
+      else await stack.processes.bundles.stop();
       // Started as the harness does, but ready as soon as OPA answers at all: with a bad bundle
       // /health?bundles never turns healthy, which is the point.
       const opa = new ManagedProcess(
@@ -203,6 +251,8 @@ describe('OPA started on a corrupt or missing bundle: refused, never allowed; th
       );
       try {
         await opa.start();
+        // OPA polls the server every second: give it two polls at the bad bundle first.
+        await sleep(2_000);
         const active = await activeBundles();
         expect(active.includes(OPA_BUNDLE_NAME), `bundle ${name}: active bundles ${JSON.stringify(active)}`).toBe(activates);
         for (let i = 0; i < 2; i++) {
@@ -212,7 +262,7 @@ describe('OPA started on a corrupt or missing bundle: refused, never allowed; th
         }
       } finally {
         await opa.stop('SIGKILL');
-        writeFileSync(bundlePath(), good);
+        await stack.serveBundle(good, goodRevision);
       }
     });
   }
@@ -503,7 +553,13 @@ describe('secret hygiene (fault stack)', () => {
     expect(tokens.length).toBe(sandboxCalls);
     for (const t of tokens) expect(t.length).toBeGreaterThanOrEqual(16);
     const { scanned, findings } = scanStack(stack, Object.fromEntries(tokens.map((t, i) => [`sandbox token ${i}`, t])));
-    expect(scanned.filter((s) => s.startsWith('logs/')).sort()).toEqual(['logs/agentd.log', 'logs/egress.log', 'logs/gateway.log', 'logs/opa.log']);
+    expect(scanned.filter((s) => s.startsWith('logs/')).sort()).toEqual([
+      'logs/agentd.log',
+      'logs/bundles.log',
+      'logs/egress.log',
+      'logs/gateway.log',
+      'logs/opa.log',
+    ]);
     expect(findings.filter((f) => f.where.startsWith('logs/'))).toEqual([]);
   });
   book.case('secret-hygiene', 'fault stack: decisions OPA made without a bundle carry no header but the key headers (x-api-key, authorization)', async () => {

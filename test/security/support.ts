@@ -368,7 +368,12 @@ export function scanStack(
 ): { scanned: string[]; findings: ScanFinding[] } {
   const scanned: string[] = [];
   const findings: ScanFinding[] = [];
-  for (const [workload, files] of Object.entries({ gateway: stack.rendered.gateway, egress: stack.rendered.egress, opa: stack.rendered.opa })) {
+  for (const [workload, files] of Object.entries({
+    gateway: stack.rendered.gateway,
+    egress: stack.rendered.egress,
+    opa: stack.rendered.opa,
+    bundles: stack.rendered.bundles,
+  })) {
     for (const [name, content] of Object.entries(files)) {
       const where = `rendered ${workload}/${name}`;
       scanned.push(where);

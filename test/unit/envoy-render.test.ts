@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { renderGatewayConfig } from '../../components/render/envoy/gateway.ts';
 import { credentialSds, renderEgressConfig } from '../../components/render/envoy/egress.ts';
+import { BUNDLE_CONTENT_TYPE, renderBundleServerConfig } from '../../components/render/envoy/bundles.ts';
 import { toYaml } from '../../components/render/yaml.ts';
 import { egressInput, gatewayInput, shippedSpec } from '../../scripts/local/fixtures.ts';
 import { golden } from '../support/golden.ts';
@@ -126,5 +127,34 @@ describe('egress Envoy config', () => {
     const c = toYaml(renderEgressConfig(spec, { ...egressInput, upstreams: { httpbin: { scheme: 'http', host: 'standin', port: 8080 } } }));
     expect(c).toContain('address: standin');
     expect(c).toContain('host_rewrite_literal: standin:8080');
+  });
+});
+
+describe('bundle server Envoy config', () => {
+  const input = {
+    listen: { traffic: { host: '0.0.0.0', port: 8380 }, adminPort: 9901, stats: { host: '0.0.0.0', port: 9902 } },
+    bundles: [{ path: '/bundles/agentd.tar.gz', file: '/etc/agentd/bundles/agentd-bundle.tar.gz', revision: 'rev-1' }],
+    maxBundleBytes: 1 << 20,
+  };
+  const cfg = renderBundleServerConfig(input);
+  const text = toYaml(cfg);
+
+  it('matches the golden file', () => golden('bundles.envoy.yaml', text));
+
+  it('answers 304 to the ETag it serves, the bundle with its ETag and OPA media type otherwise, 404 elsewhere', () => {
+    const hcm = cfg.static_resources.listeners[0]!.filter_chains[0]!.filters[0]!.typed_config as any;
+    const routes = hcm.route_config.virtual_hosts[0].routes;
+    expect(routes.map((r: any) => [r.match.path ?? r.match.prefix, r.match.headers?.[0]?.string_match.exact, r.direct_response.status])).toEqual([
+      ['/bundles/agentd.tar.gz', '"rev-1"', 304],
+      ['/bundles/agentd.tar.gz', undefined, 200],
+      ['/', undefined, 404],
+    ]);
+    expect(routes[1].direct_response.body).toEqual({ filename: '/etc/agentd/bundles/agentd-bundle.tar.gz' });
+    expect(routes[1].response_headers_to_add.map((h: any) => [h.header.key, h.header.value])).toEqual([
+      ['etag', '"rev-1"'],
+      ['content-type', BUNDLE_CONTENT_TYPE],
+    ]);
+    expect(hcm.route_config.max_direct_response_body_size_bytes).toBe(1 << 20);
+    expect(cfg.admin.address.socket_address.address).toBe('127.0.0.1');
   });
 });

@@ -53,8 +53,8 @@ describe('planPlatform', () => {
   it('connects only planned workloads, on ports they listen on; monitoring adds its own workloads and connections', () => {
     const plain = planPlatform(shippedSpec(), parseStackConfig({ 'agentd:target': 'docker' }), docker, []);
     const full = planPlatform(shippedSpec(), monitored, docker, []);
-    expect(plain.workloads.map((w) => w.name)).toEqual(['opa', 'agentd', 'egress', 'gateway']);
-    expect(full.workloads.map((w) => w.name)).toEqual(['opa', 'agentd', 'egress', 'gateway', 'prometheus', 'loki', 'alloy', 'grafana']);
+    expect(plain.workloads.map((w) => w.name)).toEqual(['opa', 'bundles', 'agentd', 'egress', 'gateway']);
+    expect(full.workloads.map((w) => w.name)).toEqual(['opa', 'bundles', 'agentd', 'egress', 'gateway', 'prometheus', 'loki', 'alloy', 'grafana']);
     for (const plan of [plain, full]) {
       const ports = new Map(plan.workloads.map((w) => [w.name, w.ports.map((p) => p.port)]));
       expect(plan.network.length).toBeGreaterThan(0);

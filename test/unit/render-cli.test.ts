@@ -22,9 +22,17 @@ const render = (stack: string) => {
 };
 
 describe('npm run render', () => {
-  it('writes the proxies, OPA and, for a stack with monitoring (staging), Prometheus, Loki, Alloy and Grafana with its dashboards', () => {
+  it('writes the plan, the proxies, OPA, the bundle server and, for a stack with monitoring (staging), Prometheus, Loki, Alloy and Grafana with its dashboards', () => {
     const { out, files } = render('staging');
-    for (const f of ['gateway/envoy.yaml', 'gateway/sds/agentd-token.sds.json', 'egress/envoy.yaml', 'opa/config.yaml', 'opa/agentd-bundle.tar.gz'])
+    for (const f of [
+      'plan.json',
+      'gateway/envoy.yaml',
+      'gateway/sds/agentd-token.sds.json',
+      'egress/envoy.yaml',
+      'opa/config.yaml',
+      'bundles/envoy.yaml',
+      'bundles/agentd-bundle.tar.gz',
+    ])
       expect(files).toContain(f);
     for (const f of ['prometheus/prometheus.yml', 'prometheus/alerts.yml', 'loki/config.yaml', 'alloy/config.alloy', 'grafana/grafana.ini'])
       expect(files).toContain(f);

@@ -74,7 +74,8 @@ export interface RouteAction {
 
 export interface DirectResponse {
   readonly status: number;
-  readonly body?: { readonly inline_string: string };
+  /** Inline, or a file Envoy reads when it loads the config (the bundle server's bundles). */
+  readonly body?: { readonly inline_string: string } | { readonly filename: string };
 }
 
 export interface Route {
@@ -114,6 +115,8 @@ export interface RouteConfiguration {
   readonly name: string;
   readonly virtual_hosts: readonly VirtualHost[];
   readonly request_headers_to_remove?: readonly string[];
+  /** Largest direct-response body (Envoy's default is 4 KiB). */
+  readonly max_direct_response_body_size_bytes?: number;
 }
 
 export interface FilterChain {
