@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as pulumi from '@pulumi/pulumi';
-import { checkAgainstSpec, GATEWAY_TLS_CONFIG, parseStackConfig, publicPassphraseProblem, StackConfigError } from './components/config.ts';
+import { checkAgainstSpec, specIds, GATEWAY_TLS_CONFIG, parseStackConfig, publicPassphraseProblem, StackConfigError } from './components/config.ts';
 import { chooseImages } from './components/images.ts';
 import { Platform } from './components/platform.ts';
 import { DockerTarget, dockerPrefixOf } from './components/targets/docker.ts';
@@ -22,7 +22,7 @@ function load() {
     if (passphrase) throw new StackConfigError([passphrase]);
     const config = parseStackConfig(pulumi.runtime.allConfig(), stack);
     const spec = loadPolicySpec(join(ROOT, 'policy/data'), 'policy/data');
-    checkAgainstSpec(config, Object.keys(spec.egressServices));
+    checkAgainstSpec(config, specIds(spec));
     const images = chooseImages(config.images, ROOT);
     return { config, spec, images };
   } catch (e) {

@@ -76,7 +76,20 @@ export interface StackConfig {
     readonly grafanaPort: number;
     readonly prometheusPort: number;
   };
+  /** API key rotations by client id (`npm run key -- rotate CLIENT` writes them); a client not listed has its first key. */
+  readonly keys: Readonly<Record<string, KeyRotation>>;
 }
+
+/** Where a client's API key stands: which generation is current, and until when the one before it still works. */
+export interface KeyRotation {
+  /** The current key's generation (1: the key the client got first); each rotation adds one. */
+  readonly generation: number;
+  /** RFC 3339 instant until which the previous generation's key is still accepted (the grace period); absent once it is retired. */
+  readonly previousValidUntil?: string;
+}
+
+/** An RFC 3339 instant with a time zone, as `npm run key -- rotate` writes it. */
+export const isRfc3339 = (s: string): boolean => /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(s) && !Number.isNaN(Date.parse(s));
 
 export class StackConfigError extends Error {
   readonly problems: readonly string[];
@@ -110,7 +123,7 @@ export function publicPassphraseProblem(stack: string, passphrase: string | unde
   return `stack ${stack} is encrypted with the public development passphrase "${LOCAL_PASSPHRASE}", which is for the ${DEV_STACK} stack only; set a passphrase of your own (PULUMI_CONFIG_PASSPHRASE_FILE or PULUMI_CONFIG_PASSPHRASE, then pulumi stack change-secrets-provider passphrase --stack ${stack}) or another secrets provider`;
 }
 
-const KEYS = ['target', 'gateway', 'egress', 'images', 'agentd', 'docker', 'kubernetes', 'monitoring'] as const;
+const KEYS = ['target', 'gateway', 'egress', 'images', 'agentd', 'docker', 'kubernetes', 'monitoring', 'keys'] as const;
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
 
 /**
@@ -333,6 +346,35 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     prometheusPort: int(m, 'monitoring', 'prometheusPort', 9090, 1, 65535),
   };
 
+  const keys: Record<string, KeyRotation> = {};
+  const rawKeys = values['keys'];
+  if (rawKeys !== undefined && (rawKeys === null || typeof rawKeys !== 'object' || Array.isArray(rawKeys))) {
+    problems.push(`agentd:keys must be an object of clients (npm run key -- rotate CLIENT writes it)`);
+  } else {
+    for (const [client, v] of Object.entries((rawKeys ?? {}) as Record<string, unknown>)) {
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+        problems.push(`agentd:keys.${client} must be an object with generation and, during a rotation, previousValidUntil`);
+        continue;
+      }
+      const o = v as Record<string, unknown>;
+      for (const f of Object.keys(o))
+        if (!['generation', 'previousValidUntil'].includes(f))
+          problems.push(`agentd:keys.${client}.${f} is not a known field; known: generation, previousValidUntil`);
+      const generation = int(o, `keys.${client}`, 'generation', 1, 1, 1_000_000);
+      const until = o['previousValidUntil'];
+      if (until !== undefined && (typeof until !== 'string' || !isRfc3339(until))) {
+        problems.push(
+          `agentd:keys.${client}.previousValidUntil must be an RFC 3339 instant such as 2026-12-01T12:00:00Z, not ${JSON.stringify(until)} (fix: ${set(`keys.${client}.previousValidUntil`, '2026-12-01T12:00:00Z')})`,
+        );
+      } else if (until !== undefined && generation < 2) {
+        problems.push(
+          `agentd:keys.${client}.previousValidUntil needs a previous key, but generation is ${generation} (fix: pulumi config rm --path 'agentd:keys.${client}.previousValidUntil' --stack ${stack})`,
+        );
+      }
+      keys[client] = { generation, ...(typeof until === 'string' && isRfc3339(until) && generation >= 2 ? { previousValidUntil: until } : {}) };
+    }
+  }
+
   if (target === 'docker' && gateway.tls?.source === 'secret') {
     problems.push(
       `agentd:gateway.tls.secretName names a Kubernetes Secret, but this stack's target is docker; give the certificate as secret config instead (pulumi config set --secret ${ns}:${GATEWAY_TLS_CONFIG.certificate} "$(cat cert.pem)" --stack ${stack}, likewise ${ns}:${GATEWAY_TLS_CONFIG.privateKey})`,
@@ -348,7 +390,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     );
   }
   if (problems.length > 0) throw new StackConfigError(problems);
-  return { target, gateway, egress, images, agentd, docker: { egressNetworks: Array.isArray(nets) ? (nets as string[]) : [] }, kubernetes, monitoring };
+  return { target, gateway, egress, images, agentd, docker: { egressNetworks: Array.isArray(nets) ? (nets as string[]) : [] }, kubernetes, monitoring, keys };
 }
 
 function optional<K extends string, V>(key: K, v: V | undefined): { [P in K]?: V } {
@@ -370,12 +412,21 @@ function parseUpstream(url: string): Upstream | undefined {
   return 'problem' in u ? undefined : u;
 }
 
-/** Checks the overrides name services that exist; the spec is only known after it is loaded. */
-export function checkAgainstSpec(config: StackConfig, serviceIds: readonly string[]): void {
-  const unknown = Object.keys(config.egress.upstreams).filter((s) => !serviceIds.includes(s));
-  if (unknown.length > 0) {
-    throw new StackConfigError(
-      unknown.map((s) => `agentd:egress.upstreams.${s} names no egress service; known: ${serviceIds.join(', ')} (policy/data/egress-services.yaml)`),
-    );
-  }
+/** Checks the config names services and clients that exist; the spec is only known after it is loaded. */
+export function checkAgainstSpec(config: StackConfig, spec: { readonly serviceIds: readonly string[]; readonly clientIds: readonly string[] }): void {
+  const problems = [
+    ...Object.keys(config.egress.upstreams)
+      .filter((s) => !spec.serviceIds.includes(s))
+      .map((s) => `agentd:egress.upstreams.${s} names no egress service; known: ${spec.serviceIds.join(', ')} (policy/data/egress-services.yaml)`),
+    ...Object.keys(config.keys)
+      .filter((c) => !spec.clientIds.includes(c))
+      .map((c) => `agentd:keys.${c} names no client; known: ${spec.clientIds.join(', ')} (policy/data/clients.yaml)`),
+  ];
+  if (problems.length > 0) throw new StackConfigError(problems);
 }
+
+/** What checkAgainstSpec needs of a policy spec. */
+export const specIds = (spec: { readonly egressServices: Readonly<Record<string, unknown>>; readonly clients: readonly { readonly id: string }[] }) => ({
+  serviceIds: Object.keys(spec.egressServices),
+  clientIds: spec.clients.map((c) => c.id),
+});

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as pulumi from '@pulumi/pulumi';
 import * as random from '@pulumi/random';
-import { sha256Hex } from '../policy/bundle.ts';
+import { sha256Hex, type ClientKeyHash } from '../policy/bundle.ts';
 import type { PolicySpec } from '../policy/spec.ts';
 import type { StackConfig } from './config.ts';
 import { imageFor, type ImageSet } from './images.ts';
@@ -54,6 +54,10 @@ class WorkloadGroup extends pulumi.ComponentResource {
   }
 }
 
+/** The resource of a client's key of one generation; the first keeps the name keys always had (its URN). */
+export const keyResourceName = (platform: string, client: string, generation: number) =>
+  generation === 1 ? `${platform}-key-${client}` : `${platform}-key-${client}-g${generation}`;
+
 /** A JWKS with one HS256 key; the key id is derived from the key, so a new key is a new kid. */
 function jwksFor(secret: string): string {
   const k = Buffer.from(secret, 'utf8').toString('base64url');
@@ -89,12 +93,30 @@ export class Platform extends pulumi.ComponentResource {
     super('agentd:platform:Platform', name, {}, opts);
     const { spec, config, images, target } = args;
 
-    const keys = spec.clients.map((c) => [c.id, new random.RandomPassword(`${name}-key-${c.id}`, { length: 40, special: false }, { parent: this })] as const);
-    this.apiKeys = pulumi.secret(
-      pulumi.all(keys.map(([, k]) => k.result)).apply((values) => Object.fromEntries(keys.map(([id], i) => [id, `agk_${values[i]}`]))),
-    );
+    // One key per client and generation (`npm run key -- rotate` adds one); during a rotation's
+    // grace period the previous generation's key stays, as the same client, until its end.
+    const keyOf = (id: string, generation: number) =>
+      new random.RandomPassword(keyResourceName(name, id, generation), { length: 40, special: false }, { parent: this }).result.apply((v) => `agk_${v}`);
+    const keys = spec.clients.map((c) => {
+      const rotation = config.keys[c.id];
+      const generation = rotation?.generation ?? 1;
+      const previous = rotation?.previousValidUntil ? { key: keyOf(c.id, generation - 1), notAfter: rotation.previousValidUntil } : undefined;
+      return { id: c.id, current: keyOf(c.id, generation), previous };
+    });
+    this.apiKeys = pulumi.secret(pulumi.all(keys.map((k) => k.current)).apply((values) => Object.fromEntries(keys.map((k, i) => [k.id, values[i]!]))));
     // Hashes of random 40-character keys reveal nothing; only they reach OPA.
-    const keyHashes = pulumi.unsecret(this.apiKeys.apply((k) => Object.fromEntries(Object.entries(k).map(([id, v]) => [id, sha256Hex(v)]))));
+    const keyHashes = pulumi.unsecret(
+      pulumi.all(keys.map((k) => pulumi.all([k.current, k.previous?.key ?? '']))).apply((values) =>
+        Object.fromEntries(
+          keys.map((k, i) => {
+            const [current, previous] = values[i]!;
+            const hashes: ClientKeyHash[] = [{ hash: sha256Hex(current) }];
+            if (k.previous) hashes.push({ hash: sha256Hex(previous), notAfter: k.previous.notAfter });
+            return [k.id, hashes];
+          }),
+        ),
+      ),
+    );
 
     const tokenKey = new random.RandomPassword(`${name}-token-key`, { length: 64, special: false }, { parent: this });
     // Per-deploy tokens that let agentd tell its two callers from anything else on the network.

@@ -37,8 +37,18 @@ export const MASK_POLICY_FILE = fileURLToPath(new URL('./mask/log.rego', import.
 
 const REGO_DIR = fileURLToPath(new URL('./rego', import.meta.url));
 
-/** SHA-256 of each client's API key, by client id. Produced at deploy time from secrets. */
-export type KeyHashes = Readonly<Record<string, string>>;
+/**
+ * SHA-256 of each client's API key, by client id. Produced at deploy time from secrets. During a
+ * key rotation a client has two: the current key, and the previous one with the instant (RFC
+ * 3339) its grace period ends; both are the same client for roles and rate limits.
+ */
+export type KeyHashes = Readonly<Record<string, string | readonly ClientKeyHash[]>>;
+
+export interface ClientKeyHash {
+  readonly hash: string;
+  /** The key stops working at this instant (a rotated-away key); absent: no end. */
+  readonly notAfter?: string;
+}
 
 export interface Bundle {
   /** The tar.gz bytes. */
@@ -79,20 +89,26 @@ function renderPolicyData(spec: PolicySpec, keyHashes: KeyHashes): object {
   const problems: string[] = [];
   const keys: Record<string, object> = {};
   for (const c of spec.clients) {
-    const h = keyHashes[c.id];
-    if (h === undefined) {
+    const given = keyHashes[c.id];
+    if (given === undefined || (typeof given !== 'string' && given.length === 0)) {
       problems.push(`client "${c.id}" has no key hash`);
       continue;
     }
-    if (!/^[0-9a-f]{64}$/.test(h)) {
-      problems.push(`client "${c.id}": key hash must be 64 lowercase hex digits (SHA-256), not a key`);
-      continue;
+    for (const { hash: h, notAfter } of typeof given === 'string' ? [{ hash: given }] : given) {
+      if (!/^[0-9a-f]{64}$/.test(h)) {
+        problems.push(`client "${c.id}": key hash must be 64 lowercase hex digits (SHA-256), not a key`);
+        continue;
+      }
+      if (keys[h]) {
+        problems.push(`client "${c.id}" has the same key as another client`);
+        continue;
+      }
+      if (notAfter !== undefined && Number.isNaN(Date.parse(notAfter))) {
+        problems.push(`client "${c.id}": a key's end ${JSON.stringify(notAfter)} is not an RFC 3339 instant`);
+        continue;
+      }
+      keys[h] = { id: c.id, role: c.role, tier: c.rateLimitTier, enabled: c.enabled, ...(notAfter !== undefined ? { not_after: notAfter } : {}) };
     }
-    if (keys[h]) {
-      problems.push(`client "${c.id}" has the same key as another client`);
-      continue;
-    }
-    keys[h] = { id: c.id, role: c.role, tier: c.rateLimitTier, enabled: c.enabled };
   }
   for (const id of Object.keys(keyHashes)) {
     if (!spec.clients.some((c) => c.id === id)) problems.push(`key hash given for unknown client "${id}"`);

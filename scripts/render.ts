@@ -8,7 +8,7 @@
 // values; everything else is exact.
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
-import { checkAgainstSpec, parseStackConfig } from '../components/config.ts';
+import { checkAgainstSpec, specIds, parseStackConfig } from '../components/config.ts';
 import { planFiles, planPlatform, renderPlanBundle } from '../components/render/plan.ts';
 import { fileBytes, type FileContent } from '../components/render/platform.ts';
 import { dockerCapabilities, dockerPrefixOf } from '../components/targets/docker.ts';
@@ -31,7 +31,7 @@ if (!out || out.startsWith('-') || unknown.length > 0) {
 const raw = stackFileRawConfig(stack);
 const config = parseStackConfig(raw, stack);
 const spec = loadPolicySpec(join(ROOT, 'policy/data'), 'policy/data');
-checkAgainstSpec(config, Object.keys(spec.egressServices));
+checkAgainstSpec(config, specIds(spec));
 const configured = Object.values(spec.egressServices)
   .filter((s) => s.credential && `egress:${s.credential.secret}` in raw)
   .map((s) => s.id);

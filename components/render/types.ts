@@ -79,6 +79,11 @@ export interface PlannedWorkload {
    * takes (Docker: the engine's socket, read-only; Kubernetes: a Role to read pods and their logs).
    */
   readonly readsWorkloadLogs?: boolean;
+  /**
+   * Seconds it keeps serving once told to stop, before it is signalled: callers' load balancing
+   * (Kubernetes endpoints) drops it first, so a rolling update refuses no request (the proxies).
+   */
+  readonly drainSeconds?: number;
   /** The non-root user it runs as. */
   readonly user: number;
   readonly resources: { readonly cpuMillis: number; readonly memoryMiB: number };

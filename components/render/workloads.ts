@@ -65,6 +65,9 @@ export function platformRenderInput(
   };
 }
 
+/** How long a stopping proxy keeps serving while Kubernetes takes it out of its Service's endpoints. */
+const PROXY_DRAIN_SECONDS = 5;
+
 const envoyPorts = (traffic: number) =>
   [
     { name: 'http', port: traffic, protocol: 'http' },
@@ -92,6 +95,7 @@ export function gatewayWorkload(config: StackConfig, files: WorkloadFiles): Plan
     ports: envoyPorts(PORTS.gateway),
     health: { port: PORTS.envoyStats, path: '/ready' },
     publish: { port: PORTS.gateway, hostPort: config.gateway.port },
+    drainSeconds: PROXY_DRAIN_SECONDS,
     internet: false,
     user: RUN_AS_USER,
     resources: { cpuMillis: 500, memoryMiB: 256 },
@@ -114,6 +118,7 @@ export function egressWorkload(config: StackConfig, files: WorkloadFiles, config
     secretFiles,
     ports: envoyPorts(PORTS.egress),
     health: { port: PORTS.envoyStats, path: '/ready' },
+    drainSeconds: PROXY_DRAIN_SECONDS,
     internet: true,
     user: RUN_AS_USER,
     resources: { cpuMillis: 500, memoryMiB: 256 },

@@ -237,6 +237,8 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
               automountServiceAccountToken: w.readsWorkloadLogs === true,
               ...(w.readsWorkloadLogs ? { serviceAccountName: w.name } : {}),
               enableServiceLinks: false,
+              // The drain, then the default 30 s for the process to finish what it has.
+              terminationGracePeriodSeconds: (w.drainSeconds ?? 0) + 30,
               securityContext: { runAsNonRoot: true, runAsUser: w.user, runAsGroup: w.user, fsGroup: w.user, seccompProfile: { type: 'RuntimeDefault' } },
               containers: [
                 {
@@ -247,6 +249,8 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
                   env: Object.entries(w.env).map(([name, value]) => ({ name, value })),
                   ports: w.ports.map((p) => ({ name: p.name, containerPort: p.port, protocol: 'TCP' })),
                   readinessProbe: { httpGet: { path: w.health.path, port: w.health.port }, periodSeconds: 5, failureThreshold: 3 },
+                  // Keeps serving while the endpoints drop the pod, then stops (no shell needed).
+                  ...(w.drainSeconds ? { lifecycle: { preStop: { sleep: { seconds: w.drainSeconds } } } } : {}),
                   livenessProbe: { httpGet: { path: w.health.path, port: w.health.port }, periodSeconds: 10, failureThreshold: 6, initialDelaySeconds: 10 },
                   resources: {
                     requests: { cpu: `${Math.round(w.resources.cpuMillis / 4)}m`, memory: `${Math.round(w.resources.memoryMiB / 2)}Mi` },

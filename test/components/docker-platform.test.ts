@@ -2,8 +2,10 @@
 // hardening, and secrets that stay secret. They complement the real `pulumi up` of the e2e.
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as pulumi from '@pulumi/pulumi';
-import { parseStackConfig } from '../../components/config.ts';
-import { Platform } from '../../components/platform.ts';
+import { checkAgainstSpec, parseStackConfig, specIds } from '../../components/config.ts';
+import { gunzipSync } from 'node:zlib';
+import { Platform, keyResourceName } from '../../components/platform.ts';
+import { sha256Hex } from '../../policy/bundle.ts';
 import { DockerTarget, HASH_LABEL } from '../../components/targets/docker.ts';
 import { shippedSpec } from '../../scripts/local/fixtures.ts';
 import { installMocks, isSecret, isSecretValue, testImages, unwrap, value, type Created } from './mocks.ts';
@@ -201,5 +203,54 @@ describe('Platform on the Docker target', () => {
     const after = await value(other.contentHashes);
     expect(after.bundles).not.toBe(before.bundles);
     for (const w of ['gateway', 'egress', 'opa', 'agentd'] as const) expect(after[w], w).toBe(before[w]);
+  });
+});
+
+describe('API key rotation (agentd:keys)', () => {
+  it('keeps the previous generation as the same client until its grace period ends; the current key is the output', async () => {
+    created.length = 0;
+    const until = '2031-01-01T00:00:00Z';
+    const p = build(
+      shippedSpec(),
+      { 'agentd:keys': JSON.stringify({ ci: { generation: 3, previousValidUntil: until }, admin: { generation: 2 } }) },
+      'agentd-rot',
+    );
+    const keys = await value(p.apiKeys);
+    await new Promise((r) => setTimeout(r, 50));
+    const passwords = created.filter((c) => c.type === 'random:index/randomPassword:RandomPassword').map((c) => c.name);
+    const platform = 'agentd-agentd-rot';
+    expect(passwords).toContain(keyResourceName(platform, 'ci', 3));
+    expect(passwords).toContain(keyResourceName(platform, 'ci', 2));
+    expect(passwords).not.toContain(keyResourceName(platform, 'ci', 1));
+    expect(passwords).toContain(keyResourceName(platform, 'admin', 2));
+    expect(passwords).not.toContain(keyResourceName(platform, 'admin', 1)); // no grace period: the old key is gone
+    expect(keyResourceName(platform, 'ci', 1)).toBe(`${platform}-key-ci`); // the first generation keeps its URN
+    // The bundle the bundle server serves holds both of ci's keys, the previous one with its end.
+    const bundleUpload = uploads(
+      created.find(
+        (c) =>
+          c.type === 'docker:index/container:Container' &&
+          c.inputs.labels.some((l: any) => l.value === 'files') &&
+          c.inputs.name.includes('agentd-rot-bundles'),
+      )!,
+    ).find((u: any) => u.file.endsWith('agentd-bundle.tar.gz'));
+    const tar = gunzipSync(Buffer.from(bundleUpload.contentBase64, 'base64')).toString('latin1');
+    const data = JSON.parse(tar.slice(tar.indexOf('{"egress"'), tar.indexOf('\n', tar.indexOf('{"egress"'))));
+    const ci = Object.entries(data.gateway.keys as Record<string, { id: string; not_after?: string }>).filter(([, v]) => v.id === 'ci');
+    expect(ci.map(([, v]) => v.not_after ?? 'current').sort()).toEqual([until, 'current']);
+    const [current] = ci.find(([, v]) => !v.not_after)!;
+    expect(current).toBe(sha256Hex(keys['ci']!));
+  });
+
+  it('refuses a rotation for a client the policy does not have, and a grace period without a previous key', () => {
+    expect(() => checkAgainstSpec(parseStackConfig({ 'agentd:keys': JSON.stringify({ nobody: { generation: 2 } }) }), specIds(shippedSpec()))).toThrow(
+      /agentd:keys.nobody names no client; known: .*admin/,
+    );
+    expect(() => parseStackConfig({ 'agentd:keys': JSON.stringify({ ci: { generation: 1, previousValidUntil: '2031-01-01T00:00:00Z' } }) })).toThrow(
+      /agentd:keys.ci.previousValidUntil needs a previous key, but generation is 1/,
+    );
+    expect(() => parseStackConfig({ 'agentd:keys': JSON.stringify({ ci: { generation: 2, previousValidUntil: 'tomorrow' } }) })).toThrow(
+      /agentd:keys.ci.previousValidUntil must be an RFC 3339 instant/,
+    );
   });
 });

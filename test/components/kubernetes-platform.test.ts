@@ -70,6 +70,21 @@ describe('Platform on the Kubernetes target', () => {
     }
   });
 
+  it('rolls every stateless Deployment with maxUnavailable 0; the proxies drain 5 s (preStop) before they are stopped', () => {
+    const deployment = (n: string) => named('kubernetes:apps/v1:Deployment', n).inputs.spec;
+    for (const n of ['gateway', 'egress', 'opa', 'bundles']) {
+      expect(deployment(n).strategy, n).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } });
+      expect(deployment(n).template.spec.containers[0].readinessProbe.httpGet.path, n).toMatch(/^\/(ready|health\?bundles)$/);
+    }
+    for (const n of ['gateway', 'egress']) {
+      expect(deployment(n).template.spec.containers[0].lifecycle, n).toEqual({ preStop: { sleep: { seconds: 5 } } });
+      expect(deployment(n).template.spec.terminationGracePeriodSeconds, n).toBe(35);
+    }
+    // One writer for agentd's SQLite store: never two pods at once.
+    expect(deployment('agentd').strategy).toEqual({ type: 'Recreate' });
+    expect(deployment('agentd').template.spec.containers[0].lifecycle).toBeUndefined();
+  });
+
   it('takes replicas from stack config and adds PodDisruptionBudgets for proxies with more than one', () => {
     expect(named('kubernetes:apps/v1:Deployment', 'gateway').inputs.spec.replicas).toBe(2);
     expect(named('kubernetes:apps/v1:Deployment', 'egress').inputs.spec.replicas).toBe(3);

@@ -239,6 +239,42 @@ describe('pulumi up into the local Docker engine', () => {
     expect(r.json().error.code).toBe('disabled_api_key');
   }, 600_000);
 
+  it('npm run key -- rotate: a new key, the old one still the same client during the grace period; retire ends it; only the bundle server is replaced', async () => {
+    const key = (...args: string[]) =>
+      spawnSync(process.execPath, [join(work, 'scripts/key.ts'), '--stack', STACK, ...args], { cwd: work, env, encoding: 'utf8', timeout: 300_000 });
+    const before = containerIds();
+    const old = outputs.apiKeys['admin']!;
+    const rotated = key('rotate', 'admin', '--grace', '1h');
+    expect(rotated.status, rotated.stderr).toBe(0);
+    const fresh = rotated.stdout.trim();
+    expect(fresh).toMatch(/^agk_/);
+    expect(fresh).not.toBe(old);
+    expect(rotated.stderr).toMatch(/previous key works until \d{4}-\d{2}-\d{2}T/);
+    // Both keys are admin (OPA answers the same client id, which rate limits and agentd see).
+    await sleep(2000); // the bundle server was replaced: OPA polls it every second
+    for (const k of [fresh, old]) {
+      const r = await get('/api/v1/status', k);
+      expect(r.status, r.body).toBe(200);
+    }
+    expect((await get('/api/v1/sandboxes', fresh)).status).toBe(200);
+    const printed = key('admin');
+    expect(printed.stdout.trim()).toBe(fresh);
+    // A second rotation during the grace period is refused, with the way out.
+    const again = key('rotate', 'admin');
+    expect(again.status).toBe(1);
+    expect(again.stderr).toContain('retire it first');
+    const retired = key('retire', 'admin');
+    expect(retired.status, retired.stderr).toBe(0);
+    await sleep(2000);
+    const refused = await get('/api/v1/status', old);
+    expect([refused.status, refused.json().error.code]).toEqual([401, 'invalid_api_key']);
+    expect((await get('/api/v1/status', fresh)).status).toBe(200);
+    const after = containerIds();
+    expect(after[`${PREFIX}-bundles`]).not.toBe(before[`${PREFIX}-bundles`]);
+    for (const w of ['opa', 'gateway', 'egress', 'agentd']) expect(after[`${PREFIX}-${w}`], w).toBe(before[`${PREFIX}-${w}`]);
+    outputs.apiKeys['admin'] = fresh;
+  }, 600_000);
+
   it('a stack other than dev without a passphrase of its own stops before anything is encrypted, with the fix', () => {
     const bare = { ...env };
     delete bare['PULUMI_CONFIG_PASSPHRASE'];

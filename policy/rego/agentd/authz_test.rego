@@ -10,6 +10,9 @@ config := {
 			crypto.sha256("key-reader"): {"id": "reader", "role": "reader", "tier": "default", "enabled": true},
 			crypto.sha256("key-off"): {"id": "off", "role": "admin", "tier": "default", "enabled": false},
 			crypto.sha256("key-op"): {"id": "ci", "role": "operator", "tier": "standard", "enabled": true},
+			# Client ci's key before a rotation: valid until its grace period ends.
+			crypto.sha256("key-op-previous"): {"id": "ci", "role": "operator", "tier": "standard", "enabled": true, "not_after": "2999-01-01T00:00:00Z"},
+			crypto.sha256("key-op-retired"): {"id": "ci", "role": "operator", "tier": "standard", "enabled": true, "not_after": "2000-01-01T00:00:00Z"},
 			crypto.sha256("key-legacy"): {"id": "legacy", "role": "legacy", "tier": "default", "enabled": true},
 			crypto.sha256("key-odd"): {"id": "odd", "role": "odd", "tier": "default", "enabled": true},
 		},
@@ -160,6 +163,20 @@ test_gateway_invalid_key if {
 	r := run(gw("GET", "/api/v1/status", {"x-api-key": "nope"}))
 	r.http_status == 401
 	reason(r) == "invalid_api_key"
+}
+
+# Key rotation: the previous key is the same client (role, rate-limit tier) until its grace period ends.
+test_gateway_previous_key_in_grace_is_the_same_client if {
+	r := run(gw("GET", "/api/v1/status", {"x-api-key": "key-op-previous"}))
+	r.allowed
+	r.dynamic_metadata.client_id == "ci"
+	r.dynamic_metadata.tier == "standard"
+}
+
+test_gateway_previous_key_after_grace_refused if {
+	r := run(gw("GET", "/api/v1/status", {"x-api-key": "key-op-retired"}))
+	r.http_status == 401
+	reason(r) == "expired_api_key"
 }
 
 # Defect 4 of the original: a disabled key was accepted whenever any other key was enabled.

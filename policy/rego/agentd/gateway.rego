@@ -35,6 +35,9 @@ client := cfg.keys[crypto.sha256(api_key)]
 
 role := cfg.roles[client.role]
 
+# A key rotated away (npm run key -- rotate) works until the end of its grace period.
+key_expired if time.now_ns() >= time.parse_rfc3339_ns(client.not_after)
+
 # Rules of the caller's role that grant this path.
 path_rules contains rule if {
 	some rule in role.rules
@@ -62,6 +65,8 @@ decision := deny(400, "invalid_path", "the request path is not a valid path") if
 	count(key_sources) == 0
 } else := deny(401, "invalid_api_key", "the API key is not valid") if {
 	not client
+} else := deny(401, "expired_api_key", sprintf("this API key was replaced by a new one; its grace period ended at %s", [client.not_after])) if {
+	key_expired
 } else := deny(403, "disabled_api_key", "this API key is disabled") if {
 	not client.enabled
 } else := deny(403, "forbidden_route", sprintf("role %q may not call %s", [client.role, path.path])) if {
