@@ -43,6 +43,9 @@ interface Args {
   readonly strict: boolean;
 }
 
+/** A mistyped command line: the usage and exit 2, no stack trace. */
+class UsageError extends Error {}
+
 function parseArgs(argv: readonly string[]): Args | 'help' {
   let quick = false,
     keep = false,
@@ -56,8 +59,8 @@ function parseArgs(argv: readonly string[]): Args | 'help' {
     else if (a.startsWith('--only=')) {
       only = a.slice(7).split(',').filter(Boolean) as SuiteId[];
       const bad = only.filter((s) => !SUITES.includes(s));
-      if (bad.length) throw new Error(`unknown suite(s) ${bad.join(', ')}; known: ${SUITES.join(', ')}`);
-    } else throw new Error(`unknown argument ${a}\n${USAGE}`);
+      if (bad.length) throw new UsageError(`unknown suite(s) ${bad.join(', ')}; known: ${SUITES.join(', ')}`);
+    } else throw new UsageError(`unknown argument ${a}`);
   }
   return { quick, only, keep, strict };
 }
@@ -87,7 +90,14 @@ class Children {
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
-  const args = parseArgs(argv);
+  let args: Args | 'help';
+  try {
+    args = parseArgs(argv);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`${e.message}\n${USAGE}\n`);
+    return 2;
+  }
   if (args === 'help') {
     console.log(USAGE);
     return 0;

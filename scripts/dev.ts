@@ -26,6 +26,21 @@ const PORTS = {
   upstream: 9443,
 };
 const CREDENTIALS_FILE = join(ROOT, 'build/dev/credentials.json');
+const USAGE = `usage: npm run dev
+  Runs the gateway, egress proxy, OPA and its bundle server on this machine with the generated configs, agentd from
+  source (restarted when agentd/src changes); a change under policy/ rebuilds and restarts the stack. Ctrl-C stops it.
+  Credentials: build/dev/credentials.json ({"openai": "sk-..."}, mode 0600), if present.`;
+{
+  const argv = process.argv.slice(2);
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  if (argv.length > 0) {
+    process.stderr.write(`unknown argument ${argv[0]}\n${USAGE}\n`);
+    process.exit(2);
+  }
+}
 const log = (m: string) => process.stderr.write(`[dev] ${m}\n`);
 
 let stack: Stack | undefined;

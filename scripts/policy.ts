@@ -17,26 +17,34 @@ const USAGE = `usage:
   npm run policy -- explain --client ID [--method GET] --path /api/v1/...          (gateway)
   npm run policy -- explain --tier TIER --service ID [--method GET] --path /...    (egress)`;
 
-const [command, ...rest] = process.argv.slice(2);
-if (command !== 'explain') {
-  process.stderr.write(`${USAGE}\n`);
-  process.exit(command === undefined || command === '--help' ? 0 : 2);
-}
-const { values } = parseArgs({
-  args: rest,
-  options: {
-    client: { type: 'string' },
-    tier: { type: 'string' },
-    service: { type: 'string' },
-    method: { type: 'string', default: 'GET' },
-    path: { type: 'string' },
-    json: { type: 'boolean', default: false },
-  },
-});
-const fail = (msg: string): never => {
+function fail(msg: string): never {
   process.stderr.write(`error: ${msg}\n${USAGE}\n`);
   process.exit(2);
-};
+}
+const argv = process.argv.slice(2);
+if (argv.length === 0 || argv.includes('--help') || argv.includes('-h')) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
+const [command, ...rest] = argv;
+if (command !== 'explain') fail(`unknown command ${command}`);
+let values: { client?: string; tier?: string; service?: string; method: string; path?: string; json: boolean };
+try {
+  values = parseArgs({
+    args: rest,
+    options: {
+      client: { type: 'string' },
+      tier: { type: 'string' },
+      service: { type: 'string' },
+      method: { type: 'string', default: 'GET' },
+      path: { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+  }).values as typeof values;
+} catch (e) {
+  // node:util's parseArgs: an unknown option, a missing value, a stray argument.
+  fail((e as Error).message);
+}
 if (!values.path) fail('--path is required');
 if (!values.client && !(values.tier && values.service)) fail('give --client (gateway) or --tier and --service (egress)');
 

@@ -1,7 +1,7 @@
 // How the npm scripts run the Pulumi CLI: the repo's local file backend and a local passphrase
 // by default (said out loud), the stack's images built first when it asks for local images.
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
@@ -69,14 +69,72 @@ export function stackArg(argv: string[], usage?: string): { stack: string; rest:
     process.stdout.write(`${usage}\n`);
     process.exit(0);
   }
-  const i = argv.indexOf('--stack');
-  if (i === -1) return { stack: DEFAULT_STACK, rest: argv };
-  const stack = argv[i + 1];
-  if (!stack || stack.startsWith('-')) {
-    process.stderr.write(`--stack needs a name, e.g. --stack dev\n${usage ?? ''}\n`);
+  // --create: a stack without a file in stacks/ on purpose (it starts from the defaults).
+  const create = argv.includes('--create');
+  const args = argv.filter((a) => a !== '--create');
+  const i = args.indexOf('--stack');
+  let stack = DEFAULT_STACK;
+  let rest = args;
+  if (i !== -1) {
+    const named = args[i + 1];
+    if (!named || named.startsWith('-')) {
+      process.stderr.write(`--stack needs a name, e.g. --stack dev\n${usage ?? ''}\n`);
+      process.exit(2);
+    }
+    stack = named;
+    rest = [...args.slice(0, i), ...args.slice(i + 2)];
+  }
+  const known = knownStacks();
+  if (!create && !known.includes(stack)) {
+    process.stderr.write(
+      `no stack "${stack}": stacks/Pulumi.${stack}.yaml does not exist; known stacks: ${known.join(', ') || 'none'}. ` +
+        `A typo? To create it on purpose (from the defaults), add --create.\n`,
+    );
     process.exit(2);
   }
-  return { stack, rest: [...argv.slice(0, i), ...argv.slice(i + 2)] };
+  return { stack, rest };
+}
+
+/** Stacks with a file in stacks/ (their config lives there). */
+export function knownStacks(): string[] {
+  try {
+    return readdirSync(join(ROOT, 'stacks'))
+      .map((f) => /^Pulumi\.(.+)\.yaml$/.exec(f)?.[1])
+      .filter((s): s is string => s !== undefined)
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The `pulumi` flags up, preview and destroy pass through (with whether each takes a value);
+ * anything else is a mistyped command line: the usage and exit 2, before any tool runs.
+ */
+const PASS_THROUGH: Readonly<Record<string, boolean>> = {
+  '--expect-no-changes': false,
+  '--refresh': false,
+  '--diff': false,
+  '--json': false,
+  '--suppress-outputs': false,
+  '--target-dependents': false,
+  '--target': true,
+  '--replace': true,
+  '--parallel': true,
+};
+
+/** Checks `rest` holds only pass-through pulumi flags; exits 2 with the usage otherwise. */
+export function passThroughArgs(rest: readonly string[], usage: string): string[] {
+  for (let i = 0; i < rest.length; i++) {
+    const [flag] = rest[i]!.split('=');
+    const takesValue = PASS_THROUGH[flag!];
+    if (takesValue === undefined) {
+      process.stderr.write(`unknown argument ${rest[i]}\n${usage}\n  pulumi flags passed through: ${Object.keys(PASS_THROUGH).join(', ')}\n`);
+      process.exit(2);
+    }
+    if (takesValue && !rest[i]!.includes('=')) i++;
+  }
+  return [...rest];
 }
 
 export function selectStack(stack: string, env: NodeJS.ProcessEnv): void {

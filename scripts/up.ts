@@ -1,10 +1,11 @@
 // npm run up [-- --stack NAME]: deploys a stack (default dev) and prints its endpoints and a
 // curl that works. Tools and npm packages were installed by scripts/run before this runs.
-import { buildImagesIfNeeded, ensureDockerEngine, pulumi, pulumiEnv, selectStack, stackArg } from './pulumi-env.ts';
+import { buildImagesIfNeeded, ensureDockerEngine, passThroughArgs, pulumi, pulumiEnv, selectStack, stackArg } from './pulumi-env.ts';
 
 const USAGE =
-  'usage: npm run up [-- --stack NAME] [-- PULUMI_UP_FLAGS...]\n  Deploys a stack (default dev) and prints its endpoints and a curl; other flags go to `pulumi up`.';
-const { stack, rest } = stackArg(process.argv.slice(2), USAGE);
+  'usage: npm run up [-- --stack NAME [--create]] [-- PULUMI_UP_FLAGS...]\n  Deploys a stack (default dev; one of stacks/Pulumi.<name>.yaml, or a new one with --create) and prints its endpoints and a curl; flags such as --target go to `pulumi up`.';
+const { stack, rest: args } = stackArg(process.argv.slice(2), USAGE);
+const rest = passThroughArgs(args, USAGE);
 const env = pulumiEnv(stack);
 const t0 = Date.now();
 ensureDockerEngine();

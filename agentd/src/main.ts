@@ -8,7 +8,15 @@ import { HEALTH_PATH } from './contract.ts';
 import { startAgentd } from './app.ts';
 import { createLogger } from './log.ts';
 
+const USAGE = `usage: agentd [healthcheck]
+  Runs the daemon; \`healthcheck\` probes a running one (exit 0 when alive). Configuration comes from
+  AGENTD_* environment variables (agentd/README.md).`;
+
 async function main(argv: string[]): Promise<void> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
   let config: AgentdConfig;
   try {
     config = loadConfig(process.env);
@@ -31,7 +39,7 @@ async function main(argv: string[]): Promise<void> {
     }
   }
   if (argv.length > 0) {
-    process.stderr.write(`agentd: unknown argument '${argv[0]}' (usage: agentd [healthcheck]; configuration comes from AGENTD_* environment variables)\n`);
+    process.stderr.write(`agentd: unknown argument '${argv[0]}'\n${USAGE}\n`);
     process.exit(2);
   }
 

@@ -276,6 +276,8 @@ describe('pulumi up into the local Docker engine', () => {
   }, 600_000);
 
   it('a stack other than dev without a passphrase of its own stops before anything is encrypted, with the fix', () => {
+    // The shipped staging stack, as in the repository (the project copy has only its own stack).
+    cpSync(join(REPO_ROOT, 'stacks/Pulumi.staging.yaml'), join(work, 'stacks/Pulumi.staging.yaml'));
     const bare = { ...env };
     delete bare['PULUMI_CONFIG_PASSPHRASE'];
     delete bare['PULUMI_CONFIG_PASSPHRASE_FILE'];
