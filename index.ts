@@ -68,6 +68,7 @@ function makeTarget(): Target {
       prefix: dockerPrefixOf(stack),
       bindAddress: config.gateway.bindAddress,
       extraEdgeNetworks: config.docker.egressNetworks,
+      liveWriterImage: images.agentd.ref,
     });
   }
   const k = config.kubernetes;

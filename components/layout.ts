@@ -31,6 +31,11 @@ export const DIRS = {
   /** Kubernetes: where the gateway mounts an existing TLS Secret (agentd:gateway.tls.secretName). */
   gatewayTlsSecret: '/run/secrets/agentd-tls',
   agentdData: CONTAINER_DATA_DIR,
+  /** The proxies' live directories (PlannedWorkload.live): updated in place, watched by Envoy. */
+  gatewayLive: '/etc/agentd/gateway-live',
+  gatewayLiveSecrets: '/run/secrets/agentd-gateway-live',
+  egressLive: '/etc/agentd/egress-live',
+  egressLiveSecrets: '/run/secrets/agentd-egress-live',
 } as const;
 
 /** Workload names: also their DNS names inside the platform. */

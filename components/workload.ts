@@ -11,7 +11,7 @@ import type { PlannedWorkload, SecretRef, WorkloadFiles } from './render/types.t
  * A planned workload with its image, secrets and files resolved to Pulumi values: what a
  * target deploys.
  */
-export interface Workload extends Omit<PlannedWorkload, 'image' | 'args' | 'files' | 'secretFiles' | 'health'> {
+export interface Workload extends Omit<PlannedWorkload, 'image' | 'args' | 'files' | 'secretFiles' | 'health' | 'live'> {
   readonly image: pulumi.Input<string>;
   /** Full command line (the image's entrypoint and the plan's arguments). */
   readonly command: readonly string[];
@@ -21,6 +21,13 @@ export interface Workload extends Omit<PlannedWorkload, 'image' | 'args' | 'file
   readonly secretFiles: Readonly<Record<string, pulumi.Output<string>>>;
   /** Liveness/readiness probe: an HTTP GET on loopback inside the workload, and the command that performs it in this image. */
   readonly health: PlannedWorkload['health'] & { readonly command: readonly string[] };
+  /** Files updated in place (PlannedWorkload.live), the secret ones resolved to Pulumi secrets. */
+  readonly live?: {
+    readonly dir: string;
+    readonly files: WorkloadFiles;
+    readonly secretDir: string;
+    readonly secretFiles: Readonly<Record<string, pulumi.Output<string>>>;
+  };
 }
 
 /** A planned workload resolved against its image, its secrets, and its final files. */
@@ -30,9 +37,10 @@ export function resolveWorkload(
   secret: (ref: SecretRef) => pulumi.Output<string>,
   files: pulumi.Input<WorkloadFiles> = w.files,
 ): Workload {
-  const { args, ...rest } = w;
+  const { args, live, ...rest } = w;
   return {
     ...rest,
+    ...(live ? { live: { ...live, secretFiles: Object.fromEntries(Object.entries(live.secretFiles).map(([p, ref]) => [p, secret(ref)])) } } : {}),
     image: image.ref,
     command: [...image.binary, ...args],
     files,
@@ -69,5 +77,15 @@ export function workloadHash(w: Workload): pulumi.Output<string> {
     pulumi
       .all([pulumi.output(w.files), pulumi.all(names.map((n) => w.secretFiles[n]!))])
       .apply(([files, values]) => contentHash(files as WorkloadFiles, Object.fromEntries(names.map((n, i) => [n, values[i]!])))),
+  );
+}
+
+/** A hash of a workload's live files (plain and secret): what names a new revision of them. Not secret. */
+export function liveHash(w: Workload): pulumi.Output<string> | undefined {
+  const live = w.live;
+  if (!live) return undefined;
+  const names = Object.keys(live.secretFiles).sort();
+  return pulumi.unsecret(
+    pulumi.all(names.map((n) => live.secretFiles[n]!)).apply((values) => contentHash(live.files, Object.fromEntries(names.map((n, i) => [n, values[i]!])))),
   );
 }

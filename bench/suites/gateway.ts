@@ -10,8 +10,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { STATUS_PATH } from '../../agentd/src/contract.ts';
-import { DEFAULT_PROXY_LIMITS, envoyArgs, type Endpoint } from '../../components/render/envoy/common.ts';
-import { renderGatewayConfig, type GatewayRenderInput } from '../../components/render/envoy/gateway.ts';
+import { DEFAULT_PROXY_LIMITS, LIVE_FILES, envoyArgs, liveProxyConfig, type Endpoint } from '../../components/render/envoy/common.ts';
+import { GATEWAY_STAT_PREFIX, renderGatewayConfig, type GatewayRenderInput } from '../../components/render/envoy/gateway.ts';
 import { ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES } from '../../components/render/platform.ts';
 import { toYaml } from '../../components/render/yaml.ts';
 import { rawRequest } from '../../scripts/local/clients.ts';
@@ -45,7 +45,7 @@ function harnessGatewayInput(dir: string, ports: StackPorts, listen?: { traffic:
     opa: loopback(ports.opaGrpc),
     maxRequestBytes: 64 * 1024,
     upstreamTimeoutSeconds: 30,
-    agentdTokenSdsFile: join(dir, 'gateway', GATEWAY_SDS_FILES.agentdToken),
+    agentdTokenSdsFile: join(dir, 'gateway-live', GATEWAY_SDS_FILES.agentdToken),
     limits: DEFAULT_PROXY_LIMITS,
   };
 }
@@ -85,8 +85,11 @@ function withoutAuthz(config: object): object {
 /** Starts variant (b): the harness's gateway config minus authz, on its own ports, like the harness starts Envoy. */
 async function startPlainEnvoy(ctx: StackContext): Promise<{ process: ManagedProcess; port: number }> {
   const { stack, spec } = ctx;
-  const full = toYaml(renderGatewayConfig(spec, harnessGatewayInput(stack.dir, stack.ports)));
-  if (full !== stack.rendered.gateway[ENVOY_CONFIG_FILE]) {
+  // The harness's gateway loads its listeners live (lds.yaml): the same listeners as rendered here.
+  const live = liveProxyConfig(renderGatewayConfig(spec, harnessGatewayInput(stack.dir, stack.ports)), join(stack.dir, 'gateway-live'), [
+    `${GATEWAY_STAT_PREFIX}_stats`,
+  ]);
+  if (toYaml(live.lds) !== stack.rendered.live?.gateway[LIVE_FILES.lds]) {
     throw new Error('bench/suites/gateway.ts no longer renders what scripts/local/stack.ts renders for the gateway: update harnessGatewayInput()');
   }
   const ports = { traffic: await freePort(), admin: await freePort(), stats: await freePort() };

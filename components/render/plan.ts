@@ -65,8 +65,8 @@ export function planPlatform(spec: PolicySpec, config: StackConfig, capabilities
     policyEngineWorkload(renderOpaFiles(input)),
     bundleServerWorkload(),
     agentdWorkload(config, Object.keys(spec.sandboxTiers)),
-    egressWorkload(config, proxies.egress, configuredCredentials),
-    gatewayWorkload(config, proxies.gateway),
+    egressWorkload(config, proxies.egress, proxies.live?.egress ?? {}, configuredCredentials),
+    gatewayWorkload(config, proxies.gateway, proxies.live?.gateway ?? {}),
     ...(config.monitoring.enabled
       ? planMonitoring(spec, capabilities, { grafana: config.monitoring.grafanaPort, prometheus: config.monitoring.prometheusPort })
       : []),
@@ -106,6 +106,10 @@ export function planFiles(plan: PlatformPlan): Record<string, string> {
       if (typeof content !== 'string') throw new Error(`${w.name}/${p} is binary: planFiles writes text files only`);
       out[`${w.name}/${p}`] = content;
     }
+    for (const [p, content] of Object.entries(w.live?.files ?? {})) {
+      if (typeof content !== 'string') throw new Error(`${w.name}/live/${p} is binary: planFiles writes text files only`);
+      out[`${w.name}/live/${p}`] = content;
+    }
     return {
       ...w,
       files: Object.keys(w.files).sort(),
@@ -114,6 +118,20 @@ export function planFiles(plan: PlatformPlan): Record<string, string> {
           .sort()
           .map((p) => [p, describeSecret(w.secretFiles[p]!)]),
       ),
+      ...(w.live
+        ? {
+            live: {
+              dir: w.live.dir,
+              files: Object.keys(w.live.files).sort(),
+              secretDir: w.live.secretDir,
+              secretFiles: Object.fromEntries(
+                Object.keys(w.live.secretFiles)
+                  .sort()
+                  .map((p) => [p, describeSecret(w.live!.secretFiles[p]!)]),
+              ),
+            },
+          }
+        : {}),
     };
   });
   out['plan.json'] = `${JSON.stringify({ workloads: summary, network: plan.network, bundleServer: plan.bundleServer }, null, 2)}\n`;

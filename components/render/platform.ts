@@ -5,9 +5,9 @@
 import { readFileSync } from 'node:fs';
 import { MASK_POLICY_FILE, buildBundle, type KeyHashes } from '../../policy/bundle.ts';
 import type { PolicySpec } from '../../policy/spec.ts';
-import { credentialSds, credentialSdsFile, renderEgressConfig, type EgressRenderInput } from './envoy/egress.ts';
-import { sdsResource } from './envoy/common.ts';
-import { GATEWAY_TLS_SECRET, GATEWAY_TOKEN_SECRET, renderGatewayConfig, type GatewayRenderInput } from './envoy/gateway.ts';
+import { EGRESS_STAT_PREFIX, credentialSds, credentialSdsFile, renderEgressConfig, type EgressRenderInput } from './envoy/egress.ts';
+import { LIVE_FILES, liveProxyConfig, sdsResource, type LiveProxyConfig } from './envoy/common.ts';
+import { GATEWAY_STAT_PREFIX, GATEWAY_TLS_SECRET, GATEWAY_TOKEN_SECRET, renderGatewayConfig, type GatewayRenderInput } from './envoy/gateway.ts';
 import { renderBundleServerConfig } from './envoy/bundles.ts';
 import type { ProxyListen } from './envoy/common.ts';
 import { OPA_BUNDLE_FILE, OPA_MASK_FILE, POLICY_BUNDLE_RESOURCE, renderOpaConfig, type OpaRenderInput } from './opa.ts';
@@ -26,7 +26,20 @@ export interface PlatformRenderInput {
   readonly opa: OpaRenderInput;
   /** The bundle server: where it listens, and its config directory (where it finds OPA_BUNDLE_FILE). */
   readonly bundles: { readonly listen: ProxyListen; readonly configDir: string };
+  /**
+   * The proxies' live directories: their listeners, clusters and SDS files are rendered as live
+   * files there (liveProxyConfig), which the targets update in place. The SDS paths and secret
+   * files the gateway and egress inputs name must be in them. Absent: everything is in the
+   * bootstrap.
+   */
+  readonly live?: { readonly gateway: LiveDirs; readonly egress: LiveDirs };
   readonly keyHashes: KeyHashes;
+}
+
+/** A proxy's live directories: plain files (listeners, clusters, SDS files) and the secret files they name. */
+export interface LiveDirs {
+  readonly dir: string;
+  readonly secretDir: string;
 }
 
 import type { FileContent, WorkloadFiles } from './types.ts';
@@ -47,6 +60,8 @@ export const fileBytes = (c: FileContent): Buffer => (typeof c === 'string' ? Bu
 export interface RenderedPlatform {
   readonly gateway: WorkloadFiles;
   readonly egress: WorkloadFiles;
+  /** With PlatformRenderInput.live: each proxy's live files (listeners, clusters, SDS files), by path in its live directory. */
+  readonly live?: { readonly gateway: WorkloadFiles; readonly egress: WorkloadFiles };
   readonly opa: WorkloadFiles;
   /** The bundle server's files: the bundle, and its config that names the bundle's revision. */
   readonly bundles: WorkloadFiles;
@@ -67,8 +82,8 @@ export const GATEWAY_SDS_FILES = { agentdToken: 'sds/agentd-token.sds.json', tls
  */
 export function renderProxyFiles(
   spec: PolicySpec,
-  input: Pick<PlatformRenderInput, 'gateway' | 'gatewaySecrets' | 'egress'>,
-): Pick<RenderedPlatform, 'gateway' | 'egress'> {
+  input: Pick<PlatformRenderInput, 'gateway' | 'gatewaySecrets' | 'egress' | 'live'>,
+): Pick<RenderedPlatform, 'gateway' | 'egress' | 'live'> {
   const sds: Record<string, string> = {};
   for (const s of Object.values(spec.egressServices)) {
     if (s.credential && input.egress.configuredCredentials.includes(s.id)) {
@@ -79,13 +94,29 @@ export function renderProxyFiles(
   const { gatewaySecrets } = input;
   if (Boolean(input.gateway.tls) !== Boolean(gatewaySecrets.tls))
     throw new Error('renderPlatform: the gateway TLS listener and its certificate files must be given together');
+  const gatewaySds = {
+    [GATEWAY_SDS_FILES.agentdToken]: json(sdsResource(GATEWAY_TOKEN_SECRET, { generic: gatewaySecrets.agentdTokenFile })),
+    ...(gatewaySecrets.tls ? { [GATEWAY_SDS_FILES.tls]: json(sdsResource(GATEWAY_TLS_SECRET, gatewaySecrets.tls)) } : {}),
+  };
+  const gateway = renderGatewayConfig(spec, input.gateway);
+  const egress = renderEgressConfig(spec, input.egress);
+  if (!input.live) {
+    return {
+      gateway: { [ENVOY_CONFIG_FILE]: toYaml(gateway), ...gatewaySds },
+      egress: { [ENVOY_CONFIG_FILE]: toYaml(egress), ...sds },
+    };
+  }
+  const liveGateway = liveProxyConfig(gateway, input.live.gateway.dir, [`${GATEWAY_STAT_PREFIX}_stats`]);
+  const liveEgress = liveProxyConfig(egress, input.live.egress.dir, [`${EGRESS_STAT_PREFIX}_stats`]);
+  const liveFiles = (c: LiveProxyConfig, extra: WorkloadFiles): WorkloadFiles => ({
+    [LIVE_FILES.lds]: toYaml(c.lds),
+    [LIVE_FILES.cds]: toYaml(c.cds),
+    ...extra,
+  });
   return {
-    gateway: {
-      [ENVOY_CONFIG_FILE]: toYaml(renderGatewayConfig(spec, input.gateway)),
-      [GATEWAY_SDS_FILES.agentdToken]: json(sdsResource(GATEWAY_TOKEN_SECRET, { generic: gatewaySecrets.agentdTokenFile })),
-      ...(gatewaySecrets.tls ? { [GATEWAY_SDS_FILES.tls]: json(sdsResource(GATEWAY_TLS_SECRET, gatewaySecrets.tls)) } : {}),
-    },
-    egress: { [ENVOY_CONFIG_FILE]: toYaml(renderEgressConfig(spec, input.egress)), ...sds },
+    gateway: { [ENVOY_CONFIG_FILE]: toYaml(liveGateway.bootstrap) },
+    egress: { [ENVOY_CONFIG_FILE]: toYaml(liveEgress.bootstrap) },
+    live: { gateway: liveFiles(liveGateway, gatewaySds), egress: liveFiles(liveEgress, sds) },
   };
 }
 

@@ -63,6 +63,18 @@ export interface PlannedWorkload {
   readonly secretDir: string;
   /** Secret files by path relative to secretDir, by reference. */
   readonly secretFiles: Readonly<Record<string, SecretRef>>;
+  /**
+   * Files the target updates in place, without restarting the workload: each change lands as one
+   * atomic swap of the directory's `..data` link (Kubernetes ConfigMap and Secret volumes do
+   * this; the Docker target's live volumes too), which the workload watches (the proxies'
+   * listeners, clusters, SDS files and the secrets they name). Not part of the content hash.
+   */
+  readonly live?: {
+    readonly dir: string;
+    readonly files: WorkloadFiles;
+    readonly secretDir: string;
+    readonly secretFiles: Readonly<Record<string, SecretRef>>;
+  };
   /** Secrets that exist apart from the platform (e.g. a TLS Secret cert-manager renews), by name, mounted read-only; their keys become files. */
   readonly externalSecrets?: readonly { readonly secretName: string; readonly mountPath: string }[];
   readonly ports: readonly WorkloadPort[];

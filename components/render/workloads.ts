@@ -25,7 +25,7 @@ export function platformRenderInput(
   const any = (port: number) => ({ host: '0.0.0.0', port });
   const tls = config.gateway.tls;
   // The certificate: secret files the platform writes, or the keys of a mounted TLS Secret.
-  const tlsDir = tls?.source === 'secret' ? DIRS.gatewayTlsSecret : DIRS.secrets;
+  const tlsDir = tls?.source === 'secret' ? DIRS.gatewayTlsSecret : DIRS.gatewayLiveSecrets;
   const agentdHttp = address(WORKLOADS.agentd, PORTS.agentdHttp);
   const bundles = address(WORKLOADS.bundles, PORTS.bundles);
   return {
@@ -36,20 +36,21 @@ export function platformRenderInput(
       opa: address(WORKLOADS.opa, PORTS.opaGrpc),
       maxRequestBytes: config.gateway.maxRequestBytes,
       upstreamTimeoutSeconds: config.gateway.upstreamTimeoutSeconds,
-      agentdTokenSdsFile: `${DIRS.gateway}/${GATEWAY_SDS_FILES.agentdToken}`,
-      ...(tls ? { tls: { sdsFile: `${DIRS.gateway}/${GATEWAY_SDS_FILES.tls}` } } : {}),
+      agentdTokenSdsFile: `${DIRS.gatewayLive}/${GATEWAY_SDS_FILES.agentdToken}`,
+      // A mounted TLS Secret (cert-manager renews it) is swapped in place like a live directory.
+      ...(tls ? { tls: { sdsFile: `${DIRS.gatewayLive}/${GATEWAY_SDS_FILES.tls}` } } : {}),
       limits: DEFAULT_PROXY_LIMITS,
     },
     gatewaySecrets: {
-      agentdTokenFile: `${DIRS.secrets}/${SECRET_FILES.gatewayToken}`,
+      agentdTokenFile: `${DIRS.gatewayLiveSecrets}/${SECRET_FILES.gatewayToken}`,
       ...(tls ? { tls: { certificateChain: `${tlsDir}/${SECRET_FILES.tlsCertificate}`, privateKey: `${tlsDir}/${SECRET_FILES.tlsPrivateKey}` } } : {}),
     },
     egress: {
       listen: { traffic: any(PORTS.egress), adminPort: PORTS.envoyAdmin, stats: any(PORTS.envoyStats) },
       opa: address(WORKLOADS.opa, PORTS.opaGrpc),
       jwksFile: `${DIRS.secrets}/${SECRET_FILES.jwks}`,
-      sdsDir: `${DIRS.egress}/${EGRESS_SDS_SUBDIR}`,
-      credentialDir: `${DIRS.secrets}/credentials`,
+      sdsDir: `${DIRS.egressLive}/${EGRESS_SDS_SUBDIR}`,
+      credentialDir: DIRS.egressLiveSecrets,
       caBundleFile: config.egress.caCertificates ? `${DIRS.egress}/${EGRESS_CA_FILE}` : SYSTEM_CA_BUNDLE,
       upstreams: config.egress.upstreams,
       configuredCredentials,
@@ -61,6 +62,10 @@ export function platformRenderInput(
       registry: { url: `http://${agentdHttp.host}:${agentdHttp.port}`, tokenFile: `${DIRS.secrets}/${SECRET_FILES.registryToken}` },
     },
     bundles: { listen: { traffic: any(PORTS.bundles), adminPort: PORTS.envoyAdmin, stats: any(PORTS.envoyStats) }, configDir: DIRS.bundles },
+    live: {
+      gateway: { dir: DIRS.gatewayLive, secretDir: DIRS.gatewayLiveSecrets },
+      egress: { dir: DIRS.egressLive, secretDir: DIRS.egressLiveSecrets },
+    },
     keyHashes,
   };
 }
@@ -75,12 +80,13 @@ const envoyPorts = (traffic: number) =>
   ] as const;
 
 /** The gateway: the only workload published outside the platform. */
-export function gatewayWorkload(config: StackConfig, files: WorkloadFiles): PlannedWorkload {
+export function gatewayWorkload(config: StackConfig, files: WorkloadFiles, liveFiles: WorkloadFiles): PlannedWorkload {
   const tls = config.gateway.tls;
-  const secretFiles: Record<string, SecretRef> = { [SECRET_FILES.gatewayToken]: { generated: 'gateway-token' } };
+  // Live: its token to agentd and its certificate rotate without a restart.
+  const liveSecrets: Record<string, SecretRef> = { [SECRET_FILES.gatewayToken]: { generated: 'gateway-token' } };
   if (tls?.source === 'config') {
-    secretFiles[SECRET_FILES.tlsCertificate] = { gatewayTls: 'certificate' };
-    secretFiles[SECRET_FILES.tlsPrivateKey] = { gatewayTls: 'privateKey' };
+    liveSecrets[SECRET_FILES.tlsCertificate] = { gatewayTls: 'certificate' };
+    liveSecrets[SECRET_FILES.tlsPrivateKey] = { gatewayTls: 'privateKey' };
   }
   return {
     name: WORKLOADS.gateway,
@@ -90,7 +96,8 @@ export function gatewayWorkload(config: StackConfig, files: WorkloadFiles): Plan
     configDir: DIRS.gateway,
     files,
     secretDir: DIRS.secrets,
-    secretFiles,
+    secretFiles: {},
+    live: { dir: DIRS.gatewayLive, files: liveFiles, secretDir: DIRS.gatewayLiveSecrets, secretFiles: liveSecrets },
     ...(tls?.source === 'secret' ? { externalSecrets: [{ secretName: tls.secretName, mountPath: DIRS.gatewayTlsSecret }] } : {}),
     ports: envoyPorts(PORTS.gateway),
     health: { port: PORTS.envoyStats, path: '/ready' },
@@ -104,9 +111,11 @@ export function gatewayWorkload(config: StackConfig, files: WorkloadFiles): Plan
 }
 
 /** The egress proxy: the only workload that reaches the internet. */
-export function egressWorkload(config: StackConfig, files: WorkloadFiles, configuredCredentials: readonly string[]): PlannedWorkload {
-  const secretFiles: Record<string, SecretRef> = { [SECRET_FILES.jwks]: { generated: 'jwks' } };
-  for (const id of configuredCredentials) secretFiles[`credentials/${credentialValueFile(id)}`] = { credential: id };
+export function egressWorkload(config: StackConfig, files: WorkloadFiles, liveFiles: WorkloadFiles, configuredCredentials: readonly string[]): PlannedWorkload {
+  // Live: credentials rotate without a restart. The token key stays: a new one is a new deploy of agentd too.
+  const liveSecrets: Record<string, SecretRef> = {};
+  // At the top of the live secret directory: Envoy watches a secret file's directory for the swap.
+  for (const id of configuredCredentials) liveSecrets[credentialValueFile(id)] = { credential: id };
   return {
     name: WORKLOADS.egress,
     image: 'envoy',
@@ -115,7 +124,8 @@ export function egressWorkload(config: StackConfig, files: WorkloadFiles, config
     configDir: DIRS.egress,
     files: config.egress.caCertificates ? { ...files, [EGRESS_CA_FILE]: config.egress.caCertificates } : files,
     secretDir: DIRS.secrets,
-    secretFiles,
+    secretFiles: { [SECRET_FILES.jwks]: { generated: 'jwks' } },
+    live: { dir: DIRS.egressLive, files: liveFiles, secretDir: DIRS.egressLiveSecrets, secretFiles: liveSecrets },
     ports: envoyPorts(PORTS.egress),
     health: { port: PORTS.envoyStats, path: '/ready' },
     drainSeconds: PROXY_DRAIN_SECONDS,

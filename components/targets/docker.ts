@@ -10,7 +10,8 @@
 
 import * as docker from '@pulumi/docker';
 import * as pulumi from '@pulumi/pulumi';
-import { workloadHash, type Workload } from '../workload.ts';
+import { liveHash, workloadHash, type Workload } from '../workload.ts';
+import { liveInstallProgram } from './live-install.ts';
 import type { DeployedWorkload, Placement, Target } from '../target.ts';
 import type { Connection, TargetCapabilities, WorkloadFiles } from '../render/types.ts';
 
@@ -21,6 +22,11 @@ export interface DockerTargetArgs {
   readonly bindAddress: string;
   /** Existing networks the internet-facing workloads also join. */
   readonly extraEdgeNetworks: readonly string[];
+  /**
+   * An image with Node.js (the agentd image): it runs the short-lived writer that installs a
+   * new revision of a workload's live files into its live volumes (live-install.ts).
+   */
+  readonly liveWriterImage: pulumi.Input<string>;
 }
 
 /** Labels every object carries, so `docker ps --filter label=agentd.stack=<prefix>` finds them. */
@@ -164,6 +170,7 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
       { parent, deleteBeforeReplace: true },
     );
 
+    const live = w.live ? this.liveVolumes(w, name, labels, parent, baseName) : undefined;
     const edge = w.internet || w.publish !== undefined;
     const container = new docker.Container(
       baseName,
@@ -183,6 +190,12 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
           ...fileMounts(true),
           ...(data && w.dataVolume ? [{ type: 'volume', source: data.name, target: w.dataVolume.mountPath }] : []),
           ...(w.readsWorkloadLogs ? [{ type: 'bind', source: DOCKER_SOCKET, target: DOCKER_SOCKET, readOnly: true }] : []),
+          ...(live && w.live
+            ? [
+                { type: 'volume', source: live.files.name, target: w.live.dir, readOnly: true },
+                { type: 'volume', source: live.secrets.name, target: w.live.secretDir, readOnly: true },
+              ]
+            : []),
         ],
         tmpfs: { '/tmp': 'rw,noexec,nosuid,size=64m' },
         ports: w.publish ? [{ internal: w.publish.port, external: w.publish.hostPort, ip: this.args.bindAddress, protocol: 'tcp' }] : [],
@@ -202,9 +215,58 @@ export class DockerTarget extends pulumi.ComponentResource implements Target {
         logDriver: 'json-file',
         logOpts: { 'max-size': '10m', 'max-file': '3' },
       },
-      { parent, dependsOn: [seed], deleteBeforeReplace: true },
+      // The first revision of the live files is in place before the workload starts.
+      { parent, dependsOn: [seed, ...(live ? [live.writer] : [])], deleteBeforeReplace: true },
     );
     const host = this.args.bindAddress === '0.0.0.0' ? '127.0.0.1' : this.args.bindAddress;
     return { resource: container, hash, ...(w.publish ? { endpoint: pulumi.output(`${host}:${w.publish.hostPort}`) } : {}) };
+  }
+
+  /**
+   * A workload's live files: two volumes with stable names (plain files, secret files), mounted
+   * read-only in the workload, and per revision a writer container that runs once and installs
+   * the revision in both (one atomic swap each, live-install.ts). A new revision is a new writer
+   * (created before the old one is removed) and nothing else: the workload keeps running and
+   * picks the swap up itself.
+   */
+  private liveVolumes(w: Workload, name: string, labels: docker.types.input.ContainerLabel[], parent: pulumi.Resource, baseName: string) {
+    const live = w.live!;
+    const files = new docker.Volume(`${baseName}-live`, { name: `${name}-live`, labels }, { parent });
+    const secrets = new docker.Volume(`${baseName}-live-secrets`, { name: `${name}-live-secrets`, labels }, { parent });
+    const revision = liveHash(w)!;
+    const secretNames = Object.keys(live.secretFiles).sort();
+    const uploads = pulumi
+      .all(secretNames.map((n) => live.secretFiles[n]!))
+      .apply((values) => [
+        ...uploadsFor('/staging/files', live.files),
+        ...secretNames.map((n, i) => ({ file: `/staging/secrets/${n}`, content: values[i]!, permissions: '0444' })),
+      ]);
+    const writer = new docker.Container(
+      `${baseName}-live-writer`,
+      {
+        name: pulumi.interpolate`${name}-live-${revision}`,
+        image: this.args.liveWriterImage,
+        entrypoints: ['node'],
+        command: revision.apply((r) => ['-e', liveInstallProgram(), '/staging/files', '/live', r, '/staging/secrets', '/live-secrets', r]),
+        // Root owns the fresh volumes; it writes there and nowhere else, with no capability.
+        user: '0:0',
+        capabilities: { drops: ['ALL'] },
+        securityOpts: ['no-new-privileges:true'],
+        networkMode: 'none',
+        mounts: [
+          { type: 'volume', source: files.name, target: '/live' },
+          { type: 'volume', source: secrets.name, target: '/live-secrets' },
+        ],
+        uploads,
+        start: true,
+        mustRun: false,
+        // pulumi up waits for it to finish: the change is in place when the update returns.
+        attach: true,
+        restart: 'no',
+        labels: [...labels, { label: HASH_LABEL, value: revision }, { label: ROLE_LABEL, value: 'live' }],
+      },
+      { parent, dependsOn: [files, secrets] },
+    );
+    return { files, secrets, writer };
   }
 }

@@ -189,6 +189,41 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
       );
       mounted.push(secret);
     }
+    // Live files: a ConfigMap and a Secret of their own, updated in place and left out of the
+    // pod template's hash, so a change reaches the running pods (the kubelet swaps the volume's
+    // `..data`, which Envoy watches) without rolling them.
+    const live = w.live;
+    // No `items` for an empty set (the API server drops an empty list, and every preview would differ).
+    const liveItems = (names: readonly string[]) => (names.length > 0 ? { items: names.map((p) => ({ key: fileKey(p), path: p })) } : {});
+    if (live) {
+      mounted.push(
+        new k8s.core.v1.ConfigMap(
+          `${baseName}-live`,
+          {
+            metadata: { name: `${w.name}-live`, namespace: ns, labels, annotations: this.annotations() },
+            data: configMapData(live.files).data,
+            binaryData: configMapData(live.files).binaryData,
+          },
+          child,
+        ),
+      );
+      if (this.args.createSecrets) {
+        mounted.push(
+          new k8s.core.v1.Secret(
+            `${baseName}-live-secrets`,
+            {
+              metadata: { name: `${w.name}-live-secrets`, namespace: ns, labels, annotations: this.annotations() },
+              type: 'Opaque',
+              // Always there (the pods mount it), empty until a secret is set; an empty stringData would differ in every preview.
+              ...(Object.keys(live.secretFiles).length > 0
+                ? { stringData: Object.fromEntries(Object.keys(live.secretFiles).map((n) => [fileKey(n), live.secretFiles[n]!])) }
+                : {}),
+            },
+            child,
+          ),
+        );
+      }
+    }
     const claim = w.dataVolume
       ? new k8s.core.v1.PersistentVolumeClaim(
           `${baseName}-data`,
@@ -261,6 +296,12 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
                     { name: 'config', mountPath: w.configDir, readOnly: true },
                     ...(secretNames.length > 0 ? [{ name: 'secrets', mountPath: w.secretDir, readOnly: true }] : []),
                     ...(w.externalSecrets ?? []).map((m, i) => ({ name: `mounted-secret-${i}`, mountPath: m.mountPath, readOnly: true })),
+                    ...(live
+                      ? [
+                          { name: 'live', mountPath: live.dir, readOnly: true },
+                          { name: 'live-secrets', mountPath: live.secretDir, readOnly: true },
+                        ]
+                      : []),
                     ...(w.dataVolume ? [{ name: 'data', mountPath: w.dataVolume.mountPath }] : []),
                     { name: 'tmp', mountPath: '/tmp' },
                   ],
@@ -270,6 +311,12 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
                 { name: 'config', configMap: { name: `${w.name}-config`, items: configItems } },
                 ...(secretNames.length > 0 ? [{ name: 'secrets', secret: { secretName, items: secretNames.map((n) => ({ key: fileKey(n), path: n })) } }] : []),
                 ...(w.externalSecrets ?? []).map((m, i) => ({ name: `mounted-secret-${i}`, secret: { secretName: m.secretName } })),
+                ...(live
+                  ? [
+                      { name: 'live', configMap: { name: `${w.name}-live`, ...liveItems(Object.keys(live.files).sort()) } },
+                      { name: 'live-secrets', secret: { secretName: `${w.name}-live-secrets`, ...liveItems(Object.keys(live.secretFiles).sort()) } },
+                    ]
+                  : []),
                 ...(claim ? [{ name: 'data', persistentVolumeClaim: { claimName: `${w.name}-data` } }] : []),
                 { name: 'tmp', emptyDir: { medium: 'Memory', sizeLimit: '64Mi' } },
               ],

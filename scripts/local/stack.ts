@@ -4,8 +4,11 @@
 // addresses differ. The tests, `npm run dev`, `npm run policy` and the benchmarks use it; it
 // lives with the scripts because tooling never imports from test/.
 import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { join } from 'node:path';
+import { installLiveRevision } from '../../components/targets/live-install.ts';
 import { sha256Hex } from '../../policy/bundle.ts';
 import type { PolicySpec } from '../../policy/spec.ts';
 import { credentialValueFile, type Upstream } from '../../components/render/envoy/egress.ts';
@@ -22,7 +25,9 @@ import {
   fileBytes,
   jwksDocument,
   renderPlatform,
+  renderProxyFiles,
   type FileContent,
+  type PlatformRenderInput,
   type RenderedPlatform,
 } from '../../components/render/platform.ts';
 import { SECRET_FILES } from '../../components/layout.ts';
@@ -102,6 +107,15 @@ export interface Stack {
   readonly rendered: RenderedPlatform;
   readonly processes: Readonly<Record<'opa' | 'bundles' | 'gateway' | 'egress' | 'agentd', ManagedProcess>>;
   /**
+   * Re-renders the proxies' live files from `change(input)` and installs them as a deploy does
+   * (with `secrets` replacing live secret files, e.g. a rotated credential), the proxies left
+   * running. Throws if the change would touch a bootstrap (that needs a restart).
+   */
+  reconfigure(
+    change: (input: PlatformRenderInput) => PlatformRenderInput,
+    secrets?: { gateway?: Record<string, string>; egress?: Record<string, string> },
+  ): void;
+  /**
    * Serves `bundle` as OPA's policy bundle with revision `revision` (its ETag): the bundle
    * server restarts with it, as a deploy replaces the bundle server, and OPA is left running.
    */
@@ -160,11 +174,16 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const egressDir = join(dir, 'egress');
   const opaDir = join(dir, 'opa');
   const bundlesDir = join(dir, 'bundles');
+  // The proxies' live directories, updated in place as a deploy does (installLiveRevision).
+  const liveDirs = {
+    gateway: { dir: join(dir, 'gateway-live'), secretDir: join(dir, 'gateway-live-secrets') },
+    egress: { dir: join(dir, 'egress-live'), secretDir: join(dir, 'egress-live-secrets') },
+  };
   const secretsDir = join(dir, 'secrets');
   const loopback = (port: number) => ({ host: '127.0.0.1', port });
   const standIn: Upstream = { scheme: 'https', host: 'localhost', port: upstream.port };
   const bundlesListen = { traffic: loopback(ports.bundles), adminPort: ports.bundlesAdmin, stats: loopback(ports.bundlesStats) };
-  const rendered = renderPlatform(spec, {
+  const renderInput: PlatformRenderInput = {
     gateway: {
       listen: { traffic: loopback(ports.gateway), adminPort: ports.gatewayAdmin, stats: loopback(ports.gatewayStats) },
       agentdHttp: loopback(ports.agentdHttp),
@@ -172,20 +191,20 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       opa: loopback(ports.opaGrpc),
       maxRequestBytes: 64 * 1024,
       upstreamTimeoutSeconds: 30,
-      agentdTokenSdsFile: join(gatewayDir, GATEWAY_SDS_FILES.agentdToken),
-      ...(opts.tls ? { tls: { sdsFile: join(gatewayDir, GATEWAY_SDS_FILES.tls) } } : {}),
+      agentdTokenSdsFile: join(liveDirs.gateway.dir, GATEWAY_SDS_FILES.agentdToken),
+      ...(opts.tls ? { tls: { sdsFile: join(liveDirs.gateway.dir, GATEWAY_SDS_FILES.tls) } } : {}),
       limits,
     },
     gatewaySecrets: {
-      agentdTokenFile: join(secretsDir, SECRET_FILES.gatewayToken),
+      agentdTokenFile: join(liveDirs.gateway.secretDir, SECRET_FILES.gatewayToken),
       ...(opts.tls ? { tls: { certificateChain: ca.certFile, privateKey: ca.keyFile } } : {}),
     },
     egress: {
       listen: { traffic: loopback(ports.egress), adminPort: ports.egressAdmin, stats: loopback(ports.egressStats) },
       opa: loopback(ports.opaGrpc),
       jwksFile: join(secretsDir, 'jwks.json'),
-      sdsDir: join(egressDir, EGRESS_SDS_SUBDIR),
-      credentialDir: join(secretsDir, 'credentials'),
+      sdsDir: join(liveDirs.egress.dir, EGRESS_SDS_SUBDIR),
+      credentialDir: liveDirs.egress.secretDir,
       caBundleFile: opts.upstreams === 'real' ? '/etc/ssl/certs/ca-certificates.crt' : ca.caFile,
       upstreams: opts.upstreams === 'real' ? {} : Object.fromEntries(Object.keys(spec.egressServices).map((id) => [id, standIn])),
       configuredCredentials: Object.keys(credentials),
@@ -197,8 +216,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       registry: { url: `http://127.0.0.1:${ports.agentdHttp}`, tokenFile: join(secretsDir, SECRET_FILES.registryToken) },
     },
     bundles: { listen: bundlesListen, configDir: bundlesDir },
+    live: liveDirs,
     keyHashes: Object.fromEntries(Object.entries(apiKeys).map(([id, k]) => [id, sha256Hex(k)])),
-  });
+  };
+  const rendered = renderPlatform(spec, renderInput);
   write(gatewayDir, rendered.gateway);
   write(egressDir, rendered.egress);
   write(opaDir, rendered.opa);
@@ -208,8 +229,22 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     'jwks.json': jwksDocument('k1', signingKey),
     [SECRET_FILES.gatewayToken]: gatewayToken,
     [SECRET_FILES.registryToken]: registryToken,
-    ...Object.fromEntries(Object.entries(credentials).map(([id, v]) => [`credentials/${credentialValueFile(id)}`, v])),
   });
+  const liveSecrets = {
+    gateway: { [SECRET_FILES.gatewayToken]: gatewayToken } as Record<string, string>,
+    egress: Object.fromEntries(Object.entries(credentials).map(([id, v]) => [credentialValueFile(id), v])),
+  };
+  // Each live revision as a deploy installs it: staged, then one atomic swap per directory.
+  let revisions = 0;
+  const installLive = (proxy: 'gateway' | 'egress', files: Readonly<Record<string, FileContent>>, secrets: Readonly<Record<string, string>>) => {
+    const revision = `r${++revisions}`;
+    const staging = join(dir, 'staging', `${proxy}-${revision}`);
+    write(join(staging, 'files'), files);
+    write(join(staging, 'secrets'), secrets);
+    installLiveRevision(fs, path, join(staging, 'files'), liveDirs[proxy].dir, revision);
+    installLiveRevision(fs, path, join(staging, 'secrets'), liveDirs[proxy].secretDir, revision);
+  };
+  for (const proxy of ['gateway', 'egress'] as const) installLive(proxy, rendered.live![proxy], liveSecrets[proxy]);
 
   const logDir = join(dir, 'logs');
   mkdirSync(logDir, { recursive: true });
@@ -304,6 +339,19 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       readdirSync(logDir)
         .map((f) => readFileSync(join(logDir, f), 'utf8'))
         .join('\n'),
+    reconfigure(
+      change: (input: PlatformRenderInput) => PlatformRenderInput,
+      secrets: { gateway?: Record<string, string>; egress?: Record<string, string> } = {},
+    ) {
+      const next = renderProxyFiles(spec, change(renderInput));
+      for (const proxy of ['gateway', 'egress'] as const) {
+        if (next[proxy][ENVOY_CONFIG_FILE] !== rendered[proxy][ENVOY_CONFIG_FILE]) {
+          throw new Error(`the change touches the ${proxy}'s bootstrap, which needs a restart, not a live update`);
+        }
+        liveSecrets[proxy] = { ...liveSecrets[proxy], ...secrets[proxy] };
+        installLive(proxy, next.live![proxy], liveSecrets[proxy]);
+      }
+    },
     async serveBundle(bundle: Buffer, revision: string) {
       await processes.bundles.stop();
       const file = join(bundlesDir, OPA_BUNDLE_FILE);

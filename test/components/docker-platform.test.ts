@@ -18,7 +18,12 @@ const TLS_KEY = '-----BEGIN PRIVATE KEY-----\nMIIBkey-plaintext\n-----END PRIVAT
 
 function build(spec = shippedSpec(), configRaw: Record<string, string> = {}, prefix = 'agentd-test') {
   const config = parseStackConfig({ 'agentd:target': 'docker', ...configRaw });
-  const target = new DockerTarget(`docker-${prefix}`, { prefix, bindAddress: config.gateway.bindAddress, extraEdgeNetworks: [] });
+  const target = new DockerTarget(`docker-${prefix}`, {
+    prefix,
+    bindAddress: config.gateway.bindAddress,
+    extraEdgeNetworks: [],
+    liveWriterImage: images.agentd.ref,
+  });
   const credentials = { openai: pulumi.secret('sk-openai-plaintext'), github: pulumi.secret('github-plaintext') };
   const gatewayTls = config.gateway.tls ? { gatewayTls: { certificate: pulumi.secret(TLS_CERT), privateKey: pulumi.secret(TLS_KEY) } } : {};
   return new Platform(`agentd-${prefix}`, { spec, config, images, target, credentials, ...gatewayTls });
@@ -33,6 +38,9 @@ const seed = (name: string) =>
 const uploads = (c: Created): any[] => unwrap(c.inputs.uploads).map(unwrap);
 const workloadOf = (c: Created) => c.inputs.labels.find((l: any) => l.label === 'agentd.workload').value;
 const container = (name: string) => containers().find((c) => c.inputs.name === `agentd-test-${name}`)!;
+/** The writer that installs a workload's live files (one per revision). */
+const writer = (name: string) =>
+  allContainers().find((c) => role(c) === 'live' && c.inputs.labels.some((l: any) => l.label === 'agentd.workload' && l.value === name))!;
 
 beforeAll(async () => {
   platform = build();
@@ -118,30 +126,46 @@ describe('Platform on the Docker target', () => {
     }
   });
 
-  it('delivers the bundle to the bundle server, OPA its config, and the Envoy configs to the proxies', () => {
+  it('delivers the bundle to the bundle server, OPA its config, and the Envoy configs to the proxies (listeners, clusters, SDS files and credentials as live files)', () => {
     const files = (name: string) => uploads(seed(name)).map((u: any) => u.file);
+    const liveFiles = (name: string) => uploads(writer(name)).map((u: any) => u.file);
     expect(files('bundles')).toEqual(['/etc/agentd/bundles/agentd-bundle.tar.gz', '/etc/agentd/bundles/envoy.yaml']);
     expect(files('opa').filter((f) => f.startsWith('/etc/'))).toEqual(['/etc/agentd/opa/config.yaml', '/etc/agentd/opa/mask.rego']);
-    expect(files('gateway')).toEqual(['/etc/agentd/gateway/envoy.yaml', '/etc/agentd/gateway/sds/agentd-token.sds.json', '/run/secrets/agentd/gateway-token']);
+    expect(files('gateway')).toEqual(['/etc/agentd/gateway/envoy.yaml']);
+    expect(liveFiles('gateway')).toEqual([
+      '/staging/files/cds.yaml',
+      '/staging/files/lds.yaml',
+      '/staging/files/sds/agentd-token.sds.json',
+      '/staging/secrets/gateway-token',
+    ]);
+    expect(liveFiles('egress')).toEqual(
+      expect.arrayContaining([
+        '/staging/files/lds.yaml',
+        '/staging/files/cds.yaml',
+        '/staging/files/sds/openai.sds.json',
+        '/staging/secrets/openai.credential',
+      ]),
+    );
+    // The proxies mount their live volumes read-only; the writer is the only one that writes them.
+    expect(container('gateway').inputs.mounts.filter((m: any) => String(m.source).includes('-live'))).toEqual([
+      { type: 'volume', source: 'agentd-test-gateway-live', target: '/etc/agentd/gateway-live', readOnly: true },
+      { type: 'volume', source: 'agentd-test-gateway-live-secrets', target: '/run/secrets/agentd-gateway-live', readOnly: true },
+    ]);
+    const w = writer('gateway').inputs;
+    expect([w.user, w.networkMode, w.start, w.mustRun, w.attach, w.capabilities]).toEqual(['0:0', 'none', true, false, true, { drops: ['ALL'] }]);
     expect(files('agentd')).toEqual(['/run/secrets/agentd/gateway-token', '/run/secrets/agentd/jwks.json', '/run/secrets/agentd/registry-token']);
     expect(files('opa')).toHaveLength(3);
     expect(files('opa')).toContain('/run/secrets/agentd/registry-token');
-    expect(files('egress')).toEqual(
-      expect.arrayContaining([
-        '/etc/agentd/egress/envoy.yaml',
-        '/etc/agentd/egress/sds/openai.sds.json',
-        '/run/secrets/agentd/jwks.json',
-        '/run/secrets/agentd/credentials/openai.credential',
-      ]),
-    );
+    expect(files('egress')).toEqual(['/etc/agentd/egress/envoy.yaml', '/run/secrets/agentd/jwks.json']);
   });
 
   it('never puts a credential or key into plain config: secrets only in secret uploads', () => {
-    const seeds = allContainers().filter((c) => role(c) === 'files');
-    const plain = JSON.stringify(seeds.map((c) => uploads(c).filter((u: any) => !u.file.startsWith('/run/secrets/'))));
+    const seeds = allContainers().filter((c) => role(c) === 'files' || role(c) === 'live');
+    const isSecretFile = (f: string) => f.startsWith('/run/secrets/') || f.startsWith('/staging/secrets/');
+    const plain = JSON.stringify(seeds.map((c) => uploads(c).filter((u: any) => !isSecretFile(u.file))));
     // The uploads that carry secrets reach the provider as secrets.
-    const withSecrets = seeds.filter((c) => uploads(c).some((u: any) => u.file.startsWith('/run/secrets/')));
-    expect(withSecrets.map(workloadOf).sort()).toEqual(['agentd', 'egress', 'gateway', 'opa']);
+    const withSecrets = seeds.filter((c) => uploads(c).some((u: any) => isSecretFile(u.file)));
+    expect(withSecrets.map((c) => `${workloadOf(c)} ${role(c)}`).sort()).toEqual(['agentd files', 'egress files', 'egress live', 'gateway live', 'opa files']);
     expect(withSecrets.every((c) => isSecretValue(c.inputs.uploads))).toBe(true);
     expect(plain).not.toContain('sk-openai-plaintext');
     expect(plain).not.toContain('github-plaintext');
@@ -156,18 +180,20 @@ describe('Platform on the Docker target', () => {
     );
     expect(await value(tlsPlatform.gatewayUrl)).toBe('https://127.0.0.1:8080');
     await new Promise((r) => setTimeout(r, 50));
-    const gwSeed = created.find((c) => c.type === 'docker:index/container:Container' && String(c.inputs.name).startsWith('agentd-tls-gateway-files'))!;
-    const all = uploads(gwSeed);
+    // The certificate is a live secret: a new one reaches the running gateway without a restart.
+    const gwWriter = created.find((c) => c.type === 'docker:index/container:Container' && String(c.inputs.name).startsWith('agentd-tls-gateway-live-'))!;
+    const all = uploads(gwWriter);
     expect(all.map((u: any) => u.file)).toEqual([
-      '/etc/agentd/gateway/envoy.yaml',
-      '/etc/agentd/gateway/sds/agentd-token.sds.json',
-      '/etc/agentd/gateway/sds/tls.sds.json',
-      '/run/secrets/agentd/gateway-token',
-      '/run/secrets/agentd/tls.crt',
-      '/run/secrets/agentd/tls.key',
+      '/staging/files/cds.yaml',
+      '/staging/files/lds.yaml',
+      '/staging/files/sds/agentd-token.sds.json',
+      '/staging/files/sds/tls.sds.json',
+      '/staging/secrets/gateway-token',
+      '/staging/secrets/tls.crt',
+      '/staging/secrets/tls.key',
     ]);
-    expect(isSecretValue(gwSeed.inputs.uploads)).toBe(true);
-    const plain = JSON.stringify(all.filter((u: any) => !u.file.startsWith('/run/secrets/')));
+    expect(isSecretValue(gwWriter.inputs.uploads)).toBe(true);
+    const plain = JSON.stringify(all.filter((u: any) => !u.file.startsWith('/staging/secrets/')));
     expect(plain).not.toContain('key-plaintext');
     expect(plain).toContain('tls_certificate');
   });

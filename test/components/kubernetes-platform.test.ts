@@ -48,7 +48,7 @@ describe('Platform on the Kubernetes target', () => {
       of('kubernetes:core/v1:ConfigMap')
         .map((c) => c.inputs.metadata.name)
         .sort(),
-    ).toEqual(['agentd-config', 'bundles-config', 'egress-config', 'gateway-config', 'opa-config']);
+    ).toEqual(['agentd-config', 'bundles-config', 'egress-config', 'egress-live', 'gateway-config', 'gateway-live', 'opa-config']);
     expect(
       of('kubernetes:core/v1:Service')
         .map((c) => c.inputs.metadata.name)
@@ -113,7 +113,8 @@ describe('Platform on the Kubernetes target', () => {
       mountPath: '/run/secrets/agentd-tls',
       readOnly: true,
     });
-    const cm = JSON.stringify(unwrap(named('kubernetes:core/v1:ConfigMap', 'gateway-config').inputs.data));
+    // The SDS file names the mounted Secret's keys (the kubelet swaps them in place when cert-manager renews).
+    const cm = JSON.stringify(unwrap(named('kubernetes:core/v1:ConfigMap', 'gateway-live').inputs.data));
     expect(cm).toContain('/run/secrets/agentd-tls/tls.crt');
     for (const n of ['egress', 'opa', 'agentd']) {
       expect(JSON.stringify(named('kubernetes:apps/v1:Deployment', n).inputs.spec.template.spec.volumes)).not.toContain('agentd-gateway-tls');
@@ -135,10 +136,17 @@ describe('Platform on the Kubernetes target', () => {
 
   it('keeps secrets in Secrets only, and marked secret', () => {
     const secrets = of('kubernetes:core/v1:Secret');
-    expect(secrets.map((s) => s.inputs.metadata.name).sort()).toEqual(['agentd-secrets', 'egress-secrets', 'gateway-secrets', 'opa-secrets']);
-    const egress = named('kubernetes:core/v1:Secret', 'egress-secrets');
+    expect(secrets.map((s) => s.inputs.metadata.name).sort()).toEqual([
+      'agentd-secrets',
+      'egress-live-secrets',
+      'egress-secrets',
+      'gateway-live-secrets',
+      'opa-secrets',
+    ]);
+    // Credentials are live secrets: updated in place, outside the pod template's hash.
+    const egress = named('kubernetes:core/v1:Secret', 'egress-live-secrets');
     expect(isSecretValue(egress.inputs.stringData) || Object.values(egress.inputs.stringData).every(isSecretValue)).toBe(true);
-    expect(unwrap(egress.inputs.stringData)['credentials__openai.credential']).toBeDefined();
+    expect(unwrap(egress.inputs.stringData)['openai.credential']).toBeDefined();
     const configMaps = JSON.stringify(of('kubernetes:core/v1:ConfigMap').map((c) => c.inputs));
     expect(configMaps).not.toContain('sk-openai-plaintext');
   });

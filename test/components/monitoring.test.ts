@@ -17,7 +17,7 @@ describe('monitoring on the Docker target', () => {
   it('adds Prometheus, Loki, Alloy and Grafana; publishes Grafana and Prometheus on loopback only', async () => {
     created.length = 0;
     const config = parseStackConfig({ 'agentd:target': 'docker', 'agentd:monitoring': JSON.stringify({ enabled: true }) });
-    const target = new DockerTarget('docker', { prefix: 'agentd-mon', bindAddress: '127.0.0.1', extraEdgeNetworks: [] });
+    const target = new DockerTarget('docker', { prefix: 'agentd-mon', bindAddress: '127.0.0.1', extraEdgeNetworks: [], liveWriterImage: 'local/agentd:1' });
     const p = new Platform('agentd', { spec: shippedSpec(), config, images: testImages, target, credentials: {} });
     expect(await value(p.monitoring!.grafanaUrl)).toBe('http://127.0.0.1:3000');
     expect(await value(p.monitoring!.prometheusUrl)).toBe('http://127.0.0.1:9090');

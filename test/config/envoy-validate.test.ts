@@ -41,12 +41,19 @@ function materialise(input: PlatformRenderInput, dir: string): PlatformRenderInp
     ...input,
     gateway: {
       ...input.gateway,
-      agentdTokenSdsFile: join(dir, 'gateway', GATEWAY_SDS_FILES.agentdToken),
-      ...(tls ? { tls: { sdsFile: join(dir, 'gateway', GATEWAY_SDS_FILES.tls) } } : {}),
+      agentdTokenSdsFile: join(dir, 'gateway-live', GATEWAY_SDS_FILES.agentdToken),
+      ...(tls ? { tls: { sdsFile: join(dir, 'gateway-live', GATEWAY_SDS_FILES.tls) } } : {}),
     },
     gatewaySecrets: { agentdTokenFile: token, ...(tls ? { tls } : {}) },
-    egress: { ...input.egress, jwksFile: jwks, sdsDir: join(dir, 'egress/sds'), credentialDir: credDir, caBundleFile: '/etc/ssl/certs/ca-certificates.crt' },
+    egress: {
+      ...input.egress,
+      jwksFile: jwks,
+      sdsDir: join(dir, 'egress-live/sds'),
+      credentialDir: credDir,
+      caBundleFile: '/etc/ssl/certs/ca-certificates.crt',
+    },
     bundles: { ...input.bundles, configDir: join(dir, 'bundles') },
+    live: { gateway: { dir: join(dir, 'gateway-live'), secretDir: join(dir, 'secrets') }, egress: { dir: join(dir, 'egress-live'), secretDir: credDir } },
   };
 }
 
@@ -76,12 +83,12 @@ describe('envoy --mode validate on every generated config', () => {
     const input = materialise(platformRenderInput(config, address, creds, hashes), dir);
     const rendered = renderPlatform(spec, input);
     let sdsFiles = 0;
+    // The live files (listeners, clusters, SDS files) where the bootstrap loads them from.
     for (const proxy of ['gateway', 'egress'] as const) {
-      for (const [p, c] of Object.entries(rendered[proxy])) {
-        if (!p.startsWith('sds/')) continue;
-        mkdirSync(join(dir, proxy, 'sds'), { recursive: true });
-        writeFileSync(join(dir, proxy, p), fileBytes(c));
-        sdsFiles++;
+      for (const [p, c] of Object.entries(rendered.live![proxy])) {
+        mkdirSync(join(dir, `${proxy}-live`, p, '..'), { recursive: true });
+        writeFileSync(join(dir, `${proxy}-live`, p), fileBytes(c));
+        if (p.startsWith('sds/')) sdsFiles++;
       }
     }
     // The gateway's token to agentd, its certificate when TLS is on, and a file per credential.
@@ -89,11 +96,21 @@ describe('envoy --mode validate on every generated config', () => {
     // The bundle server reads its bundle when it loads the config: the file must be there.
     mkdirSync(join(dir, 'bundles'), { recursive: true });
     for (const [p, c] of Object.entries(rendered.bundles)) writeFileSync(join(dir, 'bundles', p), fileBytes(c));
-    for (const proxy of ['gateway', 'egress', 'bundles'] as const) {
-      const file = join(dir, `${proxy}.yaml`);
-      writeFileSync(file, fileBytes(rendered[proxy][ENVOY_CONFIG_FILE]!));
+    // Each bootstrap as deployed (the proxies load their listeners and clusters from the live
+    // files), and the proxies with everything in the bootstrap, which validate mode checks in full.
+    const whole = renderPlatform(spec, { ...input, live: undefined });
+    const configs = {
+      gateway: rendered.gateway,
+      egress: rendered.egress,
+      bundles: rendered.bundles,
+      'gateway-whole': whole.gateway,
+      'egress-whole': whole.egress,
+    };
+    for (const [name, files] of Object.entries(configs)) {
+      const file = join(dir, `${name}.yaml`);
+      writeFileSync(file, fileBytes(files[ENVOY_CONFIG_FILE]!));
       const r = run(toolPath('envoy'), ['--mode', 'validate', '-c', file, '--log-level', 'error']);
-      expect(r.code, `${proxy}: ${r.stdout}${r.stderr}`).toBe(0);
+      expect(r.code, `${name}: ${r.stdout}${r.stderr}`).toBe(0);
       expect(r.stdout).toContain('OK');
     }
   });

@@ -275,6 +275,76 @@ describe('pulumi up into the local Docker engine', () => {
     outputs.apiKeys['admin'] = fresh;
   }, 600_000);
 
+  it('a gateway setting under traffic: the running gateway takes it in place (nothing restarted), no request fails, in force within 5 s', async () => {
+    const before = containerIds();
+    const admin = outputs.apiKeys['admin']!;
+    const big = JSON.stringify({ tier: 'standard', padding: 'x'.repeat(4096) });
+    const post = () =>
+      rawRequest(gatewayPort, { method: 'POST', path: '/api/v1/sandboxes', headers: { 'x-api-key': admin, 'content-type': 'application/json' }, body: big });
+    expect((await post()).status).not.toBe(413);
+    const outcomes: number[] = [];
+    const inFlight: Promise<void>[] = [];
+    const traffic = setInterval(() => {
+      inFlight.push(
+        get('/api/v1/status', admin).then(
+          (r) => void outcomes.push(r.status),
+          () => void outcomes.push(0),
+        ),
+      );
+    }, 20);
+    let inForceMs: number;
+    try {
+      project.set('agentd:gateway.maxRequestBytes', '2048');
+      await project.pulumiAsync(['up', '--yes', '--skip-preview']);
+      const upDone = Date.now();
+      while ((await post()).status !== 413 && Date.now() - upDone < 10_000) await sleep(100);
+      inForceMs = Date.now() - upDone;
+      await sleep(1000);
+    } finally {
+      clearInterval(traffic);
+      await Promise.all(inFlight);
+    }
+    const failed = outcomes.filter((s) => s !== 200);
+    console.log(`gateway setting under traffic: ${outcomes.length} requests, ${failed.length} failed; in force ${inForceMs} ms after pulumi up`);
+    expect(outcomes.length).toBeGreaterThan(100);
+    expect(failed, 'requests that failed during the change').toEqual([]);
+    expect(inForceMs).toBeLessThanOrEqual(5_000);
+    expect(containerIds(), 'no workload container replaced').toEqual(before);
+  }, 600_000);
+
+  it('an egress credential rotated with pulumi config: the stand-in gets the new value, nothing restarted', async () => {
+    const before = containerIds();
+    const rotated = `${CREDENTIAL}-rotated`;
+    project.set('egress:github-token', rotated, true);
+    await project.pulumiAsync(['up', '--yes', '--skip-preview']);
+    const key = outputs.apiKeys['admin']!; // ci was disabled by the policy change above
+    const sbx = await rawRequest(gatewayPort, {
+      method: 'POST',
+      path: '/api/v1/sandboxes',
+      headers: { 'x-api-key': key, 'content-type': 'application/json' },
+      body: JSON.stringify({ tier: 'standard' }),
+    });
+    expect(sbx.status, sbx.body).toBe(201);
+    const received = () =>
+      (
+        JSON.parse(execFileSync('curl', ['-sk', `https://127.0.0.1:${standinPort}/__received`], { encoding: 'utf8' })) as {
+          path: string;
+          headers: Record<string, string>;
+        }[]
+      )
+        .filter((r) => r.path === '/repos/o/r/issues?rotated=1')
+        .map((r) => r.headers['authorization']);
+    const intent = await rawRequest(gatewayPort, {
+      method: 'POST',
+      path: `/api/v1/sandboxes/${sbx.json().id}/intents`,
+      headers: { 'x-api-key': key, 'content-type': 'application/json' },
+      body: JSON.stringify({ capability: 'http_fetch', params: { service: 'github', method: 'GET', path: '/repos/o/r/issues?rotated=1' } }),
+    });
+    expect(intent.status, intent.body).toBe(200);
+    expect(received()).toEqual([`Bearer ${rotated}`]);
+    expect(containerIds(), 'no workload container replaced').toEqual(before);
+  }, 600_000);
+
   it('a stack other than dev without a passphrase of its own stops before anything is encrypted, with the fix', () => {
     // The shipped staging stack, as in the repository (the project copy has only its own stack).
     cpSync(join(REPO_ROOT, 'stacks/Pulumi.staging.yaml'), join(work, 'stacks/Pulumi.staging.yaml'));
@@ -311,7 +381,7 @@ describe('pulumi up into the local Docker engine', () => {
     }
   }, 300_000);
 
-  it('with a certificate in secret stack config the gateway serves only HTTPS (HTTP/1.1, HTTP/2, gRPC); only the gateway is replaced', async () => {
+  it('with a certificate in secret stack config the gateway serves only HTTPS (HTTP/1.1, HTTP/2, gRPC), switched in place: nothing is replaced', async () => {
     const tlsDir = join(work, 'gateway-ca');
     mkdirSync(tlsDir);
     const ca = makeTestCa(tlsDir, 'localhost');
@@ -321,10 +391,14 @@ describe('pulumi up into the local Docker engine', () => {
     expect(stackFile).not.toContain('PRIVATE KEY');
     const before = containerIds();
     pulumi(['up', '--yes', '--skip-preview']);
-    const after = containerIds();
-    expect(after[`${PREFIX}-gateway`]).not.toBe(before[`${PREFIX}-gateway`]);
-    for (const w of ['opa', 'bundles', 'egress', 'agentd']) expect(after[`${PREFIX}-${w}`], w).toBe(before[`${PREFIX}-${w}`]);
+    // The listener and its certificate are live files: the running gateway switches to TLS in place.
+    expect(containerIds()).toEqual(before);
     expect(pulumi(['stack', 'output', 'gatewayUrl']).stdout.trim()).toBe(`https://127.0.0.1:${gatewayPort}`);
+    const https = () =>
+      spawnSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', ca.caFile, `https://localhost:${gatewayPort}/health`], { encoding: 'utf8' })
+        .stdout;
+    for (let i = 0; i < 50 && https() !== '200'; i++) await sleep(100);
+    expect(https()).toBe('200');
     const admin = outputs.apiKeys['admin']!;
     for (const [flag, version] of [
       ['--http1.1', '1.1'],

@@ -64,8 +64,10 @@ describe('pulumi up against a real kube-apiserver', () => {
     const workloads = ['agentd', 'alloy', 'bundles', 'egress', 'gateway', 'grafana', 'loki', 'opa', 'prometheus'];
     expect(names('deployments')).toEqual(workloads);
     expect(names('services')).toEqual([...workloads, 'gateway-public'].sort());
-    expect(names('configmaps')).toEqual(['kube-root-ca.crt', ...workloads.map((w) => `${w}-config`)].sort());
-    expect(names('secrets')).toEqual(expect.arrayContaining(['agentd-secrets', 'egress-secrets', 'gateway-secrets', 'grafana-secrets', 'opa-secrets']));
+    expect(names('configmaps')).toEqual(['kube-root-ca.crt', 'egress-live', 'gateway-live', ...workloads.map((w) => `${w}-config`)].sort());
+    expect(names('secrets')).toEqual(
+      expect.arrayContaining(['agentd-secrets', 'egress-live-secrets', 'egress-secrets', 'gateway-live-secrets', 'grafana-secrets', 'opa-secrets']),
+    );
     expect(names('networkpolicies')).toEqual(['default-deny', ...workloads].sort());
     expect(names('poddisruptionbudgets')).toEqual(['gateway']);
     expect(names('persistentvolumeclaims')).toEqual(['agentd-data', 'alloy-data', 'grafana-data', 'loki-data', 'prometheus-data']);
@@ -92,8 +94,9 @@ describe('pulumi up against a real kube-apiserver', () => {
       });
       expect(d.spec.template.spec.securityContext.seccompProfile.type).toBe('RuntimeDefault');
     }
-    const secret = kubeJson('get', 'secrets', '-n', NS).items.find((s) => s.metadata.name === 'egress-secrets');
-    expect(Buffer.from(secret.data['credentials__openai.credential'], 'base64').toString()).toBe('sk-k8s-test-credential');
+    // The credential is a live secret: updated in place, outside the pod template's hash.
+    const secret = kubeJson('get', 'secrets', '-n', NS).items.find((s) => s.metadata.name === 'egress-live-secrets');
+    expect(Buffer.from(secret.data['openai.credential'], 'base64').toString()).toBe('sk-k8s-test-credential');
     // The credential is in the Secret only, never in a ConfigMap.
     expect(kubectl('get', 'configmaps', '-n', NS, '-o', 'json')).not.toContain('sk-k8s-test-credential');
   }, 600_000);
@@ -127,6 +130,24 @@ describe('pulumi up against a real kube-apiserver', () => {
     for (const d of ['opa', 'gateway', 'egress', 'agentd']) expect(after[d], d).toBe(hashes[d]);
     expect(afterVersions['bundles-config']).not.toBe(versions['bundles-config']);
     for (const c of ['opa-config', 'gateway-config', 'egress-config', 'agentd-config']) expect(afterVersions[c], c).toBe(versions[c]);
+  }, 600_000);
+
+  it('a gateway setting and a rotated credential update only the live ConfigMap and Secret: no pod template changes, nothing rolls', () => {
+    const hashes = templateHashes();
+    project.set('agentd:gateway.maxRequestBytes', '2048');
+    project.set('egress:openai-api-key', 'sk-k8s-test-rotated', true);
+    const plan = JSON.parse(project.pulumi(['preview', '--json']).stdout) as { steps: { op: string; urn: string }[] };
+    const changes = plan.steps
+      .filter((st) => st.op !== 'same')
+      .map((st) => `${st.op} ${st.urn.split('::').pop()}`)
+      .sort();
+    expect(changes).toEqual(['update agentd-egress-live-secrets', 'update agentd-gateway-live']);
+    project.pulumi(['up', '--yes', '--skip-preview']);
+    expect(templateHashes()).toEqual(hashes);
+    const secret = kubeJson('get', 'secrets', '-n', NS).items.find((s) => s.metadata.name === 'egress-live-secrets');
+    expect(Buffer.from(secret.data['openai.credential'], 'base64').toString()).toBe('sk-k8s-test-rotated');
+    const live = kubeJson('get', 'configmaps', '-n', NS).items.find((c) => c.metadata.name === 'gateway-live');
+    expect(live.data['lds.yaml']).toContain('2048');
   }, 600_000);
 
   it('pulumi destroy leaves nothing', () => {
@@ -196,9 +217,9 @@ describe('rendered manifests (agentd:kubernetes.renderYamlTo)', () => {
     gitops.set('agentd:kubernetes.renderSecrets', 'true');
     gitops.pulumi(['up', '--yes', '--skip-preview']);
     const secrets = files(out).filter((f) => /^kind: Secret$/m.test(readFileSync(f, 'utf8')));
-    // agentd (token key, gateway and registry tokens), egress (token key, credentials), gateway
-    // (its token to agentd), OPA (its registry token).
-    expect(secrets.length).toBe(4);
+    // agentd (token key, gateway and registry tokens), egress (token key), OPA (its registry
+    // token), and the live ones: egress (credentials) and gateway (its token to agentd).
+    expect(secrets.length).toBe(5);
     expect(secrets.map((f) => readFileSync(f, 'utf8')).join('\n')).toContain(Buffer.from('sk-gitops-credential').toString('base64'));
   }, 300_000);
 });

@@ -91,7 +91,7 @@ describe('planPlatform', () => {
 
   it('names secrets by reference only: no secret value can be in a plan', () => {
     const plan = planPlatform(shippedSpec(), monitored, docker, ['openai', 'github']);
-    const refs = plan.workloads.flatMap((w) => Object.values(w.secretFiles));
+    const refs = plan.workloads.flatMap((w) => [...Object.values(w.secretFiles), ...Object.values(w.live?.secretFiles ?? {})]);
     expect(refs).toContainEqual({ credential: 'openai' });
     expect(refs).toContainEqual({ generated: 'grafana-admin-password' });
     for (const ref of refs) expect(Object.values(ref).every((v) => typeof v === 'string' && v.length < 40)).toBe(true);

@@ -27,7 +27,9 @@ describe('npm run render', () => {
     for (const f of [
       'plan.json',
       'gateway/envoy.yaml',
-      'gateway/sds/agentd-token.sds.json',
+      'gateway/live/lds.yaml',
+      'gateway/live/sds/agentd-token.sds.json',
+      'egress/live/cds.yaml',
       'egress/envoy.yaml',
       'opa/config.yaml',
       'bundles/envoy.yaml',

@@ -8,6 +8,7 @@ import {
   seconds,
   socketAddress,
   typed,
+  type Bootstrap,
   type Cluster,
   type Listener,
   type RateLimit,
@@ -115,7 +116,12 @@ export function sdsResource(name: string, secret: { generic: string } | { certif
   };
 }
 
-/** Where Envoy finds an SDS resource: a file path. */
+/**
+ * Where Envoy finds an SDS resource: a file path. Envoy watches the directory of each secret
+ * file the resource names: a secret file at the top of a live secret directory is re-read when
+ * that directory's `..data` is swapped (a Kubernetes Secret volume, the Docker target's live
+ * volumes), so a rotated secret takes effect without a restart.
+ */
 export const sdsConfig = (path: string) => ({ path_config_source: { path }, resource_api_version: 'V3' as const });
 
 /** The upstream filter that injects a secret header from an SDS file (overwriting any such header). */
@@ -419,4 +425,46 @@ export const percent = (n: number, runtimeKey: string) => ({
  */
 export function envoyArgs(configFile: string): string[] {
   return ['-c', configFile, '--file-flush-interval-msec', '1000', '--drain-time-s', '5', '--log-level', 'warn'];
+}
+
+/** The files of a proxy whose listeners and clusters are live: the bootstrap, and what it loads from the live directory. */
+export interface LiveProxyConfig {
+  /** Static: node, admin, overload manager, the stats listener and the admin cluster, and where the rest comes from. */
+  readonly bootstrap: Bootstrap;
+  /** The traffic listeners (LDS, a file in the live directory). */
+  readonly lds: object;
+  /** The clusters but the admin one (CDS, a file in the live directory). */
+  readonly cds: object;
+}
+
+/** File names of the live listeners and clusters, in a proxy's live directory. */
+export const LIVE_FILES = { lds: 'lds.yaml', cds: 'cds.yaml' } as const;
+
+/**
+ * Moves a proxy's traffic listeners and clusters out of its bootstrap into LDS and CDS files in
+ * `liveDir`, which Envoy watches: an atomic swap of the directory's `..data` (a Kubernetes
+ * ConfigMap volume, the Docker target's live volume) makes Envoy load the new listeners and
+ * clusters in place. A changed listener takes new connections at once, on the same socket,
+ * while the old one drains its connections (`--drain-time-s`): no connection is refused, no
+ * request in flight is cut. Only a bootstrap change (admin, overload limits) needs a restart.
+ */
+export function liveProxyConfig(bootstrap: Bootstrap, liveDir: string, staticListeners: readonly string[]): LiveProxyConfig {
+  const isStaticListener = (l: Listener) => staticListeners.includes(l.name);
+  const isStaticCluster = (c: Cluster) => c.name === ADMIN_CLUSTER;
+  const source = (file: string) => ({
+    path_config_source: { path: `${liveDir}/${file}`, watched_directory: { path: liveDir } },
+    resource_api_version: 'V3' as const,
+  });
+  return {
+    bootstrap: {
+      ...bootstrap,
+      static_resources: {
+        listeners: bootstrap.static_resources.listeners.filter(isStaticListener),
+        clusters: bootstrap.static_resources.clusters.filter(isStaticCluster),
+      },
+      dynamic_resources: { lds_config: source(LIVE_FILES.lds), cds_config: source(LIVE_FILES.cds) },
+    },
+    lds: { resources: bootstrap.static_resources.listeners.filter((l) => !isStaticListener(l)).map((l) => ({ '@type': TYPE.listener, ...l })) },
+    cds: { resources: bootstrap.static_resources.clusters.filter((c) => !isStaticCluster(c)).map((c) => ({ '@type': TYPE.cluster, ...c })) },
+  };
 }

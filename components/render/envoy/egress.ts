@@ -58,7 +58,10 @@ export interface EgressRenderInput {
   readonly jwksFile: string;
   /** Directory of the SDS files (plain config, one per credential) inside the workload. */
   readonly sdsDir: string;
-  /** Directory of the credential values (secret files, one per credential) inside the workload. */
+  /**
+   * Directory of the credential values (secret files, one per credential) inside the workload;
+   * the top of a live secret directory, so that a swap of its `..data` reloads them in place.
+   */
   readonly credentialDir: string;
   /** CA bundle that upstream certificates are verified against. */
   readonly caBundleFile: string;

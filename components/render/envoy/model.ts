@@ -7,6 +7,8 @@ const T = 'type.googleapis.com/';
 
 export const TYPE = {
   hcm: `${T}envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`,
+  listener: `${T}envoy.config.listener.v3.Listener`,
+  cluster: `${T}envoy.config.cluster.v3.Cluster`,
   router: `${T}envoy.extensions.filters.http.router.v3.Router`,
   extAuthz: `${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthz`,
   extAuthzPerRoute: `${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute`,
@@ -153,6 +155,8 @@ export interface Bootstrap {
   readonly static_resources: { readonly listeners: readonly Listener[]; readonly clusters: readonly Cluster[] };
   readonly layered_runtime?: unknown;
   readonly overload_manager?: unknown;
+  /** Listeners and clusters loaded from files (liveProxyConfig). */
+  readonly dynamic_resources?: unknown;
 }
 
 // ---- constructors ------------------------------------------------------------------------
