@@ -102,6 +102,12 @@ export interface Stack {
   /** The sandbox-token signing key (base64url), for the secret scan and forged-token tests. */
   readonly signingKey: string;
   readonly jwksFile: string;
+  /**
+   * Where the stack keeps secret files, as a target writes them from Pulumi secrets: the secret
+   * directory, the proxies' live secret directories, and the staging of each live revision (what
+   * the Docker target's writer container receives).
+   */
+  readonly secretDirs: readonly string[];
   readonly ca: TestCa;
   readonly upstream: StandInUpstream;
   readonly rendered: RenderedPlatform;
@@ -330,6 +336,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       [IDENTITY_HEADERS.sandboxTiers]: Object.keys(spec.sandboxTiers).sort().join(','),
     },
     jwksFile: join(secretsDir, 'jwks.json'),
+    secretDirs: [secretsDir, liveDirs.gateway.secretDir, liveDirs.egress.secretDir, join(dir, 'staging')],
     gatewayUrl: `${opts.tls ? 'https' : 'http'}://${opts.tls ? 'localhost' : '127.0.0.1'}:${ports.gateway}`,
     gatewayGrpc: `127.0.0.1:${ports.gateway}`,
     egressUrl: `http://127.0.0.1:${ports.egress}`,

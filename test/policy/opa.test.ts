@@ -463,7 +463,13 @@ describe('OPA whose sandbox registry fails (fail closed)', () => {
   });
 
   it('a registry bundle without a manifest (no roots: it would own all of data) is refused by OPA: egress stays closed', async () => {
-    const registry = await new RegistryServer(join(dir, 'registry-nomanifest'), { 'sbx-a': { tier: 'standard', exp: sbx.exp } }, { manifest: false }).start();
+    // The policy bundle activates first (the registry's first answer waits): otherwise the rootless
+    // registry bundle may win the race and knock the policy out instead, which is not this case.
+    const registry = await new RegistryServer(
+      join(dir, 'registry-nomanifest'),
+      { 'sbx-a': { tier: 'standard', exp: sbx.exp } },
+      { manifest: false, delayFirstMs: 2000 },
+    ).start();
     cleanup.push(() => registry.close());
     const opa = await startOpa(join(dir, 'nomanifest'), bundle.bytes, { registry: registry.opaInput(), readyWhen: 'policy' });
     const client = new ExtAuthzClient(opa.grpcPort);
@@ -471,7 +477,7 @@ describe('OPA whose sandbox registry fails (fail closed)', () => {
       client.close();
       await opa.process.stop();
     });
-    await waitFor('OPA to fetch the registry', async () => registry.requests.some((r) => r.status === 200), 5000);
+    await waitFor('OPA to fetch the registry', async () => registry.requests.some((r) => r.status === 200), 8000);
     await sleep(500);
     expect(await call(client)).toMatchObject({ allowed: false, status: 503, body: { error: { code: 'sandbox_registry_unavailable' } } });
     expect((await gatewayCall(client)).allowed).toBe(true);

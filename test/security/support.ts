@@ -357,7 +357,7 @@ function walk(dir: string, skip: (p: string) => boolean): string[] {
 /**
  * Scans what a stack produced for the plaintext of its secrets: every log, the rendered files
  * (Envoy configs, SDS, OPA config, the bundle, decompressed), and every file the stack wrote
- * except the secret files themselves (`secrets/`, as a target writes them from Pulumi
+ * except the secret files themselves (Stack.secretDirs, as a target writes them from Pulumi
  * secrets) and the test CA. agentd's database (and WAL) is included.
  */
 export function scanStack(
@@ -373,6 +373,8 @@ export function scanStack(
     egress: stack.rendered.egress,
     opa: stack.rendered.opa,
     bundles: stack.rendered.bundles,
+    'gateway-live': stack.rendered.live?.gateway ?? {},
+    'egress-live': stack.rendered.live?.egress ?? {},
   })) {
     for (const [name, content] of Object.entries(files)) {
       const where = `rendered ${workload}/${name}`;
@@ -380,7 +382,7 @@ export function scanStack(
       findings.push(...scanText(where, fileText(fileBytes(content)), secrets));
     }
   }
-  const skip = (p: string) => [join(stack.dir, 'secrets'), join(stack.dir, 'ca')].includes(p);
+  const skip = (p: string) => [...stack.secretDirs, join(stack.dir, 'ca')].includes(p);
   for (const f of walk(stack.dir, skip)) {
     const where = relative(stack.dir, f);
     scanned.push(where);
