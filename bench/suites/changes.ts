@@ -135,13 +135,17 @@ async function runChanges(project: ProjectCopy, gatewayPort: number, standinPort
     if (!before.includes(from)) throw new Error(`changes: ${name} no longer holds ${JSON.stringify(from)}`);
     writeFileSync(dataFile(name), before.replace(from, to));
   };
-  const rateLimitOf = async (key: string) => (await call(key, 'GET', '/api/v1/status')).headers['x-ratelimit-limit'];
+  let lastProbe = '';
 
   const changes: { name: string; apply: () => void; inForce: () => Promise<boolean> }[] = [
     {
-      name: "a rate-limit tier's limit (default: 60 -> 90 per minute)",
-      apply: () => edit('rate-limit-tiers.yaml', '  default:\n    requests_per_minute: 60\n', '  default:\n    requests_per_minute: 90\n'),
-      inForce: async () => String(await rateLimitOf(apiKeys['dashboard']!)).includes('90'),
+      // dashboard's tier: two requests in a row pass under 60 a minute, the second is refused under 1.
+      name: "a rate-limit tier's limit (default: 60 -> 1 per minute)",
+      apply: () => edit('rate-limit-tiers.yaml', '  default:\n    requests_per_minute: 60\n', '  default:\n    requests_per_minute: 1\n'),
+      inForce: async () => {
+        await call(apiKeys['dashboard']!, 'GET', '/api/v1/status');
+        return (await call(apiKeys['dashboard']!, 'GET', '/api/v1/status')).status === 429;
+      },
     },
     {
       name: 'a client disabled (ci)',
@@ -161,6 +165,7 @@ async function runChanges(project: ProjectCopy, gatewayPort: number, standinPort
       },
       inForce: async () => {
         const r = await intent('extra', '/extra-probe');
+        lastProbe = `${r.status} ${r.body.slice(0, 300)}`;
         return r.status === 200 && (r.json() as { status?: number }).status === 200;
       },
     },
@@ -225,8 +230,9 @@ async function runChanges(project: ProjectCopy, gatewayPort: number, standinPort
           inForceMs = performance.now() - done;
           break;
         }
-        await sleep(100);
+        await sleep(c.name.startsWith('a rate-limit') ? 1000 : 100);
       }
+      if (inForceMs === null) log(`changes: not in force; last probe: ${lastProbe}`);
       await sleep(1000);
     } finally {
       clearInterval(gatewayTimer);
