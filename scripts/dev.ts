@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { loadPolicySpec, PolicyError, type PolicySpec } from '../policy/spec.ts';
 import { startStack, type Stack } from './local/stack.ts';
 import { devApiKeys } from './dev-keys.ts';
-import { ROOT } from './pulumi-env.ts';
+import { ROOT, noArguments } from './pulumi-env.ts';
 
 const PORTS = {
   gateway: 8080,
@@ -30,17 +30,7 @@ const USAGE = `usage: npm run dev
   Runs the gateway, egress proxy, OPA and its bundle server on this machine with the generated configs, agentd from
   source (restarted when agentd/src changes); a change under policy/ rebuilds and restarts the stack. Ctrl-C stops it.
   Credentials: build/dev/credentials.json ({"openai": "sk-..."}, mode 0600), if present.`;
-{
-  const argv = process.argv.slice(2);
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`${USAGE}\n`);
-    process.exit(0);
-  }
-  if (argv.length > 0) {
-    process.stderr.write(`unknown argument ${argv[0]}\n${USAGE}\n`);
-    process.exit(2);
-  }
-}
+noArguments(process.argv.slice(2), USAGE);
 const log = (m: string) => process.stderr.write(`[dev] ${m}\n`);
 
 let stack: Stack | undefined;

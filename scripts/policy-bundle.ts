@@ -6,18 +6,10 @@ import { join, relative } from 'node:path';
 import { buildBundle, sha256Hex } from '../policy/bundle.ts';
 import { loadPolicySpec, PolicyError } from '../policy/spec.ts';
 import { DEV_KEYS_FILE, devApiKeys } from './dev-keys.ts';
-import { ROOT } from './pulumi-env.ts';
+import { ROOT, noArguments } from './pulumi-env.ts';
 
 const USAGE = 'usage: npm run policy:bundle\n  Builds build/bundles/agentd-bundle.tar.gz from policy/data with the development keys (build/dev/api-keys.json).';
-const argv = process.argv.slice(2);
-if (argv.includes('--help') || argv.includes('-h')) {
-  process.stdout.write(`${USAGE}\n`);
-  process.exit(0);
-}
-if (argv.length > 0) {
-  process.stderr.write(`unknown argument ${argv[0]}\n${USAGE}\n`);
-  process.exit(2);
-}
+noArguments(process.argv.slice(2), USAGE);
 try {
   const spec = loadPolicySpec(join(ROOT, 'policy/data'), 'policy/data');
   const keys = devApiKeys(spec);

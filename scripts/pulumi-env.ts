@@ -95,6 +95,18 @@ export function stackArg(argv: string[], usage?: string): { stack: string; rest:
   return { stack, rest };
 }
 
+/** For a command that takes no argument: `--help` prints the usage (exit 0), anything else prints it and exits 2. */
+export function noArguments(argv: readonly string[], usage: string): void {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${usage}\n`);
+    process.exit(0);
+  }
+  if (argv.length > 0) {
+    process.stderr.write(`unknown argument ${argv[0]}\n${usage}\n`);
+    process.exit(2);
+  }
+}
+
 /** Stacks with a file in stacks/ (their config lives there). */
 export function knownStacks(): string[] {
   try {

@@ -10,7 +10,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildLocalImages } from '../../scripts/images.ts';
-import { rawRequest } from '../../scripts/local/clients.ts';
+import { rawRequest, steadyTraffic } from '../../scripts/local/clients.ts';
 import { freePort, sleep } from '../../scripts/local/processes.ts';
 import { copyProject, type ProjectCopy } from '../../scripts/local/project.ts';
 import { checkTarget, fmt, table, type SectionResult, type TargetCheck } from '../lib/report.ts';
@@ -196,25 +196,10 @@ async function runChanges(project: ProjectCopy, gatewayPort: number, standinPort
   for (const c of changes) {
     log(`changes: ${c.name}`);
     const before = containers();
-    const gateway: number[] = [];
-    const egress: boolean[] = [];
-    const inFlight: Promise<void>[] = [];
-    const gatewayTimer = setInterval(() => {
-      inFlight.push(
-        call(admin, 'GET', '/api/v1/status').then(
-          (r) => void gateway.push(r.status),
-          () => void gateway.push(0),
-        ),
-      );
-    }, 20);
-    const egressTimer = setInterval(() => {
-      inFlight.push(
-        egressOk().then(
-          (ok) => void egress.push(ok),
-          () => void egress.push(false),
-        ),
-      );
-    }, 100);
+    const gatewayTraffic = steadyTraffic(async () => (await call(admin, 'GET', '/api/v1/status')).status === 200, 20);
+    const egressTraffic = steadyTraffic(egressOk, 100);
+    let gateway = { sent: 0, failed: 0 };
+    let egress = { sent: 0, failed: 0 };
     let upSeconds = 0;
     let inForceMs: number | null = null;
     try {
@@ -235,17 +220,16 @@ async function runChanges(project: ProjectCopy, gatewayPort: number, standinPort
       if (inForceMs === null) log(`changes: not in force; last probe: ${lastProbe}`);
       await sleep(1000);
     } finally {
-      clearInterval(gatewayTimer);
-      clearInterval(egressTimer);
-      await Promise.all(inFlight);
+      gateway = await gatewayTraffic.stop();
+      egress = await egressTraffic.stop();
     }
     const after = containers();
     results.push({
       change: c.name,
-      gatewayRequests: gateway.length,
-      gatewayFailed: gateway.filter((s) => s !== 200).length,
-      egressRequests: egress.length,
-      egressFailed: egress.filter((ok) => !ok).length,
+      gatewayRequests: gateway.sent,
+      gatewayFailed: gateway.failed,
+      egressRequests: egress.sent,
+      egressFailed: egress.failed,
       upSeconds,
       inForceMs,
       replaced: Object.keys(before)

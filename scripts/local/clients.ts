@@ -193,3 +193,27 @@ export function rawExchange(port: number, data: string | Buffer | (string | Buff
     timer = setTimeout(() => finish(false), opts.waitMs ?? 3000);
   });
 }
+
+/**
+ * Steady traffic: `send` every `everyMs` (each call on its own, not waiting for the last) until
+ * stopped; what each call answered (true: the expected answer). For changes applied under load.
+ */
+export function steadyTraffic(send: () => Promise<boolean>, everyMs: number): { stop(): Promise<{ sent: number; failed: number }> } {
+  const outcomes: boolean[] = [];
+  const inFlight: Promise<void>[] = [];
+  const timer = setInterval(() => {
+    inFlight.push(
+      send().then(
+        (ok) => void outcomes.push(ok),
+        () => void outcomes.push(false),
+      ),
+    );
+  }, everyMs);
+  return {
+    async stop() {
+      clearInterval(timer);
+      await Promise.all(inFlight);
+      return { sent: outcomes.length, failed: outcomes.filter((ok) => !ok).length };
+    },
+  };
+}
