@@ -120,6 +120,12 @@ export interface Stack {
   reconfigure(
     change: (input: PlatformRenderInput) => PlatformRenderInput,
     secrets?: { gateway?: Record<string, string>; egress?: Record<string, string> },
+    opts?: {
+      /** Render from this policy spec instead (e.g. with an egress service added). */
+      spec?: PolicySpec;
+      /** Live files left as they are (e.g. cds.yaml: the listener arrives before its clusters). */
+      keepFiles?: readonly string[];
+    },
   ): void;
   /**
    * Serves `bundle` as OPA's policy bundle with revision `revision` (its ETag): the bundle
@@ -242,7 +248,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
   // Each live revision as a deploy installs it: staged, then one atomic swap per directory.
   let revisions = 0;
+  const liveFiles: Record<'gateway' | 'egress', Readonly<Record<string, FileContent>>> = { gateway: {}, egress: {} };
   const installLive = (proxy: 'gateway' | 'egress', files: Readonly<Record<string, FileContent>>, secrets: Readonly<Record<string, string>>) => {
+    liveFiles[proxy] = files;
     const revision = `r${++revisions}`;
     const staging = join(dir, 'staging', `${proxy}-${revision}`);
     write(join(staging, 'files'), files);
@@ -346,17 +354,16 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       readdirSync(logDir)
         .map((f) => readFileSync(join(logDir, f), 'utf8'))
         .join('\n'),
-    reconfigure(
-      change: (input: PlatformRenderInput) => PlatformRenderInput,
-      secrets: { gateway?: Record<string, string>; egress?: Record<string, string> } = {},
-    ) {
-      const next = renderProxyFiles(spec, change(renderInput));
+    reconfigure(change, secrets = {}, opts = {}) {
+      const next = renderProxyFiles(opts.spec ?? spec, change(renderInput));
       for (const proxy of ['gateway', 'egress'] as const) {
         if (next[proxy][ENVOY_CONFIG_FILE] !== rendered[proxy][ENVOY_CONFIG_FILE]) {
           throw new Error(`the change touches the ${proxy}'s bootstrap, which needs a restart, not a live update`);
         }
         liveSecrets[proxy] = { ...liveSecrets[proxy], ...secrets[proxy] };
-        installLive(proxy, next.live![proxy], liveSecrets[proxy]);
+        const files = { ...next.live![proxy] };
+        for (const kept of opts.keepFiles ?? []) if (liveFiles[proxy][kept] !== undefined) files[kept] = liveFiles[proxy][kept]!;
+        installLive(proxy, files, liveSecrets[proxy]);
       }
     },
     async serveBundle(bundle: Buffer, revision: string) {

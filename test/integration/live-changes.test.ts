@@ -8,6 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { credentialValueFile } from '../../components/render/envoy/egress.ts';
+import { LIVE_FILES } from '../../components/render/envoy/common.ts';
 import { rawRequest, steadyTraffic, type RawResponse } from '../../scripts/local/clients.ts';
 import { shippedSpec } from '../../scripts/local/fixtures.ts';
 import { sleep } from '../../scripts/local/processes.ts';
@@ -100,5 +101,23 @@ describe('proxy changes without a restart', () => {
     console.log(`egress credential rotated in place: in force after ${inForceMs} ms`);
     expect(inForceMs, 'the new credential in force within 5 s').toBeDefined();
     expect(stack.processes.egress.pid, 'the egress proxy was not restarted').toBe(pid);
+  });
+});
+
+describe('listeners and clusters load from two files', () => {
+  it('a listener that arrives before the cluster it routes to is taken, not refused for the missing cluster', async () => {
+    const lds = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${stack.ports.egressAdmin}/stats?filter=^listener_manager\\.lds\\.update_`)).text();
+      const stat = (name: string) => Number(new RegExp(`listener_manager\\.lds\\.${name}: (\\d+)`).exec(text)?.[1]);
+      return { success: stat('update_success'), rejected: stat('update_rejected') };
+    };
+    const before = await lds();
+    expect(before.success).toBeGreaterThan(0);
+    const withExtra = { ...spec, egressServices: { ...spec.egressServices, extra: { ...spec.egressServices['httpbin']!, id: 'extra' } } };
+    // The new listener (a route to the cluster of service `extra`) while the clusters stay as they were.
+    stack.reconfigure((input) => input, {}, { spec: withExtra, keepFiles: [LIVE_FILES.cds] });
+    const takenMs = await within(5_000, async () => (await lds()).success > before.success);
+    expect(takenMs, 'the listener update was applied').toBeDefined();
+    expect((await lds()).rejected, 'listener updates refused').toBe(before.rejected);
   });
 });

@@ -291,7 +291,10 @@ export function connectionManager(opts: {
     common_http_protocol_options: { headers_with_underscores_action: 'REJECT_REQUEST', max_headers_count: 100, idle_timeout: seconds(300) },
     max_request_headers_kb: 60,
     http2_protocol_options: { max_concurrent_streams: 100 },
-    route_config: opts.routeConfig,
+    // The listener and the clusters it routes to load from two live files, in either order: a
+    // route to a cluster not loaded yet answers 503 for that moment, rather than the whole
+    // listener update being refused (and never retried, as its file does not change again).
+    route_config: { ...opts.routeConfig, validate_clusters: false },
     http_filters: opts.httpFilters,
     access_log: [opts.accessLog],
     local_reply_config: opts.localReply,

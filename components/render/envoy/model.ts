@@ -119,6 +119,8 @@ export interface RouteConfiguration {
   readonly request_headers_to_remove?: readonly string[];
   /** Largest direct-response body (Envoy's default is 4 KiB). */
   readonly max_direct_response_body_size_bytes?: number;
+  /** Whether a route to an unknown cluster makes the whole config invalid (Envoy's default for inline route tables: true). */
+  readonly validate_clusters?: boolean;
 }
 
 export interface FilterChain {
