@@ -19,7 +19,7 @@ import { dirname, join } from 'node:path';
 import { ENV, IDENTITY_HEADERS, READY_PATH, SANDBOXES_PATH, SANDBOX_TOKEN_HEADER } from '../../agentd/src/contract.ts';
 import { egressCall, rawRequest } from '../../scripts/local/clients.ts';
 import { ManagedProcess, answers, freePort } from '../../scripts/local/processes.ts';
-import { StandInUpstream } from '../../scripts/local/standin.ts';
+import { StandInUpstream, issueServerCert } from '../../scripts/local/standin.ts';
 import { interleavedRounds, withCpu, type StackContext } from '../lib/context.ts';
 import { rateLoad, type HttpRequestSpec, type LoadTarget, type RateLoadResult } from '../lib/load.ts';
 import { checkTarget, fmt, fmtDelta, table, type SectionResult } from '../lib/report.ts';
@@ -43,31 +43,9 @@ async function startDirectUpstream(ctx: StackContext): Promise<StandInUpstream> 
   const caDir = dirname(ctx.stack.ca.caFile);
   const dir = join(ctx.workDir, 'direct-upstream');
   mkdirSync(dir, { recursive: true });
-  const f = (n: string) => join(dir, n);
-  const ossl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
-  ossl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', `/CN=${SERVICE}`);
-  writeFileSync(f('san.ext'), `subjectAltName=DNS:${SERVICE},DNS:localhost\n`);
-  ossl(
-    'x509',
-    '-req',
-    '-in',
-    f('server.csr'),
-    '-CA',
-    ctx.stack.ca.caFile,
-    '-CAkey',
-    join(caDir, 'ca.key'),
-    '-CAcreateserial',
-    '-CAserial',
-    f('ca.srl'),
-    '-out',
-    f('server.pem'),
-    '-days',
-    '2',
-    '-extfile',
-    f('san.ext'),
-  );
+  const cert = issueServerCert({ caFile: ctx.stack.ca.caFile, caKeyFile: join(caDir, 'ca.key') }, dir, [SERVICE, 'localhost']);
   const upstream = new StandInUpstream();
-  await upstream.start({ caFile: ctx.stack.ca.caFile, certFile: f('server.pem'), keyFile: f('server.key') });
+  await upstream.start({ caFile: ctx.stack.ca.caFile, ...cert });
   return upstream;
 }
 

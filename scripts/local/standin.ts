@@ -40,18 +40,40 @@ export function makeTestCa(dir: string, dnsName = 'localhost'): TestCa {
     '-subj',
     '/CN=agentd test CA',
   );
-  ossl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', `/CN=${dnsName}`);
-  writeFileSync(f('san.ext'), `subjectAltName=DNS:${dnsName}\n`);
+  return { caFile: f('ca.pem'), ...issueServerCert({ caFile: f('ca.pem'), caKeyFile: f('ca.key') }, dir, [dnsName]) };
+}
+
+/** A server certificate and key for `names` (the first is its CN), signed by the CA, made with openssl in `dir`. */
+export function issueServerCert(ca: { caFile: string; caKeyFile: string }, dir: string, names: readonly string[]): { certFile: string; keyFile: string } {
+  const f = (n: string) => join(dir, n);
+  const ossl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
+  ossl(
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    f('server.key'),
+    '-out',
+    f('server.csr'),
+    '-subj',
+    `/CN=${names[0]}`,
+  );
+  writeFileSync(f('san.ext'), `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}\n`);
   ossl(
     'x509',
     '-req',
     '-in',
     f('server.csr'),
     '-CA',
-    f('ca.pem'),
+    ca.caFile,
     '-CAkey',
-    f('ca.key'),
+    ca.caKeyFile,
     '-CAcreateserial',
+    '-CAserial',
+    f('ca.srl'),
     '-out',
     f('server.pem'),
     '-days',
@@ -59,7 +81,7 @@ export function makeTestCa(dir: string, dnsName = 'localhost'): TestCa {
     '-extfile',
     f('san.ext'),
   );
-  return { caFile: f('ca.pem'), certFile: f('server.pem'), keyFile: f('server.key') };
+  return { certFile: f('server.pem'), keyFile: f('server.key') };
 }
 
 export class StandInUpstream {
