@@ -13,8 +13,7 @@
 // The stand-in upstream is the harness's (it runs in the bench's main process; the load
 // generator has its own process). Tokens and sandboxes rotate so that no per-sandbox bucket
 // (tier `admin`: 1,000/min per service) runs out.
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ENV, IDENTITY_HEADERS, READY_PATH, SANDBOXES_PATH, SANDBOX_TOKEN_HEADER } from '../../agentd/src/contract.ts';
 import { egressCall, rawRequest } from '../../scripts/local/clients.ts';
