@@ -23,7 +23,7 @@ function load() {
     const config = parseStackConfig(pulumi.runtime.allConfig(), stack);
     const spec = loadPolicySpec(join(ROOT, 'policy/data'), 'policy/data');
     checkAgainstSpec(config, specIds(spec));
-    const images = chooseImages(config.images, ROOT);
+    const images = chooseImages(config.images, ROOT, pulumi.runtime.isDryRun() ? { warn: (m) => pulumi.log.warn(m) } : undefined);
     return { config, spec, images };
   } catch (e) {
     // A clean message without a stack trace: the problem is the input, not the program.

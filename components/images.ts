@@ -31,19 +31,28 @@ const UPSTREAM_IMAGES = {
 
 /** build/images.json, written by scripts/images.ts. */
 const LOCAL_IMAGES_MANIFEST = 'build/images.json';
+/** What a preview shows for a local image not built yet. */
+const UNBUILT_LOCAL_IMAGE = 'agentd-local/not-built:preview';
 
 const localProbe = (url: string) => ['/usr/local/bin/agentd-healthcheck', url];
 const agentdProbe = () => ['node', '/app/agentd.mjs', 'healthcheck'];
 
-export function chooseImages(config: StackConfig['images'], repoRoot: string): ImageSet {
+export function chooseImages(config: StackConfig['images'], repoRoot: string, preview?: { warn(message: string): void }): ImageSet {
   if (config.mode === 'local') {
     const manifest = join(repoRoot, LOCAL_IMAGES_MANIFEST);
-    if (!existsSync(manifest)) {
+    let local: Record<string, string>;
+    if (existsSync(manifest)) {
+      local = JSON.parse(readFileSync(manifest, 'utf8')) as Record<string, string>;
+    } else if (preview) {
+      // A preview (e.g. in CI, where nothing is built) needs no image: it shows placeholders, and
+      // `up` still refuses to run without the real ones.
+      preview.warn(`${LOCAL_IMAGES_MANIFEST} does not exist: the preview shows the local images as ${UNBUILT_LOCAL_IMAGE}; \`npm run up\` builds them`);
+      local = { envoy: UNBUILT_LOCAL_IMAGE, opa: UNBUILT_LOCAL_IMAGE, agentd: UNBUILT_LOCAL_IMAGE };
+    } else {
       throw new Error(
         `agentd:images.mode is local but ${LOCAL_IMAGES_MANIFEST} does not exist: build the images with \`node scripts/images.ts\` (npm run up does it for you)`,
       );
     }
-    const local = JSON.parse(readFileSync(manifest, 'utf8')) as Record<string, string>;
     return {
       envoy: { ref: config.envoy ?? local['envoy']!, binary: ['envoy'], probe: localProbe },
       opa: { ref: config.opa ?? local['opa']!, binary: ['opa'], probe: localProbe },

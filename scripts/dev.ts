@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { loadPolicySpec, PolicyError, type PolicySpec } from '../policy/spec.ts';
 import { startStack, type Stack } from './local/stack.ts';
 import { devApiKeys } from './dev-keys.ts';
-import { ROOT, noArguments } from './pulumi-env.ts';
+import { ensureToolsOrExit, ROOT, noArguments } from './pulumi-env.ts';
+import { toolsFor } from './toolchain.ts';
 
 const PORTS = {
   gateway: 8080,
@@ -31,6 +32,7 @@ const USAGE = `usage: npm run dev
   source (restarted when agentd/src changes); a change under policy/ rebuilds and restarts the stack. Ctrl-C stops it.
   Credentials: build/dev/credentials.json ({"openai": "sk-..."}, mode 0600), if present.`;
 noArguments(process.argv.slice(2), USAGE);
+await ensureToolsOrExit(toolsFor('dev'), 'npm run dev');
 const log = (m: string) => process.stderr.write(`[dev] ${m}\n`);
 
 let stack: Stack | undefined;

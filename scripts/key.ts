@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { isRfc3339 } from '../components/config.ts';
 import { loadPolicySpec } from '../policy/spec.ts';
-import { ROOT, pulumi, pulumiEnv, stackArg, stackFileConfig } from './pulumi-env.ts';
+import { ensureToolsOrExit, prepareStack, ROOT, pulumi, pulumiEnv, stackArg, stackFileConfig } from './pulumi-env.ts';
 
 const USAGE = `usage: npm run -s key [-- --stack NAME] -- CLIENT
        npm run key [-- --stack NAME] -- rotate CLIENT [--grace DURATION]
@@ -66,6 +66,9 @@ function deploy(what: string): void {
 }
 
 const [command, ...args] = rest;
+// Printing a key needs only the CLI; a rotation deploys, so it needs what `npm run up` needs.
+if (command === 'rotate' || command === 'retire') await prepareStack('key', stack, { withoutImages: true });
+else await ensureToolsOrExit(['pulumi'], 'npm run key');
 if (command === 'rotate') {
   const client = knownClient(args[0]);
   const graceIdx = args.indexOf('--grace');

@@ -11,7 +11,8 @@ import { parseArgs } from 'node:util';
 import { buildBundle, sha256Hex } from '../policy/bundle.ts';
 import { loadPolicySpec, type PolicyError, type PolicySpec } from '../policy/spec.ts';
 import { ExtAuthzClient, RegistryServer, startOpa } from './local/opa.ts';
-import { ROOT } from './pulumi-env.ts';
+import { ensureToolsOrExit, ROOT } from './pulumi-env.ts';
+import { toolsFor } from './toolchain.ts';
 
 const USAGE = `usage:
   npm run policy -- explain --client ID [--method GET] --path /api/v1/...          (gateway)
@@ -48,6 +49,7 @@ try {
 if (!values.path) fail('--path is required');
 if (!values.client && !(values.tier && values.service)) fail('give --client (gateway) or --tier and --service (egress)');
 
+await ensureToolsOrExit(toolsFor('policy'), 'npm run policy');
 let spec: PolicySpec;
 try {
   spec = loadPolicySpec(join(ROOT, 'policy/data'), 'policy/data');

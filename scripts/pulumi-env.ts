@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 
 import { DEV_STACK as DEFAULT_STACK, LOCAL_PASSPHRASE, publicPassphraseProblem } from '../components/config.ts';
+import { type StackNeeds, type ToolName, toolsFor } from './toolchain.ts';
 
 export { DEFAULT_STACK, LOCAL_PASSPHRASE };
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -173,19 +174,42 @@ export function stackFileRawConfig(stack: string): Record<string, string> {
   return Object.fromEntries(Object.entries(stackFileConfig(stack)).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
 }
 
-export function needsLocalImages(stack: string): boolean {
-  const images = stackFileConfig(stack)['agentd:images'] as { mode?: string } | undefined;
-  return images?.mode === 'local';
+/** What the stack asks of this machine (its target, and whether its images are built here), from its stack file. */
+export function stackNeeds(stack: string): StackNeeds {
+  const config = stackFileConfig(stack);
+  const images = config['agentd:images'] as { mode?: string } | undefined;
+  return { target: config['agentd:target'] === 'kubernetes' ? 'kubernetes' : 'docker', localImages: images?.mode === 'local' };
 }
 
-export function ensureDockerEngine(): void {
-  const r = spawnSync('bash', [join(ROOT, 'scripts/dockerd.sh'), 'start'], { stdio: 'inherit' });
-  if (r.status !== 0) throw new Error('no Docker engine: scripts/dockerd.sh start failed (see above)');
+/** Installs what is missing of `tools` (scripts/setup.ts); a failure ends the command with its message. */
+export async function ensureToolsOrExit(tools: readonly ToolName[], purpose: string): Promise<void> {
+  // Imported here, not at the top: `npm run setup -- --for up` imports this file from setup.ts.
+  const { ensureTools, SetupError } = await import('./setup.ts');
+  try {
+    await ensureTools(tools, { purpose });
+  } catch (e) {
+    if (!(e instanceof SetupError)) throw e;
+    log(`error: ${e.message}`);
+    process.exit(1);
+  }
 }
 
-export async function buildImagesIfNeeded(stack: string): Promise<void> {
-  if (!needsLocalImages(stack)) return;
-  log(`stack ${stack} uses local images: building them (scripts/images.ts)`);
-  const { buildLocalImages } = await import('./images.ts');
-  buildLocalImages();
+/**
+ * Before a Pulumi command on `stack`: only the tools it needs (the providers of its target; Envoy
+ * and OPA only to build local images), the Docker engine when it needs one, and the stack's local
+ * images unless `withoutImages` (a preview then shows the images last built, or placeholders).
+ */
+export async function prepareStack(command: 'up' | 'preview' | 'destroy' | 'key', stack: string, options: { withoutImages?: boolean } = {}): Promise<void> {
+  const needs = stackNeeds(stack);
+  const tools = toolsFor(command, needs, options);
+  await ensureToolsOrExit(tools, `npm run ${command} (stack ${stack})`);
+  if (tools.includes('docker-engine')) {
+    const r = spawnSync('bash', [join(ROOT, 'scripts/dockerd.sh'), 'start'], { stdio: 'inherit' });
+    if (r.status !== 0) throw new Error('no Docker engine: scripts/dockerd.sh start failed (see above)');
+  }
+  if (needs.localImages && tools.includes('envoy')) {
+    log(`stack ${stack} uses local images: building them (scripts/images.ts)`);
+    const { buildLocalImages } = await import('./images.ts');
+    buildLocalImages();
+  }
 }

@@ -1,6 +1,6 @@
 // npm run up [-- --stack NAME]: deploys a stack (default dev) and prints its endpoints and a
 // curl that works. Tools and npm packages were installed by scripts/run before this runs.
-import { buildImagesIfNeeded, ensureDockerEngine, passThroughArgs, pulumi, pulumiEnv, selectStack, stackArg } from './pulumi-env.ts';
+import { passThroughArgs, prepareStack, pulumi, pulumiEnv, selectStack, stackArg } from './pulumi-env.ts';
 
 const USAGE =
   'usage: npm run up [-- --stack NAME [--create]] [-- PULUMI_UP_FLAGS...]\n  Deploys a stack (default dev; one of stacks/Pulumi.<name>.yaml, or a new one with --create) and prints its endpoints and a curl; flags such as --target go to `pulumi up`.';
@@ -8,8 +8,7 @@ const { stack, rest: args } = stackArg(process.argv.slice(2), USAGE);
 const rest = passThroughArgs(args, USAGE);
 const env = pulumiEnv(stack);
 const t0 = Date.now();
-ensureDockerEngine();
-await buildImagesIfNeeded(stack);
+await prepareStack('up', stack);
 selectStack(stack, env);
 process.stderr.write(`[agentd] deploying stack ${stack} (pulumi up)\n`);
 const up = pulumi(['up', '--yes', '--non-interactive', '--skip-preview', '--stack', stack, ...rest], { env });

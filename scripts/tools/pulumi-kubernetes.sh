@@ -176,7 +176,7 @@ chmod 755 "$tmp"
 mkdir -p "$tmp/bin"
 log "building pulumi-resource-kubernetes $VER ($PROV_MOD@$modver; cold build is long: 20+ minutes on 2 cores)"
 t0=$SECONDS
-go build -p 2 -trimpath -ldflags "-s -w -X $PROV_MOD/pkg/version.Version=$VER" \
+go build -p "${AGENTD_GO_BUILD_P:-2}" -trimpath -ldflags "-s -w -X $PROV_MOD/pkg/version.Version=$VER" \
   -o "$tmp/bin/pulumi-resource-kubernetes" .
 log "built in $((SECONDS - t0)) s"
 

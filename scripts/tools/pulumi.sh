@@ -86,7 +86,7 @@ log "building pulumi v$VERSION from $PKG_MOD (cold build: 5-13 minutes on 2 core
 make_wrapper "$SRC/cli" "$PKG_MOD" "v$VERSION"
 (
   cd "$SRC/cli"
-  go build -p 2 -trimpath -tags "$TAGS" -ldflags "$LDFLAGS" -o "$STAGE/bin/pulumi" "$PKG_MOD/cmd/pulumi"
+  go build -p "${AGENTD_GO_BUILD_P:-2}" -trimpath -tags "$TAGS" -ldflags "$LDFLAGS" -o "$STAGE/bin/pulumi" "$PKG_MOD/cmd/pulumi"
 )
 got="$("$STAGE/bin/pulumi" version)"
 [[ "$got" == "v$VERSION" ]] || { log "built pulumi reports '$got', want v$VERSION"; exit 1; }
@@ -96,7 +96,7 @@ log "building pulumi-language-nodejs from $SDK_MOD@$NODEJS_HOST_SDK (about a min
 make_wrapper "$SRC/nodejs-host" "$SDK_MOD" "$NODEJS_HOST_SDK"
 (
   cd "$SRC/nodejs-host"
-  go build -p 2 -trimpath -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$NODEJS_HOST_SDK" \
+  go build -p "${AGENTD_GO_BUILD_P:-2}" -trimpath -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$NODEJS_HOST_SDK" \
     -o "$STAGE/bin/pulumi-language-nodejs" "$SDK_MOD/nodejs/cmd/pulumi-language-nodejs"
 )
 go version -m "$STAGE/bin/pulumi-language-nodejs" | grep -Eq "^[[:space:]]*(mod|dep)[[:space:]]+$SDK_MOD[[:space:]]+$NODEJS_HOST_SDK[[:space:]]" \

@@ -1,0 +1,132 @@
+// The GitHub workflow as a test: every job of .github/workflows/preview.yml, for every entry of its
+// matrix, runs its own steps (read from the file, in order) in a fresh clone of this tree, with
+// the secrets standing in for a team's backend and passphrase. A step the file gains that this
+// test does not know how to run fails it: the workflow cannot rot unseen.
+//
+// Here the machine's tool cache stands in for actions/cache, and no Docker engine answers (the
+// previews build no image and need none).
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { parse } from 'yaml';
+import { pinnedVersions, REPO_ROOT } from '../../scripts/local/tools.ts';
+
+interface Step {
+  name?: string;
+  uses?: string;
+  run?: string;
+  with?: Record<string, unknown>;
+  env?: Record<string, string>;
+}
+interface Job {
+  'runs-on': string;
+  strategy?: { matrix: Record<string, unknown[]> };
+  env?: Record<string, string>;
+  steps: Step[];
+}
+
+const WORKFLOW = join(REPO_ROOT, '.github/workflows/preview.yml');
+const workflow = parse(readFileSync(WORKFLOW, 'utf8')) as { jobs: Record<string, Job> };
+
+/** `${{ matrix.X }}` and `${{ secrets.X }}`: the only expressions the steps may use. */
+function expand(text: string, matrix: Record<string, unknown>, secrets: Record<string, string>): string {
+  return text.replace(/\$\{\{\s*([^}]+?)\s*\}\}/g, (_, expr: string) => {
+    const m = /^(matrix|secrets)\.([A-Za-z_][\w-]*)$/.exec(expr);
+    if (!m) throw new Error(`${WORKFLOW}: expression \${{ ${expr} }} is not one this test can evaluate (matrix.X, secrets.X)`);
+    const value = m[1] === 'matrix' ? matrix[m[2]!] : secrets[m[2]!];
+    if (value === undefined) throw new Error(`${WORKFLOW}: ${expr} has no value`);
+    return String(value);
+  });
+}
+
+/** The matrix's entries (every combination), or one empty entry. */
+function entries(job: Job): Record<string, unknown>[] {
+  let out: Record<string, unknown>[] = [{}];
+  for (const [key, values] of Object.entries(job.strategy?.matrix ?? {})) out = out.flatMap((e) => values.map((v) => ({ ...e, [key]: v })));
+  return out;
+}
+
+/** A clone of this repository with the working tree's changes on top: what a pull request's checkout holds. */
+function freshCheckout(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'agentd-workflow-'));
+  const clone = spawnSync('git', ['clone', '-q', REPO_ROOT, dir], { encoding: 'utf8' });
+  if (clone.status !== 0) throw new Error(`git clone failed: ${clone.stderr}`);
+  const changed = spawnSync('git', ['ls-files', '-m', '-o', '--exclude-standard', '-z'], { cwd: REPO_ROOT, encoding: 'utf8' })
+    .stdout.split('\0')
+    .filter(Boolean);
+  for (const f of changed) {
+    if (!existsSync(join(REPO_ROOT, f))) continue;
+    mkdirSync(dirname(join(dir, f)), { recursive: true });
+    cpSync(join(REPO_ROOT, f), join(dir, f));
+  }
+  const deleted = spawnSync('git', ['ls-files', '-d', '-z'], { cwd: REPO_ROOT, encoding: 'utf8' }).stdout.split('\0').filter(Boolean);
+  for (const f of deleted) rmSync(join(dir, f), { force: true });
+  return dir;
+}
+
+/** What each action the workflow uses amounts to here; any other action fails the test. */
+function runAction(step: Step): void {
+  const action = step.uses!.split('@')[0];
+  if (action === 'actions/checkout') return; // the fresh clone
+  if (action === 'actions/setup-node') {
+    // Any Node with npm starts scripts/run, which then installs the pinned one: same major, so nothing surprises.
+    expect(String(step.with?.['node-version']), 'setup-node installs the pinned Node major').toBe(pinnedVersions()['NODE_VERSION']!.split('.')[0]);
+    return;
+  }
+  if (action === 'actions/cache') {
+    expect(step.with?.['path'], 'the cache holds the tool cache').toBe('~/.cache/agentd/tools');
+    return;
+  }
+  throw new Error(`${WORKFLOW}: step uses ${step.uses}, which this test cannot run: teach runAction what it amounts to`);
+}
+
+describe('.github/workflows/preview.yml', () => {
+  it('has the jobs this test runs, each running commands', () => {
+    expect(Object.keys(workflow.jobs).sort()).toEqual(['preview-dev', 'preview-shared']);
+    for (const job of Object.values(workflow.jobs)) expect(job.steps.filter((s) => s.run).length).toBeGreaterThan(0);
+  });
+
+  it('every job and matrix entry: its steps, in order, pass on a fresh clone; each previews a whole stack', () => {
+    const dir = freshCheckout();
+    const state = mkdtempSync(join(tmpdir(), 'agentd-workflow-state-'));
+    const secrets = { PULUMI_BACKEND_URL: `file://${state}`, PULUMI_CONFIG_PASSPHRASE: 'workflow-test-passphrase' };
+    const base: NodeJS.ProcessEnv = { ...process.env, CI: 'true', DOCKER_HOST: `unix://${join(state, 'no-docker-engine.sock')}` };
+    for (const k of Object.keys(base)) if (k.startsWith('PULUMI_BACKEND') || k.startsWith('PULUMI_CONFIG_PASSPHRASE')) delete base[k];
+    const previews: string[] = [];
+    try {
+      for (const [name, job] of Object.entries(workflow.jobs)) {
+        for (const matrix of entries(job)) {
+          const jobEnv = Object.fromEntries(Object.entries(job.env ?? {}).map(([k, v]) => [k, expand(v, matrix, secrets)]));
+          for (const step of job.steps) {
+            if (step.uses) {
+              runAction(step);
+              continue;
+            }
+            const command = expand(step.run!, matrix, secrets);
+            const env = { ...base, ...jobEnv, ...Object.fromEntries(Object.entries(step.env ?? {}).map(([k, v]) => [k, expand(v, matrix, secrets)])) };
+            // GitHub runs a step as `bash --noprofile --norc -eo pipefail {0}`.
+            const r = spawnSync('bash', ['--noprofile', '--norc', '-eo', 'pipefail', '-c', command], {
+              cwd: dir,
+              env,
+              encoding: 'utf8',
+              maxBuffer: 64 << 20,
+              timeout: 600_000,
+            });
+            const out = `${r.stdout}\n${r.stderr}`;
+            expect(r.status, `${name} ${JSON.stringify(matrix)}: ${step.name ?? command}\n${out.slice(-6000)}`).toBe(0);
+            if (command.includes('npm run preview')) {
+              expect(out, `${name} ${JSON.stringify(matrix)}: a preview of a whole stack`).toMatch(/\+ \d+ to create/);
+              previews.push(/--stack (\S+)/.exec(command)?.[1] ?? `${name}: no --stack`);
+            }
+          }
+        }
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(state, { recursive: true, force: true });
+    }
+    expect(previews.sort()).toEqual(['dev', 'prod', 'staging']);
+  }, 1_200_000);
+});
