@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
@@ -109,6 +109,35 @@ describe('setup uses what the machine has', () => {
     expect(explained.out).toContain(`not on this machine: ${old}/pulumi: pulumi v3.100.0 is older than ${PULUMI}, the @pulumi/pulumi SDK this program uses`);
     expect(explained.out).toContain(`built from github.com/pulumi/pulumi/pkg/v3 (Go module proxy)`);
     expect(s.setup('--no-build', 'pulumi').status).toBe(1);
+  });
+
+  it('Envoy, OPA (the -envoy build), Prometheus, etcd and Kubernetes on PATH at the pinned versions are used', () => {
+    const bin = join(work, 'opt-bin');
+    mkdirSync(bin);
+    const real: Record<string, string> = {
+      envoy: join(REAL_CACHE, 'envoy', v['ENVOY_VERSION']!, 'bin/envoy'),
+      opa: join(REAL_CACHE, 'opa', v['OPA_ENVOY_VERSION']!, 'bin/opa'),
+      prometheus: join(REAL_CACHE, 'prometheus', v['PROMETHEUS_VERSION']!, 'bin/prometheus'),
+      promtool: join(REAL_CACHE, 'prometheus', v['PROMETHEUS_VERSION']!, 'bin/promtool'),
+      etcd: join(REAL_CACHE, 'etcd', v['ETCD_VERSION']!, 'bin/etcd'),
+      'kube-apiserver': join(REAL_CACHE, 'kubernetes', v['KUBERNETES_VERSION']!, 'bin/kube-apiserver'),
+      'kube-controller-manager': join(REAL_CACHE, 'kubernetes', v['KUBERNETES_VERSION']!, 'bin/kube-controller-manager'),
+      kubectl: join(REAL_CACHE, 'kubernetes', v['KUBERNETES_VERSION']!, 'bin/kubectl'),
+    };
+    for (const [name, path] of Object.entries(real)) symlinkSync(path, join(bin, name));
+    const s = sandbox('tools-on-path', [bin]);
+    const r = s.setup('--no-build', 'envoy', 'opa', 'prometheus', 'etcd', 'kube-apiserver');
+    expect(r.status, r.out).toBe(0);
+    for (const [tool, exe, version] of [
+      ['envoy', 'envoy', v['ENVOY_VERSION']],
+      ['opa', 'opa', v['OPA_ENVOY_VERSION']],
+      ['prometheus', 'prometheus', v['PROMETHEUS_VERSION']],
+      ['etcd', 'etcd', v['ETCD_VERSION']],
+      ['kube-apiserver', 'kube-apiserver', v['KUBERNETES_VERSION']],
+    ]) {
+      expect(r.out).toContain(`${tool}: using ${join(bin, exe!)} (${version}), found on this machine`);
+    }
+    expect(readlinkSync(join(s.tools, 'prometheus', v['PROMETHEUS_VERSION']!, 'bin/promtool'))).toBe(join(bin, 'promtool'));
   });
 
   it("a provider in Pulumi's plugin directory at the pinned version is used", () => {
