@@ -322,14 +322,14 @@ function runScript(tool: ToolName, env: NodeJS.ProcessEnv): Promise<number> {
   });
 }
 
-/** Expected wall time of builds run longest first on `jobs` slots (minutes). */
+/** Expected wall time (minutes): builds longest first on `jobs` slots, downloads alongside. */
 function expectedMinutes(tools: readonly ToolName[], jobs: number): number {
   const slots = new Array<number>(jobs).fill(0);
-  for (const t of buildOrder(tools)) {
+  for (const t of buildOrder(tools).filter((t) => TOOLS[t].fallback.cpuBound)) {
     const i = slots.indexOf(Math.min(...slots));
     slots[i]! += TOOLS[t].fallback.minutes;
   }
-  return Math.max(...slots);
+  return Math.max(...slots, ...tools.map((t) => TOOLS[t].fallback.minutes));
 }
 
 async function buildAll(tools: readonly ToolName[], purpose: string): Promise<void> {
@@ -346,25 +346,26 @@ async function buildAll(tools: readonly ToolName[], purpose: string): Promise<vo
       `${cpuJobs > 1 ? `${Math.min(jobs, cpuJobs)} builds side by side on ${cores} cores, ` : ''}expected ≈${Math.ceil(expectedMinutes(order, jobs))} min`,
   );
   const running = new Map<ToolName, number>();
+  const waiting = [...order];
   const failed: ToolName[] = [];
   let done = 0;
-  let next = 0;
+  let started = 0;
   const heartbeat = setInterval(
     () => {
       const now = Date.now();
       const list = [...running].map(([t, s]) => `${t} ${formatDuration(now - s)} of ≈${TOOLS[t].fallback.minutes} min`).join(', ');
-      log(`${formatDuration(now - t0)} elapsed, ${done} of ${total} done: ${list}${next < total ? `; ${total - next} waiting` : ''}`);
+      log(`${formatDuration(now - t0)} elapsed, ${done} of ${total} done: ${list}${waiting.length > 0 ? `; waiting: ${waiting.join(', ')}` : ''}`);
     },
     Number(process.env['AGENTD_SETUP_PROGRESS_SECONDS'] ?? 60) * 1000,
   );
   await new Promise<void>((allDone) => {
+    // Starts every waiting step the cores allow: builds up to `jobs` at once, downloads any time.
     const launch = () => {
-      while (next < total) {
-        const tool = order[next]!;
-        const cpuRunning = [...running.keys()].filter((t) => TOOLS[t].fallback.cpuBound).length;
-        if (TOOLS[tool].fallback.cpuBound && cpuRunning >= jobs) break;
-        next++;
-        const step = next;
+      for (const tool of [...waiting]) {
+        const buildsRunning = [...running.keys()].filter((t) => TOOLS[t].fallback.cpuBound).length;
+        if (TOOLS[tool].fallback.cpuBound && buildsRunning >= jobs) continue;
+        waiting.splice(waiting.indexOf(tool), 1);
+        const step = ++started;
         running.set(tool, Date.now());
         log(`step ${step}/${total}: ${tool}: ${fallbackWords(tool)} (expected ≈${TOOLS[tool].fallback.minutes} min)`);
         void runScript(tool, env).then((code) => {
@@ -376,8 +377,9 @@ async function buildAll(tools: readonly ToolName[], purpose: string): Promise<vo
             failed.push(tool);
             log(`step ${step}/${total}: ${tool} FAILED after ${took} (exit ${code}); its output is above`);
           }
+          // After a failure nothing new starts; the steps under way finish (their work is kept).
           if (failed.length === 0) launch();
-          if (running.size === 0 && (next === total || failed.length > 0)) allDone();
+          if (running.size === 0 && (waiting.length === 0 || failed.length > 0)) allDone();
         });
       }
     };
@@ -427,6 +429,7 @@ export async function ensureTools(tools: readonly ToolName[], options: EnsureOpt
       continue;
     }
     const official = await officialSource(tool);
+    if (official?.why) log(`${tool}: the official ${official.where} is out of reach (${official.why}); building it`);
     if (official && !official.why) {
       log(`${tool}: trying the official ${official.where}`);
       const why = await installOfficial(tool);

@@ -218,6 +218,25 @@ describe('setup tries the official release before a build', () => {
   }, 300_000);
 });
 
+describe('setup builds what it must, side by side, with progress', () => {
+  it('a build and a download at once: the plan, a line per step, progress while they run, the total', async () => {
+    // An address that never resolves stands in for a machine without internet access.
+    const s = sandbox('builds', [], { AGENTD_RELEASES_OPA: 'https://releases.invalid/opa', AGENTD_SETUP_PROGRESS_SECONDS: '2' });
+    const r = await setupAsync(s.env, 'opa', 'envoy');
+    expect(r.status, r.out).toBe(0);
+    expect(r.out).toContain('opa: the official release https://releases.invalid/opa/');
+    expect(r.out).toContain('is out of reach (releases.invalid does not resolve here');
+    expect(r.out).toMatch(/\[setup\] opa, envoy: 2 to install: opa \(build, ≈3 min\), envoy \(download, ≈1 min\); expected ≈3 min/);
+    expect(r.out).toContain('step 1/2: opa: built from OPA and the plugin module in scripts/tools/opa-envoy (Go module proxy) (expected ≈3 min)');
+    // The download does not wait for the build.
+    expect(r.out.indexOf('step 2/2: envoy: downloaded')).toBeLessThan(r.out.indexOf('step 1/2: opa ready in'));
+    expect(r.out).toMatch(/\[setup\] \d+ s elapsed, [01] of 2 done: /);
+    expect(r.out).toMatch(/step 2\/2: envoy ready in \d+ s/);
+    expect(r.out).toMatch(/opa, envoy: 2 installed in \d+/);
+    expect(spawnSync(join(s.tools, 'opa', v['OPA_ENVOY_VERSION']!, 'bin/opa'), ['version'], { encoding: 'utf8' }).stdout).toContain('Build Commit: agentd-envoy_ext_authz_grpc');
+  }, 600_000);
+});
+
 describe('setup --explain', () => {
   it('for a command and stack: what it needs, and what it does not and who does', () => {
     const r = spawnSync(process.execPath, [join(REPO_ROOT, 'scripts/setup.ts'), '--explain', '--for', 'up', '--stack', 'staging'], {
