@@ -63,8 +63,11 @@ export function sha256Hex(text: string | Buffer): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
-/** The Rego sources shipped in the bundle: every .rego under policy/rego except tests. */
-function readRegoSources(dir = REGO_DIR): Record<string, string> {
+/**
+ * The Rego sources shipped in the bundle: every .rego under policy/rego (or `dir`, e.g. policy/rego
+ * at another commit) except tests.
+ */
+export function readRegoSources(dir = REGO_DIR): Record<string, string> {
   const out: Record<string, string> = {};
   const walk = (d: string): void => {
     for (const name of readdirSync(d).sort()) {

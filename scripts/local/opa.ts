@@ -64,7 +64,13 @@ export async function startOpa(dir: string, bundle: Buffer, options: StartOpaOpt
     },
     join(dir, 'opa.log'),
   );
-  await proc.start();
+  try {
+    await proc.start();
+  } catch (e) {
+    // Not ready in time (e.g. a bundle that does not compile): the caller gets no handle to stop it.
+    await proc.kill();
+    throw e;
+  }
   return { process: proc, grpcPort, httpPort, dir };
 }
 

@@ -22,7 +22,8 @@ import { ExtAuthzClient, RegistryServer, startOpa, type AuthzAnswer, type Regist
 import { freePort, sleep } from '../../scripts/local/processes.ts';
 import { REPO_ROOT, run, toolPath } from '../../scripts/local/tools.ts';
 import { shippedSpec } from '../../scripts/local/fixtures.ts';
-import { egressPaths, expectEgress, expectGateway, gatewayRoutes, instantiate, LIVE_SANDBOX, METHODS, type SandboxState } from './oracle.ts';
+import { instantiate } from '../../policy/probes.ts';
+import { egressPaths, expectEgress, expectGateway, gatewayRoutes, LIVE_SANDBOX, METHODS, type SandboxState } from './oracle.ts';
 
 async function waitFor(what: string, f: () => Promise<boolean>, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -1,15 +1,9 @@
 // An independent oracle for decision tables: what the policy data says about a request,
 // computed in TypeScript from the spec (policy/paths.ts), never from the Rego under test.
-import { matchPath, normalizePath, type PathPattern } from '../../policy/paths.ts';
+import { matchPath, normalizePath } from '../../policy/paths.ts';
 import { HTTP_METHODS, type PolicySpec } from '../../policy/spec.ts';
+import { roleRoutes, servicePaths } from '../../policy/probes.ts';
 import { IDENTITY_HEADERS } from '../../agentd/src/contract.ts';
-
-/** A concrete path that a pattern matches (`*` -> a segment, `**` -> two more segments). */
-export function instantiate(p: PathPattern, deeper = false): string {
-  const segs = p.segments.map((s) => (s === '*' ? 'x1' : s));
-  if (p.prefix && deeper) segs.push('deep', 'er');
-  return '/' + segs.join('/');
-}
 
 export interface Expected {
   readonly allowed: boolean;
@@ -73,30 +67,15 @@ export function expectEgress(spec: PolicySpec, tier: string, service: string, me
 
 /** Every route the roles mention (exact and deeper instances), plus routes no role grants. */
 export function gatewayRoutes(spec: PolicySpec): string[] {
-  const out = new Set<string>(['/api/v1/admin/keys', '/metrics', '/api/v2/status', '/api/v1/sandboxes/x1/intents/../../../../admin']);
-  for (const role of Object.values(spec.roles)) {
-    for (const rule of role.rules)
-      for (const p of rule.paths) {
-        out.add(instantiate(p));
-        out.add(instantiate(p, true));
-      }
-  }
-  return [...out].sort();
+  const ungranted = ['/api/v1/admin/keys', '/metrics', '/api/v2/status', '/api/v1/sandboxes/x1/intents/../../../../admin'];
+  return [...new Set([...roleRoutes(spec), ...ungranted])].sort();
 }
 
 /** For a service: each allowed pattern instantiated, deeper variants, and paths outside with tricks. */
 export function egressPaths(spec: PolicySpec, service: string): string[] {
-  const s = spec.egressServices[service]!;
-  const out = new Set<string>();
-  for (const p of s.allowedPaths) {
-    out.add(instantiate(p));
-    out.add(instantiate(p, true));
-    out.add(instantiate(p) + '?q=/../../admin');
-    out.add(instantiate(p) + '/../../../outside');
-  }
-  out.add('/definitely/not/allowed');
-  out.add('/%2e%2e/etc/passwd');
-  return [...out].sort();
+  const allowed = servicePaths(spec.egressServices[service]!);
+  const tricks = allowed.flatMap((p) => [p + '?q=/../../admin', p + '/../../../outside']);
+  return [...new Set([...allowed, ...tricks, '/definitely/not/allowed', '/%2e%2e/etc/passwd'])].sort();
 }
 
 export const METHODS = HTTP_METHODS;

@@ -233,7 +233,9 @@ describe('setup builds what it must, side by side, with progress', () => {
     expect(r.out).toMatch(/\[setup\] \d+ s elapsed, [01] of 2 done: /);
     expect(r.out).toMatch(/step 2\/2: envoy ready in \d+ s/);
     expect(r.out).toMatch(/opa, envoy: 2 installed in \d+/);
-    expect(spawnSync(join(s.tools, 'opa', v['OPA_ENVOY_VERSION']!, 'bin/opa'), ['version'], { encoding: 'utf8' }).stdout).toContain('Build Commit: agentd-envoy_ext_authz_grpc');
+    expect(spawnSync(join(s.tools, 'opa', v['OPA_ENVOY_VERSION']!, 'bin/opa'), ['version'], { encoding: 'utf8' }).stdout).toContain(
+      'Build Commit: agentd-envoy_ext_authz_grpc',
+    );
   }, 600_000);
 });
 
