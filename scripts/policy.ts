@@ -8,7 +8,6 @@
 //   npm run policy -- explain --client ci --method POST --path /api/v1/sandboxes
 //   npm run policy -- explain --tier standard --service openai --method POST --path /v1/chat/completions
 //   npm run policy -- diff --base origin/main
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +16,7 @@ import { buildBundle, sha256Hex } from '../policy/bundle.ts';
 import { formatChanges } from '../policy/decision-diff.ts';
 import { loadPolicySpec, PolicyError, type PolicySpec } from '../policy/spec.ts';
 import { ExtAuthzClient, RegistryServer, startOpa } from './local/opa.ts';
-import { diffPolicies } from './local/policy-diff.ts';
+import { diffAgainstCommit, policyCommitOf } from './local/policy-diff.ts';
 import { ensureToolsOrExit, ROOT } from './pulumi-env.ts';
 import { toolsFor } from './toolchain.ts';
 
@@ -112,24 +111,6 @@ async function explain(args: string[]): Promise<void> {
   }
 }
 
-/** The commit `ref` names in this repository; a usage error if it names none. */
-function commitOf(ref: string): string {
-  // --end-of-options: a ref that starts with "-" is a ref, never an option of git.
-  const r = spawnSync('git', ['-C', ROOT, 'rev-parse', '--verify', '--quiet', '--end-of-options', `${ref}^{commit}`], { encoding: 'utf8' });
-  if (r.status !== 0) fail(`--base ${ref}: not a commit of this repository`);
-  const commit = r.stdout.trim();
-  if (spawnSync('git', ['-C', ROOT, 'cat-file', '-e', `${commit}:policy/data`]).status !== 0) fail(`--base ${ref}: that commit has no policy/data`);
-  return commit;
-}
-
-/** policy/ as it is at `commit`, written into `dir` (as dir/policy). */
-function extractPolicy(commit: string, dir: string): void {
-  const archive = spawnSync('git', ['-C', ROOT, 'archive', '--format=tar', commit, 'policy'], { maxBuffer: 256 * 1024 * 1024 });
-  if (archive.status !== 0) throw new Error(`git archive ${commit} policy failed: ${archive.stderr.toString().trim()}`);
-  const untar = spawnSync('tar', ['-x', '-C', dir], { input: archive.stdout });
-  if (untar.status !== 0) throw new Error(`unpacking policy/ of ${commit} failed: ${untar.stderr.toString().trim()}`);
-}
-
 async function diff(args: string[]): Promise<void> {
   let values: { base: string; json: boolean };
   try {
@@ -138,14 +119,13 @@ async function diff(args: string[]): Promise<void> {
     fail((e as Error).message);
   }
   if (values.base === '') fail('--base needs a git ref, e.g. HEAD~1 or origin/main');
-  const commit = commitOf(values.base);
+  const found = policyCommitOf(ROOT, values.base);
+  if ('problem' in found) fail(`--base ${found.problem}`);
+  const { commit } = found as { commit: string };
   await ensureToolsOrExit(toolsFor('policy'), 'npm run policy');
-  const dir = mkdtempSync(join(tmpdir(), 'agentd-policy-base-'));
   try {
-    extractPolicy(commit, dir);
     process.stderr.write(`comparing policy/ at ${values.base} (${commit.slice(0, 12)}) with the working tree's, decided by OPA\n`);
-    // The label is git's name for the files, so an error reads `HEAD~1:policy/data/roles.yaml`.
-    const result = await diffPolicies({ dir: join(dir, 'policy'), label: `${values.base}:policy` }, { dir: join(ROOT, 'policy'), label: 'policy' });
+    const result = await diffAgainstCommit(ROOT, values.base, commit);
     if (values.json) {
       const report = { base: { ref: values.base, commit, revision: result.base.revision }, head: { revision: result.head.revision }, changes: result.changes };
       process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -163,7 +143,5 @@ async function diff(args: string[]): Promise<void> {
     // a side's Rego): its message, without a stack trace.
     process.stderr.write(e instanceof PolicyError ? `${e.message}\n` : `error: ${(e as Error).message}\n`);
     process.exitCode = 1;
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -310,7 +310,8 @@ export interface StackNeeds {
 /**
  * The tools `command` needs, in install order. A deploy needs the Pulumi CLI and the providers
  * of its target; local images need Envoy, OPA and a Docker engine, unless the command builds
- * none (`withoutImages`: destroy, or `preview --without-images`). Only the tests and the
+ * none (`withoutImages`: destroy, or `preview --without-images`); a preview needs OPA for its
+ * decision diff. Only the tests and the
  * benchmarks need Prometheus, etcd and kube-apiserver.
  */
 export function toolsFor(command: Command, stack?: StackNeeds, options: { withoutImages?: boolean } = {}): ToolName[] {
@@ -332,6 +333,8 @@ export function toolsFor(command: Command, stack?: StackNeeds, options: { withou
       // A preview that builds no image talks to no engine either; every other Docker command does.
       if (s.target === 'docker' && !(command === 'preview' && withoutImages)) need.add('docker-engine');
       if (s.localImages && !withoutImages) need.add('envoy').add('opa').add('docker-engine');
+      // A preview prints the decision diff of the policy change above Pulumi's, decided by OPA.
+      if (command === 'preview') need.add('opa');
       return TOOL_NAMES.filter((t) => need.has(t));
     }
   }
@@ -347,6 +350,7 @@ export function whoNeeds(tool: ToolName): string {
   else if (docker) deploys.push('up/preview/destroy/key of Docker stacks');
   else if (kube) deploys.push('up/preview/destroy/key of Kubernetes stacks');
   else if (images) deploys.push('up/preview of stacks with local images');
+  if (!docker && !kube && toolsFor('preview', { target: 'kubernetes', localImages: false }).includes(tool)) deploys.push('every preview (its decision diff)');
   const others = (['dev', 'policy'] as const).filter((c) => toolsFor(c).includes(tool)).map((c) => `npm run ${c}`);
   return [...deploys, ...others, 'npm test', 'npm run bench'].join(', ');
 }

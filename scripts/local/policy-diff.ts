@@ -3,6 +3,7 @@
 // policy/decision-diff.ts asked of both over ext_authz gRPC as Envoy would ask, and the answers
 // compared. The CLI hands it policy/ at a git ref and the working tree; the tests, two scratch
 // directories.
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -127,5 +128,33 @@ export async function diffPolicies(base: PolicyDir, head: PolicyDir): Promise<Po
     await Promise.all(opas.map((o) => o.process.stop()));
     await registry?.close();
     rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** The commit `ref` names in the repository at `root` (one with policy/data), or why it names none. */
+export function policyCommitOf(root: string, ref: string): { commit: string } | { problem: string } {
+  // --end-of-options: a ref that starts with "-" is a ref, never an option of git.
+  const r = spawnSync('git', ['-C', root, 'rev-parse', '--verify', '--quiet', '--end-of-options', `${ref}^{commit}`], { encoding: 'utf8' });
+  if (r.status !== 0) return { problem: `${ref}: not a commit of this repository` };
+  const commit = r.stdout.trim();
+  if (spawnSync('git', ['-C', root, 'cat-file', '-e', `${commit}:policy/data`]).status !== 0) return { problem: `${ref}: that commit has no policy/data` };
+  return { commit };
+}
+
+/**
+ * The decision diff of the working tree's policy/ (under `root`) against policy/ at `commit`,
+ * which is read from git into a scratch directory (removed afterwards). `ref` names it in messages.
+ */
+export async function diffAgainstCommit(root: string, ref: string, commit: string): Promise<PolicyDiff> {
+  const dir = mkdtempSync(join(tmpdir(), 'agentd-policy-base-'));
+  try {
+    const archive = spawnSync('git', ['-C', root, 'archive', '--format=tar', commit, 'policy'], { maxBuffer: 256 * 1024 * 1024 });
+    if (archive.status !== 0) throw new Error(`git archive ${commit} policy failed: ${archive.stderr.toString().trim()}`);
+    const untar = spawnSync('tar', ['-x', '-C', dir], { input: archive.stdout });
+    if (untar.status !== 0) throw new Error(`unpacking policy/ of ${commit} failed: ${untar.stderr.toString().trim()}`);
+    // The label is git's name for the files, so an error reads `HEAD~1:policy/data/roles.yaml`.
+    return await diffPolicies({ dir: join(dir, 'policy'), label: `${ref}:policy` }, { dir: join(root, 'policy'), label: 'policy' });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }

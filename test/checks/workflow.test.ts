@@ -1,13 +1,15 @@
 // The GitHub workflow as a test: every job of .github/workflows/preview.yml, for every entry of its
-// matrix, runs its own steps (read from the file, in order) in a fresh clone of this tree, with
-// the secrets standing in for a team's backend and passphrase. A step the file gains that this
+// matrix, runs its own steps (read from the file, in order) in a fresh clone of this tree made a
+// pull request (one policy change committed on top of a base branch), with the secrets standing
+// in for a team's backend and passphrase. Each preview must show the whole stack and, above it,
+// the decision diff of that policy change. A step the file gains that this
 // test does not know how to run fails it: the workflow cannot rot unseen.
 //
 // Here the machine's tool cache stands in for actions/cache, and no Docker engine answers (the
 // previews build no image and need none).
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parse } from 'yaml';
@@ -69,7 +71,11 @@ function freshCheckout(): string {
 /** What each action the workflow uses amounts to here; any other action fails the test. */
 function runAction(step: Step): void {
   const action = step.uses!.split('@')[0];
-  if (action === 'actions/checkout') return; // the fresh clone
+  if (action === 'actions/checkout') {
+    // The fresh clone, with the history the decision diff compares against.
+    expect(step.with?.['fetch-depth'], 'checkout fetches the base branch').toBe(0);
+    return;
+  }
   if (action === 'actions/setup-node') {
     // Any Node with npm starts scripts/run, which then installs the pinned one: same major, so nothing surprises.
     expect(String(step.with?.['node-version']), 'setup-node installs the pinned Node major').toBe(pinnedVersions()['NODE_VERSION']!.split('.')[0]);
@@ -88,11 +94,23 @@ describe('.github/workflows/preview.yml', () => {
     for (const job of Object.values(workflow.jobs)) expect(job.steps.filter((s) => s.run).length).toBeGreaterThan(0);
   });
 
-  it('every job and matrix entry: its steps, in order, pass on a fresh clone; each previews a whole stack', () => {
+  it('every job and matrix entry: its steps, in order, pass on a fresh clone of a pull request; each previews a whole stack and the policy change', () => {
     const dir = freshCheckout();
+    // A pull request as GitHub checks it out: the tree on top of its base branch, with one policy change.
+    const git = (...args: string[]) => {
+      const r = spawnSync('git', ['-C', dir, '-c', 'user.name=test', '-c', 'user.email=test@example.invalid', ...args], { encoding: 'utf8' });
+      expect(r.status, `git ${args.join(' ')}: ${r.stderr}`).toBe(0);
+    };
+    git('add', '-A');
+    git('commit', '-q', '--allow-empty', '-m', 'the tree under test');
+    git('update-ref', 'refs/remotes/origin/pr-base', 'HEAD');
+    const tiers = join(dir, 'policy/data/rate-limit-tiers.yaml');
+    writeFileSync(tiers, readFileSync(tiers, 'utf8').replace(/(premium:\s*\n\s*requests_per_minute:\s*)600\b/, '$11200'));
+    expect(readFileSync(tiers, 'utf8')).toMatch(/premium:\s*\n\s*requests_per_minute:\s*1200/);
+    git('commit', '-q', '-am', 'premium: twice the requests per minute');
     const state = mkdtempSync(join(tmpdir(), 'agentd-workflow-state-'));
     const secrets = { PULUMI_BACKEND_URL: `file://${state}`, PULUMI_CONFIG_PASSPHRASE: 'workflow-test-passphrase' };
-    const base: NodeJS.ProcessEnv = { ...process.env, CI: 'true', DOCKER_HOST: `unix://${join(state, 'no-docker-engine.sock')}` };
+    const base: NodeJS.ProcessEnv = { ...process.env, CI: 'true', GITHUB_BASE_REF: 'pr-base', DOCKER_HOST: `unix://${join(state, 'no-docker-engine.sock')}` };
     for (const k of Object.keys(base)) if (k.startsWith('PULUMI_BACKEND') || k.startsWith('PULUMI_CONFIG_PASSPHRASE')) delete base[k];
     const previews: string[] = [];
     try {
@@ -118,6 +136,10 @@ describe('.github/workflows/preview.yml', () => {
             expect(r.status, `${name} ${JSON.stringify(matrix)}: ${step.name ?? command}\n${out.slice(-6000)}`).toBe(0);
             if (command.includes('npm run preview')) {
               expect(out, `${name} ${JSON.stringify(matrix)}: a preview of a whole stack`).toMatch(/\+ \d+ to create/);
+              expect(out, `${name} ${JSON.stringify(matrix)}: the decision diff above it`).toContain(
+                'Policy decisions against origin/pr-base (decided by OPA, ',
+              );
+              expect(out).toContain('    rate-limit tier premium: 600/min -> 1200/min\n');
               previews.push(/--stack (\S+)/.exec(command)?.[1] ?? `${name}: no --stack`);
             }
           }

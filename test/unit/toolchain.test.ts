@@ -32,12 +32,12 @@ describe('toolsFor: each command installs only what it uses', () => {
 
   it('a Kubernetes stack with upstream images: the Kubernetes provider, no Docker provider, engine, Envoy or OPA', () => {
     expect(toolsFor('up', { target: 'kubernetes', localImages: false })).toEqual(['node', 'pulumi', 'pulumi-random', 'pulumi-kubernetes']);
-    expect(toolsFor('preview', { target: 'kubernetes', localImages: false })).toEqual(['node', 'pulumi', 'pulumi-random', 'pulumi-kubernetes']);
+    expect(toolsFor('preview', { target: 'kubernetes', localImages: false })).toEqual(['node', 'pulumi', 'pulumi-random', 'pulumi-kubernetes', 'opa']);
   });
 
-  it('preview --without-images and destroy build no image; only the preview can do without an engine', () => {
+  it('preview --without-images and destroy build no image; only the preview can do without an engine, and it asks OPA for its decision diff', () => {
     const dev = { target: 'docker', localImages: true } as const;
-    expect(toolsFor('preview', dev, { withoutImages: true })).toEqual(['node', 'pulumi', 'pulumi-random', 'pulumi-docker']);
+    expect(toolsFor('preview', dev, { withoutImages: true })).toEqual(['node', 'pulumi', 'pulumi-random', 'pulumi-docker', 'opa']);
     expect(toolsFor('destroy', dev)).toEqual(['node', 'pulumi', 'pulumi-random', 'pulumi-docker', 'docker-engine']);
     expect(toolsFor('preview', dev)).toContain('envoy');
   });
@@ -51,7 +51,9 @@ describe('toolsFor: each command installs only what it uses', () => {
   it('says who needs a tool a command does not', () => {
     expect(whoNeeds('prometheus')).toBe('npm test, npm run bench');
     expect(whoNeeds('pulumi-kubernetes')).toBe('up/preview/destroy/key of Kubernetes stacks, npm test, npm run bench');
-    expect(whoNeeds('opa')).toBe('up/preview of stacks with local images, npm run dev, npm run policy, npm test, npm run bench');
+    expect(whoNeeds('opa')).toBe(
+      'up/preview of stacks with local images, every preview (its decision diff), npm run dev, npm run policy, npm test, npm run bench',
+    );
   });
 });
 
