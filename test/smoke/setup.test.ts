@@ -226,8 +226,8 @@ describe('setup builds what it must, side by side, with progress', () => {
     expect(r.status, r.out).toBe(0);
     expect(r.out).toContain('opa: the official release https://releases.invalid/opa/');
     expect(r.out).toContain('is out of reach (releases.invalid does not resolve here');
-    expect(r.out).toMatch(/\[setup\] opa, envoy: 2 to install: opa \(build, ≈3 min\), envoy \(download, ≈1 min\); expected ≈3 min/);
-    expect(r.out).toContain('step 1/2: opa: built from OPA and the plugin module in scripts/tools/opa-envoy (Go module proxy) (expected ≈3 min)');
+    expect(r.out).toMatch(/\[setup\] opa, envoy: 2 to install: opa \(build, ≈2 min\), envoy \(download, ≈0.5 min\); expected ≈2 min/);
+    expect(r.out).toContain('step 1/2: opa: built from OPA and the plugin module in scripts/tools/opa-envoy (Go module proxy) (expected ≈2 min)');
     // The download does not wait for the build.
     expect(r.out.indexOf('step 2/2: envoy: downloaded')).toBeLessThan(r.out.indexOf('step 1/2: opa ready in'));
     expect(r.out).toMatch(/\[setup\] \d+ s elapsed, [01] of 2 done: /);
