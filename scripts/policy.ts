@@ -1,7 +1,7 @@
 // npm run policy -- explain ...: asks the real OPA (with its Envoy plugin, serving a bundle
 // built from policy/data) about a hypothetical request, exactly as Envoy would, and prints the
 // decision and its reason.
-// npm run policy -- diff [--base GIT_REF] [--json]: what the working tree's policy/ changes
+// npm run policy -- diff [--base GIT_REF] [--json|--markdown]: what the working tree's policy/ changes
 // against policy/ at GIT_REF (default HEAD), every decision asked of two real OPAs (one per side)
 // and compared (policy/decision-diff.ts, scripts/local/policy-diff.ts).
 //
@@ -23,7 +23,7 @@ import { toolsFor } from './toolchain.ts';
 const USAGE = `usage:
   npm run policy -- explain --client ID [--method GET] --path /api/v1/...          (gateway)
   npm run policy -- explain --tier TIER --service ID [--method GET] --path /...    (egress)
-  npm run policy -- diff [--base GIT_REF] [--json]     (what the working tree's policy/ changes against GIT_REF, default HEAD)`;
+  npm run policy -- diff [--base GIT_REF] [--json|--markdown]     (what the working tree's policy/ changes against GIT_REF, default HEAD)`;
 
 function fail(msg: string): never {
   process.stderr.write(`error: ${msg}\n${USAGE}\n`);
@@ -112,13 +112,17 @@ async function explain(args: string[]): Promise<void> {
 }
 
 async function diff(args: string[]): Promise<void> {
-  let values: { base: string; json: boolean };
+  let values: { base: string; json: boolean; markdown: boolean };
   try {
-    values = parseArgs({ args, options: { base: { type: 'string', default: 'HEAD' }, json: { type: 'boolean', default: false } } }).values as typeof values;
+    values = parseArgs({
+      args,
+      options: { base: { type: 'string', default: 'HEAD' }, json: { type: 'boolean', default: false }, markdown: { type: 'boolean', default: false } },
+    }).values as typeof values;
   } catch (e) {
     fail((e as Error).message);
   }
   if (values.base === '') fail('--base needs a git ref, e.g. HEAD~1 or origin/main');
+  if (values.json && values.markdown) fail('--json or --markdown, not both');
   const found = policyCommitOf(ROOT, values.base);
   if ('problem' in found) fail(`--base ${found.problem}`);
   const { commit } = found as { commit: string };
@@ -129,6 +133,10 @@ async function diff(args: string[]): Promise<void> {
     if (values.json) {
       const report = { base: { ref: values.base, commit, revision: result.base.revision }, head: { revision: result.head.revision }, changes: result.changes };
       process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    } else if (values.markdown) {
+      // A pull request comment (the GitHub workflow posts it): the lines as they print, fenced.
+      const summary = `${result.changes.length} change${result.changes.length === 1 ? '' : 's'} over ${result.probes} requests per side, decided by OPA`;
+      process.stdout.write(`### Policy decisions against \`${values.base}\`\n\n\`\`\`text\n${formatChanges(result.changes)}\n\`\`\`\n\n${summary}\n`);
     } else {
       process.stdout.write(`${formatChanges(result.changes)}\n`);
       const count = (kind: string) => result.changes.filter((c) => c.kind === kind).length;

@@ -32,12 +32,15 @@ interface Job {
 const WORKFLOW = join(REPO_ROOT, '.github/workflows/preview.yml');
 const workflow = parse(readFileSync(WORKFLOW, 'utf8')) as { jobs: Record<string, Job> };
 
-/** `${{ matrix.X }}` and `${{ secrets.X }}`: the only expressions the steps may use. */
+/** The pull request as GitHub describes it to the steps (`${{ github.X }}`). */
+const GITHUB: Readonly<Record<string, string>> = { base_ref: 'pr-base', token: 'test-token', 'event.pull_request.number': '7' };
+
+/** `${{ matrix.X }}`, `${{ secrets.X }}` and the `${{ github.X }}` above: the only expressions the steps may use. */
 function expand(text: string, matrix: Record<string, unknown>, secrets: Record<string, string>): string {
   return text.replace(/\$\{\{\s*([^}]+?)\s*\}\}/g, (_, expr: string) => {
-    const m = /^(matrix|secrets)\.([A-Za-z_][\w-]*)$/.exec(expr);
-    if (!m) throw new Error(`${WORKFLOW}: expression \${{ ${expr} }} is not one this test can evaluate (matrix.X, secrets.X)`);
-    const value = m[1] === 'matrix' ? matrix[m[2]!] : secrets[m[2]!];
+    const m = /^(matrix|secrets|github)\.([A-Za-z_][\w.-]*)$/.exec(expr);
+    if (!m) throw new Error(`${WORKFLOW}: expression \${{ ${expr} }} is not one this test can evaluate (matrix.X, secrets.X, github.X)`);
+    const value = m[1] === 'matrix' ? matrix[m[2]!] : m[1] === 'secrets' ? secrets[m[2]!] : GITHUB[m[2]!];
     if (value === undefined) throw new Error(`${WORKFLOW}: ${expr} has no value`);
     return String(value);
   });
@@ -110,7 +113,21 @@ describe('.github/workflows/preview.yml', () => {
     git('commit', '-q', '-am', 'premium: twice the requests per minute');
     const state = mkdtempSync(join(tmpdir(), 'agentd-workflow-state-'));
     const secrets = { PULUMI_BACKEND_URL: `file://${state}`, PULUMI_CONFIG_PASSPHRASE: 'workflow-test-passphrase' };
-    const base: NodeJS.ProcessEnv = { ...process.env, CI: 'true', GITHUB_BASE_REF: 'pr-base', DOCKER_HOST: `unix://${join(state, 'no-docker-engine.sock')}` };
+    // GitHub's `gh`, as a stand-in that records the comment it would post.
+    const bin = join(state, 'bin');
+    mkdirSync(bin);
+    writeFileSync(
+      join(bin, 'gh'),
+      `#!/bin/sh\nprintf '%s\\n' "$*" > "${join(state, 'gh-args')}"\nwhile [ $# -gt 0 ]; do [ "$1" = --body-file ] && cp "$2" "${join(state, 'gh-body')}"; shift; done\n[ "$GH_TOKEN" = test-token ]\n`,
+      { mode: 0o755 },
+    );
+    const base: NodeJS.ProcessEnv = {
+      ...process.env,
+      PATH: `${bin}:${process.env['PATH']}`,
+      CI: 'true',
+      GITHUB_BASE_REF: GITHUB['base_ref'],
+      DOCKER_HOST: `unix://${join(state, 'no-docker-engine.sock')}`,
+    };
     for (const k of Object.keys(base)) if (k.startsWith('PULUMI_BACKEND') || k.startsWith('PULUMI_CONFIG_PASSPHRASE')) delete base[k];
     const previews: string[] = [];
     try {
@@ -145,6 +162,12 @@ describe('.github/workflows/preview.yml', () => {
           }
         }
       }
+      // The pull request got the decision diff as a comment.
+      expect(readFileSync(join(state, 'gh-args'), 'utf8')).toMatch(/^pr comment 7 --body-file build\/decision-diff\.md\n$/);
+      const comment = readFileSync(join(state, 'gh-body'), 'utf8');
+      expect(comment).toContain('### Policy decisions against `origin/pr-base`');
+      expect(comment).toContain('\nrate-limit tier premium: 600/min -> 1200/min\n');
+      expect(comment).toMatch(/\n\d+ changes? over \d+ requests per side, decided by OPA\n$/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
       rmSync(state, { recursive: true, force: true });

@@ -183,7 +183,7 @@ describe('npm run policy -- diff', () => {
       const r = policyCli(...args);
       expect(r.status, args.join(' ')).toBe(2);
       expect(r.stderr, args.join(' ')).toContain(message);
-      expect(r.stderr).toContain('npm run policy -- diff [--base GIT_REF] [--json]');
+      expect(r.stderr).toContain('npm run policy -- diff [--base GIT_REF] [--json|--markdown]');
       expect(r.stderr).not.toMatch(/\n\s+at /);
       expect(r.stdout).toBe('');
     }
