@@ -204,7 +204,8 @@ export async function prepareStack(command: 'up' | 'preview' | 'destroy' | 'key'
   const tools = toolsFor(command, needs, options);
   await ensureToolsOrExit(tools, `npm run ${command} (stack ${stack})`);
   if (tools.includes('docker-engine')) {
-    const r = spawnSync('bash', [join(ROOT, 'scripts/dockerd.sh'), 'start'], { stdio: 'inherit' });
+    // Its messages go to stderr: stdout carries only what a command prints for a pipe (a key).
+    const r = spawnSync('bash', [join(ROOT, 'scripts/dockerd.sh'), 'start'], { stdio: ['ignore', 2, 2] });
     if (r.status !== 0) throw new Error('no Docker engine: scripts/dockerd.sh start failed (see above)');
   }
   if (needs.localImages && tools.includes('envoy')) {
