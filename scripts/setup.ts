@@ -27,7 +27,7 @@ import {
 import { availableParallelism, homedir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { pinnedVersions, REPO_ROOT } from './local/tools.ts';
+import { pinnedVersions, REPO_ROOT, TOOLS_DIR } from './local/tools.ts';
 import {
   buildOrder,
   buildSlots,
@@ -48,7 +48,6 @@ import {
   whoNeeds,
 } from './toolchain.ts';
 
-const TOOLS_DIR = process.env['AGENTD_TOOLS'] ?? join(homedir(), '.cache/agentd/tools');
 const PLUGINS_DIR = join(process.env['PULUMI_HOME'] ?? join(homedir(), '.pulumi'), 'plugins');
 const log = (msg: string) => process.stderr.write(`[setup] ${msg}\n`);
 const versions = pinnedVersions();

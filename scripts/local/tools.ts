@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { TOOLS, type ToolName } from '../toolchain.ts';
 
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -18,24 +19,22 @@ export function pinnedVersions(): Record<string, string> {
   );
 }
 
-const TOOLS_DIR = process.env['AGENTD_TOOLS'] ?? join(homedir(), '.cache/agentd/tools');
+/** The tool cache (scripts/lib.sh sets AGENTD_TOOLS to the same default). */
+export const TOOLS_DIR = process.env['AGENTD_TOOLS'] ?? join(homedir(), '.cache/agentd/tools');
 
-const TOOL_DIRS: Record<string, [dir: string, versionKey: string]> = {
-  envoy: ['envoy', 'ENVOY_VERSION'],
-  opa: ['opa', 'OPA_ENVOY_VERSION'],
-  prometheus: ['prometheus', 'PROMETHEUS_VERSION'],
-  promtool: ['prometheus', 'PROMETHEUS_VERSION'],
-  pulumi: ['pulumi', 'PULUMI_VERSION'],
-  node: ['node', 'NODE_VERSION'],
-};
+/** The tool (scripts/toolchain.ts) each binary the tests run belongs to: its cache directory and pin come from there. */
+const TOOL_OF = { envoy: 'envoy', opa: 'opa', prometheus: 'prometheus', promtool: 'prometheus', pulumi: 'pulumi', node: 'node' } as const satisfies Record<
+  string,
+  ToolName
+>;
 
 /** Absolute path of a pinned tool's binary; throws (failing the test) when it is not installed. */
-export function toolPath(name: keyof typeof TOOL_DIRS): string {
-  const [dir, key] = TOOL_DIRS[name]!;
-  const version = pinnedVersions()[key];
-  const p = join(TOOLS_DIR, dir, version ?? '?', 'bin', name);
+export function toolPath(name: keyof typeof TOOL_OF): string {
+  const tool = TOOLS[TOOL_OF[name]];
+  const version = pinnedVersions()[tool.versionKey!];
+  const p = join(TOOLS_DIR, tool.cacheDir, version ?? '?', 'bin', name);
   if (!existsSync(p)) {
-    throw new Error(`${name} ${version} is not installed at ${p}: run \`npm run setup\` (or scripts/setup ${dir})`);
+    throw new Error(`${name} ${version} is not installed at ${p}: run \`npm run setup -- ${tool.name}\``);
   }
   return p;
 }
