@@ -46,21 +46,31 @@ for (const s of Object.values(spec.egressServices)) {
     );
 }
 
-// The gateway's certificate, when it comes from stack config: secret values only.
-const tlsConfig = new pulumi.Config(GATEWAY_TLS_CONFIG.namespace);
-let gatewayTls: { certificate: pulumi.Output<string>; privateKey: pulumi.Output<string> } | undefined;
-if (config.gateway.tls?.source === 'config') {
+/** A private key from stack config, refused when it is stored in plaintext in the stack file. */
+function privateKeyConfig(namespace: string, name: string): pulumi.Output<string> {
   // The engine passes the names of secret config keys to the program in this variable.
   const secretKeys = process.env['PULUMI_CONFIG_SECRET_KEYS'];
-  const known = secretKeys === undefined ? undefined : (JSON.parse(secretKeys) as string[]);
-  const key = `${GATEWAY_TLS_CONFIG.namespace}:${GATEWAY_TLS_CONFIG.privateKey}`;
-  if (known && !known.includes(key)) {
+  const key = `${namespace}:${name}`;
+  if (secretKeys !== undefined && !(JSON.parse(secretKeys) as string[]).includes(key)) {
     throw new pulumi.RunError(
       `${key} is stored in plaintext in the stack file; set it again as a secret: pulumi config set --secret ${key} "$(cat key.pem)" --stack ${stack}`,
     );
   }
-  gatewayTls = { certificate: tlsConfig.requireSecret(GATEWAY_TLS_CONFIG.certificate), privateKey: tlsConfig.requireSecret(GATEWAY_TLS_CONFIG.privateKey) };
+  return new pulumi.Config(namespace).requireSecret(name);
 }
+
+// The gateway's certificate, when it comes from stack config: secret values only.
+const gatewayTls =
+  config.gateway.tls?.source === 'config'
+    ? {
+        certificate: new pulumi.Config(GATEWAY_TLS_CONFIG.namespace).requireSecret(GATEWAY_TLS_CONFIG.certificate),
+        privateKey: privateKeyConfig(GATEWAY_TLS_CONFIG.namespace, GATEWAY_TLS_CONFIG.privateKey),
+      }
+    : undefined;
+
+// The policy bundle's signing key, when the stack gives its own (else the Platform makes one):
+// `pulumi config set --secret policy:signingKey "$(cat key.pem)"`, an ECDSA P-256 key.
+const policySigningKey = new pulumi.Config('policy').get('signingKey') === undefined ? undefined : privateKeyConfig('policy', 'signingKey');
 
 function makeTarget(): Target {
   if (config.target === 'docker') {
@@ -89,7 +99,15 @@ function makeTarget(): Target {
 }
 const target = makeTarget();
 
-const platform = new Platform('agentd', { spec, config, images, target, credentials, ...(gatewayTls ? { gatewayTls } : {}) });
+const platform = new Platform('agentd', {
+  spec,
+  config,
+  images,
+  target,
+  credentials,
+  ...(gatewayTls ? { gatewayTls } : {}),
+  ...(policySigningKey ? { policySigningKey } : {}),
+});
 
 // Stack outputs. Optional ones are left out, not exported as undefined (which Pulumi warns about).
 const monitoring = platform.monitoring;

@@ -25,7 +25,7 @@ export interface ImageSet {
 
 const UPSTREAM_IMAGES = {
   envoy: 'envoyproxy/envoy:v1.40.0',
-  opa: 'openpolicyagent/opa:1.19.1-envoy-static',
+  opa: 'openpolicyagent/opa:1.22.3-envoy-static',
   agentd: 'agentd:latest',
 } as const;
 

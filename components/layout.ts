@@ -52,6 +52,11 @@ export const SECRET_FILES = {
   jwks: 'jwks.json',
   gatewayToken: 'gateway-token',
   registryToken: 'registry-token',
+  /**
+   * The public key OPA verifies the policy bundle's signature with. Not secret, but made at
+   * deploy time from the signing key, so it travels with OPA's other generated files.
+   */
+  policyVerificationKey: 'policy-verification-key.pem',
   tlsCertificate: 'tls.crt',
   tlsPrivateKey: 'tls.key',
 } as const;

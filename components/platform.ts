@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import * as pulumi from '@pulumi/pulumi';
 import * as random from '@pulumi/random';
 import { sha256Hex, type ClientKeyHash } from '../policy/bundle.ts';
+import { bundleSignerFromPem, bundleSignerFromSeed } from '../policy/signing.ts';
 import type { PolicySpec } from '../policy/spec.ts';
 import type { StackConfig } from './config.ts';
 import { imageFor, type ImageSet } from './images.ts';
@@ -26,6 +27,11 @@ export interface PlatformArgs {
   readonly credentials: Readonly<Record<string, pulumi.Output<string>>>;
   /** The gateway's certificate chain and private key (PEM, Pulumi secrets), when TLS comes from stack config. */
   readonly gatewayTls?: { readonly certificate: pulumi.Output<string>; readonly privateKey: pulumi.Output<string> };
+  /**
+   * The policy bundle's signing key (PEM, ECDSA P-256, a Pulumi secret), when the stack gives
+   * its own (`policy:signingKey`); without it the Platform derives one from a generated seed.
+   */
+  readonly policySigningKey?: pulumi.Output<string>;
 }
 
 /**
@@ -121,8 +127,15 @@ export class Platform extends pulumi.ComponentResource {
     const tokenKey = new random.RandomPassword(`${name}-token-key`, { length: 64, special: false }, { parent: this });
     // Per-deploy tokens that let agentd tell its two callers from anything else on the network.
     const secretToken = (id: string) => pulumi.secret(new random.RandomPassword(`${name}-${id}`, { length: 48, special: false }, { parent: this }).result);
+    // The policy bundle's signing key: the stack's own, or derived from a generated seed
+    // (policy/signing.ts). Either stays the same from one deploy to the next, so an unchanged
+    // policy keeps its signed bytes; a new key changes OPA's key file, so OPA restarts with it.
+    const bundleSigner = args.policySigningKey
+      ? args.policySigningKey.apply((pem) => bundleSignerFromPem(pem, 'policy:signingKey'))
+      : new random.RandomPassword(`${name}-policy-signing-seed`, { length: 64, special: false }, { parent: this }).result.apply(bundleSignerFromSeed);
     const generated: Record<string, pulumi.Output<string>> = {
       jwks: pulumi.secret(tokenKey.result.apply(jwksFor)),
+      'policy-verification-key': bundleSigner.apply((s) => s.publicKeyPem),
       'gateway-token': secretToken('gateway-token'),
       'registry-token': secretToken('registry-token'),
     };
@@ -157,7 +170,8 @@ export class Platform extends pulumi.ComponentResource {
     // Only the bundle server's files depend on the generated keys: they are rendered inside that
     // output, every other file is a plain value, so a new client changes the bundle server's
     // files in `pulumi preview` and nothing else (OPA takes the new bundle from it, unrestarted).
-    const bundle = keyHashes.apply((hashes) => renderPlanBundle(plan, spec, hashes));
+    // The signed bundle holds key hashes and a signature, neither of them secret.
+    const bundle = pulumi.unsecret(pulumi.all([keyHashes, bundleSigner]).apply(([hashes, signer]) => renderPlanBundle(plan, spec, hashes, signer)));
     this.policyRevision = bundle.apply((b) => b.policyRevision);
     const workloads = plan.workloads.map((w) =>
       resolveWorkload(w, imageFor(images, w.image), secret, w.name === plan.bundleServer.workload ? bundle.apply((b) => b.files) : w.files),

@@ -15,6 +15,7 @@ import { dockerCapabilities, dockerPrefixOf } from '../components/targets/docker
 import { kubernetesCapabilities } from '../components/targets/kubernetes.ts';
 import { sha256Hex } from '../policy/bundle.ts';
 import { loadPolicySpec } from '../policy/spec.ts';
+import { ephemeralBundleSigner } from './local/fixtures.ts';
 import { ROOT, stackArg, stackFileRawConfig } from './pulumi-env.ts';
 
 const USAGE = `usage: npm run render -- [--stack NAME] [--out DIR]
@@ -38,7 +39,8 @@ const configured = Object.values(spec.egressServices)
 const placeholderHashes = Object.fromEntries(spec.clients.map((c) => [c.id, sha256Hex(`placeholder-key-of-${c.id}`)]));
 const capabilities = config.target === 'docker' ? dockerCapabilities(dockerPrefixOf(stack)) : kubernetesCapabilities(config.kubernetes.namespace);
 const plan = planPlatform(spec, config, capabilities, configured);
-const bundle = renderPlanBundle(plan, spec, placeholderHashes);
+// Signed, as deployed, but with a key made for this render (a deploy makes its own and keeps it).
+const bundle = renderPlanBundle(plan, spec, placeholderHashes, ephemeralBundleSigner());
 const files: Record<string, FileContent> = { ...planFiles(plan) };
 for (const [p, content] of Object.entries(bundle.files)) files[`${plan.bundleServer.workload}/${p}`] = content;
 
@@ -49,6 +51,6 @@ for (const [p, content] of Object.entries(files)) {
 }
 writeFileSync(
   join(out, 'README.md'),
-  `Rendered from policy/data and stacks/Pulumi.${stack}.yaml (target ${config.target}).\n\nplan.json lists every workload (image role, arguments, environment, ports, files, secret files by reference) and the network between workloads; each workload's files are under its name.\nThe OPA bundle holds placeholder key hashes: API keys are generated at deploy time.\nCredentials configured for: ${configured.join(', ') || 'none'}; other services answer 503 credential_not_configured.\n`,
+  `Rendered from policy/data and stacks/Pulumi.${stack}.yaml (target ${config.target}).\n\nplan.json lists every workload (image role, arguments, environment, ports, files, secret files by reference) and the network between workloads; each workload's files are under its name.\nThe OPA bundle holds placeholder key hashes, and is signed with a key made for this render: API keys and the signing key are generated at deploy time.\nCredentials configured for: ${configured.join(', ') || 'none'}; other services answer 503 credential_not_configured.\n`,
 );
 process.stdout.write(`wrote ${Object.keys(files).length} files to ${relative(process.cwd(), out) || '.'} (stack ${stack}, target ${config.target})\n`);

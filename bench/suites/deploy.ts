@@ -13,7 +13,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { fileBytes, renderPlatform, type PlatformRenderInput, type RenderedPlatform } from '../../components/render/platform.ts';
-import { egressInput, gatewayInput } from '../../scripts/local/fixtures.ts';
+import { egressInput, ephemeralBundleSigner, gatewayInput } from '../../scripts/local/fixtures.ts';
 import { buildBundle } from '../../policy/bundle.ts';
 import { renderEgressConfig } from '../../components/render/envoy/egress.ts';
 import { renderGatewayConfig } from '../../components/render/envoy/gateway.ts';
@@ -39,6 +39,8 @@ export function renderInput(p: SyntheticPolicy): PlatformRenderInput {
       configDir: '/etc/agentd/bundles',
     },
     keyHashes: p.keyHashes,
+    // A key made for the run: signing the bundle is part of what a deploy renders.
+    bundleSigner: ephemeralBundleSigner(),
   };
 }
 

@@ -3,6 +3,7 @@
 // rendered by policy/bundle.ts.
 
 import { AUTHZ_DECISION_PATH, DECISION_LOG_MASK_PATH } from '../../policy/bundle.ts';
+import { POLICY_SIGNING_ALGORITHM, POLICY_SIGNING_KEY_ID } from '../../policy/signing.ts';
 import { REGISTRY_BUNDLE_PATH } from '../../agentd/src/contract.ts';
 import type { Endpoint } from './envoy/common.ts';
 
@@ -47,10 +48,11 @@ export interface OpaRenderInput {
   readonly grpc: Endpoint;
   /**
    * Where OPA gets the policy bundle: the bundle server's base URL (a deploy: OPA takes every new
-   * revision without a restart), or a file it loads once at start (tests and benchmarks that
-   * run OPA alone).
+   * revision without a restart, and only a signed one), or a file it loads once at start (tests
+   * and benchmarks that run OPA alone; signed if `signed`). A signed bundle is verified with the
+   * public key that opaRunArgs' `verificationKeyFile` gives OPA.
    */
-  readonly bundle: { readonly url: string } | { readonly file: string };
+  readonly bundle: { readonly url: string } | { readonly file: string; readonly signed?: boolean };
   /**
    * The sandbox registry served by agentd. Without it data.sandboxes.active is never loaded and
    * the egress policy refuses every sandbox (503 sandbox_registry_unavailable): fail closed.
@@ -62,8 +64,16 @@ export interface OpaRenderInput {
  * The policy bundle: downloaded from the bundle server (service `bundles`, polled every second
  * with the ETag OPA holds; the server answers 304 until its revision changes), so a policy
  * change reaches OPA without restarting it. OPA activates a new revision only when the whole
- * bundle parses and compiles; otherwise it keeps the active one and reports the error (status,
- * metrics, log): never fail open, never an outage. Not persisted: a restarted OPA refuses until
+ * bundle parses and compiles and its signature verifies; otherwise it keeps the active one and
+ * reports the error (status, metrics, log): never fail open, never an outage.
+ *
+ * Signatures (always with `url`): the bundle must carry a `.signatures.json` whose JWT, signed
+ * with the key of id POLICY_SIGNING_KEY_ID (ES256), lists the digest of every file in it
+ * (policy/signing.ts). The config names the key id in the bundle's `signing` block, so OPA
+ * verifies with that key whatever `kid` the JWT claims, and refuses an unsigned bundle (OPA
+ * before 1.21.3 accepted unsigned bundles under a signing config without a key id,
+ * GHSA-g2pf-6v5v-qcc8; we pin the id and run 1.22.3). The key itself is not in this file: opaRunArgs adds it from its own file
+ * (`--set-file keys.<id>.key=...`), so the config stays the same for every deploy and key. Not persisted: a restarted OPA refuses until
  * the server has answered once. With a `file` instead, OPA loads the bundle once at start (a
  * `file://` resource; the tests and benchmarks that run OPA alone). Either way the plugin
  * reports the active revision (status, metrics) and `/health?bundles` stays unhealthy until a
@@ -98,12 +108,15 @@ export function renderOpaConfig(input: OpaRenderInput): object {
   const served = 'url' in input.bundle ? input.bundle : undefined;
   // OPA joins url + '/' + resource: no trailing slash on the one, no leading one on the other.
   const base = (url: string) => url.replace(/\/+$/, '');
+  const signed = 'url' in input.bundle || input.bundle.signed === true;
+  const signing = signed ? { signing: { keyid: POLICY_SIGNING_KEY_ID } } : {};
   const services = {
     ...(served ? { [OPA_POLICY_SERVICE]: { url: base(served.url) } } : {}),
     ...(registry ? { [OPA_REGISTRY_SERVICE]: { url: base(registry.url), credentials: { bearer: { token_path: registry.tokenFile } } } } : {}),
   };
   return {
     ...(Object.keys(services).length > 0 ? { services } : {}),
+    ...(signed ? { keys: { [POLICY_SIGNING_KEY_ID]: { algorithm: POLICY_SIGNING_ALGORITHM } } } : {}),
     bundles: {
       [OPA_BUNDLE_NAME]:
         'url' in input.bundle
@@ -112,8 +125,9 @@ export function renderOpaConfig(input: OpaRenderInput): object {
               resource: POLICY_BUNDLE_RESOURCE.replace(/^\//, ''),
               persist: false,
               polling: { min_delay_seconds: POLICY_POLL_SECONDS, max_delay_seconds: POLICY_POLL_SECONDS },
+              ...signing,
             }
-          : { resource: `file://${input.bundle.file}` },
+          : { resource: `file://${input.bundle.file}`, ...signing },
       ...(registry
         ? {
             [OPA_REGISTRY_BUNDLE_NAME]: {
@@ -168,13 +182,15 @@ export function opaRuntimeEnv(memoryMiB: number = OPA_MEMORY_MIB): Record<string
  * OPA's command line after the binary, the same wherever OPA runs (a workload, the test harness,
  * the benchmarks): the REST API on `apiAddr` (loopback in a workload), health and metrics on the
  * diagnostic address when given, JSON logs, and the decision-log mask loaded from its own file,
- * apart from the bundle, so that it applies before any bundle does.
+ * apart from the bundle, so that it applies before any bundle does. `verificationKeyFile`: the
+ * PEM public key signed bundles are verified with, set as the pinned key's value (renderOpaConfig).
  */
 export function opaRunArgs(o: {
   apiAddr: string;
   diagnosticAddr?: string;
   configFile: string;
   maskFile?: string;
+  verificationKeyFile?: string;
   logLevel?: 'debug' | 'info' | 'error';
 }): string[] {
   return [
@@ -185,6 +201,7 @@ export function opaRunArgs(o: {
     ...(o.diagnosticAddr ? ['--diagnostic-addr', o.diagnosticAddr] : []),
     '--config-file',
     o.configFile,
+    ...(o.verificationKeyFile ? ['--set-file', `keys.${POLICY_SIGNING_KEY_ID}.key=${o.verificationKeyFile}`] : []),
     '--log-format',
     'json',
     '--log-level',

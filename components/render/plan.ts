@@ -6,6 +6,7 @@
 
 import type { KeyHashes } from '../../policy/bundle.ts';
 import type { PolicySpec } from '../../policy/spec.ts';
+import type { BundleSigner } from '../../policy/signing.ts';
 import type { StackConfig } from '../config.ts';
 import { PORTS, WORKLOADS } from '../layout.ts';
 import { MONITORING_CONNECTIONS, planMonitoring } from './overlay/index.ts';
@@ -19,9 +20,9 @@ export interface PlatformPlan {
   /** Every allowed connection between workloads; nothing else may connect (targets enforce it). */
   readonly network: readonly Connection[];
   /**
-   * The bundle server, the one workload whose files depend on the API keys generated at deploy
-   * time (OPA's policy bundle holds their hashes, the server's config names its revision):
-   * renderPlanBundle renders them. Keeping them apart means a new client changes the bundle
+   * The bundle server, the one workload whose files depend on the API keys and the signing key
+   * made at deploy time (OPA's policy bundle holds the keys' hashes and is signed, the server's
+   * config names its revision): renderPlanBundle renders them. Keeping them apart means a new client changes the bundle
    * server's files in `pulumi preview`, and nothing else; OPA takes the new bundle from it
    * without a restart.
    */
@@ -58,7 +59,7 @@ function unsupported(workloads: readonly PlannedWorkload[], capabilities: Target
  * credential is set in the stack's secret config (the others answer 503 credential_not_configured).
  */
 export function planPlatform(spec: PolicySpec, config: StackConfig, capabilities: TargetCapabilities, configuredCredentials: readonly string[]): PlatformPlan {
-  const input = platformRenderInput(config, capabilities.address, configuredCredentials, {});
+  const input = platformRenderInput(config, capabilities.address, configuredCredentials);
   const proxies = renderProxyFiles(spec, input);
   // Back to front: the policy engine, agentd, the egress proxy, the gateway, then monitoring.
   const workloads = [
@@ -78,13 +79,14 @@ export function planPlatform(spec: PolicySpec, config: StackConfig, capabilities
   return { workloads, network, bundleServer: { workload: WORKLOADS.bundles, input: input.bundles } };
 }
 
-/** The bundle server's files for the deployed keys, and the policy revision (the bundle's content hash). */
+/** The bundle server's files for the deployed keys and signing key, and the policy revision (the bundle's content hash). */
 export function renderPlanBundle(
   plan: PlatformPlan,
   spec: PolicySpec,
   keyHashes: KeyHashes,
+  bundleSigner: BundleSigner,
 ): { readonly files: WorkloadFiles; readonly policyRevision: string } {
-  return renderBundleServerFiles(spec, { bundles: plan.bundleServer.input, keyHashes });
+  return renderBundleServerFiles(spec, { bundles: plan.bundleServer.input, keyHashes, bundleSigner });
 }
 
 /** How a secret reference reads in plan.json. */

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { MASK_POLICY_FILE, buildBundle, type KeyHashes } from '../../policy/bundle.ts';
 import type { PolicySpec } from '../../policy/spec.ts';
+import { signBundle, type BundleSigner } from '../../policy/signing.ts';
 import { EGRESS_STAT_PREFIX, credentialSds, credentialSdsFile, renderEgressConfig, type EgressRenderInput } from './envoy/egress.ts';
 import { LIVE_FILES, liveProxyConfig, sdsResource, type LiveProxyConfig } from './envoy/common.ts';
 import { GATEWAY_STAT_PREFIX, GATEWAY_TLS_SECRET, GATEWAY_TOKEN_SECRET, renderGatewayConfig, type GatewayRenderInput } from './envoy/gateway.ts';
@@ -34,6 +35,8 @@ export interface PlatformRenderInput {
    */
   readonly live?: { readonly gateway: LiveDirs; readonly egress: LiveDirs };
   readonly keyHashes: KeyHashes;
+  /** Signs the policy bundle (OPA verifies it with the signer's public key). Made at deploy time, like the key hashes. */
+  readonly bundleSigner: BundleSigner;
 }
 
 /** A proxy's live directories: plain files (listeners, clusters, SDS files) and the secret files they name. */
@@ -132,16 +135,16 @@ export function renderOpaFiles(input: Pick<PlatformRenderInput, 'opa'>): Workloa
 export const MAX_BUNDLE_BYTES = 64 * 1024 * 1024;
 
 /**
- * The bundle server's files: OPA's policy bundle and the server's config, which names the
- * bundle's revision (its ETag). The only files that depend on the API keys (the bundle holds
- * their hashes), so a deploy renders them once the keys exist, and a policy change changes
- * them and nothing else.
+ * The bundle server's files: OPA's policy bundle, signed, and the server's config, which names
+ * the bundle's revision (its ETag). The only files that depend on the API keys (the bundle holds
+ * their hashes) and the signing key, so a deploy renders them once those exist, and a policy
+ * change changes them and nothing else.
  */
 export function renderBundleServerFiles(
   spec: PolicySpec,
-  input: Pick<PlatformRenderInput, 'bundles' | 'keyHashes'>,
+  input: Pick<PlatformRenderInput, 'bundles' | 'keyHashes' | 'bundleSigner'>,
 ): { readonly files: WorkloadFiles; readonly policyRevision: string } {
-  const bundle = buildBundle(spec, input.keyHashes);
+  const bundle = signBundle(buildBundle(spec, input.keyHashes), input.bundleSigner);
   if (bundle.bytes.length > MAX_BUNDLE_BYTES)
     throw new Error(`the policy bundle is ${bundle.bytes.length} bytes; the bundle server holds at most ${MAX_BUNDLE_BYTES}`);
   const config = renderBundleServerConfig({

@@ -31,7 +31,7 @@ export type ImageRole = 'envoy' | 'opa' | 'agentd' | 'prometheus' | 'loki' | 'al
  * from stack config, the gateway's certificate from stack config).
  */
 export type SecretRef =
-  | { readonly generated: 'jwks' | 'gateway-token' | 'registry-token' | 'grafana-admin-password' }
+  | { readonly generated: 'jwks' | 'gateway-token' | 'registry-token' | 'grafana-admin-password' | 'policy-verification-key' }
   | { readonly credential: string }
   | { readonly gatewayTls: 'certificate' | 'privateKey' };
 

@@ -15,13 +15,15 @@ import type { Endpoint, PlannedWorkload, SecretRef, WorkloadFiles } from './type
 const EGRESS_CA_FILE = 'upstream-ca.pem';
 const SYSTEM_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 
-/** Where each workload finds the others, from the stack config and a target's addressing. Pure. */
+/**
+ * Where each workload finds the others, from the stack config and a target's addressing: the
+ * render input but for what only a deploy makes (the API keys' hashes, the bundle signer). Pure.
+ */
 export function platformRenderInput(
   config: StackConfig,
   address: (workload: string, port: number) => Endpoint,
   configuredCredentials: readonly string[],
-  keyHashes: Record<string, string>,
-): PlatformRenderInput {
+): Omit<PlatformRenderInput, 'keyHashes' | 'bundleSigner'> {
   const any = (port: number) => ({ host: '0.0.0.0', port });
   const tls = config.gateway.tls;
   // The certificate: secret files the platform writes, or the keys of a mounted TLS Secret.
@@ -66,7 +68,6 @@ export function platformRenderInput(
       gateway: { dir: DIRS.gatewayLive, secretDir: DIRS.gatewayLiveSecrets },
       egress: { dir: DIRS.egressLive, secretDir: DIRS.egressLiveSecrets },
     },
-    keyHashes,
   };
 }
 
@@ -146,12 +147,16 @@ export function policyEngineWorkload(files: WorkloadFiles): PlannedWorkload {
       diagnosticAddr: `0.0.0.0:${PORTS.opaDiagnostic}`,
       configFile: `${DIRS.opa}/${OPA_CONFIG_FILE}`,
       maskFile: `${DIRS.opa}/${OPA_MASK_FILE}`,
+      verificationKeyFile: `${DIRS.secrets}/${SECRET_FILES.policyVerificationKey}`,
     }),
     env: opaRuntimeEnv(OPA_MEMORY_MIB),
     configDir: DIRS.opa,
     files,
     secretDir: DIRS.secrets,
-    secretFiles: { [SECRET_FILES.registryToken]: { generated: 'registry-token' } },
+    secretFiles: {
+      [SECRET_FILES.registryToken]: { generated: 'registry-token' },
+      [SECRET_FILES.policyVerificationKey]: { generated: 'policy-verification-key' },
+    },
     ports: [
       { name: 'grpc', port: PORTS.opaGrpc, protocol: 'http2' },
       { name: 'diagnostic', port: PORTS.opaDiagnostic, protocol: 'http' },

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { installLiveRevision } from '../../components/targets/live-install.ts';
 import { sha256Hex } from '../../policy/bundle.ts';
 import type { PolicySpec } from '../../policy/spec.ts';
+import type { BundleSigner } from '../../policy/signing.ts';
 import { credentialValueFile, type Upstream } from '../../components/render/envoy/egress.ts';
 import { DEFAULT_PROXY_LIMITS, envoyArgs, type ProxyLimits } from '../../components/render/envoy/common.ts';
 import { renderBundleServerConfig } from '../../components/render/envoy/bundles.ts';
@@ -34,6 +35,7 @@ import { SECRET_FILES } from '../../components/layout.ts';
 import { ENV, GATEWAY_TOKEN_HEADER, IDENTITY_HEADERS, READY_PATH } from '../../agentd/src/contract.ts';
 import { ManagedProcess, answers, freePort } from './processes.ts';
 import { StandInUpstream, makeTestCa, type TestCa } from './standin.ts';
+import { ephemeralBundleSigner } from './fixtures.ts';
 import { REPO_ROOT, toolPath } from './tools.ts';
 
 export interface StackOptions {
@@ -101,6 +103,8 @@ export interface Stack {
   readonly credentials: Readonly<Record<string, string>>;
   /** The sandbox-token signing key (base64url), for the secret scan and forged-token tests. */
   readonly signingKey: string;
+  /** Signs the policy bundles this stack's OPA accepts (a key made for the stack, as a deploy makes one). */
+  readonly bundleSigner: BundleSigner;
   readonly jwksFile: string;
   /**
    * Where the stack keeps secret files, as a target writes them from Pulumi secrets: the secret
@@ -173,6 +177,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     if (!opts.credentials && s.credential && !opts.withoutCredential?.includes(s.id)) credentials[s.id] = `cred-${s.id}-${randomBytes(16).toString('hex')}`;
   }
   const signingKey = randomBytes(32).toString('base64url');
+  const bundleSigner = ephemeralBundleSigner();
   const gatewayToken = randomBytes(24).toString('base64url');
   const registryToken = randomBytes(24).toString('base64url');
   const limits: ProxyLimits = { ...DEFAULT_PROXY_LIMITS, ...opts.limits };
@@ -230,6 +235,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     bundles: { listen: bundlesListen, configDir: bundlesDir },
     live: liveDirs,
     keyHashes: Object.fromEntries(Object.entries(apiKeys).map(([id, k]) => [id, sha256Hex(k)])),
+    bundleSigner,
   };
   const rendered = renderPlatform(spec, renderInput);
   write(gatewayDir, rendered.gateway);
@@ -241,6 +247,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     'jwks.json': jwksDocument('k1', signingKey),
     [SECRET_FILES.gatewayToken]: gatewayToken,
     [SECRET_FILES.registryToken]: registryToken,
+    [SECRET_FILES.policyVerificationKey]: bundleSigner.publicKeyPem,
   });
   const liveSecrets = {
     gateway: { [SECRET_FILES.gatewayToken]: gatewayToken } as Record<string, string>,
@@ -277,7 +284,12 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       {
         name: 'opa',
         command: toolPath('opa'),
-        args: opaRunArgs({ apiAddr: `127.0.0.1:${ports.opaHttp}`, configFile: join(opaDir, OPA_CONFIG_FILE), maskFile: join(opaDir, OPA_MASK_FILE) }),
+        args: opaRunArgs({
+          apiAddr: `127.0.0.1:${ports.opaHttp}`,
+          configFile: join(opaDir, OPA_CONFIG_FILE),
+          maskFile: join(opaDir, OPA_MASK_FILE),
+          verificationKeyFile: join(secretsDir, SECRET_FILES.policyVerificationKey),
+        }),
         ready: () => answers(`http://127.0.0.1:${ports.opaHttp}/health?bundles`),
         env: opaRuntimeEnv(),
       },
@@ -330,6 +342,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     apiKeys,
     credentials,
     signingKey,
+    bundleSigner,
     ca,
     upstream,
     rendered,

@@ -3,6 +3,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as pulumi from '@pulumi/pulumi';
 import { checkAgainstSpec, parseStackConfig, specIds } from '../../components/config.ts';
+import { generateKeyPairSync, verify } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { Platform, keyResourceName } from '../../components/platform.ts';
 import { sha256Hex } from '../../policy/bundle.ts';
@@ -16,7 +17,7 @@ const images = testImages;
 const TLS_CERT = '-----BEGIN CERTIFICATE-----\nMIIBcert-plaintext\n-----END CERTIFICATE-----\n';
 const TLS_KEY = '-----BEGIN PRIVATE KEY-----\nMIIBkey-plaintext\n-----END PRIVATE KEY-----\n';
 
-function build(spec = shippedSpec(), configRaw: Record<string, string> = {}, prefix = 'agentd-test') {
+function build(spec = shippedSpec(), configRaw: Record<string, string> = {}, prefix = 'agentd-test', policySigningKey?: string) {
   const config = parseStackConfig({ 'agentd:target': 'docker', ...configRaw });
   const target = new DockerTarget(`docker-${prefix}`, {
     prefix,
@@ -26,7 +27,8 @@ function build(spec = shippedSpec(), configRaw: Record<string, string> = {}, pre
   });
   const credentials = { openai: pulumi.secret('sk-openai-plaintext'), github: pulumi.secret('github-plaintext') };
   const gatewayTls = config.gateway.tls ? { gatewayTls: { certificate: pulumi.secret(TLS_CERT), privateKey: pulumi.secret(TLS_KEY) } } : {};
-  return new Platform(`agentd-${prefix}`, { spec, config, images, target, credentials, ...gatewayTls });
+  const signing = policySigningKey ? { policySigningKey: pulumi.secret(policySigningKey) } : {};
+  return new Platform(`agentd-${prefix}`, { spec, config, images, target, credentials, ...gatewayTls, ...signing });
 }
 
 let platform: Platform;
@@ -65,7 +67,9 @@ describe('Platform on the Docker target', () => {
       ['agentd-test-to-opa', true],
     ]);
     const keys = created.filter((c) => c.type === 'random:index/randomPassword:RandomPassword' && c.name.startsWith('agentd-agentd-test-'));
-    const expected = [...shippedSpec().clients.map((c) => `key-${c.id}`), 'token-key', 'gateway-token', 'registry-token'].map((n) => `agentd-agentd-test-${n}`);
+    const expected = [...shippedSpec().clients.map((c) => `key-${c.id}`), 'token-key', 'gateway-token', 'registry-token', 'policy-signing-seed'].map(
+      (n) => `agentd-agentd-test-${n}`,
+    );
     expect(keys.map((k) => k.name).sort()).toEqual(expected.sort());
   });
 
@@ -154,8 +158,9 @@ describe('Platform on the Docker target', () => {
     const w = writer('gateway').inputs;
     expect([w.user, w.networkMode, w.start, w.mustRun, w.attach, w.capabilities]).toEqual(['0:0', 'none', true, false, true, { drops: ['ALL'] }]);
     expect(files('agentd')).toEqual(['/run/secrets/agentd/gateway-token', '/run/secrets/agentd/jwks.json', '/run/secrets/agentd/registry-token']);
-    expect(files('opa')).toHaveLength(3);
+    expect(files('opa')).toHaveLength(4);
     expect(files('opa')).toContain('/run/secrets/agentd/registry-token');
+    expect(files('opa')).toContain('/run/secrets/agentd/policy-verification-key.pem');
     expect(files('egress')).toEqual(['/etc/agentd/egress/envoy.yaml', '/run/secrets/agentd/jwks.json']);
   });
 
@@ -266,6 +271,38 @@ describe('API key rotation (agentd:keys)', () => {
     expect(ci.map(([, v]) => v.not_after ?? 'current').sort()).toEqual([until, 'current']);
     const [current] = ci.find(([, v]) => !v.not_after)!;
     expect(current).toBe(sha256Hex(keys['ci']!));
+  });
+
+  it('signs the served bundle with a key whose public half OPA gets (generated, or the stack own)', async () => {
+    /** The bundle a Platform's bundle server serves, its JWS verified with the public key its OPA gets; the key. */
+    const check = async (prefix: string) => {
+      await new Promise((r) => setTimeout(r, 50));
+      const filesOf = (w: string) =>
+        uploads(
+          created.find(
+            (c) =>
+              c.type === 'docker:index/container:Container' &&
+              c.inputs.labels.some((l: any) => l.value === 'files') &&
+              String(c.inputs.name).startsWith(`${prefix}-${w}-files-`),
+          )!,
+        );
+      const bundle = filesOf('bundles').find((u: any) => u.file.endsWith('agentd-bundle.tar.gz'));
+      const key = unwrap(filesOf('opa').find((u: any) => u.file.endsWith('policy-verification-key.pem')).content) as string;
+      const tar = gunzipSync(Buffer.from(bundle.contentBase64, 'base64')).toString('latin1');
+      const token = /"signatures": \[\s*"([^"]+)"/.exec(tar)![1]!;
+      const [h, p, sig] = token.split('.') as [string, string, string];
+      const signed = verify('sha256', Buffer.from(`${h}.${p}`), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig, 'base64url'));
+      expect(signed, prefix).toBe(true);
+      return key;
+    };
+    expect(await check('agentd-test')).toMatch(/^-----BEGIN PUBLIC KEY-----/);
+    const own = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const p = build(shippedSpec(), {}, 'agentd-own', own.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
+    await value(p.contentHashes);
+    expect(await check('agentd-own')).toBe(own.publicKey.export({ type: 'spki', format: 'pem' }).toString());
+    const passwords = created.filter((c) => c.type === 'random:index/randomPassword:RandomPassword').map((c) => c.name);
+    expect(passwords.filter((n) => n.startsWith('agentd-agentd-own-')).length).toBeGreaterThan(3);
+    expect(passwords, 'no seed for a stack that gives its key').not.toContain('agentd-agentd-own-policy-signing-seed');
   });
 
   it('refuses a rotation for a client the policy does not have, and a grace period without a previous key', () => {

@@ -12,7 +12,7 @@ import { kubernetesAddress } from '../../components/targets/kubernetes.ts';
 import { sha256Hex } from '../../policy/bundle.ts';
 import { makeTestCa } from '../../scripts/local/standin.ts';
 import { run, toolPath } from '../../scripts/local/tools.ts';
-import { shippedSpec } from '../../scripts/local/fixtures.ts';
+import { ephemeralBundleSigner, shippedSpec } from '../../scripts/local/fixtures.ts';
 
 const spec = shippedSpec();
 const hashes = Object.fromEntries(spec.clients.map((c) => [c.id, sha256Hex(`k-${c.id}`)]));
@@ -80,7 +80,7 @@ describe('envoy --mode validate on every generated config', () => {
   it.each(variants)('%s', (_name, address, raw, creds) => {
     const dir = mkdtempSync(join(tmpdir(), 'agentd-validate-'));
     const config = parseStackConfig({ 'agentd:target': 'docker', ...raw });
-    const input = materialise(platformRenderInput(config, address, creds, hashes), dir);
+    const input = materialise({ ...platformRenderInput(config, address, creds), keyHashes: hashes, bundleSigner: ephemeralBundleSigner() }, dir);
     const rendered = renderPlatform(spec, input);
     let sdsFiles = 0;
     // The live files (listeners, clusters, SDS files) where the bootstrap loads them from.

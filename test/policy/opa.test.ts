@@ -16,8 +16,10 @@ import {
   OPA_REGISTRY_SERVICE,
   POLICY_BUNDLE_RESOURCE,
   REGISTRY_LONG_POLLING_TIMEOUT_SECONDS,
+  opaRunArgs,
   renderOpaConfig,
 } from '../../components/render/opa.ts';
+import { POLICY_SIGNING_KEY_ID } from '../../policy/signing.ts';
 import { ExtAuthzClient, RegistryServer, startOpa, type AuthzAnswer, type RegistryEntry, type RunningOpa } from '../../scripts/local/opa.ts';
 import { freePort, sleep } from '../../scripts/local/processes.ts';
 import { REPO_ROOT, run, toolPath } from '../../scripts/local/tools.ts';
@@ -488,7 +490,7 @@ describe('OPA whose sandbox registry fails (fail closed)', () => {
 
 describe('OPA config (components/render/opa.ts)', () => {
   const grpc = { host: '127.0.0.1', port: 9191 };
-  it('with the bundle server: service bundles, the policy bundle polled every second, never persisted', () => {
+  it('with the bundle server: service bundles, the policy bundle polled every second, never persisted, signed with the pinned key', () => {
     const c = renderOpaConfig({ grpc, bundle: { url: 'http://bundles:8380/' } }) as Record<string, any>;
     expect(c['services']).toEqual({ [OPA_POLICY_SERVICE]: { url: 'http://bundles:8380' } });
     expect(c['bundles']).toEqual({
@@ -497,14 +499,23 @@ describe('OPA config (components/render/opa.ts)', () => {
         resource: POLICY_BUNDLE_RESOURCE.slice(1),
         persist: false,
         polling: { min_delay_seconds: 1, max_delay_seconds: 1 },
+        signing: { keyid: POLICY_SIGNING_KEY_ID },
       },
     });
+    // The key's value comes from its own file on OPA's command line (opaRunArgs).
+    expect(c['keys']).toEqual({ [POLICY_SIGNING_KEY_ID]: { algorithm: 'ES256' } });
+    const args = opaRunArgs({ apiAddr: '127.0.0.1:8181', configFile: '/c.yaml', verificationKeyFile: '/run/secrets/key.pem' });
+    expect(args.slice(args.indexOf('--set-file'), args.indexOf('--set-file') + 2)).toEqual([
+      '--set-file',
+      `keys.${POLICY_SIGNING_KEY_ID}.key=/run/secrets/key.pem`,
+    ]);
   });
 
   it('without a registry: the file bundle only, no service (nothing is downloaded)', () => {
     const c = renderOpaConfig({ grpc, bundle: { file: '/etc/opa/agentd-bundle.tar.gz' } }) as Record<string, any>;
     expect(c['services']).toBeUndefined();
     expect(c['bundles']).toEqual({ [OPA_BUNDLE_NAME]: { resource: 'file:///etc/opa/agentd-bundle.tar.gz' } });
+    expect(c['keys']).toBeUndefined();
   });
 
   it('with a registry: service agentd with a bearer token file, bundle `sandboxes` long-polled, never persisted', () => {

@@ -13,6 +13,8 @@ import { startStack, type Stack } from '../../scripts/local/stack.ts';
 import { AgentdGrpc, egressCall, rawRequest, type RawResponse } from '../../scripts/local/clients.ts';
 import { ManagedProcess, answers } from '../../scripts/local/processes.ts';
 import { BUNDLE_DATA_PATH, buildBundle, sha256Hex, tarGz } from '../../policy/bundle.ts';
+import { SIGNATURES_FILE, signBundle, signaturesFile, type BundleSigner } from '../../policy/signing.ts';
+import { ephemeralBundleSigner } from '../../scripts/local/fixtures.ts';
 import { OPA_BUNDLE_FILE, OPA_BUNDLE_NAME } from '../../components/render/opa.ts';
 import { ENV } from '../../agentd/src/contract.ts';
 import { CaseBook, checkedSecretsOf, errorCode, h2Send, policyVariant, scanStack, sleep } from './support.ts';
@@ -171,16 +173,38 @@ describe('bundles: a running OPA keeps its policy through a bad bundle and takes
   const servedPath = () => join(stack.dir, 'bundles', OPA_BUNDLE_FILE);
   let good: Buffer;
   let goodRevision: string;
+  /** The deployed bundle's files, without its signatures. */
   let files: Record<string, string>;
   beforeAll(() => {
     good = readFileSync(servedPath());
     const keyHashes = Object.fromEntries(Object.entries(stack.apiKeys).map(([id, k]) => [id, sha256Hex(k)]));
     const built = buildBundle(spec, keyHashes);
-    expect(built.bytes.equals(good)).toBe(true); // the variants below start from what is deployed
+    // The variants below start from what is deployed: the bundle the stack signed.
+    expect(signBundle(built, stack.bundleSigner).bytes.equals(good)).toBe(true);
     files = { ...built.files };
     goodRevision = built.revision;
   });
   const without = (f: Record<string, string>, name: string) => Object.fromEntries(Object.entries(f).filter(([k]) => k !== name));
+  /** The files as a bundle signed by `signer` (the stack's own key unless said). */
+  const signed = (f: Record<string, string>, signer: BundleSigner = stack.bundleSigner) => tarGz({ ...f, [SIGNATURES_FILE]: signaturesFile(f, signer) });
+  // Bundles that are whole and valid but for their signature: each is refused.
+  const UNTRUSTED: [name: string, bytes: () => Buffer][] = [
+    ['an unsigned bundle', () => tarGz(files)],
+    ['a bundle signed with another key', () => signed(files, ephemeralBundleSigner())],
+    [
+      'a tampered bundle (client ci given role admin after signing)',
+      () =>
+        tarGz({
+          ...files,
+          [SIGNATURES_FILE]: signaturesFile(files, stack.bundleSigner),
+          [BUNDLE_DATA_PATH]: files[BUNDLE_DATA_PATH]!.replace(/("id":"ci","role":)"[a-z]+"/, '$1"admin"'),
+        }),
+    ],
+    [
+      'a signed bundle with an unsigned file added',
+      () => tarGz({ ...files, [SIGNATURES_FILE]: signaturesFile(files, stack.bundleSigner), 'agentd/extra.rego': 'package agentd.extra\n\nx := 1\n' }),
+    ],
+  ];
   const bundleLoadFailures = () => (readFileSync(stack.processes.opa.logFile, 'utf8').match(/Bundle load failed/g) ?? []).length;
   // `activates`: whether OPA activates the policy bundle (it then decides, and refuses for want of
   // a rule or of data); when it does not, OPA still answers, without the bundle (those decisions
@@ -193,11 +217,12 @@ describe('bundles: a running OPA keeps its policy through a bad bundle and takes
     [
       'a Rego syntax error in the entry point',
       false,
-      () => tarGz({ ...files, 'agentd/envoy/authz.rego': 'package agentd.envoy.authz\n\nresult := {"allowed": true\n' }),
+      () => signed({ ...files, 'agentd/envoy/authz.rego': 'package agentd.envoy.authz\n\nresult := {"allowed": true\n' }),
     ],
-    ['no entry point (authz.rego missing)', true, () => tarGz(without(files, 'agentd/envoy/authz.rego'))],
-    ['no data.json (no keys, no services)', true, () => tarGz(without(files, BUNDLE_DATA_PATH))],
-    ['files outside the manifest roots', false, () => tarGz({ ...files, '.manifest': JSON.stringify({ revision: 'x', roots: ['other'] }) })],
+    ['no entry point (authz.rego missing)', true, () => signed(without(files, 'agentd/envoy/authz.rego'))],
+    ['no data.json (no keys, no services)', true, () => signed(without(files, BUNDLE_DATA_PATH))],
+    ['files outside the manifest roots', false, () => signed({ ...files, '.manifest': JSON.stringify({ revision: 'x', roots: ['other'] }) })],
+    ...UNTRUSTED.map(([name, bytes]): [string, boolean, () => Buffer] => [name, false, bytes]),
   ];
 
   book.case('faults', 'bundle server restarted with a corrupt bundle: the running OPA keeps the previous policy, every answer as before', async () => {
@@ -214,6 +239,32 @@ describe('bundles: a running OPA keeps its policy through a bad bundle and takes
     expect(stack.processes.opa.pid, 'OPA was not restarted').toBe(pid);
   });
 
+  book.case(
+    'faults',
+    'bundle server restarted with an unsigned, foreign-signed or tampered bundle: each refused, the previous policy stays in force',
+    async () => {
+      const pid = stack.processes.opa.pid;
+      const ciKey = stack.apiKeys['ci']!;
+      const asCi = () => rawRequest(stack.ports.gateway, { path: '/api/v1/status', headers: { 'x-api-key': ciKey } });
+      const ciStatus = (await asCi()).status;
+      for (const [name, bytes] of UNTRUSTED) {
+        const failuresBefore = bundleLoadFailures();
+        const served = bytes();
+        await stack.serveBundle(served, `untrusted-${sha256Hex(served).slice(0, 12)}`);
+        expect(await eventually(() => bundleLoadFailures() > failuresBefore, 10_000), `OPA tried ${name}`).toBe(true);
+        expect(await activeRevision(), name).toBe(goodRevision);
+        expect((await asCi()).status, `${name}: client ci as before`).toBe(ciStatus);
+        expect(await status(), name).toBe(200);
+      }
+      // Why OPA refused each, in its log: no signature, a signature it cannot verify, a digest that does not match, a file the signature does not list.
+      const log = readFileSync(stack.processes.opa.logFile, 'utf8');
+      for (const reason of ['bundle missing .signatures.json file', 'failed to verify JWT signature', 'digest mismatch', 'not included in bundle signature'])
+        expect(log, reason).toContain(reason);
+      expect(stack.processes.opa.pid, 'OPA was not restarted').toBe(pid);
+      await stack.serveBundle(good, goodRevision);
+    },
+  );
+
   book.case('faults', 'bundle server restarted with a new policy: OPA activates it within 5 s without a restart, and the change is in force', async () => {
     const pid = stack.processes.opa.pid;
     const ciKey = stack.apiKeys['ci']!;
@@ -221,7 +272,10 @@ describe('bundles: a running OPA keeps its policy through a bad bundle and takes
     expect((await asCi()).status).toBe(200);
     // The same policy with client ci disabled.
     const keyHashes = Object.fromEntries(Object.entries(stack.apiKeys).map(([id, k]) => [id, sha256Hex(k)]));
-    const changed = buildBundle({ ...spec, clients: spec.clients.map((c) => (c.id === 'ci' ? { ...c, enabled: false } : c)) }, keyHashes);
+    const changed = signBundle(
+      buildBundle({ ...spec, clients: spec.clients.map((c) => (c.id === 'ci' ? { ...c, enabled: false } : c)) }, keyHashes),
+      stack.bundleSigner,
+    );
     expect(changed.revision).not.toBe(goodRevision);
     const t0 = Date.now();
     await stack.serveBundle(changed.bytes, changed.revision);

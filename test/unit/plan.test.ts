@@ -13,7 +13,7 @@ import { dockerCapabilities, dockerPrefixOf } from '../../components/targets/doc
 import { kubernetesCapabilities } from '../../components/targets/kubernetes.ts';
 import { sha256Hex } from '../../policy/bundle.ts';
 import { ROOT, stackFileRawConfig } from '../../scripts/pulumi-env.ts';
-import { shippedSpec } from '../../scripts/local/fixtures.ts';
+import { ephemeralBundleSigner, shippedSpec } from '../../scripts/local/fixtures.ts';
 import { goldenDir } from '../support/golden.ts';
 
 const stacks = readdirSync(join(ROOT, 'stacks'))
@@ -47,7 +47,8 @@ describe('planPlatform', () => {
     const after = planPlatform(more, monitored, docker, ['openai']);
     expect(after).toEqual(before);
     const hashes = (s: typeof spec) => Object.fromEntries(s.clients.map((c) => [c.id, sha256Hex(`key-of-${c.id}`)]));
-    expect(renderPlanBundle(after, more, hashes(more)).policyRevision).not.toBe(renderPlanBundle(before, spec, hashes(spec)).policyRevision);
+    const signer = ephemeralBundleSigner();
+    expect(renderPlanBundle(after, more, hashes(more), signer).policyRevision).not.toBe(renderPlanBundle(before, spec, hashes(spec), signer).policyRevision);
   });
 
   it('connects only planned workloads, on ports they listen on; monitoring adds its own workloads and connections', () => {

@@ -268,7 +268,7 @@ func TestCheckFailuresAreGRPCErrorsAndLogged(t *testing.T) {
 	for policy, want := range map[string]string{
 		"undefined": "undefined decision",
 		"malformed": "failed to get response status: type assertion error",
-		"conflict":  "complete rules must not produce multiple outputs",
+		"conflict":  "produced conflicting values", // OPA >= 1.22; before: "complete rules must not produce multiple outputs"
 	} {
 		resp, err := env.plugin.Check(context.Background(), authzRequest(policy, nil))
 		if resp != nil || err == nil {
