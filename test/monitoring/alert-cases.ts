@@ -6,7 +6,17 @@ import type { PolicySpec } from '../../policy/spec.ts';
 import type { AlertName, RuleFile } from '../../components/render/monitoring/alerts.ts';
 import { JOBS } from '../../components/render/monitoring/prometheus.ts';
 import { eq, selector } from '../../components/render/monitoring/promql.ts';
-import { ENVOY_LABELS as L, ENVOY_METRICS as E, OPA_CLUSTER, PROXIES, SERVICE_CLUSTER, UP } from '../../components/render/monitoring/sources.ts';
+import {
+  ENVOY_LABELS as L,
+  ENVOY_METRICS as E,
+  OPA_BUNDLE_NAME,
+  OPA_CLUSTER,
+  OPA_LABELS,
+  OPA_METRICS,
+  PROXIES,
+  SERVICE_CLUSTER,
+  UP,
+} from '../../components/render/monitoring/sources.ts';
 
 interface Series {
   readonly series: string;
@@ -35,6 +45,8 @@ const authz = (metric: string, proxy: 'gateway' | 'egress', values: string) =>
 const clusterXx = (cluster: string, cls: string, values: string) => s(E.upstreamRqXx, { [L.cluster]: cluster, [L.codeClass]: cls }, values);
 const rl = (metric: string, proxy: 'gateway' | 'egress', values: string) => s(metric, { [L.rateLimitPrefix]: PROXIES[proxy].rateLimitPrefix }, values);
 const upOf = (job: string, instance: string, values: string) => s(UP, { job, instance }, values);
+const refused = (bundle: string, values: string) =>
+  s(OPA_METRICS.bundleFailedLoad, { [OPA_LABELS.bundle]: bundle, code: 'bundle_error', message: 'bundle missing .signatures.json file' }, values);
 
 /** Per minute: `0+Nx30` is a counter growing by N a minute (N/60 per second) for 30 minutes. */
 const perMin = (n: number) => `0+${n}x30`;
@@ -89,6 +101,24 @@ export function alertCases(spec: PolicySpec): Record<AlertName, { fires: Case; q
       fires: { evalTime: '8m', alerts: [{ job: JOBS.opa, instance: 'opa:8181' }], series: [upOf(JOBS.opa, 'opa:8181', '1 1 1 0 0 0 0 0 0 0')] },
       // One failed scrape is not an outage.
       quiet: { evalTime: '9m', alerts: [], series: [upOf(JOBS.opa, 'opa:8181', '1 1 1 0 1 1 1 1 1 1'), upOf(JOBS.agentd, 'agentd:8090', '0x10')] },
+    },
+    PolicyBundleRefused: {
+      // The first refusal: the counter's series appears (at 1) at minute 5; `increase` alone sees nothing.
+      fires: {
+        evalTime: '7m',
+        alerts: [{ [OPA_LABELS.bundle]: OPA_BUNDLE_NAME, code: 'bundle_error', message: 'bundle missing .signatures.json file' }],
+        series: [refused(OPA_BUNDLE_NAME, '_x5 1x20')],
+      },
+      // Refusals long past, the sandbox registry's own (another bundle), and OPA's count of a bundle not loaded yet (no code) do not count.
+      quiet: {
+        evalTime: '15m',
+        alerts: [],
+        series: [
+          refused(OPA_BUNDLE_NAME, '3x30'),
+          refused('sandboxes', '0+1x30'),
+          s(OPA_METRICS.bundleFailedLoad, { [OPA_LABELS.bundle]: OPA_BUNDLE_NAME }, '_x10 1x20'),
+        ],
+      },
     },
     ExtAuthzErrors: {
       // egress: 9% of the checks unanswered.

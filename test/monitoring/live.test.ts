@@ -4,7 +4,7 @@
 // must evaluate, every metric it selects must exist with the labels it selects on, and the core
 // panels must show data. A renamed stat prefix, cluster, label or metric fails here.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ALERT_NAMES, renderAlertRules } from '../../components/render/monitoring/alerts.ts';
@@ -13,6 +13,8 @@ import { toYaml } from '../../components/render/yaml.ts';
 import { dashboardQueries, renderDashboards, type Dashboard, type PanelQuery } from '../../grafana/dashboards/index.ts';
 import { GRAFANA_DATASOURCES } from '../../components/render/monitoring/sources.ts';
 import { startStack, type Stack } from '../../scripts/local/stack.ts';
+import { OPA_BUNDLE_FILE } from '../../components/render/opa.ts';
+import { buildBundle, sha256Hex } from '../../policy/bundle.ts';
 import { AgentdGrpc, egressCall, rawRequest } from '../../scripts/local/clients.ts';
 import { sleep, type ManagedProcess } from '../../scripts/local/processes.ts';
 import { shippedSpec } from '../../scripts/local/fixtures.ts';
@@ -98,6 +100,15 @@ async function failures(): Promise<void> {
   expect((await api('GET', '/api/v1/status', stack.apiKeys['admin']!)).status).toBe(503);
   expect((await egressCall(stack.ports.egress, 'httpbin', admin.token, { path: '/get' })).status).toBe(503);
   await stack.processes.opa.start();
+
+  // An unsigned bundle from the bundle server: OPA refuses it (bundle_failed_load_counter), then gets the signed one back.
+  const deployed = readFileSync(join(stack.dir, 'bundles', OPA_BUNDLE_FILE));
+  const unsigned = buildBundle(spec, Object.fromEntries(Object.entries(stack.apiKeys).map(([id, k]) => [id, sha256Hex(k)])));
+  const refusals = () => (readFileSync(stack.processes.opa.logFile, 'utf8').match(/Bundle load failed: bundle missing \.signatures\.json file/g) ?? []).length;
+  const before = refusals();
+  await stack.serveBundle(unsigned.bytes, 'unsigned');
+  await waitUntil('OPA refuses the unsigned bundle', async () => refusals() > before);
+  await stack.serveBundle(deployed, stack.rendered.policyRevision);
 }
 
 async function waitUntil(what: string, f: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
@@ -204,6 +215,14 @@ describe('Prometheus on the running platform', () => {
       expect(sels.length).toBe(1);
       expect((await promQuery(prom.url, `count(${selectorText(sels[0]!)})`)).length, drifted).toBe(0);
     }
+  });
+
+  it('a policy bundle OPA refused shows in PolicyBundleRefused, with why', async () => {
+    const rule = rules.groups.flatMap((g) => g.rules).find((r) => r.alert === 'PolicyBundleRefused')!;
+    const samples = await promQuery(prom.url, rule.expr);
+    expect(samples.map((x) => [x.metric['name'], x.metric['code'], x.metric['message']])).toEqual([
+      ['agentd', 'bundle_error', 'bundle missing .signatures.json file'],
+    ]);
   });
 
   it('evaluates every alert rule without error', async () => {

@@ -62,7 +62,8 @@ describe('names come from the renderers and the contract', () => {
           const label = /^\{\{ \$labels\.([a-z_]+) \}\}$/.exec(t)?.[1];
           expect(label, `${r.alert}: ${t}`).toBeTruthy();
           // Kept by a grouping, added by label_replace, or an `up{...} == 0` that keeps all labels.
-          const kept = r.expr.includes(`by (${label})`) || r.expr.includes(`"${label}"`) || r.expr.startsWith('up{');
+          const grouped = [...r.expr.matchAll(/\bby \(([^)]*)\)/g)].flatMap((m) => m[1]!.split(',').map((l) => l.trim()));
+          const kept = grouped.includes(label!) || r.expr.includes(`"${label}"`) || r.expr.startsWith('up{');
           expect(kept, `${r.alert}: ${label}`).toBe(true);
         }
       }

@@ -6,7 +6,7 @@
 import type { PolicySpec } from '../../../policy/spec.ts';
 import { JOBS } from './prometheus.ts';
 import { oneOf, selector } from './promql.ts';
-import { egressServices, perProxy, proxy, up } from './queries.ts';
+import { egressServices, opa, perProxy, proxy, up } from './queries.ts';
 import { ENVOY_LABELS, UP } from './sources.ts';
 
 /** Every alert, by name. */
@@ -14,6 +14,7 @@ export const ALERT_NAMES = [
   'GatewayHigh5xxRatio',
   'AuthorizationDenialsSpike',
   'OpaDown',
+  'PolicyBundleRefused',
   'ExtAuthzErrors',
   'EgressUpstreamErrors',
   'RateLimitedRatioHigh',
@@ -89,6 +90,16 @@ export function renderAlertRules(spec: PolicySpec): RuleFile {
       annotations: {
         summary: 'OPA is down',
         description: 'Prometheus cannot scrape OPA. Both proxies fail closed: every authorized request is refused with 503 until OPA is back.',
+      },
+    },
+    PolicyBundleRefused: {
+      expr: opa.bundleRefusals(w),
+      for: '0m',
+      labels: { severity: 'critical', component: 'opa' },
+      annotations: {
+        summary: 'OPA refused a policy bundle',
+        description:
+          'OPA downloaded a policy bundle and did not activate it ({{ $labels.code }}: {{ $labels.message }}): a signature that does not verify (a bundle not signed with the deploy key: tampering, or a deploy that changed the key), or Rego that does not compile. The previous policy stays in force; the change did not ship.',
       },
     },
     ExtAuthzErrors: {

@@ -4,7 +4,7 @@
 
 import type { PolicySpec } from '../../../policy/spec.ts';
 import { JOBS, type Job } from './prometheus.ts';
-import { eq, histogramQuantile, labelReplace, maxBy, oneOf, rate, ratio, re, selector, sumBy, type Matcher, type Window } from './promql.ts';
+import { eq, histogramQuantile, labelReplace, maxBy, ne, oneOf, rate, ratio, re, selector, sumBy, type Matcher, type Window } from './promql.ts';
 import {
   ENVOY_LABELS as L,
   ENVOY_METRICS as E,
@@ -117,6 +117,16 @@ export const opa = {
   bundleRevision: () => maxBy([OPA_LABELS.revision], selector(OPA_METRICS.lastBundleActivation, [eq(OPA_LABELS.bundle, OPA_BUNDLE_NAME)])),
   /** Seconds since the bundle was last activated. */
   bundleAgeSeconds: () => `time() - ${maxBy([], selector(OPA_METRICS.lastBundleActivation, [eq(OPA_LABELS.bundle, OPA_BUNDLE_NAME)]))} / 1e9`,
+  /**
+   * Policy bundles OPA refused over `w`, by refusal: a counter that grew, or one that appeared
+   * (its series starts at the first refusal, so `increase` alone would miss it). OPA also counts
+   * a bundle not loaded yet (at start) here, with an empty `code`: not a refusal.
+   */
+  bundleRefusals: (w: Window) => {
+    const refused = selector(OPA_METRICS.bundleFailedLoad, [eq(OPA_LABELS.bundle, OPA_BUNDLE_NAME), ne('code', '')]);
+    const by = [OPA_LABELS.bundle, 'code', 'message'];
+    return `${sumBy(by, `increase(${refused}[${w}])`)} > 0 or ${sumBy(by, `${refused} unless ${refused} offset ${w}`)}`;
+  },
   /** 1 per plugin and status. */
   pluginStatus: () => maxBy([OPA_LABELS.plugin, OPA_LABELS.status], selector(OPA_METRICS.pluginStatus)),
   version: () => maxBy([OPA_LABELS.version], selector(OPA_METRICS.info)),

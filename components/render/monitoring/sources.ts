@@ -106,11 +106,17 @@ export const ENVOY_METRICS = {
   upstreamCxConnectFail: 'envoy_cluster_upstream_cx_connect_fail',
 } as const;
 
-/** OPA's own metric names (its /metrics), as scraped from OPA 1.19. */
+/** OPA's own metric names (its /metrics), as scraped from OPA 1.22. */
 export const OPA_METRICS = {
   /** Gauge, ns since the epoch of the last activation; label `active_revision` carries the revision. */
   lastBundleActivation: 'last_success_bundle_activation',
   bundleLoaded: 'bundle_loaded_counter',
+  /**
+   * Counter per bundle (`name`) and refusal (`code`, `message`): OPA counts one at each status
+   * update while a bundle is refused (bad signature, parse or compile error), and with an empty
+   * `code` while it has none yet (at start).
+   */
+  bundleFailedLoad: 'bundle_failed_load_counter',
   /** 1 per plugin (`name`) and its current `status` (OK, NOT_READY, ERROR). */
   pluginStatus: 'plugin_status_gauge',
   info: 'opa_info',
