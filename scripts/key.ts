@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { isRfc3339 } from '../components/config.ts';
 import { loadPolicySpec } from '../policy/spec.ts';
-import { ensureToolsOrExit, prepareStack, ROOT, pulumi, pulumiEnv, stackArg, stackFileConfig } from './pulumi-env.ts';
+import { ensureToolsOrExit, policyPackArgs, prepareStack, ROOT, pulumi, pulumiEnv, stackArg, stackFileConfig } from './pulumi-env.ts';
 
 const USAGE = `usage: npm run -s key [-- --stack NAME] -- CLIENT
        npm run key [-- --stack NAME] -- rotate CLIENT [--grace DURATION]
@@ -60,7 +60,10 @@ function configure(args: string[]): void {
 function deploy(what: string): void {
   process.stderr.write(`[agentd] ${what}: deploying stack ${stack} (pulumi up)\n`);
   // Pulumi's progress goes to stderr: stdout carries only the new key (for `$(npm run -s key -- rotate ...)`).
-  const up = pulumi(['up', '--yes', '--non-interactive', '--skip-preview', '--stack', stack], { env: pulumiEnv(stack), stdio: ['ignore', 2, 2] });
+  const up = pulumi(['up', '--yes', '--non-interactive', '--skip-preview', '--stack', stack, ...policyPackArgs(stack)], {
+    env: pulumiEnv(stack),
+    stdio: ['ignore', 2, 2],
+  });
   if (up.status !== 0)
     fail(`pulumi up failed; the stack config says what was asked (agentd:keys), run \`npm run up${stack === 'dev' ? '' : ` -- --stack ${stack}`}\` to retry`);
 }

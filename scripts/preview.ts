@@ -5,7 +5,7 @@
 // request's base); exits non-zero on invalid config or policy data.
 import { formatChanges } from '../policy/decision-diff.ts';
 import { diffAgainstCommit, policyCommitOf } from './local/policy-diff.ts';
-import { passThroughArgs, prepareStack, pulumi, pulumiEnv, ROOT, selectStack, stackArg } from './pulumi-env.ts';
+import { passThroughArgs, policyPackArgs, prepareStack, pulumi, pulumiEnv, ROOT, selectStack, stackArg } from './pulumi-env.ts';
 
 const USAGE =
   'usage: npm run preview [-- --stack NAME [--create]] [-- --without-images] [-- --policy-base REF] [-- PULUMI_PREVIEW_FLAGS...]\n' +
@@ -28,7 +28,7 @@ const env = pulumiEnv(stack);
 await prepareStack('preview', stack, { withoutImages });
 await printDecisionDiff(policyBase);
 selectStack(stack, env);
-process.exit(pulumi(['preview', '--non-interactive', '--diff', '--stack', stack, ...rest], { env }).status);
+process.exit(pulumi(['preview', '--non-interactive', '--diff', '--stack', stack, ...policyPackArgs(stack), ...rest], { env }).status);
 
 /** The decision diff against `ref`, or why there is none; never stops the preview (Pulumi reports invalid data itself). */
 async function printDecisionDiff(ref: string): Promise<void> {

@@ -1,12 +1,13 @@
 // How the npm scripts run the Pulumi CLI: the repo's local file backend and a local passphrase
 // by default (said out loud), the stack's images built first when it asks for local images.
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 
-import { DEV_STACK as DEFAULT_STACK, LOCAL_PASSPHRASE, publicPassphraseProblem } from '../components/config.ts';
+import { DEV_STACK as DEFAULT_STACK, LOCAL_PASSPHRASE, parseStackConfig, publicPassphraseProblem } from '../components/config.ts';
+import { POLICY_PACK, policyPackConfig } from '../components/policy-pack.ts';
 import { type StackNeeds, type ToolName, toolsFor } from './toolchain.ts';
 
 export { DEFAULT_STACK, LOCAL_PASSPHRASE };
@@ -155,23 +156,42 @@ export function selectStack(stack: string, env: NodeJS.ProcessEnv): void {
   if (r.status !== 0) throw new Error(`could not select or create stack ${stack}`);
 }
 
-/** The stack's file (stacks/Pulumi.<stack>.yaml), read directly; {} when there is none. */
-export function stackFileDocument(stack: string): Record<string, unknown> {
+/** The stack's file (stacks/Pulumi.<stack>.yaml of the project at `root`), read directly; {} when there is none. */
+export function stackFileDocument(stack: string, root: string = ROOT): Record<string, unknown> {
   try {
-    return (parse(readFileSync(join(ROOT, 'stacks', `Pulumi.${stack}.yaml`), 'utf8')) as Record<string, unknown> | null) ?? {};
+    return (parse(readFileSync(join(root, 'stacks', `Pulumi.${stack}.yaml`), 'utf8')) as Record<string, unknown> | null) ?? {};
   } catch {
     return {};
   }
 }
 
 /** The stack's config, read directly (to know before Pulumi runs whether it needs local images). */
-export function stackFileConfig(stack: string): Record<string, unknown> {
-  return (stackFileDocument(stack)['config'] as Record<string, unknown> | undefined) ?? {};
+export function stackFileConfig(stack: string, root: string = ROOT): Record<string, unknown> {
+  return (stackFileDocument(stack, root)['config'] as Record<string, unknown> | undefined) ?? {};
 }
 
 /** The stack file's config as the Pulumi program sees it (pulumi.runtime.allConfig: objects as JSON text), for parseStackConfig. */
-export function stackFileRawConfig(stack: string): Record<string, string> {
-  return Object.fromEntries(Object.entries(stackFileConfig(stack)).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
+export function stackFileRawConfig(stack: string, root: string = ROOT): Record<string, string> {
+  return Object.fromEntries(Object.entries(stackFileConfig(stack, root)).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
+}
+
+/**
+ * The flags that make a `pulumi preview` or `pulumi up` run the policy pack (policy/pack), with
+ * its config for the stack written to build/policy-pack/<stack>.json, in the project at `root`.
+ * A stack file the program will refuse gets the strict config: the program's own error is the
+ * one to read.
+ */
+export function policyPackArgs(stack: string, root: string = ROOT): string[] {
+  let allowPlaintext = false;
+  try {
+    allowPlaintext = parseStackConfig(stackFileRawConfig(stack, root), stack).gateway.allowPlaintext;
+  } catch {
+    // Left to the Pulumi program, which names the bad setting.
+  }
+  const file = join(root, 'build', 'policy-pack', `${stack}.json`);
+  mkdirSync(join(root, 'build', 'policy-pack'), { recursive: true });
+  writeFileSync(file, `${JSON.stringify(policyPackConfig({ allowPlaintext }), null, 2)}\n`);
+  return ['--policy-pack', join(root, POLICY_PACK), '--policy-pack-config', file];
 }
 
 /** What the stack asks of this machine (its target, and whether its images are built here), from its stack file. */

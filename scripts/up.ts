@@ -1,6 +1,6 @@
 // npm run up [-- --stack NAME]: deploys a stack (default dev) and prints its endpoints and a
 // curl that works. Tools and npm packages were installed by scripts/run before this runs.
-import { passThroughArgs, prepareStack, pulumi, pulumiEnv, selectStack, stackArg } from './pulumi-env.ts';
+import { passThroughArgs, policyPackArgs, prepareStack, pulumi, pulumiEnv, selectStack, stackArg } from './pulumi-env.ts';
 
 const USAGE =
   'usage: npm run up [-- --stack NAME [--create]] [-- PULUMI_UP_FLAGS...]\n  Deploys a stack (default dev; one of stacks/Pulumi.<name>.yaml, or a new one with --create) and prints its endpoints and a curl; flags such as --target go to `pulumi up`.';
@@ -11,7 +11,7 @@ const t0 = Date.now();
 await prepareStack('up', stack);
 selectStack(stack, env);
 process.stderr.write(`[agentd] deploying stack ${stack} (pulumi up)\n`);
-const up = pulumi(['up', '--yes', '--non-interactive', '--skip-preview', '--stack', stack, ...rest], { env });
+const up = pulumi(['up', '--yes', '--non-interactive', '--skip-preview', '--stack', stack, ...policyPackArgs(stack), ...rest], { env });
 if (up.status !== 0) process.exit(up.status);
 const out = pulumi(['stack', 'output', '--json', '--stack', stack], { env, stdio: ['ignore', 'pipe', 'inherit'] });
 const outputs = JSON.parse(out.stdout) as { gatewayUrl: string; grpcEndpoint: string; gatewayNodePort?: number; policyRevision: string; grafanaUrl?: string };

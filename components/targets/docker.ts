@@ -31,10 +31,10 @@ export interface DockerTargetArgs {
 
 /** Labels every object carries, so `docker ps --filter label=agentd.stack=<prefix>` finds them. */
 const STACK_LABEL = 'agentd.stack';
-const WORKLOAD_LABEL = 'agentd.workload';
+export const WORKLOAD_LABEL = 'agentd.workload';
 export const HASH_LABEL = 'agentd.content-hash';
 /** `workload` (the running container) or `files` (the never-started container that fills its volumes). */
-const ROLE_LABEL = 'agentd.role';
+export const ROLE_LABEL = 'agentd.role';
 
 /** The hardening every container gets (and the component tests check). */
 const HARDENING = {

@@ -27,7 +27,7 @@ export interface KubernetesTargetArgs {
 }
 
 export const HASH_ANNOTATION = 'agentd.dev/content-hash';
-const NAME_LABEL = 'app.kubernetes.io/name';
+export const NAME_LABEL = 'app.kubernetes.io/name';
 const PART_OF_LABEL = 'app.kubernetes.io/part-of';
 
 /**

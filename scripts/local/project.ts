@@ -1,9 +1,11 @@
 // A copy of the Pulumi project in a temp dir, with its own state backend, so a test can change
 // policy data and run `pulumi` without touching the repo. node_modules is linked, not copied.
+// Every `up` and `preview` runs the policy pack, as `npm run up` and `npm run preview` do.
 import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { policyPackArgs } from '../pulumi-env.ts';
 import { REPO_ROOT } from './tools.ts';
 
 export interface ProjectCopy {
@@ -32,8 +34,10 @@ export function copyProject(stack: string, extraEnv: NodeJS.ProcessEnv = {}): Pr
     PULUMI_SKIP_UPDATE_CHECK: 'true',
     ...extraEnv,
   };
+  /** The arguments as run: with the policy pack for an `up` or a `preview`. */
+  const withPack = (args: string[]) => (args[0] === 'up' || args[0] === 'preview' ? [...args, ...policyPackArgs(stack, dir)] : args);
   const pulumi = (args: string[], opts: { check?: boolean; input?: string } = {}) => {
-    const r = spawnSync('pulumi', [...args, '--stack', stack, '--non-interactive'], {
+    const r = spawnSync('pulumi', [...withPack(args), '--stack', stack, '--non-interactive'], {
       cwd: dir,
       env,
       encoding: 'utf8',
@@ -46,7 +50,7 @@ export function copyProject(stack: string, extraEnv: NodeJS.ProcessEnv = {}): Pr
   };
   const pulumiAsync = (args: string[]) =>
     new Promise<{ out: string }>((resolve, reject) => {
-      const child = spawn('pulumi', [...args, '--stack', stack, '--non-interactive'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn('pulumi', [...withPack(args), '--stack', stack, '--non-interactive'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
       const chunks: Buffer[] = [];
       child.stdout.on('data', (c: Buffer) => chunks.push(c));
       child.stderr.on('data', (c: Buffer) => chunks.push(c));

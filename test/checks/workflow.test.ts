@@ -157,6 +157,11 @@ describe('.github/workflows/preview.yml', () => {
                 'Policy decisions against origin/pr-base (decided by OPA, ',
               );
               expect(out).toContain('    rate-limit tier premium: 600/min -> 1200/min\n');
+              // `--diff` lists the packs run at the end and each violation with its level.
+              expect(out, `${name} ${JSON.stringify(matrix)}: the policy pack ran`).toMatch(
+                /Policy Packs run:\n.*\n\s+agentd-platform\|local\|\S+\/policy\/pack\/run\s/,
+              );
+              expect(out, `${name} ${JSON.stringify(matrix)}: the policy pack passes`).not.toContain('[mandatory]');
               previews.push(/--stack (\S+)/.exec(command)?.[1] ?? `${name}: no --stack`);
             }
           }
@@ -168,6 +173,22 @@ describe('.github/workflows/preview.yml', () => {
       expect(comment).toContain('### Policy decisions against `origin/pr-base`');
       expect(comment).toContain('\nrate-limit tier premium: 600/min -> 1200/min\n');
       expect(comment).toMatch(/\n\d+ changes? over \d+ requests per side, decided by OPA\n$/);
+      // A change that breaks a mandatory rule of the policy pack (every workload as root) fails
+      // the preview with the rule's message, as it would fail the workflow.
+      const layout = join(dir, 'components/layout.ts');
+      writeFileSync(layout, readFileSync(layout, 'utf8').replace(/export const RUN_AS_USER = \d+;/, 'export const RUN_AS_USER = 0;'));
+      expect(readFileSync(layout, 'utf8')).toContain('export const RUN_AS_USER = 0;');
+      const broken = spawnSync('bash', ['--noprofile', '--norc', '-eo', 'pipefail', '-c', 'npm run preview -- --stack dev --without-images'], {
+        cwd: dir,
+        env: base,
+        encoding: 'utf8',
+        maxBuffer: 64 << 20,
+        timeout: 600_000,
+      });
+      const brokenOut = `${broken.stdout}\n${broken.stderr}`;
+      expect(broken.status, brokenOut.slice(-4000)).not.toBe(0);
+      expect(brokenOut).toContain('[mandatory]  workloads-hardened  (docker:index:Container: agentd-agentd)');
+      expect(brokenOut).toContain('Container agentd-agentd (workload) runs as root (user "0:0"): set a non-root uid:gid');
     } finally {
       rmSync(dir, { recursive: true, force: true });
       rmSync(state, { recursive: true, force: true });
