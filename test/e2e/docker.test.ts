@@ -6,6 +6,7 @@
 // refused), the passphrase rule, and a destroy that leaves nothing behind.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTestCa } from '../../scripts/local/standin.ts';
@@ -322,6 +323,36 @@ describe('pulumi up into the local Docker engine', () => {
     expect(received()).toEqual([`Bearer ${rotated}`]);
     expect(containerIds(), 'no workload container replaced').toEqual(before);
   }, 600_000);
+
+  it('a policy signing key of the stack own (policy:signingKey, secret): OPA verifies with it and activates the bundle it signed; in plaintext it stops the preview', () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    project.set('policy:signingKey', pem);
+    const plain = pulumi(['preview'], false);
+    expect(plain.status).not.toBe(0);
+    expect(plain.out).toContain('policy:signingKey is stored in plaintext in the stack file; set it again as a secret');
+    project.set('policy:signingKey', pem, true);
+    expect(readFileSync(join(work, 'stacks', `Pulumi.${STACK}.yaml`), 'utf8')).not.toContain('PRIVATE KEY');
+    const before = containerIds();
+    pulumi(['up', '--yes', '--skip-preview']);
+    // OPA restarts with the new public key; the bundle server serves the bundle signed by the private one.
+    const copied = join(work, 'opa-verification-key.pem');
+    docker('cp', `${PREFIX}-opa:/run/secrets/agentd/policy-verification-key.pem`, copied);
+    expect(readFileSync(copied, 'utf8')).toBe(publicKey.export({ type: 'spki', format: 'pem' }).toString());
+    expect(containerIds()[`${PREFIX}-opa`]).not.toBe(before[`${PREFIX}-opa`]);
+    expect(containerIds()[`${PREFIX}-gateway`], 'the proxies stay').toBe(before[`${PREFIX}-gateway`]);
+  }, 600_000);
+
+  it('right after the new key: OPA has the signed policy active, and decides', async () => {
+    const deadline = Date.now() + 30_000;
+    let status = 0;
+    while (Date.now() < deadline && status !== 200) {
+      status = (await get('/api/v1/status', outputs.apiKeys['admin']!)).status;
+      if (status !== 200) await sleep(500);
+    }
+    expect(status).toBe(200);
+    expect((await get('/api/v1/status', 'agk_not-a-key')).status).toBe(401);
+  }, 60_000);
 
   it('a stack other than dev without a passphrase of its own stops before anything is encrypted, with the fix', () => {
     // The shipped staging stack, as in the repository (the project copy has only its own stack).
