@@ -60,7 +60,8 @@ function configure(args: string[]): void {
 function deploy(what: string): void {
   process.stderr.write(`[agentd] ${what}: deploying stack ${stack} (pulumi up)\n`);
   // Pulumi's progress goes to stderr: stdout carries only the new key (for `$(npm run -s key -- rotate ...)`).
-  const up = pulumi(['up', '--yes', '--non-interactive', '--skip-preview', '--stack', stack, ...policyPackArgs(stack)], {
+  // With its preview, so the policy pack's stack-wide rules can stop it before anything changes (scripts/up.ts).
+  const up = pulumi(['up', '--yes', '--non-interactive', '--stack', stack, ...policyPackArgs(stack)], {
     env: pulumiEnv(stack),
     stdio: ['ignore', 2, 2],
   });

@@ -11,7 +11,9 @@ const t0 = Date.now();
 await prepareStack('up', stack);
 selectStack(stack, env);
 process.stderr.write(`[agentd] deploying stack ${stack} (pulumi up)\n`);
-const up = pulumi(['up', '--yes', '--non-interactive', '--skip-preview', '--stack', stack, ...policyPackArgs(stack), ...rest], { env });
+// With its preview (no --skip-preview): the policy pack's stack-wide rules run at the end of a
+// preview, so a violation stops the deploy before any resource changes.
+const up = pulumi(['up', '--yes', '--non-interactive', '--stack', stack, ...policyPackArgs(stack), ...rest], { env });
 if (up.status !== 0) process.exit(up.status);
 const out = pulumi(['stack', 'output', '--json', '--stack', stack], { env, stdio: ['ignore', 'pipe', 'inherit'] });
 const outputs = JSON.parse(out.stdout) as { gatewayUrl: string; grpcEndpoint: string; gatewayNodePort?: number; policyRevision: string; grafanaUrl?: string };

@@ -159,7 +159,7 @@ async function runChanges(project: ProjectCopy, gatewayPort: number, standinPort
         const file = dataFile('egress-services.yaml');
         writeFileSync(
           file,
-          `${readFileSync(file, 'utf8').trimEnd()}\n  extra:\n    display_name: Extra\n    base_url: https://extra.example.com\n    allowed_methods: [GET]\n    allowed_paths: ['/**']\n    timeout_seconds: 10\n`,
+          `${readFileSync(file, 'utf8').trimEnd()}\n  extra:\n    display_name: Extra\n    base_url: https://extra.example.com\n    allowed_methods: [GET]\n    allowed_paths: ['/extra-probe']\n    timeout_seconds: 10\n`,
         );
         project.set('agentd:egress.upstreams.extra', 'http://standin:8080');
       },

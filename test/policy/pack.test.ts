@@ -13,8 +13,8 @@ import { BUNDLE_DATA_PATH, tarGz } from '../../policy/bundle.ts';
 import { RULES } from '../../policy/pack/rules.ts';
 import { REPO_ROOT, toolPath } from '../../scripts/local/tools.ts';
 
-/** A preview of the pack-check program, with `good` set or not; its exit status and output. */
-function preview(good: boolean): { status: number | null; out: string } {
+/** A preview (or `up` with its preview, as `npm run up` runs it) of the pack-check program, with `good` set or not; its exit status, output and the resources in its state after. */
+function preview(good: boolean, command: 'preview' | 'up' = 'preview'): { status: number | null; out: string; resources: number } {
   const dir = mkdtempSync(join(tmpdir(), 'agentd-pack-'));
   cpSync(join(REPO_ROOT, 'test/policy/pack-program'), dir, { recursive: true });
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'agentd-pack-check', type: 'module' }));
@@ -34,8 +34,16 @@ function preview(good: boolean): { status: number | null; out: string } {
     const r = pulumi(...args);
     expect(r.status, `pulumi ${args.join(' ')}: ${r.stderr}`).toBe(0);
   }
-  const r = pulumi('preview', '--policy-pack', join(REPO_ROOT, POLICY_PACK), '--policy-pack-config', join(dir, 'pack-config.json'));
-  return { status: r.status, out: `${r.stdout}\n${r.stderr}` };
+  const r = pulumi(
+    ...(command === 'up' ? ['up', '--yes'] : ['preview']),
+    '--policy-pack',
+    join(REPO_ROOT, POLICY_PACK),
+    '--policy-pack-config',
+    join(dir, 'pack-config.json'),
+  );
+  const state = pulumi('stack', 'export');
+  const resources = ((JSON.parse(state.stdout) as { deployment: { resources?: unknown[] } }).deployment.resources ?? []).length;
+  return { status: r.status, out: `${r.stdout}\n${r.stderr}`, resources };
 }
 
 describe('the policy pack in pulumi preview', () => {
@@ -55,6 +63,14 @@ describe('the policy pack in pulumi preview', () => {
     ])
       expect(out, message).toContain(message);
     expect(out, 'no message shows the secret').not.toMatch(/holds a secret value[^\n]*pack-check-secret/);
+  }, 300_000);
+
+  it('stops `pulumi up` (with its preview, as npm run up runs it) before any resource is created', () => {
+    const { status, out, resources } = preview(false, 'up');
+    expect(status, out).not.toBe(0);
+    expect(out).toContain('egress service openai allows every path (/**): list the paths agents need');
+    expect(out).toContain('error: preview failed');
+    expect(resources, 'nothing created').toBe(0);
   }, 300_000);
 
   it('passes the same stack done right', () => {
