@@ -131,20 +131,26 @@ describe('gateway over gRPC', () => {
 describe('rate limits per key, from the key tier', () => {
   it('the default tier admits 60 a minute per key, then 429 with headers; another key is unaffected', async () => {
     const key = stack.apiKeys['dashboard']!;
-    const statuses: number[] = [];
+    const responses: Awaited<ReturnType<typeof get>>[] = [];
     // Requests already made with this key in this file count too: find the budget's end.
-    for (let i = 0; i < 70; i++) statuses.push((await get('/api/v1/status', { 'x-api-key': key })).status);
+    for (let i = 0; i < 70; i++) responses.push(await get('/api/v1/status', { 'x-api-key': key }));
+    const statuses = responses.map((r) => r.status);
     const firstLimited = statuses.indexOf(429);
     expect(firstLimited).toBeGreaterThan(50);
-    expect(statuses.slice(firstLimited).every((s) => s === 429)).toBe(true);
-    const limited = await get('/api/v1/status', { 'x-api-key': key });
-    expect(limited.status).toBe(429);
+    // The bucket refills one token a second: on a slow machine one request after the first 429 may pass.
+    expect(statuses.slice(firstLimited).filter((s) => s !== 429).length, statuses.join(' ')).toBeLessThanOrEqual(1);
+    const limited = responses.findLast((r) => r.status === 429)!;
     expect(limited.json().error.code).toBe('rate_limited');
     expect(limited.headers['x-ratelimit-limit']).toBe('60');
     expect(limited.headers['x-ratelimit-remaining']).toBe('0');
-    // gRPC with the same key shares the bucket.
-    const grpcLimited = await rpc.call('Status', {}, key);
-    expect(grpcLimited.ok ? -1 : grpcLimited.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    // gRPC with the same key shares the bucket (a refilled token may let one call through first).
+    const codes: number[] = [];
+    for (let i = 0; i < 3 && !codes.includes(grpc.status.RESOURCE_EXHAUSTED); i++) {
+      const r = await rpc.call('Status', {}, key);
+      codes.push(r.ok ? -1 : r.code);
+    }
+    expect(codes, 'gRPC calls with the exhausted key').toContain(grpc.status.RESOURCE_EXHAUSTED);
+    expect(codes.filter((c) => c === -1).length).toBeLessThanOrEqual(1);
     // Another key of another client is unaffected.
     expect((await get('/api/v1/status', { 'x-api-key': stack.apiKeys['ci']! })).status).toBe(200);
   });
