@@ -23,8 +23,6 @@ export const SIGNATURES_FILE = '.signatures.json';
 const FILE_DIGEST = 'SHA-256';
 
 export interface BundleSigner {
-  /** The key id the signatures carry (and OPA's config pins). */
-  readonly keyId: string;
   /** The public key OPA verifies with (PEM, SubjectPublicKeyInfo). Not secret. */
   readonly publicKeyPem: string;
   /** SHA-256 of the public key (DER), short: names the key in logs and docs without the key. */
@@ -73,7 +71,6 @@ function signerOfSecretKey(secretKey: Buffer): BundleSigner {
   });
   const der = publicKey.export({ type: 'spki', format: 'der' });
   return {
-    keyId: POLICY_SIGNING_KEY_ID,
     publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
     fingerprint: createHash('sha256').update(der).digest('hex').slice(0, 16),
     sign: (input) => Buffer.from(p256.sign(input, secretKey, { prehash: true, format: 'compact' })),
@@ -147,7 +144,7 @@ export function signaturesFile(files: Readonly<Record<string, string>>, signer: 
     .sort();
   if (names.length === 0) throw new Error('a bundle with no files cannot be signed');
   const b64 = (o: object) => Buffer.from(JSON.stringify(o), 'utf8').toString('base64url');
-  const header = b64({ alg: POLICY_SIGNING_ALGORITHM, kid: signer.keyId, typ: 'JWT' });
+  const header = b64({ alg: POLICY_SIGNING_ALGORITHM, kid: POLICY_SIGNING_KEY_ID, typ: 'JWT' });
   const payload = b64({ files: names.map((name) => ({ name, hash: bundleFileDigest(name, files[name]!), algorithm: FILE_DIGEST })), iss: 'agentd' });
   const input = `${header}.${payload}`;
   const token = `${input}.${signer.sign(Buffer.from(input, 'ascii')).toString('base64url')}`;

@@ -48,11 +48,11 @@ export interface OpaRenderInput {
   readonly grpc: Endpoint;
   /**
    * Where OPA gets the policy bundle: the bundle server's base URL (a deploy: OPA takes every new
-   * revision without a restart, and only a signed one), or a file it loads once at start (tests
-   * and benchmarks that run OPA alone; signed if `signed`). A signed bundle is verified with the
-   * public key that opaRunArgs' `verificationKeyFile` gives OPA.
+   * revision without a restart, and only a signed one, verified with the public key that
+   * opaRunArgs' `verificationKeyFile` gives OPA), or a file it loads once at start (tests and
+   * benchmarks that run OPA alone; unsigned).
    */
-  readonly bundle: { readonly url: string } | { readonly file: string; readonly signed?: boolean };
+  readonly bundle: { readonly url: string } | { readonly file: string };
   /**
    * The sandbox registry served by agentd. Without it data.sandboxes.active is never loaded and
    * the egress policy refuses every sandbox (503 sandbox_registry_unavailable): fail closed.
@@ -108,15 +108,13 @@ export function renderOpaConfig(input: OpaRenderInput): object {
   const served = 'url' in input.bundle ? input.bundle : undefined;
   // OPA joins url + '/' + resource: no trailing slash on the one, no leading one on the other.
   const base = (url: string) => url.replace(/\/+$/, '');
-  const signed = 'url' in input.bundle || input.bundle.signed === true;
-  const signing = signed ? { signing: { keyid: POLICY_SIGNING_KEY_ID } } : {};
   const services = {
     ...(served ? { [OPA_POLICY_SERVICE]: { url: base(served.url) } } : {}),
     ...(registry ? { [OPA_REGISTRY_SERVICE]: { url: base(registry.url), credentials: { bearer: { token_path: registry.tokenFile } } } } : {}),
   };
   return {
     ...(Object.keys(services).length > 0 ? { services } : {}),
-    ...(signed ? { keys: { [POLICY_SIGNING_KEY_ID]: { algorithm: POLICY_SIGNING_ALGORITHM } } } : {}),
+    ...(served ? { keys: { [POLICY_SIGNING_KEY_ID]: { algorithm: POLICY_SIGNING_ALGORITHM } } } : {}),
     bundles: {
       [OPA_BUNDLE_NAME]:
         'url' in input.bundle
@@ -125,9 +123,9 @@ export function renderOpaConfig(input: OpaRenderInput): object {
               resource: POLICY_BUNDLE_RESOURCE.replace(/^\//, ''),
               persist: false,
               polling: { min_delay_seconds: POLICY_POLL_SECONDS, max_delay_seconds: POLICY_POLL_SECONDS },
-              ...signing,
+              signing: { keyid: POLICY_SIGNING_KEY_ID },
             }
-          : { resource: `file://${input.bundle.file}`, ...signing },
+          : { resource: `file://${input.bundle.file}` },
       ...(registry
         ? {
             [OPA_REGISTRY_BUNDLE_NAME]: {
