@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -58,21 +59,28 @@ type check struct {
 	metrics metrics.Metrics // timers in the decision log
 	txn     storage.Transaction
 
+	cache  *decisionCache // nil: off
+	logs   *logQueue      // nil: the entry is written before the answer
+	cached bool           // the decision came from the cache
+
 	input      map[string]any
 	decision   any
 	err        error // what the decision log records instead of a result
 	failed     *failure
 	ruleLabels []map[string]any
-	ndb        builtins.NDBCache
+	ndb        builtins.NDBCache // logged only when OPA's nd_builtin_cache is on
+	logNDB     bool
 }
 
 // Check implements envoy.service.auth.v3.Authorization/Check.
 func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	cfg, perf := p.snapshot()
+	cfg, perf, cache, logs := p.snapshot()
 	c := &check{
 		plugin:  p,
 		cfg:     cfg,
 		perf:    perf,
+		cache:   cache,
+		logs:    logs,
 		logger:  p.manager.Logger(),
 		started: time.Now(),
 		id:      uuid.NewString(),
@@ -98,6 +106,12 @@ func (c *check) fail(code string, err error) *authv3.CheckResponse {
 
 func (c *check) run(ctx context.Context, req *authv3.CheckRequest) *authv3.CheckResponse {
 	store := c.plugin.manager.Store
+	// The cache generation is read before the transaction opens: a decision is never stored
+	// under a generation newer than the data it was evaluated on.
+	var generation uint64
+	if c.cache != nil {
+		generation = c.cache.generation.Load()
+	}
 	txn, err := store.NewTransaction(ctx, storage.TransactionParams{})
 	if err != nil {
 		c.logger.WithFields(map[string]any{"err": err}).Error("Unable to start new storage transaction.")
@@ -134,12 +148,8 @@ func (c *check) run(ctx context.Context, req *authv3.CheckRequest) *authv3.Check
 		}
 	}
 
-	value, err := ast.InterfaceToValue(input)
-	if err != nil {
-		return c.fail(errInputParse, err)
-	}
-	if err := c.eval(ctx, value); err != nil {
-		return c.fail(errEval, err)
+	if resp := c.decide(ctx, generation); resp != nil || c.failed != nil {
+		return resp
 	}
 	resp, _, err := decisionToResponse(c.decision)
 	if err != nil {
@@ -174,6 +184,45 @@ func (c *check) run(ctx context.Context, req *authv3.CheckRequest) *authv3.Check
 	return resp
 }
 
+// decide sets c.decision: from the decision cache when it holds one for this input, else by
+// evaluating the policy (on the cached input paths only, when the cache is on). A non-nil answer
+// (or c.failed) ends the check.
+func (c *check) decide(ctx context.Context, generation uint64) *authv3.CheckResponse {
+	evalInput := c.input
+	var key [sha256.Size]byte
+	keyed := false
+	if c.cache != nil {
+		projected := c.cache.project(c.input)
+		var err error
+		if key, err = c.cache.key(projected); err == nil {
+			keyed = true
+			if d, ok := c.cache.get(generation, key, time.Now()); ok {
+				c.decision = d
+				c.cached = true
+				c.metrics.Counter("decision_cache_hit").Incr()
+				c.plugin.cacheMetrics.lookups.WithLabelValues("hit").Inc()
+				return nil
+			}
+			evalInput = projected
+		}
+	}
+	value, err := ast.InterfaceToValue(evalInput)
+	if err != nil {
+		return c.fail(errInputParse, err)
+	}
+	if err := c.eval(ctx, value); err != nil {
+		return c.fail(errEval, err)
+	}
+	if c.cache != nil {
+		outcome := "uncacheable"
+		if keyed && c.cache.put(generation, key, c.decision, c.ndb, time.Now()) {
+			outcome = "miss"
+		}
+		c.plugin.cacheMetrics.lookups.WithLabelValues(outcome).Inc()
+	}
+	return nil
+}
+
 func (c *check) eval(ctx context.Context, input ast.Value) error {
 	if c.logger.GetLevel() == logging.Debug {
 		c.logger.WithFields(map[string]any{
@@ -184,8 +233,12 @@ func (c *check) eval(ctx context.Context, input ast.Value) error {
 	if err != nil {
 		return err
 	}
+	// The cache needs to know which non-deterministic builtins a decision called (cacheableUntil).
 	var ndb builtins.NDBCache
 	if cfg := c.plugin.manager.Config; cfg != nil && cfg.NDBuiltinCacheEnabled() {
+		ndb = builtins.NDBCache{}
+		c.logNDB = true
+	} else if c.cache != nil {
 		ndb = builtins.NDBCache{}
 	}
 	tracker := &topdown.EvaluatedRuleTracker{}
@@ -258,6 +311,20 @@ func (c *check) finish(ctx context.Context) *rpcstatus.Status {
 	// The Check may have been cancelled or timed out; the decision is logged regardless.
 	ctx = context.WithoutCancel(ctx)
 	defer c.plugin.manager.Store.Abort(ctx, c.txn)
+	if c.logs != nil {
+		// Off the request path: the entry is made here (revisions from this transaction) and
+		// masked and written by the queue, which opens a transaction of its own.
+		info, err := c.decisionLogEntry(ctx, false)
+		if err != nil {
+			c.logger.WithFields(map[string]any{"err": err}).Error("Decision log entry could not be made.")
+			c.plugin.logMetrics.failed.Inc()
+			return nil
+		}
+		if info != nil {
+			c.logs.push(info)
+		}
+		return nil
+	}
 	if err := c.logDecision(ctx); err != nil {
 		c.logger.WithFields(map[string]any{"err": err}).Debug("Error when logging event")
 		c.perf.countError(errUnknownLogFailed)

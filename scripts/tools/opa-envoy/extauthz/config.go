@@ -54,8 +54,50 @@ type Config struct {
 	EnablePerformanceMetrics          bool      `json:"enable-performance-metrics"`
 	GRPCRequestDurationSecondsBuckets []float64 `json:"grpc-request-duration-seconds-buckets"`
 
+	// agentd's extensions (upstream's plugin ignores these keys and behaves as with their zero
+	// values: no cache, decision logs written before the answer).
+	DecisionCache    *DecisionCacheConfig `json:"decision-cache"`
+	DecisionLogQueue int                  `json:"decision-log-queue"` // entries; 0: write before answering
+
 	query  ast.Body             // what is evaluated for each Check
 	protos *protoregistry.Files // from proto-descriptor: decodes gRPC request bodies
+}
+
+// DecisionCacheConfig is plugins.envoy_ext_authz_grpc.decision-cache (see decisionCache).
+type DecisionCacheConfig struct {
+	// MaxEntries bounds the cache; 0 turns it off.
+	MaxEntries int `json:"max-entries"`
+	// MaxAgeSeconds bounds how long an entry is reused (besides generations and cache_until_ns).
+	MaxAgeSeconds float64 `json:"max-age-seconds"`
+	// Input lists the paths of the input document the policy reads, each as its keys, e.g.
+	// ["attributes", "request", "http", "method"]. The policy is evaluated on exactly these.
+	Input [][]string `json:"input"`
+}
+
+func (c *DecisionCacheConfig) validate() error {
+	if c == nil || c.MaxEntries == 0 {
+		return nil
+	}
+	if c.MaxEntries < 0 {
+		return errors.New("decision-cache.max-entries must be 0 (off) or positive")
+	}
+	if c.MaxAgeSeconds <= 0 {
+		return errors.New("decision-cache.max-age-seconds must be positive")
+	}
+	if len(c.Input) == 0 {
+		return errors.New("decision-cache.input must list the input paths the policy reads")
+	}
+	for i, path := range c.Input {
+		if len(path) == 0 {
+			return fmt.Errorf("decision-cache.input[%d] is empty", i)
+		}
+		for _, seg := range path {
+			if seg == "" {
+				return fmt.Errorf("decision-cache.input[%d] has an empty key", i)
+			}
+		}
+	}
+	return nil
 }
 
 // ParseConfig applies the defaults to the raw plugin configuration and validates it.
@@ -87,6 +129,13 @@ func ParseConfig(raw []byte) (*Config, error) {
 		return nil, err
 	}
 	cfg.query = body
+
+	if err := cfg.DecisionCache.validate(); err != nil {
+		return nil, fmt.Errorf("invalid config: %w", err)
+	}
+	if cfg.DecisionLogQueue < 0 {
+		return nil, errors.New("invalid config: decision-log-queue must be 0 (write before answering) or positive")
+	}
 
 	if cfg.ProtoDescriptor != "" {
 		files, err := loadDescriptorSet(cfg.ProtoDescriptor)

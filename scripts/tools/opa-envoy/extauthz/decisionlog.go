@@ -2,10 +2,12 @@ package extauthz
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/plugins"
 	"github.com/open-policy-agent/opa/v1/plugins/logs"
 	"github.com/open-policy-agent/opa/v1/server"
 	"github.com/open-policy-agent/opa/v1/storage"
@@ -18,9 +20,19 @@ import (
 // in this check's transaction), prints to the console and/or uploads. Nothing happens when
 // decision logging is not configured.
 func (c *check) logDecision(ctx context.Context) error {
-	lp := logs.Lookup(c.plugin.manager)
-	if lp == nil {
-		return nil
+	info, err := c.decisionLogEntry(ctx, true)
+	if err != nil || info == nil {
+		return err
+	}
+	return logs.Lookup(c.plugin.manager).Log(ctx, info)
+}
+
+// decisionLogEntry makes the entry logDecision hands over, or nil when decision logging is not
+// configured. withTxn: the mask is evaluated in this check's transaction (written before the
+// answer); without it, in one of the log queue's own.
+func (c *check) decisionLogEntry(ctx context.Context, withTxn bool) (*server.Info, error) {
+	if logs.Lookup(c.plugin.manager) == nil {
+		return nil, nil
 	}
 
 	var input any = c.input // a nil map (unparseable request) is logged as "input": null
@@ -31,26 +43,31 @@ func (c *check) logDecision(ctx context.Context) error {
 		Path:                c.cfg.Path,
 		Input:               &input,
 		Metrics:             c.metrics,
-		Txn:                 c.txn,
 		EvaluatedRuleLabels: c.ruleLabels,
 	}
-	if c.ndb != nil {
+	if withTxn {
+		info.Txn = c.txn
+	}
+	if c.ndb != nil && c.logNDB {
 		v, err := ast.JSON(c.ndb.AsValue())
 		if err != nil {
-			return err
+			return nil, err
 		}
 		info.NDBuiltinCache = &v
 	}
 	if err := c.addRevisions(ctx, info); err != nil {
-		return err
+		return nil, err
 	}
 	if c.err != nil {
 		info.Error = loggableError(c.err)
 	} else {
 		result := c.decision
+		if c.cached {
+			result = deepCopy(result) // shared with the cache; a mask may write to it
+		}
 		info.Results = &result
 	}
-	return lp.Log(ctx, info)
+	return info, nil
 }
 
 // addRevisions records the revision of every activated bundle, and the legacy single-bundle
@@ -99,5 +116,66 @@ func loggableError(err error) error {
 		return err
 	default:
 		return &logError{Message: err.Error()}
+	}
+}
+
+// logQueue writes decision log entries off the request path (agentd's extension, plugin key
+// decision-log-queue): a Check hands its entry over and answers at once; one goroutine masks,
+// formats and writes the entries in order. The queue is bounded: when it is full the entry is
+// dropped, counted (decision_logs_dropped_total) and a warning is logged at most once a second, so
+// no decision disappears silently. Stop drains it.
+type logQueue struct {
+	manager *plugins.Manager
+	entries chan *server.Info
+	done    chan struct{}
+	metrics *logMetrics
+
+	lastWarning atomic.Int64 // Unix ns of the last "queue full" warning
+	pending     atomic.Int64 // dropped since that warning
+}
+
+func newLogQueue(m *plugins.Manager, size int, metrics *logMetrics) *logQueue {
+	q := &logQueue{manager: m, entries: make(chan *server.Info, size), done: make(chan struct{}), metrics: metrics}
+	go q.run()
+	return q
+}
+
+func (q *logQueue) run() {
+	defer close(q.done)
+	ctx := context.Background()
+	for info := range q.entries {
+		lp := logs.Lookup(q.manager)
+		if lp == nil {
+			continue
+		}
+		if err := lp.Log(ctx, info); err != nil {
+			q.manager.Logger().WithFields(map[string]any{"err": err, "decision-id": info.DecisionID}).Error("Decision log entry could not be written.")
+			q.metrics.failed.Inc()
+		}
+	}
+}
+
+// push enqueues an entry, or drops and counts it when the queue is full.
+func (q *logQueue) push(info *server.Info) {
+	select {
+	case q.entries <- info:
+	default:
+		q.metrics.dropped.Inc()
+		n := q.pending.Add(1)
+		now := time.Now().UnixNano()
+		last := q.lastWarning.Load()
+		if now-last >= int64(time.Second) && q.lastWarning.CompareAndSwap(last, now) {
+			q.pending.Add(-n)
+			q.manager.Logger().WithFields(map[string]any{"dropped": n, "queue": cap(q.entries)}).Warn("Decision log queue full: entries dropped (decision_logs_dropped_total).")
+		}
+	}
+}
+
+// close stops accepting entries and waits (bounded by ctx) until the queued ones are written.
+func (q *logQueue) close(ctx context.Context) {
+	close(q.entries)
+	select {
+	case <-q.done:
+	case <-ctx.Done():
 	}
 }

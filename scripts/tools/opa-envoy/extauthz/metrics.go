@@ -59,3 +59,43 @@ func (pm *perfMetrics) countError(reason string) {
 		pm.errors.WithLabelValues(reason).Inc()
 	}
 }
+
+// cacheMetrics and logMetrics belong to agentd's extensions (decision-cache, decision-log-queue)
+// and are registered whether or not enable-performance-metrics is set.
+type cacheMetrics struct {
+	lookups *prometheus.CounterVec // outcome: hit, miss, uncacheable (evaluated, not stored)
+}
+
+type logMetrics struct {
+	dropped prometheus.Counter
+	failed  prometheus.Counter
+}
+
+func newCacheMetrics(m *plugins.Manager) *cacheMetrics {
+	cm := &cacheMetrics{lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "decision_cache_lookups_total",
+		Help: "Checks answered from the decision cache (hit), evaluated and stored (miss) or evaluated and not cacheable (uncacheable).",
+	}, []string{"outcome"})}
+	if reg := m.PrometheusRegister(); reg != nil {
+		cm.lookups = register(reg, cm.lookups)
+	}
+	return cm
+}
+
+func newLogMetrics(m *plugins.Manager) *logMetrics {
+	lm := &logMetrics{
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "decision_logs_dropped_total",
+			Help: "Decision log entries dropped because the decision log queue was full.",
+		}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "decision_logs_failed_total",
+			Help: "Queued decision log entries that could not be written.",
+		}),
+	}
+	if reg := m.PrometheusRegister(); reg != nil {
+		lm.dropped = register(reg, lm.dropped)
+		lm.failed = register(reg, lm.failed)
+	}
+	return lm
+}

@@ -42,14 +42,20 @@ func (Factory) New(m *plugins.Manager, cfg any) plugins.Plugin {
 type Plugin struct {
 	authv3.UnimplementedAuthorizationServer
 
-	manager *plugins.Manager
-	iqCache iqcache.InterQueryCache // http.send & co. caching across checks
-	metrics *perfMetrics            // nil unless enable-performance-metrics
+	manager      *plugins.Manager
+	iqCache      iqcache.InterQueryCache // http.send & co. caching across checks
+	metrics      *perfMetrics            // nil unless enable-performance-metrics
+	cacheMetrics *cacheMetrics
+	logMetrics   *logMetrics
 
 	mu       sync.Mutex
 	cfg      *Config
 	server   *grpc.Server
 	prepared *rego.PreparedEvalQuery // dropped when the policies change
+	cache    *decisionCache          // nil when decision-cache is off
+	// watchFailed: no store trigger, so no cache (it could not see data changes).
+	watchFailed bool
+	logs        *logQueue // nil when decision-log-queue is 0
 }
 
 // NewPlugin creates the plugin for a manager; exported for tests.
@@ -62,25 +68,66 @@ func NewPlugin(m *plugins.Manager, cfg *Config) *Plugin {
 	if cfg.EnablePerformanceMetrics {
 		p.metrics = newPerfMetrics(m, cfg.GRPCRequestDurationSecondsBuckets)
 	}
+	p.cacheMetrics = newCacheMetrics(m)
+	p.logMetrics = newLogMetrics(m)
+	p.applyExtensions(cfg)
 	m.RegisterCompilerTrigger(p.compilerChanged)
+	// Every commit to the store (a bundle, the sandbox registry) may change decisions.
+	err := storage.Txn(context.Background(), m.Store, storage.WriteParams, func(txn storage.Transaction) error {
+		_, err := m.Store.Register(context.Background(), txn, storage.TriggerConfig{
+			OnCommit: func(context.Context, storage.Transaction, storage.TriggerEvent) { p.storeChanged() },
+		})
+		return err
+	})
+	if err != nil {
+		m.Logger().WithFields(map[string]any{"err": err}).Error("Unable to watch the store: decision cache off.")
+		p.watchFailed = true
+		p.cache = nil
+	}
 	m.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateNotReady})
 	return p
 }
 
-// snapshot returns the configuration and the metrics (nil when disabled) for one check.
-func (p *Plugin) snapshot() (*Config, *perfMetrics) {
+// snapshot returns the configuration, the metrics (nil when disabled), the decision cache and the
+// decision log queue (nil when off) for one check.
+func (p *Plugin) snapshot() (*Config, *perfMetrics, *decisionCache, *logQueue) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.cfg.EnablePerformanceMetrics {
-		return p.cfg, nil
+		return p.cfg, nil, p.cache, p.logs
 	}
-	return p.cfg, p.metrics
+	return p.cfg, p.metrics, p.cache, p.logs
+}
+
+// applyExtensions creates the decision cache and the decision log queue the configuration asks
+// for (p.mu held, or p not shared yet). A queue being replaced is drained in the background.
+func (p *Plugin) applyExtensions(cfg *Config) {
+	p.cache = nil
+	if !p.watchFailed {
+		p.cache = newDecisionCache(cfg.DecisionCache)
+	}
+	if p.logs != nil && cap(p.logs.entries) != cfg.DecisionLogQueue {
+		old := p.logs
+		p.logs = nil
+		go old.close(context.Background())
+	}
+	if p.logs == nil && cfg.DecisionLogQueue > 0 {
+		p.logs = newLogQueue(p.manager, cfg.DecisionLogQueue, p.logMetrics)
+	}
 }
 
 func (p *Plugin) compilerChanged(storage.Transaction) {
 	p.mu.Lock()
 	p.prepared = nil
 	p.mu.Unlock()
+	p.storeChanged()
+}
+
+func (p *Plugin) storeChanged() {
+	p.mu.Lock()
+	c := p.cache
+	p.mu.Unlock()
+	c.invalidate()
 }
 
 // Start binds the listener and serves in the background. Like upstream, a listener that cannot be
@@ -179,6 +226,15 @@ func (p *Plugin) Stop(ctx context.Context) {
 	p.mu.Unlock()
 	p.manager.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateNotReady})
 	stopGracefully(ctx, srv)
+	p.mu.Lock()
+	q := p.logs
+	p.logs = nil
+	p.mu.Unlock()
+	if q != nil {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		q.close(ctx)
+	}
 }
 
 // Reconfigure restarts the server with the new configuration. (Upstream ignores reconfiguration;
@@ -196,6 +252,7 @@ func (p *Plugin) Reconfigure(ctx context.Context, cfg any) {
 	if p.cfg.EnablePerformanceMetrics && p.metrics == nil {
 		p.metrics = newPerfMetrics(p.manager, p.cfg.GRPCRequestDurationSecondsBuckets)
 	}
+	p.applyExtensions(p.cfg)
 	p.startLocked()
 }
 
