@@ -15,7 +15,7 @@ import (
 
 // CacheUntilKey is the key of a decision object that bounds, in Unix nanoseconds, how long the
 // decision may be reused: a policy that reads the clock (time.now_ns) states it, e.g. a token's
-// expiry. A decision that read the clock without stating it is never cached.
+// expiry. A decision that read the clock without stating it (absent or null) is never cached.
 const CacheUntilKey = "cache_until_ns"
 
 // clockBuiltin is the only non-deterministic builtin a cached decision may have called (and only
@@ -164,7 +164,7 @@ func cacheableUntil(decision any, ndb builtins.NDBCache) (int64, bool) {
 	}
 	obj, isObject := decision.(map[string]any)
 	raw, stated := obj[CacheUntilKey]
-	if !isObject || !stated {
+	if !isObject || !stated || raw == nil { // null: not stated (a policy's "no end")
 		if clock {
 			return 0, false
 		}

@@ -38,6 +38,8 @@ result := {"allowed": time.now_ns() < deadline, "cache_until_ns": deadline} if i
 
 result := {"allowed": rand.intn("cachetest", 2) >= 0} if input.attributes.contextExtensions.policy == "random"
 
+result := {"allowed": time.now_ns() < deadline, "cache_until_ns": null} if input.attributes.contextExtensions.policy == "clock-null"
+
 other := object.get(input.attributes.request.http.headers, "x-other", "absent")
 `
 
@@ -180,6 +182,12 @@ func TestDecisionCacheAndTheClock(t *testing.T) {
 	if env.lookups("uncacheable") != 2 || env.lookups("hit") != 0 {
 		t.Fatalf("clock: uncacheable %v hit %v", env.lookups("uncacheable"), env.lookups("hit"))
 	}
+	// null is not a statement.
+	env.allowed(t, "clock-null", nil)
+	env.allowed(t, "clock-null", nil)
+	if env.lookups("uncacheable") != 4 || env.lookups("hit") != 0 {
+		t.Fatalf("clock-null: uncacheable %v hit %v", env.lookups("uncacheable"), env.lookups("hit"))
+	}
 	// Stated: cached until then, and refused after.
 	if !env.allowed(t, "clock-stated", nil) || !env.allowed(t, "clock-stated", nil) || env.lookups("hit") != 1 {
 		t.Fatalf("clock-stated: hit %v", env.lookups("hit"))
@@ -192,8 +200,8 @@ func TestDecisionCacheAndTheClock(t *testing.T) {
 	// Any other non-deterministic builtin: never cached.
 	env.allowed(t, "random", nil)
 	env.allowed(t, "random", nil)
-	if env.lookups("uncacheable") != 5 || env.lookups("hit") != 1 {
-		t.Errorf("random: uncacheable %v hit %v, want 5 and 1", env.lookups("uncacheable"), env.lookups("hit"))
+	if env.lookups("uncacheable") != 7 || env.lookups("hit") != 1 {
+		t.Errorf("random: uncacheable %v hit %v, want 7 and 1", env.lookups("uncacheable"), env.lookups("hit"))
 	}
 }
 
