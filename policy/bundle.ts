@@ -30,6 +30,20 @@ export function rootsOverlap(a: string, b: string): boolean {
 
 /** The rule OPA's Envoy plugin queries. */
 export const AUTHZ_DECISION_PATH = 'agentd/envoy/authz/result';
+/**
+ * Every part of the plugin's input document the Rego under policy/rego reads, each path as its
+ * keys. With the decision cache on, OPA evaluates the policy on exactly these (and keys the cache
+ * by them), so a rule that reads anything else sees it absent: the decision tables
+ * (test/policy/opa.test.ts) then fail. Grow this list with the Rego.
+ */
+export const AUTHZ_INPUT_PATHS: readonly (readonly string[])[] = [
+  ['attributes', 'contextExtensions'],
+  ['attributes', 'request', 'http', 'method'],
+  ['attributes', 'request', 'http', 'path'],
+  ['attributes', 'request', 'http', 'headers', 'x-api-key'],
+  ['attributes', 'request', 'http', 'headers', 'authorization'],
+  ['attributes', 'metadataContext', 'filterMetadata', 'envoy.filters.http.jwt_authn'],
+];
 /** The rule that masks decision logs: outside the bundle (policy/mask/log.rego), see MASK_POLICY_FILE. */
 export const DECISION_LOG_MASK_PATH = '/system/log/mask';
 /** The masking policy, loaded by OPA from its own file so it works without a bundle. */
@@ -81,7 +95,79 @@ export function readRegoSources(dir = REGO_DIR): Record<string, string> {
 }
 
 const compilePatterns = (patterns: readonly PathPattern[]) => patterns.map((p) => ({ source: p.source, segments: [...p.segments], prefix: p.prefix }));
-const methodSet = (methods: readonly string[]) => Object.fromEntries(methods.map((m) => [m, true]));
+const methodSet = (methods: readonly string[]) => Object.fromEntries(methods.map((m) => [m, true as const]));
+/** Rego's order of strings (by UTF-8 bytes), which JavaScript's default sort (UTF-16) is not for every string. */
+const byBytes = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
+
+/** Patterns of the same shape: the same positions hold literals (`keep`), the others `*`. */
+export interface RouteGroup {
+  /** Positions (0-based) of the literal segments, ascending. */
+  readonly keep: readonly number[];
+  /** Per pattern of the group: its literal segments joined by "/", to the methods it grants. */
+  readonly keys: Readonly<Record<string, Readonly<Record<string, true>>>>;
+}
+
+/**
+ * Path patterns compiled for lookup, so that the Rego never loops over patterns: a path of n
+ * segments can only match the exact patterns of n segments (`exact[n]`, an array indexed by
+ * segment count) and the prefix (`/**`) patterns of at most n segments before the `/**`
+ * (`prefix`, each group with that count as `min`). Within a group, a path matches a pattern iff
+ * its segments at `keep`, joined by "/", are the pattern's key: a normalised path has no empty
+ * segment (all a `*` refuses) and no "/" inside one, so the join is unambiguous. The patterns
+ * of a group with the same key share the entry, with the union of their methods; an entry
+ * still matches with no method at all (method_not_allowed, not forbidden_route).
+ */
+export interface Routes {
+  readonly exact: readonly (readonly RouteGroup[])[];
+  readonly prefix: readonly (RouteGroup & { readonly min: number })[];
+}
+
+export function compileRoutes(grants: readonly { readonly methods: readonly string[]; readonly paths: readonly PathPattern[] }[]): Routes {
+  // Maps, not objects: a segment may be spelt `__proto__` or `constructor`.
+  const groups = new Map<string, { prefix: boolean; n: number; keep: number[]; keys: Map<string, Set<string>> }>();
+  for (const { methods, paths } of grants) {
+    for (const p of paths) {
+      const keep = p.segments.flatMap((s, i) => (s === '*' ? [] : [i]));
+      const id = JSON.stringify([p.prefix, p.segments.length, keep]);
+      const g = groups.get(id) ?? { prefix: p.prefix, n: p.segments.length, keep, keys: new Map<string, Set<string>>() };
+      groups.set(id, g);
+      const key = keep.map((i) => p.segments[i]).join('/');
+      const merged = g.keys.get(key) ?? new Set<string>();
+      g.keys.set(key, merged);
+      for (const m of methods) merged.add(m);
+    }
+  }
+  const group = (g: { keep: number[]; keys: Map<string, Set<string>> }): RouteGroup => ({
+    keep: g.keep,
+    keys: Object.fromEntries([...g.keys].map(([k, ms]) => [k, methodSet([...ms].sort())])),
+  });
+  // In a fixed order, so that the same patterns give the same data whatever order they come in.
+  const sorted = [...groups.keys()].sort().map((id) => groups.get(id)!);
+  const exact: RouteGroup[][] = [];
+  for (const g of sorted.filter((g) => !g.prefix)) {
+    while (exact.length <= g.n) exact.push([]);
+    exact[g.n]!.push(group(g));
+  }
+  return { exact, prefix: sorted.filter((g) => g.prefix).map((g) => ({ min: g.n, ...group(g) })) };
+}
+
+/**
+ * The identity headers OPA hands agentd with an allowed request of a client (agentd's
+ * contract), rendered per key so that a decision copies them instead of assembling them: id,
+ * role, scope (only an explicit `all` widens it; anything else is `own`) and the sandbox tiers
+ * its role may create (sorted as Rego sorts strings, comma-separated, "" for none).
+ */
+function identityHeaders(
+  client: { readonly id: string; readonly role: string },
+  role: { readonly scope?: string; readonly sandboxTiers?: readonly string[] } | undefined,
+) {
+  return {
+    [IDENTITY_HEADERS.clientId]: client.id,
+    [IDENTITY_HEADERS.clientRole]: client.role,
+    [IDENTITY_HEADERS.clientScope]: role?.scope === 'all' ? 'all' : 'own',
+    [IDENTITY_HEADERS.sandboxTiers]: [...(role?.sandboxTiers ?? [])].sort(byBytes).join(','),
+  };
+}
 
 /**
  * The data document OPA serves under data.agentd.config. Keys are indexed by their hash so a
@@ -110,7 +196,14 @@ function renderPolicyData(spec: PolicySpec, keyHashes: KeyHashes): object {
         problems.push(`client "${c.id}": a key's end ${JSON.stringify(notAfter)} is not an RFC 3339 instant`);
         continue;
       }
-      keys[h] = { id: c.id, role: c.role, tier: c.rateLimitTier, enabled: c.enabled, ...(notAfter !== undefined ? { not_after: notAfter } : {}) };
+      keys[h] = {
+        id: c.id,
+        role: c.role,
+        tier: c.rateLimitTier,
+        enabled: c.enabled,
+        ...(notAfter !== undefined ? { not_after: notAfter } : {}),
+        upstream_headers: identityHeaders(c, spec.roles[c.role]),
+      };
     }
   }
   for (const id of Object.keys(keyHashes)) {
@@ -120,8 +213,11 @@ function renderPolicyData(spec: PolicySpec, keyHashes: KeyHashes): object {
   return {
     gateway: {
       keys,
-      // The names of the identity headers the gateway forwards to agentd (agentd's contract), so
-      // that the Rego never spells a header name agentd does not read.
+      // The Rego reads a key's upstream_headers, a role's routes and a service's methods and
+      // routes. The rest stays for other readers: `npm run policy -- diff` builds its base side
+      // from this data and an older commit's Rego (which matched `patterns` and assembled the
+      // identity headers from the names below, `scope` and `sandbox_tiers`); the policy pack
+      // reads the services' `methods` and `patterns`.
       identity_headers: {
         client_id: IDENTITY_HEADERS.clientId,
         client_role: IDENTITY_HEADERS.clientRole,
@@ -133,6 +229,7 @@ function renderPolicyData(spec: PolicySpec, keyHashes: KeyHashes): object {
           id,
           {
             rules: r.rules.map((rule) => ({ methods: methodSet(rule.methods), patterns: compilePatterns(rule.paths) })),
+            routes: compileRoutes(r.rules),
             scope: r.scope,
             sandbox_tiers: [...r.sandboxTiers],
           },
@@ -141,7 +238,14 @@ function renderPolicyData(spec: PolicySpec, keyHashes: KeyHashes): object {
     },
     egress: {
       services: Object.fromEntries(
-        Object.values(spec.egressServices).map((s) => [s.id, { methods: methodSet(s.allowedMethods), patterns: compilePatterns(s.allowedPaths) }]),
+        Object.values(spec.egressServices).map((s) => [
+          s.id,
+          {
+            methods: methodSet(s.allowedMethods),
+            patterns: compilePatterns(s.allowedPaths),
+            routes: compileRoutes([{ methods: s.allowedMethods, paths: s.allowedPaths }]),
+          },
+        ]),
       ),
       tiers: Object.fromEntries(
         Object.values(spec.sandboxTiers).map((t) => [

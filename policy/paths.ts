@@ -47,6 +47,15 @@ export function matchPath(pattern: PathPattern, segments: readonly string[]): bo
   return pattern.segments.every((p, i) => (p === '*' ? segments[i] !== '' : p === segments[i]));
 }
 
+/**
+ * A path already in normal form: "/"-led segments of RFC 3986 pchars without "%", none empty and
+ * none starting with "." (so no "." or ".."). {@link normalizePath} gives such a path back
+ * unchanged, so the Rego (paths.rego, `segments`) splits it instead of normalising it; the same
+ * pattern, spelt there too (the tests check both spellings agree).
+ */
+export const NORMAL_FORM_SOURCE = "^(/[A-Za-z0-9_~!$&'()*+,;=:@-][A-Za-z0-9._~!$&'()*+,;=:@-]*)+$";
+export const NORMAL_FORM = new RegExp(NORMAL_FORM_SOURCE);
+
 export type NormalizedPath = { ok: true; path: string; segments: string[] } | { ok: false; reason: string };
 
 /**

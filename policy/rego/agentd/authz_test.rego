@@ -2,62 +2,79 @@ package agentd.envoy.authz_test
 
 import data.agentd.envoy.authz
 
-# Test data in the shape policy/bundle.ts renders (renderPolicyData).
+# Test data in the shape policy/bundle.ts renders (renderPolicyData): each key with the identity
+# headers of its client, each role and service with its patterns compiled into `routes`
+# (compileRoutes). The fields only the previous policy read (rules, patterns, scope,
+# sandbox_tiers, identity_headers) are left out: this policy must not need them.
 config := {
 	"gateway": {
 		"keys": {
-			crypto.sha256("key-admin"): {"id": "admin", "role": "admin", "tier": "unlimited", "enabled": true},
-			crypto.sha256("key-reader"): {"id": "reader", "role": "reader", "tier": "default", "enabled": true},
-			crypto.sha256("key-off"): {"id": "off", "role": "admin", "tier": "default", "enabled": false},
-			crypto.sha256("key-op"): {"id": "ci", "role": "operator", "tier": "standard", "enabled": true},
+			crypto.sha256("key-admin"): key("admin", "admin", "unlimited", true, "all", "admin,default,standard"),
+			crypto.sha256("key-reader"): key("reader", "reader", "default", true, "own", ""),
+			crypto.sha256("key-off"): key("off", "admin", "default", false, "all", "admin,default,standard"),
+			crypto.sha256("key-op"): key("ci", "operator", "standard", true, "own", "default,standard"),
 			# Client ci's key before a rotation: valid until its grace period ends.
-			crypto.sha256("key-op-previous"): {"id": "ci", "role": "operator", "tier": "standard", "enabled": true, "not_after": "2999-01-01T00:00:00Z"},
-			crypto.sha256("key-op-retired"): {"id": "ci", "role": "operator", "tier": "standard", "enabled": true, "not_after": "2000-01-01T00:00:00Z"},
-			crypto.sha256("key-legacy"): {"id": "legacy", "role": "legacy", "tier": "default", "enabled": true},
-			crypto.sha256("key-odd"): {"id": "odd", "role": "odd", "tier": "default", "enabled": true},
-		},
-		"identity_headers": {
-			"client_id": "x-agentd-client-id",
-			"client_role": "x-agentd-client-role",
-			"client_scope": "x-agentd-client-scope",
-			"sandbox_tiers": "x-agentd-sandbox-tiers",
+			crypto.sha256("key-op-previous"): object.union(key("ci", "operator", "standard", true, "own", "default,standard"), {"not_after": "2999-01-01T00:00:00Z"}),
+			crypto.sha256("key-op-retired"): object.union(key("ci", "operator", "standard", true, "own", "default,standard"), {"not_after": "2000-01-01T00:00:00Z"}),
+			# A client whose role the data lacks: every route is forbidden.
+			crypto.sha256("key-ghost"): key("ghost", "ghost", "default", true, "own", ""),
+			crypto.sha256("key-empty"): key("empty", "empty", "default", true, "own", ""),
 		},
 		"roles": {
-			"admin": {
-				"rules": [{"methods": {"GET": true, "POST": true, "DELETE": true}, "patterns": [{"segments": ["api", "v1"], "prefix": true}]}],
-				"scope": "all",
-				"sandbox_tiers": ["admin", "default", "standard"],
-			},
-			"operator": {
-				"rules": [{"methods": {"GET": true}, "patterns": [{"segments": ["api", "v1", "status"], "prefix": false}]}],
-				"scope": "own",
-				# Unsorted on purpose: the header is sorted whatever the data's order.
-				"sandbox_tiers": ["standard", "default"],
-			},
-			"reader": {
-				"rules": [{"methods": {"GET": true}, "patterns": [{"segments": ["api", "v1", "status"], "prefix": false}, {"segments": ["api", "v1", "sandboxes"], "prefix": true}]}],
-				"scope": "own",
-				"sandbox_tiers": [],
-			},
-			# Data without the fields (an older bundle): the narrowest answer.
-			"legacy": {"rules": [{"methods": {"GET": true}, "patterns": [{"segments": ["api", "v1", "status"], "prefix": false}]}]},
-			# A scope other than "all" never widens.
-			"odd": {
-				"rules": [{"methods": {"GET": true}, "patterns": [{"segments": ["api", "v1", "status"], "prefix": false}]}],
-				"scope": "ALL",
-				"sandbox_tiers": ["default"],
-			},
+			# /api/v1/** for GET, POST, DELETE.
+			"admin": {"routes": {
+				"exact": [],
+				"prefix": [{"min": 2, "keep": [0, 1], "keys": {"api/v1": {"GET": true, "POST": true, "DELETE": true}}}],
+			}},
+			# GET /api/v1/status, POST /api/v1/sandboxes/*/intents.
+			"operator": {"routes": {
+				"exact": [
+					[], [], [],
+					[{"keep": [0, 1, 2], "keys": {"api/v1/status": {"GET": true}}}],
+					[],
+					[{"keep": [0, 1, 2, 4], "keys": {"api/v1/sandboxes/intents": {"POST": true}}}],
+				],
+				"prefix": [],
+			}},
+			# GET /api/v1/status, /api/v1/sandboxes/**.
+			"reader": {"routes": {
+				"exact": [[], [], [], [{"keep": [0, 1, 2], "keys": {"api/v1/status": {"GET": true}}}]],
+				"prefix": [{"min": 3, "keep": [0, 1, 2], "keys": {"api/v1/sandboxes": {"GET": true}}}],
+			}},
+			# /e/** with no method at all: the path matches, no method is allowed on it.
+			"empty": {"routes": {"exact": [], "prefix": [{"min": 1, "keep": [0], "keys": {"e": {}}}]}},
 		},
 	},
 	"egress": {
 		"services": {
-			"openai": {"methods": {"POST": true}, "patterns": [{"segments": ["v1", "chat", "completions"], "prefix": false}]},
-			"github": {"methods": {"GET": true}, "patterns": [{"segments": ["repos"], "prefix": true}]},
+			# POST /v1/chat/completions.
+			"openai": {"methods": {"POST": true}, "routes": {
+				"exact": [[], [], [], [{"keep": [0, 1, 2], "keys": {"v1/chat/completions": {"POST": true}}}]],
+				"prefix": [],
+			}},
+			# GET /repos/**, /users/*/repos.
+			"github": {"methods": {"GET": true}, "routes": {
+				"exact": [[], [], [], [{"keep": [0, 2], "keys": {"users/repos": {"GET": true}}}]],
+				"prefix": [{"min": 1, "keep": [0], "keys": {"repos": {"GET": true}}}],
+			}},
 		},
 		"tiers": {
 			"standard": {"services": {"openai": true, "github": true}, "requests_per_minute": 60},
 			"default": {"services": {}, "requests_per_minute": 0},
 		},
+	},
+}
+
+key(id, role, tier, enabled, scope, tiers) := {
+	"id": id,
+	"role": role,
+	"tier": tier,
+	"enabled": enabled,
+	"upstream_headers": {
+		"x-agentd-client-id": id,
+		"x-agentd-client-role": role,
+		"x-agentd-client-scope": scope,
+		"x-agentd-sandbox-tiers": tiers,
 	},
 }
 
@@ -111,7 +128,8 @@ test_gateway_allows_valid_key if {
 	"x-api-key" in r.request_headers_to_remove
 }
 
-# Scope and sandbox tiers per role travel to agentd with the identity (agentd enforces them).
+# Scope and sandbox tiers per role travel to agentd with the identity (agentd enforces them): the
+# headers rendered into the key's entry, exactly.
 test_gateway_identity_headers_per_role if {
 	admin := run(gw("GET", "/api/v1/status", {"x-api-key": "key-admin"})).headers
 	admin["x-agentd-client-scope"] == "all"
@@ -123,15 +141,6 @@ test_gateway_identity_headers_per_role if {
 		"x-agentd-client-scope": "own",
 		"x-agentd-sandbox-tiers": "default,standard",
 	}
-}
-
-test_gateway_identity_defaults_are_narrow if {
-	legacy := run(gw("GET", "/api/v1/status", {"x-api-key": "key-legacy"})).headers
-	legacy["x-agentd-client-scope"] == "own"
-	legacy["x-agentd-sandbox-tiers"] == ""
-	odd := run(gw("GET", "/api/v1/status", {"x-api-key": "key-odd"})).headers
-	odd["x-agentd-client-scope"] == "own"
-	odd["x-agentd-sandbox-tiers"] == "default"
 }
 
 # A denial hands agentd no identity at all.
@@ -208,6 +217,72 @@ test_gateway_path_tricks if {
 
 run_input_status := gw("GET", "/../x", {"x-api-key": "key-reader"})
 
+# Routes through the role's index: exact patterns (a `*` takes any one segment), prefix patterns
+# (the prefix itself and everything below it), nothing else.
+test_gateway_route_index if {
+	run(gw("POST", "/api/v1/sandboxes/x1/intents", {"x-api-key": "key-op"})).allowed
+	reason(run(gw("GET", "/api/v1/sandboxes/x1/intents", {"x-api-key": "key-op"}))) == "method_not_allowed"
+	reason(run(gw("POST", "/api/v1/sandboxes/x1/other", {"x-api-key": "key-op"}))) == "forbidden_route"
+	reason(run(gw("POST", "/api/v1/sandboxes/x1/intents/x", {"x-api-key": "key-op"}))) == "forbidden_route"
+	reason(run(gw("POST", "/api/v1/sandboxes/intents", {"x-api-key": "key-op"}))) == "forbidden_route"
+	run(gw("GET", "/api/v1/sandboxes", {"x-api-key": "key-reader"})).allowed
+	run(gw("GET", "/api/v1/sandboxes/a/b/c", {"x-api-key": "key-reader"})).allowed
+	reason(run(gw("GET", "/api/v1/sandboxesx", {"x-api-key": "key-reader"}))) == "forbidden_route"
+	reason(run(gw("GET", "/api/v1", {"x-api-key": "key-reader"}))) == "forbidden_route"
+	reason(run(gw("GET", "/api/v1/status/x", {"x-api-key": "key-reader"}))) == "forbidden_route"
+	reason(run(gw("GET", "/", {"x-api-key": "key-reader"}))) == "forbidden_route"
+	run(gw("DELETE", "/api/v1", {"x-api-key": "key-admin"})).allowed
+}
+
+# A pattern whose rule grants no method still matches its paths: method_not_allowed, not
+# forbidden_route. A role the data lacks grants nothing.
+test_gateway_route_without_methods_and_unknown_role if {
+	reason(run(gw("GET", "/e/x", {"x-api-key": "key-empty"}))) == "method_not_allowed"
+	reason(run(gw("GET", "/f", {"x-api-key": "key-empty"}))) == "forbidden_route"
+	r := run(gw("GET", "/api/v1/status", {"x-api-key": "key-ghost"}))
+	reason(r) == "forbidden_route"
+	r.dynamic_metadata.client_id == "ghost"
+}
+
+# Paths in normal form and the same paths needing normalisation get the same answer.
+test_gateway_path_forms if {
+	every p in ["/api/v1/status", "/api/v1/status/", "//api/v1//status", "/api/v1/./status", "/api/x/../v1/status", "/api/v1/%73tatus", "/api/v1/status?x=1"] {
+		run(gw("GET", p, {"x-api-key": "key-reader"})).allowed
+	}
+	r := json.unmarshal(run(gw("GET", "/api/v1/x/../admin/", {"x-api-key": "key-reader"})).body)
+	r.error.message == "role \"reader\" may not call /api/v1/admin"
+}
+
+# A request lacking fields is refused, never allowed and never undefined.
+test_gateway_incomplete_requests if {
+	no_path := {"attributes": {"contextExtensions": {"policy": "gateway"}, "request": {"http": {"method": "GET", "headers": {"x-api-key": "key-admin"}}}}}
+	run(no_path).http_status == 400
+	reason(run(no_path)) == "invalid_path"
+	reason(run(gw("GET", null, {"x-api-key": "key-admin"}))) == "invalid_path"
+	reason(run(gw("GET", 5, {"x-api-key": "key-admin"}))) == "invalid_path"
+	no_headers := {"attributes": {"contextExtensions": {"policy": "gateway"}, "request": {"http": {"method": "GET", "path": "/api/v1/status"}}}}
+	reason(run(no_headers)) == "missing_api_key"
+	reason(run(gw("GET", "/api/v1/status", "x-api-key"))) == "missing_api_key"
+	reason(run(gw("GET", "/api/v1/status", null))) == "missing_api_key"
+	no_method := {"attributes": {"contextExtensions": {"policy": "gateway"}, "request": {"http": {"path": "/api/v1/status", "headers": {"x-api-key": "key-admin"}}}}}
+	r := run(no_method)
+	reason(r) == "method_not_allowed"
+	json.unmarshal(r.body).error.message == "role \"admin\" may not use (no method) on /api/v1/status"
+	reason(run({"attributes": {"contextExtensions": {"policy": "gateway"}}})) == "invalid_path"
+}
+
+# Which header the key comes from: x-api-key, or an Authorization that is a bearer token (any
+# case); another Authorization scheme is no key (and no second one).
+test_gateway_key_headers if {
+	run(gw("GET", "/api/v1/status", {"authorization": "bearer key-reader"})).allowed
+	run(gw("GET", "/api/v1/status", {"authorization": "BEARER key-reader"})).allowed
+	run(gw("GET", "/api/v1/status", {"x-api-key": "key-reader", "authorization": "Basic abc"})).allowed
+	reason(run(gw("GET", "/api/v1/status", {"authorization": "Basic key-reader"}))) == "missing_api_key"
+	reason(run(gw("GET", "/api/v1/status", {"authorization": "Bearerkey-reader"}))) == "missing_api_key"
+	reason(run(gw("GET", "/api/v1/status", {"x-api-key": "", "authorization": "Bearer key-reader"}))) == "ambiguous_api_key"
+	reason(run(gw("GET", "/api/v1/status", {"x-api-key": ""}))) == "invalid_api_key"
+}
+
 # Defect 3 of the original: a caller header chose the policy. Only Envoy's context does.
 test_caller_headers_cannot_select_policy if {
 	doc := {"attributes": {"request": {"http": {"method": "GET", "path": "/api/v1/status", "headers": {"x-api-key": "key-admin", "x-policy": "egress", "x-agentd-policy": "gateway"}}}}}
@@ -227,6 +302,26 @@ test_egress_allows_tier_service if {
 test_egress_prefix_pattern_and_query if {
 	run(eg("github", "GET", "/repos/o/r/issues/1/comments", sbx)).allowed
 	reason(run(eg("openai", "POST", "/v1/chat?x=/completions", sbx))) == "path_not_allowed"
+}
+
+test_egress_route_index if {
+	run(eg("github", "GET", "/users/u1/repos", sbx)).allowed
+	run(eg("github", "GET", "/repos", sbx)).allowed
+	run(eg("github", "GET", "//repos/o/./r", sbx)).allowed
+	reason(run(eg("github", "GET", "/users/u1/x/repos", sbx))) == "path_not_allowed"
+	reason(run(eg("github", "GET", "/users/repos", sbx))) == "path_not_allowed"
+	reason(run(eg("github", "GET", "/reposx", sbx))) == "path_not_allowed"
+	reason(run(eg("github", "GET", "/", sbx))) == "path_not_allowed"
+	json.unmarshal(run(eg("github", "GET", "/users/u1/./x/", sbx)).body).error.message == "github does not allow the path /users/u1/x"
+}
+
+test_egress_incomplete_requests if {
+	doc := eg("openai", "POST", "/v1/chat/completions", sbx)
+	reason(run(json.remove(doc, ["attributes/request/http/path"]))) == "invalid_path"
+	r := run(json.remove(doc, ["attributes/request/http/method"]))
+	reason(r) == "method_not_allowed"
+	json.unmarshal(r.body).error.message == "openai does not allow (no method)"
+	reason(run(json.remove(doc, ["attributes/request/http"]))) == "invalid_path"
 }
 
 test_egress_denials if {

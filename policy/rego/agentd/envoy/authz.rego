@@ -2,36 +2,18 @@
 # It returns what the plugin expects: `allowed` (not `allow`), headers for upstream, headers
 # to remove, dynamic metadata for rate limiting and access logs, and on a denial an HTTP status
 # with a JSON body. Which policy runs comes from Envoy's own ext_authz context extensions.
+# gateway.rego and egress.rego answer in this shape themselves (denials: lib/answer.rego).
 package agentd.envoy.authz
 
 import data.agentd.egress
 import data.agentd.gateway
+import data.agentd.lib.answer
 
 policy := object.get(input, ["attributes", "contextExtensions", "policy"], "")
 
-decision := gateway.decision if policy == "gateway"
+# The context extension read directly (not through `policy`, which only the fallback needs).
+result := gateway.decision if input.attributes.contextExtensions.policy == "gateway"
 
-else := egress.decision if policy == "egress"
+else := egress.decision if input.attributes.contextExtensions.policy == "egress"
 
-else := {
-	"allowed": false,
-	"status": 403,
-	"reason": "unknown_policy",
-	"message": "this listener is not bound to an agentd policy",
-	"metadata": {"policy": policy, "reason": "unknown_policy"},
-}
-
-result := {
-	"allowed": true,
-	"headers": decision.upstream_headers,
-	"request_headers_to_remove": decision.remove_headers,
-	"dynamic_metadata": decision.metadata,
-} if decision.allowed
-
-result := {
-	"allowed": false,
-	"http_status": decision.status,
-	"headers": {"content-type": "application/json"},
-	"body": json.marshal({"error": {"code": decision.reason, "message": decision.message}}),
-	"dynamic_metadata": decision.metadata,
-} if not decision.allowed
+else := answer.deny(403, "unknown_policy", "this listener is not bound to an agentd policy", {"policy": policy, "reason": "unknown_policy"})
