@@ -2,7 +2,7 @@
 // ext_authz gRPC plugin it serves, masked decision logs, and metrics. Pure: the bundle bytes are
 // rendered by policy/bundle.ts.
 
-import { AUTHZ_DECISION_PATH, DECISION_LOG_MASK_PATH } from '../../policy/bundle.ts';
+import { AUTHZ_DECISION_PATH, AUTHZ_INPUT_PATHS, DECISION_LOG_MASK_PATH } from '../../policy/bundle.ts';
 import { POLICY_SIGNING_ALGORITHM, POLICY_SIGNING_KEY_ID } from '../../policy/signing.ts';
 import { REGISTRY_BUNDLE_PATH } from '../../agentd/src/contract.ts';
 import type { Endpoint } from './envoy/common.ts';
@@ -60,6 +60,13 @@ export interface OpaRenderInput {
   readonly registry?: OpaRegistryInput;
 }
 
+/** Decisions the cache holds at most (it is emptied and refilled beyond): about 1 KiB each. */
+const DECISION_CACHE_MAX_ENTRIES = 10_000;
+/** How long a cached decision is reused at most (changes of data and time end it sooner). */
+const DECISION_CACHE_MAX_AGE_SECONDS = 60;
+/** Decision log entries waiting to be written at most (a burst of a few seconds at full rate). */
+const DECISION_LOG_QUEUE_ENTRIES = 10_000;
+
 /**
  * The policy bundle: downloaded from the bundle server (service `bundles`, polled every second
  * with the ETag OPA holds; the server answers 304 until its revision changes), so a policy
@@ -102,6 +109,15 @@ export interface OpaRenderInput {
  *   served the registry once (agentd must not wait for OPA to become ready);
  * - decision_logs keeps `console: true` and status `prometheus: true`: with a service configured
  *   and neither set, OPA would upload decision logs or status to its first service, agentd.
+ *
+ * The ext_authz plugin runs with agentd's two extensions (docs/benchmarks.md, "Authorization at
+ * the speed of the proxy"; upstream's plugin ignores both keys):
+ * - `decision-cache`: a decision is reused for an identical input (AUTHZ_INPUT_PATHS, on which
+ *   the policy is then evaluated) until the store changes (a bundle, the registry), its
+ *   `cache_until_ns` passes (a key's grace period, a token's exp) or DECISION_CACHE_MAX_AGE_SECONDS;
+ * - `decision-log-queue`: decision logs are masked and written after the answer, by one writer;
+ *   a full queue drops entries and counts them (decision_logs_dropped_total, alert
+ *   DecisionLogsDropped).
  */
 export function renderOpaConfig(input: OpaRenderInput): object {
   const registry = input.registry;
@@ -147,6 +163,12 @@ export function renderOpaConfig(input: OpaRenderInput): object {
         path: AUTHZ_DECISION_PATH,
         'dry-run': false,
         'enable-reflection': false,
+        'decision-cache': {
+          'max-entries': DECISION_CACHE_MAX_ENTRIES,
+          'max-age-seconds': DECISION_CACHE_MAX_AGE_SECONDS,
+          input: AUTHZ_INPUT_PATHS.map((p) => [...p]),
+        },
+        'decision-log-queue': DECISION_LOG_QUEUE_ENTRIES,
       },
     },
     decision_logs: {

@@ -120,6 +120,28 @@ export function alertCases(spec: PolicySpec): Record<AlertName, { fires: Case; q
         ],
       },
     },
+    DecisionLogsLost: {
+      // One OPA's queue overflowed once (3 entries dropped at minute 5); the other lost none.
+      fires: {
+        evalTime: '7m',
+        alerts: [{ instance: 'opa-a:8282' }],
+        series: [
+          s(OPA_METRICS.decisionLogsDropped, { instance: 'opa-a:8282' }, '0x5 3x20'),
+          s(OPA_METRICS.decisionLogsFailed, { instance: 'opa-a:8282' }, '0x25'),
+          s(OPA_METRICS.decisionLogsDropped, { instance: 'opa-b:8282' }, '0x25'),
+          s(OPA_METRICS.decisionLogsFailed, { instance: 'opa-b:8282' }, '0x25'),
+        ],
+      },
+      // Drops long past (the counters flat since): quiet.
+      quiet: {
+        evalTime: '20m',
+        alerts: [],
+        series: [
+          s(OPA_METRICS.decisionLogsDropped, { instance: 'opa-a:8282' }, '0x5 3x20'),
+          s(OPA_METRICS.decisionLogsFailed, { instance: 'opa-a:8282' }, '0x25'),
+        ],
+      },
+    },
     ExtAuthzErrors: {
       // egress: 9% of the checks unanswered.
       fires: {

@@ -36,6 +36,15 @@ async function waitFor(what: string, f: () => Promise<boolean>, timeoutMs: numbe
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
+/** OPA's decision_cache_lookups_total (the plugin's decision cache), by outcome. */
+async function cacheLookups(o: RunningOpa): Promise<Record<string, number>> {
+  const res = await fetch(`http://127.0.0.1:${o.httpPort}/metrics`);
+  expect(res.status).toBe(200);
+  const out: Record<string, number> = {};
+  for (const m of (await res.text()).matchAll(/^decision_cache_lookups_total\{outcome="(\w+)"\} (\S+)$/gm)) out[m[1]!] = Number(m[2]);
+  return out;
+}
+
 const spec = shippedSpec();
 const keyOf = (id: string) => `test-key-${id}-0123456789abcdef`;
 const keyHashes = Object.fromEntries(spec.clients.map((c) => [c.id, sha256Hex(keyOf(c.id))]));
@@ -141,27 +150,32 @@ describe('decision tables against the real OPA and its Envoy plugin', () => {
     const all = [...cases, ...unknown];
     const wrong: string[] = [];
     const identityChecked = new Set<string>();
-    for (let i = 0; i < all.length; i += 50) {
-      await Promise.all(
-        all.slice(i, i + 50).map(async ({ c, path, method }) => {
-          const want = expectGateway(spec, c.id, method, path);
-          const got = await client.check({ contextExtensions: { policy: 'gateway' }, method, path, headers: { 'x-api-key': keyOf(c.id) } });
-          if (got.allowed !== want.allowed || (!want.allowed && (got.status !== want.status || got.body?.error?.code !== want.reason))) {
-            wrong.push(`${c.id} ${method} ${path}: want ${JSON.stringify(want)}, got ${got.allowed} ${got.status} ${got.body?.error?.code}`);
-          }
-          if (got.allowed && want.allowed) {
-            // Exactly the identity agentd is to trust, nothing more, nothing less.
-            if (!isDeepStrictEqual(got.headers, want.headers)) {
-              wrong.push(`${c.id} ${method} ${path}: headers want ${JSON.stringify(want.headers)}, got ${JSON.stringify(got.headers)}`);
+    // Twice: evaluated, then answered from the decision cache (the same answers, every one a hit).
+    const before = await cacheLookups(opa);
+    for (const pass of ['evaluated', 'cached'])
+      for (let i = 0; i < all.length; i += 50) {
+        await Promise.all(
+          all.slice(i, i + 50).map(async ({ c, path, method }) => {
+            const want = expectGateway(spec, c.id, method, path);
+            const got = await client.check({ contextExtensions: { policy: 'gateway' }, method, path, headers: { 'x-api-key': keyOf(c.id) } });
+            if (got.allowed !== want.allowed || (!want.allowed && (got.status !== want.status || got.body?.error?.code !== want.reason))) {
+              wrong.push(`${pass}: ${c.id} ${method} ${path}: want ${JSON.stringify(want)}, got ${got.allowed} ${got.status} ${got.body?.error?.code}`);
             }
-            identityChecked.add(c.id);
-            expect(got.dynamicMetadata).toMatchObject({ client_id: c.id, tier: spec.clients.find((x) => x.id === c.id)?.rateLimitTier });
-          }
-        }),
-      );
-    }
+            if (got.allowed && want.allowed) {
+              // Exactly the identity agentd is to trust, nothing more, nothing less.
+              if (!isDeepStrictEqual(got.headers, want.headers)) {
+                wrong.push(`${pass}: ${c.id} ${method} ${path}: headers want ${JSON.stringify(want.headers)}, got ${JSON.stringify(got.headers)}`);
+              }
+              identityChecked.add(c.id);
+              expect(got.dynamicMetadata).toMatchObject({ client_id: c.id, tier: spec.clients.find((x) => x.id === c.id)?.rateLimitTier });
+            }
+          }),
+        );
+      }
     expect(all.length).toBeGreaterThan(300);
     expect(wrong).toEqual([]);
+    const after = await cacheLookups(opa);
+    expect((after['hit'] ?? 0) - (before['hit'] ?? 0), 'second pass answered from the cache').toBe(all.length);
     // Every enabled client was allowed somewhere, so its scope and tiers were checked.
     expect([...identityChecked].sort()).toEqual(
       spec.clients
@@ -202,21 +216,29 @@ describe('decision tables against the real OPA and its Envoy plugin', () => {
       ),
     );
     const wrong: string[] = [];
-    for (let i = 0; i < all.length; i += 50) {
-      await Promise.all(
-        all.slice(i, i + 50).map(async ({ tier, service, path, method }) => {
-          const want = expectEgress(spec, tier, service, method, path);
-          const got = await egressCheck(service, method, path, { sub: sandboxOf(tier), tier, exp });
-          if (got.allowed !== want.allowed || (!want.allowed && (got.status !== want.status || got.body?.error?.code !== want.reason))) {
-            wrong.push(`${tier} ${service} ${method} ${path}: want ${JSON.stringify(want)}, got ${got.allowed} ${got.status} ${got.body?.error?.code}`);
-          }
-          if (got.allowed) expect(got.dynamicMetadata).toMatchObject({ sandbox_id: sandboxOf(tier), tier, service });
-        }),
-      );
-    }
+    // Twice: evaluated, then answered from the decision cache (each answer read the clock and
+    // states the token's exp as its end; every one a hit).
+    const before = await cacheLookups(opa);
+    for (const pass of ['evaluated', 'cached'])
+      for (let i = 0; i < all.length; i += 50) {
+        await Promise.all(
+          all.slice(i, i + 50).map(async ({ tier, service, path, method }) => {
+            const want = expectEgress(spec, tier, service, method, path);
+            const got = await egressCheck(service, method, path, { sub: sandboxOf(tier), tier, exp });
+            if (got.allowed !== want.allowed || (!want.allowed && (got.status !== want.status || got.body?.error?.code !== want.reason))) {
+              wrong.push(
+                `${pass}: ${tier} ${service} ${method} ${path}: want ${JSON.stringify(want)}, got ${got.allowed} ${got.status} ${got.body?.error?.code}`,
+              );
+            }
+            if (got.allowed) expect(got.dynamicMetadata).toMatchObject({ sandbox_id: sandboxOf(tier), tier, service });
+          }),
+        );
+      }
     expect(all.length).toBeGreaterThan(1000);
     expect(all.filter((c) => expectEgress(spec, c.tier, c.service, c.method, c.path).allowed).length).toBeGreaterThan(50);
     expect(wrong).toEqual([]);
+    const after = await cacheLookups(opa);
+    expect((after['hit'] ?? 0) - (before['hit'] ?? 0), 'second pass answered from the cache').toBe(all.length);
   });
 
   it('egress: GitHub admits contents, issues, pulls, search and /user, and nothing that changes access, settings or refs', async () => {
@@ -414,6 +436,55 @@ describe('decision tables against the real OPA and its Envoy plugin', () => {
       expect.arrayContaining(['/input/attributes/request/http/headers/x-api-key', '/input/attributes/request/http/headers/authorization']),
     );
     for (const c of spec.clients) expect(log).not.toContain(keyOf(c.id));
+  });
+});
+
+describe('the decision cache and the clock', () => {
+  // A key in its grace period and a token near its exp: cached answers must end with them.
+  let opa: RunningOpa;
+  let client: ExtAuthzClient;
+  let registry: RegistryServer;
+  let endsAt = 0;
+  const graceKey = 'test-key-grace-0123456789abcdef';
+  beforeAll(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'agentd-opa-clock-'));
+    endsAt = Date.now() + 4000; // OPA starts within a second or two
+    const hashes = { ...keyHashes, ci: [{ hash: keyHashes['ci'] as string }, { hash: sha256Hex(graceKey), notAfter: new Date(endsAt).toISOString() }] };
+    registry = await new RegistryServer(join(dir, 'registry'), { 'sbx-clock': { tier: 'admin', exp: Math.floor(endsAt / 1000) + 3600 } }).start();
+    opa = await startOpa(join(dir, 'opa'), buildBundle(spec, hashes).bytes, { registry: registry.opaInput() });
+    client = new ExtAuthzClient(opa.grpcPort);
+  });
+  afterAll(async () => {
+    client?.close();
+    await opa?.process.stop();
+    await registry?.close();
+  });
+
+  it("a key's grace period and a token's exp end cached answers on time", async () => {
+    const gateway = () => client.check({ contextExtensions: { policy: 'gateway' }, method: 'GET', path: '/api/v1/status', headers: { 'x-api-key': graceKey } });
+    const service = Object.keys(spec.egressServices)[0]!;
+    const s = spec.egressServices[service]!;
+    const exp = Math.floor(endsAt / 1000);
+    const egress = () =>
+      client.check({
+        contextExtensions: { policy: 'egress', service },
+        method: s.allowedMethods[0]!,
+        path: instantiate(s.allowedPaths[0]!),
+        host: service,
+        jwtClaims: { iss: 'agentd', aud: 'agentd-egress', sub: 'sbx-clock', tier: 'admin', exp },
+      });
+    const before = await cacheLookups(opa);
+    for (let i = 0; i < 3; i++) {
+      const g = await gateway();
+      expect(g.allowed, JSON.stringify(g.body)).toBe(true);
+      const e = await egress();
+      expect(e.allowed, JSON.stringify(e.body)).toBe(true);
+    }
+    const during = await cacheLookups(opa);
+    expect((during['hit'] ?? 0) - (before['hit'] ?? 0), 'answers reused while valid').toBe(4);
+    await sleep(Math.max(exp * 1000, endsAt) - Date.now() + 100);
+    expect(await gateway()).toMatchObject({ allowed: false, status: 401, body: { error: { code: 'expired_api_key' } } });
+    expect(await egress()).toMatchObject({ allowed: false, status: 401, body: { error: { code: 'token_expired' } } });
   });
 });
 

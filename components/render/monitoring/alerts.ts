@@ -15,6 +15,7 @@ export const ALERT_NAMES = [
   'AuthorizationDenialsSpike',
   'OpaDown',
   'PolicyBundleRefused',
+  'DecisionLogsLost',
   'ExtAuthzErrors',
   'EgressUpstreamErrors',
   'RateLimitedRatioHigh',
@@ -100,6 +101,16 @@ export function renderAlertRules(spec: PolicySpec): RuleFile {
         summary: 'OPA refused a policy bundle',
         description:
           'OPA downloaded a policy bundle and did not activate it ({{ $labels.code }}: {{ $labels.message }}): a signature that does not verify (a bundle not signed with the deploy key: tampering, or a deploy that changed the key), or Rego that does not compile. The previous policy stays in force; the change did not ship.',
+      },
+    },
+    DecisionLogsLost: {
+      expr: opa.decisionLogsLost(w),
+      for: '0m',
+      labels: { severity: 'critical', component: 'opa' },
+      annotations: {
+        summary: 'OPA lost decision log entries ({{ $labels.instance }})',
+        description:
+          'Decisions were made (and enforced) whose decision log entries were dropped because the queue was full, or could not be written: the audit trail has a gap. OPA logs how many; a sustained rate above what one writer can mask and print needs a larger decision-log-queue or less traffic per OPA.',
       },
     },
     ExtAuthzErrors: {

@@ -127,6 +127,9 @@ export const opa = {
     const by = [OPA_LABELS.bundle, 'code', 'message'];
     return `${sumBy(by, `increase(${refused}[${w}])`)} > 0 or ${sumBy(by, `${refused} unless ${refused} offset ${w}`)}`;
   },
+  /** Decision log entries lost over `w` (dropped at a full queue, or not written), per OPA instance. */
+  decisionLogsLost: (w: Window) =>
+    `${sumBy(['instance'], `increase(${selector(OPA_METRICS.decisionLogsDropped)}[${w}])`)} + ${sumBy(['instance'], `increase(${selector(OPA_METRICS.decisionLogsFailed)}[${w}])`)} > 0`,
   /** 1 per plugin and status. */
   pluginStatus: () => maxBy([OPA_LABELS.plugin, OPA_LABELS.status], selector(OPA_METRICS.pluginStatus)),
   version: () => maxBy([OPA_LABELS.version], selector(OPA_METRICS.info)),

@@ -120,6 +120,12 @@ export const OPA_METRICS = {
   /** 1 per plugin (`name`) and its current `status` (OK, NOT_READY, ERROR). */
   pluginStatus: 'plugin_status_gauge',
   info: 'opa_info',
+  /**
+   * Counters of the ext_authz plugin's decision log queue (agentd's build; from OPA's start, at
+   * 0): entries dropped because the queue was full, and queued entries that could not be written.
+   */
+  decisionLogsDropped: 'decision_logs_dropped_total',
+  decisionLogsFailed: 'decision_logs_failed_total',
 } as const;
 
 export const OPA_LABELS = { bundle: 'name', revision: 'active_revision', plugin: 'name', status: 'status', version: 'version' } as const;
