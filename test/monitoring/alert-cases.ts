@@ -109,7 +109,8 @@ export function alertCases(spec: PolicySpec): Record<AlertName, { fires: Case; q
         alerts: [{ [OPA_LABELS.bundle]: OPA_BUNDLE_NAME, code: 'bundle_error', message: 'bundle missing .signatures.json file' }],
         series: [refused(OPA_BUNDLE_NAME, '_x5 1x20')],
       },
-      // Refusals long past, the sandbox registry's own (another bundle), and OPA's count of a bundle not loaded yet (no code) do not count.
+      // Refusals long past, the sandbox registry's own (another bundle), OPA's count of a bundle not loaded yet (no code) and
+      // downloads that failed (the bundle server restarting or erring: nothing was refused) do not count.
       quiet: {
         evalTime: '15m',
         alerts: [],
@@ -117,6 +118,20 @@ export function alertCases(spec: PolicySpec): Record<AlertName, { fires: Case; q
           refused(OPA_BUNDLE_NAME, '3x30'),
           refused('sandboxes', '0+1x30'),
           s(OPA_METRICS.bundleFailedLoad, { [OPA_LABELS.bundle]: OPA_BUNDLE_NAME }, '_x10 1x20'),
+          s(
+            OPA_METRICS.bundleFailedLoad,
+            {
+              [OPA_LABELS.bundle]: OPA_BUNDLE_NAME,
+              code: 'bundle_error',
+              message: 'request failed: Get "http://bundles:8080/bundles/agentd.tar.gz": dial tcp 10.0.0.5:8080: connect: connection refused',
+            },
+            '_x10 1+1x20',
+          ),
+          s(
+            OPA_METRICS.bundleFailedLoad,
+            { [OPA_LABELS.bundle]: OPA_BUNDLE_NAME, code: 'bundle_error', message: 'server replied with 503 Service Unavailable' },
+            '_x10 1x20',
+          ),
         ],
       },
     },

@@ -58,6 +58,7 @@ export function regexOneOf(values: readonly string[]): string {
 export const eq = (label: string, value: string): Matcher => ({ label, op: '=', value });
 export const ne = (label: string, value: string): Matcher => ({ label, op: '!=', value });
 export const re = (label: string, regex: string): Matcher => ({ label, op: '=~', value: regex });
+export const nre = (label: string, regex: string): Matcher => ({ label, op: '!~', value: regex });
 /** Matches one of the literal values. */
 export const oneOf = (label: string, values: readonly string[]): Matcher => re(label, regexOneOf(values));
 

@@ -4,7 +4,7 @@
 
 import type { PolicySpec } from '../../../policy/spec.ts';
 import { JOBS, type Job } from './prometheus.ts';
-import { eq, histogramQuantile, labelReplace, maxBy, ne, oneOf, rate, ratio, re, selector, sumBy, type Matcher, type Window } from './promql.ts';
+import { eq, histogramQuantile, labelReplace, maxBy, ne, nre, oneOf, rate, ratio, re, selector, sumBy, type Matcher, type Window } from './promql.ts';
 import {
   ENVOY_LABELS as L,
   ENVOY_METRICS as E,
@@ -109,6 +109,9 @@ export const agentd = {
   version: () => maxBy([agentdLabel('buildInfo', 'version')], selector(agentdMetric('buildInfo'))),
 };
 
+/** The messages of bundle_failed_load_counter for a download that failed (OPA's downloader), not a refused bundle. */
+const OPA_DOWNLOAD_FAILURE_MESSAGES = '(request failed|server replied with).*';
+
 /** OPA: decisions as Envoy sees them (ext_authz over gRPC), and OPA's bundle state. */
 export const opa = {
   /** Time Envoy waits for OPA's answer, milliseconds, per proxy (`job`). */
@@ -120,10 +123,16 @@ export const opa = {
   /**
    * Policy bundles OPA refused over `w`, by refusal: a counter that grew, or one that appeared
    * (its series starts at the first refusal, so `increase` alone would miss it). OPA also counts
-   * a bundle not loaded yet (at start) here, with an empty `code`: not a refusal.
+   * here a bundle not loaded yet (at start, with an empty `code`) and a download that failed
+   * (the bundle server unreachable or answering an error: `request failed: ...`, `server replied
+   * with ...`, with the same code as a refusal): neither is a refused bundle.
    */
   bundleRefusals: (w: Window) => {
-    const refused = selector(OPA_METRICS.bundleFailedLoad, [eq(OPA_LABELS.bundle, OPA_BUNDLE_NAME), ne('code', '')]);
+    const refused = selector(OPA_METRICS.bundleFailedLoad, [
+      eq(OPA_LABELS.bundle, OPA_BUNDLE_NAME),
+      ne('code', ''),
+      nre('message', OPA_DOWNLOAD_FAILURE_MESSAGES),
+    ]);
     const by = [OPA_LABELS.bundle, 'code', 'message'];
     return `${sumBy(by, `increase(${refused}[${w}])`)} > 0 or ${sumBy(by, `${refused} unless ${refused} offset ${w}`)}`;
   },
