@@ -9,14 +9,9 @@
 //    (timer_rego_query_eval_ns), i.e. the Rego evaluation alone, without gRPC or transport.
 //  - Decisions/s with several calls in flight.
 import { join } from 'node:path';
-import { buildBundle, MASK_POLICY_FILE } from '../../policy/bundle.ts';
+import { buildBundle } from '../../policy/bundle.ts';
 import { ExtAuthzClient, RegistryServer, startOpa, type AuthzRequest, type RunningOpa } from '../../scripts/local/opa.ts';
-import { ManagedProcess, answers, freePort } from '../../scripts/local/processes.ts';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { OPA_BUNDLE_FILE, opaRunArgs, opaRuntimeEnv, renderOpaConfig, type OpaRegistryInput } from '../../components/render/opa.ts';
-import { OPA_CONFIG_FILE } from '../../components/render/platform.ts';
-import { toYaml } from '../../components/render/yaml.ts';
-import { toolPath } from '../../scripts/local/tools.ts';
+import type { ManagedProcess } from '../../scripts/local/processes.ts';
 import { cpuMs } from '../lib/cpu.ts';
 import type { QuietWindow } from '../lib/context.ts';
 import { TOKEN_AUDIENCE, TOKEN_ISSUER } from '../../agentd/src/contract.ts';
@@ -143,33 +138,15 @@ async function throughput(st: SizeState, concurrency: number, ms: number): Promi
   return { perSecond, opaCpuUs: (((cpuMs(st.opa.process.pid) ?? NaN) - cpu0) * 1000) / done };
 }
 
-/** OPA as the harness starts it, with levers of the rendered plugin config taken away. */
-async function startOpaVariant(dir: string, bundle: Buffer, registry: OpaRegistryInput, variant: Exclude<Variant, 'shipped'>): Promise<RunningOpa> {
-  mkdirSync(dir, { recursive: true });
-  const grpcPort = await freePort();
-  const httpPort = await freePort();
-  writeFileSync(join(dir, OPA_BUNDLE_FILE), bundle);
-  const config = renderOpaConfig({ grpc: { host: '127.0.0.1', port: grpcPort }, bundle: { file: join(dir, OPA_BUNDLE_FILE) }, registry }) as {
-    plugins: Record<string, Record<string, unknown>>;
+/** Takes levers of the rendered plugin config away (the diagnostic variants). */
+function withoutLevers(variant: Exclude<Variant, 'shipped'>): (config: Record<string, unknown>) => void {
+  return (config) => {
+    const plugin = Object.values(config['plugins'] as Record<string, Record<string, unknown>>)[0]!;
+    if (!('decision-cache' in plugin) || !('decision-log-queue' in plugin))
+      throw new Error('the rendered OPA config lost its decision-cache or decision-log-queue');
+    delete plugin['decision-cache'];
+    if (variant === 'before') delete plugin['decision-log-queue'];
   };
-  const plugin = Object.values(config.plugins)[0]!;
-  if (!('decision-cache' in plugin) || !('decision-log-queue' in plugin))
-    throw new Error('the rendered OPA config lost its decision-cache or decision-log-queue');
-  delete plugin['decision-cache'];
-  if (variant === 'before') delete plugin['decision-log-queue'];
-  writeFileSync(join(dir, OPA_CONFIG_FILE), toYaml(config));
-  const proc = new ManagedProcess(
-    {
-      name: `opa-${variant}`,
-      command: toolPath('opa'),
-      args: opaRunArgs({ apiAddr: `127.0.0.1:${httpPort}`, configFile: join(dir, OPA_CONFIG_FILE), maskFile: MASK_POLICY_FILE }),
-      ready: () => answers(`http://127.0.0.1:${httpPort}/health?bundles`),
-      env: opaRuntimeEnv(),
-    },
-    join(dir, 'opa.log'),
-  );
-  await proc.start();
-  return { process: proc, grpcPort, httpPort, dir };
 }
 
 async function evalTimes(st: SizeState, kind: Kind, calls: number): Promise<LatencySummary> {
@@ -213,10 +190,10 @@ export async function opaSuite(
         Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`sbx_bench${i}`, { tier: 'admin', exp }])),
       ).start();
       registries.push(registry);
-      const opa =
-        variant === 'shipped'
-          ? await startOpa(dir, bundle.bytes, { registry: registry.opaInput() })
-          : await startOpaVariant(dir, bundle.bytes, registry.opaInput(), variant);
+      const opa = await startOpa(dir, bundle.bytes, {
+        registry: registry.opaInput(),
+        ...(variant === 'shipped' ? {} : { editConfig: withoutLevers(variant) }),
+      });
       ctx.track(opa.process);
       const client = new RawExtAuthz(opa.grpcPort);
       await client.ready;

@@ -33,6 +33,8 @@ export interface StartOpaOptions {
    * an OPA whose registry is unreachable: it never gets healthy).
    */
   readonly readyWhen?: 'bundles' | 'policy';
+  /** Changes the rendered config before OPA reads it (the benchmarks' diagnostic variants). */
+  readonly editConfig?: (config: Record<string, unknown>) => void;
 }
 
 /** Writes config and bundle into `dir` and starts OPA; ready once the bundles are active. */
@@ -41,16 +43,13 @@ export async function startOpa(dir: string, bundle: Buffer, options: StartOpaOpt
   const grpcPort = options.grpc ?? (await freePort());
   const httpPort = options.http ?? (await freePort());
   writeFileSync(join(dir, OPA_BUNDLE_FILE), bundle);
-  writeFileSync(
-    join(dir, OPA_CONFIG_FILE),
-    toYaml(
-      renderOpaConfig({
-        grpc: { host: '127.0.0.1', port: grpcPort },
-        bundle: { file: join(dir, OPA_BUNDLE_FILE) },
-        ...(options.registry ? { registry: options.registry } : {}),
-      }),
-    ),
-  );
+  const config = renderOpaConfig({
+    grpc: { host: '127.0.0.1', port: grpcPort },
+    bundle: { file: join(dir, OPA_BUNDLE_FILE) },
+    ...(options.registry ? { registry: options.registry } : {}),
+  }) as Record<string, unknown>;
+  options.editConfig?.(config);
+  writeFileSync(join(dir, OPA_CONFIG_FILE), toYaml(config));
   const base = `http://127.0.0.1:${httpPort}`;
   const ready =
     options.readyWhen === 'policy' ? async () => (await answers(`${base}/health`)) && (await policyLoaded(base)) : () => answers(`${base}/health?bundles`);
