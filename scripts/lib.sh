@@ -20,7 +20,8 @@ agentd_tool_dirs() {
     "opa/$OPA_ENVOY_VERSION" \
     "prometheus/$PROMETHEUS_VERSION" \
     "etcd/$ETCD_VERSION" \
-    "kubernetes/$KUBERNETES_VERSION"
+    "kubernetes/$KUBERNETES_VERSION" \
+    "ratelimit/$RATELIMIT_VERSION"
 }
 
 # Each directory once: a shell that already has some of them (the pinned Node put on PATH by

@@ -291,7 +291,7 @@ async function installOfficial(tool: ToolName): Promise<string | undefined> {
   }
 }
 
-// ---- the Docker engine --------------------------------------------------------------------------
+// ---- the machine's Debian packages: the Docker engine, Redis ------------------------------------
 
 /** A running engine or an installed dockerd is used as it is; undefined when there is neither. */
 function dockerEngine(): string | undefined {
@@ -300,6 +300,17 @@ function dockerEngine(): string | undefined {
   const dockerd = onPath('dockerd')[0] ?? ['/usr/bin/dockerd', '/usr/sbin/dockerd'].find((p) => existsSync(p));
   return dockerd ? `${dockerd} (scripts/dockerd.sh starts it when a command needs it)` : undefined;
 }
+
+/** An installed redis-server is used as it is (whoever needs one starts its own on loopback); undefined when there is none. */
+function redisServer(): string | undefined {
+  const path = onPath('redis-server')[0] ?? ['/usr/bin/redis-server', '/usr/sbin/redis-server'].find((p) => existsSync(p));
+  if (!path) return undefined;
+  const version = /\bv=(\S+)/.exec(probeOutput(path, ['--version']))?.[1];
+  return `${path} (${version ? `Redis ${version}` : 'no version reported'}; started by whoever needs one)`;
+}
+
+/** The tools that are the machine's own packages (no pin, no cache entry): where each is, or undefined when it is not installed. */
+const MACHINE_PACKAGES: Partial<Record<ToolName, () => string | undefined>> = { 'docker-engine': dockerEngine, redis: redisServer };
 
 // ---- 4. builds, side by side ---------------------------------------------------------------------
 
@@ -412,8 +423,9 @@ export async function ensureTools(tools: readonly ToolName[], options: EnsureOpt
   const toBuild: ToolName[] = [];
   for (const tool of tools) {
     if (tool === 'node') continue; // scripts/setup installs the pinned Node before this runs on it
-    if (tool === 'docker-engine') {
-      if (!dockerEngine()) toBuild.push(tool);
+    const machinePackage = MACHINE_PACKAGES[tool];
+    if (machinePackage) {
+      if (!machinePackage()) toBuild.push(tool);
       continue;
     }
     const cached = cacheState(tool);
@@ -460,7 +472,7 @@ export async function ensureTools(tools: readonly ToolName[], options: EnsureOpt
 /** Per tool: where it comes from now, or the sources that would be tried, and why. Installs nothing. */
 export async function explain(tools: readonly ToolName[], purpose: string, forCommand: boolean): Promise<string> {
   const lines = [`Tools for ${purpose}, each from the first source that works (cache: ${TOOLS_DIR}):`];
-  const pad = (s: string) => s.padEnd(28);
+  const pad = (s: string) => `${s} `.padEnd(28); // at least one space: a pseudo-version (ratelimit) is longer than the column
   for (const tool of tools) {
     const spec = TOOLS[tool];
     const head = pad(`  ${tool} ${pinned(tool)}`.trimEnd());
@@ -468,9 +480,10 @@ export async function explain(tools: readonly ToolName[], purpose: string, forCo
       lines.push(`${head}${existsSync(join(cacheEntry(tool), '.complete')) ? 'cache' : 'to install'}: ${fallbackWords(tool)}`);
       continue;
     }
-    if (tool === 'docker-engine') {
-      const engine = dockerEngine();
-      lines.push(`${head}${engine ? `machine: ${engine}` : `to install: ${spec.fallback.from}`}`);
+    const machinePackage = MACHINE_PACKAGES[tool];
+    if (machinePackage) {
+      const where = machinePackage();
+      lines.push(`${head}${where ? `machine: ${where}` : `to install: ${spec.fallback.from}`}`);
       continue;
     }
     const dir = cacheEntry(tool);

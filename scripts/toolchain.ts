@@ -15,6 +15,8 @@ export const TOOL_NAMES = [
   'docker-engine',
   'etcd',
   'kube-apiserver',
+  'ratelimit',
+  'redis',
 ] as const;
 export type ToolName = (typeof TOOL_NAMES)[number];
 
@@ -60,7 +62,7 @@ export interface Tool {
   readonly name: ToolName;
   /** What it is and what it is for, in a few words. */
   readonly what: string;
-  /** Its key in scripts/versions.env; the Docker engine has none (the machine's engine is used). */
+  /** Its key in scripts/versions.env; the Docker engine and Redis have none (the machine's Debian package is used). */
   readonly versionKey?: string;
   /** Its directory under the tool cache: $AGENTD_TOOLS/<cacheDir>/<version>/bin. */
   readonly cacheDir: string;
@@ -269,6 +271,24 @@ export const TOOLS: Readonly<Record<ToolName, Tool>> = {
     },
     fallback: { script: 'kube-apiserver', from: 'k8s.io/kubernetes (Go module proxy)', minutes: 11, cpuBound: true },
   },
+  ratelimit: {
+    name: 'ratelimit',
+    what: "Envoy's global rate-limit service (counters in Redis), for the rate-limit tests and benchmarks",
+    versionKey: 'RATELIMIT_VERSION',
+    cacheDir: 'ratelimit',
+    binaries: ['ratelimit'],
+    // Not looked for on the machine: it has no version flag (any argument is ignored and the
+    // server starts), so a copy on PATH cannot be checked against the pin. Upstream publishes
+    // images only, no release files: no official release either.
+    fallback: { script: 'ratelimit', from: 'github.com/envoyproxy/ratelimit (Go module proxy)', minutes: 1.5, cpuBound: true },
+  },
+  redis: {
+    name: 'redis',
+    what: "a Redis server, the store of the rate-limit service's counters in the tests",
+    cacheDir: 'redis',
+    binaries: [],
+    fallback: { script: 'redis', from: "Debian's redis-server package (apt-get, needs root)", minutes: 0.5, cpuBound: false },
+  },
 };
 
 /** Where each official release lives; AGENTD_RELEASES_<TOOL> (e.g. AGENTD_RELEASES_PULUMI) points at a mirror instead. */
@@ -312,7 +332,7 @@ export interface StackNeeds {
  * of its target; local images need Envoy, OPA and a Docker engine, unless the command builds
  * none (`withoutImages`: destroy, or `preview --without-images`); a preview needs OPA for its
  * decision diff. Only the tests and the
- * benchmarks need Prometheus, etcd and kube-apiserver.
+ * benchmarks need Prometheus, etcd, kube-apiserver, the rate-limit service and Redis.
  */
 export function toolsFor(command: Command, stack?: StackNeeds, options: { withoutImages?: boolean } = {}): ToolName[] {
   switch (command) {
@@ -332,7 +352,8 @@ export function toolsFor(command: Command, stack?: StackNeeds, options: { withou
       if (s.target === 'kubernetes') need.add('pulumi-kubernetes');
       // A preview that builds no image talks to no engine either; every other Docker command does.
       if (s.target === 'docker' && !(command === 'preview' && withoutImages)) need.add('docker-engine');
-      if (s.localImages && !withoutImages) need.add('envoy').add('opa').add('docker-engine');
+      // The local images include the rate-limit service's and Redis's (global rate limits).
+      if (s.localImages && !withoutImages) need.add('envoy').add('opa').add('ratelimit').add('redis').add('docker-engine');
       // A preview prints the decision diff of the policy change above Pulumi's, decided by OPA.
       if (command === 'preview') need.add('opa');
       return TOOL_NAMES.filter((t) => need.has(t));

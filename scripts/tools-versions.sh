@@ -15,3 +15,5 @@ v opa sh -c 'opa version | tr "\n" " "'
 v prometheus sh -c 'prometheus --version | head -n 1'
 v promtool sh -c 'promtool --version | head -n 1'
 v docker-engine docker version --format '{{.Server.Version}}'
+v ratelimit sh -c 'command -v ratelimit'
+v redis-server redis-server --version

@@ -23,10 +23,15 @@ export function pinnedVersions(): Record<string, string> {
 export const TOOLS_DIR = process.env['AGENTD_TOOLS'] ?? join(homedir(), '.cache/agentd/tools');
 
 /** The tool (scripts/toolchain.ts) each binary the tests run belongs to: its cache directory and pin come from there. */
-const TOOL_OF = { envoy: 'envoy', opa: 'opa', prometheus: 'prometheus', promtool: 'prometheus', pulumi: 'pulumi', node: 'node' } as const satisfies Record<
-  string,
-  ToolName
->;
+const TOOL_OF = {
+  envoy: 'envoy',
+  opa: 'opa',
+  prometheus: 'prometheus',
+  promtool: 'prometheus',
+  pulumi: 'pulumi',
+  node: 'node',
+  ratelimit: 'ratelimit',
+} as const satisfies Record<string, ToolName>;
 
 /** Absolute path of a pinned tool's binary; throws (failing the test) when it is not installed. */
 export function toolPath(name: keyof typeof TOOL_OF): string {
@@ -37,6 +42,15 @@ export function toolPath(name: keyof typeof TOOL_OF): string {
     throw new Error(`${name} ${version} is not installed at ${p}: run \`npm run setup -- ${tool.name}\``);
   }
   return p;
+}
+
+/** The machine's redis-server (Debian's package, which `npm run setup -- redis` installs); throws when there is none. */
+export function redisServerPath(): string {
+  for (const dir of (process.env['PATH'] ?? '').split(':').concat('/usr/bin', '/usr/local/bin')) {
+    const p = join(dir, 'redis-server');
+    if (dir && existsSync(p)) return p;
+  }
+  throw new Error('redis-server is not installed: run `npm run setup -- redis`');
 }
 
 export function run(

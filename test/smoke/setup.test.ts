@@ -249,7 +249,7 @@ describe('setup --explain', () => {
     const [needed, unneeded] = r.stdout.split('Not needed for this, so not installed:\n') as [string, string];
     expect(needed).toContain('Tools for npm run up (stack staging: kubernetes)');
     for (const t of ['node', 'pulumi', 'pulumi-random', 'pulumi-kubernetes']) expect(needed).toMatch(new RegExp(`^  ${t} `, 'm'));
-    for (const t of ['pulumi-docker', 'envoy', 'opa', 'prometheus', 'docker-engine', 'etcd', 'kube-apiserver'])
+    for (const t of ['pulumi-docker', 'envoy', 'opa', 'prometheus', 'docker-engine', 'etcd', 'kube-apiserver', 'ratelimit', 'redis'])
       expect(unneeded).toMatch(new RegExp(`^  ${t} +only for `, 'm'));
     expect(unneeded).toMatch(/^ {2}prometheus +only for npm test, npm run bench$/m);
   });

@@ -18,7 +18,7 @@ import {
 const linux = { os: 'linux', arch: 'amd64' } as const;
 
 describe('toolsFor: each command installs only what it uses', () => {
-  it('npm run up of a Docker stack with local images: the CLI, random and docker providers, Envoy, OPA, Node, an engine; no Kubernetes, no test tools', () => {
+  it('npm run up of a Docker stack with local images: the CLI, random and docker providers, Envoy, OPA, Node, the rate-limit service, Redis, an engine; no Kubernetes, no test tools', () => {
     expect(toolsFor('up', { target: 'docker', localImages: true })).toEqual([
       'node',
       'pulumi',
@@ -27,6 +27,8 @@ describe('toolsFor: each command installs only what it uses', () => {
       'envoy',
       'opa',
       'docker-engine',
+      'ratelimit',
+      'redis',
     ]);
   });
 
@@ -46,6 +48,17 @@ describe('toolsFor: each command installs only what it uses', () => {
     for (const c of ['test', 'bench', 'setup'] as const) expect(toolsFor(c)).toEqual([...TOOL_NAMES]);
     expect(toolsFor('dev')).toEqual(['node', 'envoy', 'opa']);
     expect(toolsFor('policy')).toEqual(['node', 'opa']);
+  });
+
+  it('the rate-limit service and Redis: npm test and bench, and the local images (their images are built with the others); not dev or policy', () => {
+    for (const t of ['ratelimit', 'redis'] as const) {
+      expect(toolsFor('test')).toContain(t);
+      expect(toolsFor('bench')).toContain(t);
+      expect(toolsFor('up', { target: 'docker', localImages: true })).toContain(t);
+      expect(toolsFor('up', { target: 'kubernetes', localImages: false })).not.toContain(t);
+      expect(toolsFor('dev')).not.toContain(t);
+      expect(whoNeeds(t)).toBe('up/preview of stacks with local images, npm test, npm run bench');
+    }
   });
 
   it('says who needs a tool a command does not', () => {
@@ -92,6 +105,19 @@ describe('a copy found on the machine', () => {
     expect(probe('etcd', 'etcd', 'etcd Version: 3.7.3\nGit SHA: v3.7.3\n')).toBe('3.7.3');
     expect(probe('kube-apiserver', 'kubectl', 'Client Version: v1.37.2\nKustomize Version: v5.7.1\n')).toBe('1.37.2');
     expect(TOOLS['pulumi-docker'].onMachine).toEqual({ where: 'plugins', plugin: 'docker' });
+  });
+
+  it("ratelimit is always the pinned build (no version flag to check a copy with); Redis, like the Docker engine, is the machine's package, unpinned", () => {
+    expect(TOOLS.ratelimit).toMatchObject({ versionKey: 'RATELIMIT_VERSION', cacheDir: 'ratelimit', binaries: ['ratelimit'] });
+    expect(TOOLS.ratelimit.onMachine).toBeUndefined();
+    expect(TOOLS.ratelimit.official).toBeUndefined();
+    expect(TOOLS.ratelimit.fallback).toMatchObject({ script: 'ratelimit', cpuBound: true });
+    for (const t of ['redis', 'docker-engine'] as const) {
+      expect(TOOLS[t].versionKey).toBeUndefined();
+      expect(TOOLS[t].binaries).toEqual([]);
+      expect(TOOLS[t].fallback.cpuBound).toBe(false);
+    }
+    expect(TOOLS.redis.fallback.script).toBe('redis');
   });
 });
 
