@@ -4,7 +4,16 @@
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as pulumi from '@pulumi/pulumi';
-import { checkAgainstSpec, specIds, GATEWAY_TLS_CONFIG, parseStackConfig, publicPassphraseProblem, StackConfigError } from './components/config.ts';
+import {
+  checkAgainstSpec,
+  specIds,
+  GATEWAY_TLS_CONFIG,
+  parseStackConfig,
+  publicPassphraseProblem,
+  rateLimitWarnings,
+  StackConfigError,
+} from './components/config.ts';
+import { hasTokenBudgets } from './components/render/ratelimit.ts';
 import { chooseImages } from './components/images.ts';
 import { Platform } from './components/platform.ts';
 import { DockerTarget, dockerPrefixOf } from './components/targets/docker.ts';
@@ -33,6 +42,7 @@ function load() {
 }
 
 const { config, spec, images } = load();
+for (const warning of rateLimitWarnings(config, hasTokenBudgets(spec))) pulumi.log.warn(warning);
 
 // Egress credentials: `pulumi config set --secret egress:<secret> VALUE`, one per service.
 const egressConfig = new pulumi.Config('egress');

@@ -45,7 +45,10 @@ export interface StackConfig {
     readonly envoy?: string;
     readonly opa?: string;
     readonly agentd?: string;
+    readonly ratelimit?: string;
+    readonly redis?: string;
   };
+  readonly rateLimits: RateLimitsConfig;
   readonly agentd: {
     readonly logLevel: string;
     readonly defaultTtlSeconds: number;
@@ -80,6 +83,29 @@ export interface StackConfig {
   readonly keys: Readonly<Record<string, KeyRotation>>;
 }
 
+export type RateLimitMode = 'local' | 'global';
+export type WhenLimiterUnavailable = 'allow' | 'deny';
+
+/** How the proxies count: in each replica (local) or in one shared store (global). */
+export interface RateLimitsConfig {
+  /**
+   * `local`: token buckets inside each proxy replica (a key gets its tier from every replica);
+   * `global`: Envoy's rate-limit service backed by Redis, shared by every replica, which also
+   * enforces the LLM token budgets.
+   */
+  readonly mode: RateLimitMode;
+  /** Local mode with more than one proxy replica: the per-replica meaning is accepted on purpose. */
+  readonly perReplica: boolean;
+  /**
+   * Global mode: what each proxy does while the rate-limit service (or its Redis) cannot answer.
+   * `allow`: requests pass unlimited; `deny`: they are refused with 503 `rate_limit_unavailable`.
+   */
+  readonly whenUnavailable: { readonly gateway: WhenLimiterUnavailable; readonly egress: WhenLimiterUnavailable };
+}
+
+/** Local limits, and in global mode: the gateway stays up while the limiter is down (keys are still checked), the egress proxy refuses (budgets are money). */
+export const DEFAULT_RATE_LIMITS: RateLimitsConfig = { mode: 'local', perReplica: false, whenUnavailable: { gateway: 'allow', egress: 'deny' } };
+
 /** Where a client's API key stands: which generation is current, and until when the one before it still works. */
 export interface KeyRotation {
   /** The current key's generation (1: the key the client got first); each rotation adds one. */
@@ -106,6 +132,26 @@ export class StackConfigError extends Error {
  */
 export const GATEWAY_TLS_CONFIG = { namespace: 'gateway', certificate: 'tlsCertificate', privateKey: 'tlsPrivateKey' } as const;
 
+/**
+ * What a preview should say about the stack's rate limits, or undefined: per-replica limits
+ * accepted on purpose, and token budgets that local mode counts but cannot enforce.
+ */
+export function rateLimitWarnings(config: Pick<StackConfig, 'rateLimits' | 'gateway' | 'egress'>, tokenBudgets: boolean): string[] {
+  if (config.rateLimits.mode === 'global') return [];
+  const out: string[] = [];
+  if (config.rateLimits.perReplica && (config.gateway.replicas > 1 || config.egress.replicas > 1)) {
+    out.push(
+      `rate limits are per replica (agentd:rateLimits.perReplica): with ${config.gateway.replicas} gateway and ${config.egress.replicas} egress replicas a key gets up to ${config.gateway.replicas} times its tier and a sandbox up to ${config.egress.replicas} times its budget`,
+    );
+  }
+  if (tokenBudgets) {
+    out.push(
+      'the LLM token budgets of policy/data/sandbox-tiers.yaml are counted (metrics) but not enforced: enforcing them needs agentd:rateLimits.mode global',
+    );
+  }
+  return out;
+}
+
 /** Whether the stack publishes the gateway beyond this machine's loopback. */
 export function exposedBeyondLoopback(target: TargetKind, gateway: Pick<StackConfig['gateway'], 'bindAddress' | 'exposure'>): string | undefined {
   if (target === 'docker') return gateway.bindAddress.startsWith('127.') ? undefined : `agentd:gateway.bindAddress is ${gateway.bindAddress}`;
@@ -123,7 +169,7 @@ export function publicPassphraseProblem(stack: string, passphrase: string | unde
   return `stack ${stack} is encrypted with the public development passphrase "${LOCAL_PASSPHRASE}", which is for the ${DEV_STACK} stack only; set a passphrase of your own (PULUMI_CONFIG_PASSPHRASE_FILE or PULUMI_CONFIG_PASSPHRASE, then pulumi stack change-secrets-provider passphrase --stack ${stack}) or another secrets provider`;
 }
 
-const KEYS = ['target', 'gateway', 'egress', 'images', 'agentd', 'docker', 'kubernetes', 'monitoring', 'keys'] as const;
+const KEYS = ['target', 'gateway', 'egress', 'images', 'agentd', 'docker', 'kubernetes', 'monitoring', 'keys', 'rateLimits'] as const;
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
 
 /**
@@ -293,7 +339,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     replicas: int(e, 'egress', 'replicas', 1, 1, 100),
   };
 
-  const i = obj('images', ['mode', 'envoy', 'opa', 'agentd']);
+  const i = obj('images', ['mode', 'envoy', 'opa', 'agentd', 'ratelimit', 'redis']);
   const image = (f: string) =>
     i[f] === undefined ? undefined : str(i, 'images', f, '', (s) => /^[\w.\-/:@]+$/.test(s), 'an image reference such as registry/name:tag');
   const images = {
@@ -301,6 +347,38 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     ...optional('envoy', image('envoy')),
     ...optional('opa', image('opa')),
     ...optional('agentd', image('agentd')),
+    ...optional('ratelimit', image('ratelimit')),
+    ...optional('redis', image('redis')),
+  };
+
+  const r = obj('rateLimits', ['mode', 'perReplica', 'whenUnavailable']);
+  const wRaw = r['whenUnavailable'] ?? {};
+  const w: Record<string, unknown> = wRaw !== null && typeof wRaw === 'object' && !Array.isArray(wRaw) ? (wRaw as Record<string, unknown>) : {};
+  if (w !== wRaw) problems.push(`agentd:rateLimits.whenUnavailable must be an object (fix: ${set('rateLimits.whenUnavailable.egress', 'deny')})`);
+  for (const f of Object.keys(w))
+    if (f !== 'gateway' && f !== 'egress') problems.push(`agentd:rateLimits.whenUnavailable.${f} is not a known field; known: gateway, egress`);
+  const allowOrDeny = (s: string) => s === 'allow' || s === 'deny';
+  const rateLimits: RateLimitsConfig = {
+    mode: str(r, 'rateLimits', 'mode', DEFAULT_RATE_LIMITS.mode, (s) => s === 'local' || s === 'global', 'local or global') as RateLimitMode,
+    perReplica: bool(r, 'rateLimits', 'perReplica', DEFAULT_RATE_LIMITS.perReplica),
+    whenUnavailable: {
+      gateway: str(
+        w,
+        'rateLimits.whenUnavailable',
+        'gateway',
+        DEFAULT_RATE_LIMITS.whenUnavailable.gateway,
+        allowOrDeny,
+        'allow or deny',
+      ) as WhenLimiterUnavailable,
+      egress: str(
+        w,
+        'rateLimits.whenUnavailable',
+        'egress',
+        DEFAULT_RATE_LIMITS.whenUnavailable.egress,
+        allowOrDeny,
+        'allow or deny',
+      ) as WhenLimiterUnavailable,
+    },
   };
 
   const a = obj('agentd', ['logLevel', 'defaultTtlSeconds', 'maxTtlSeconds', 'retentionDays', 'retentionIntentsPerSandbox', 'maxActiveSandboxesPerClient']);
@@ -389,8 +467,31 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
         `or accept plaintext on purpose: ${set('gateway.allowPlaintext', 'true')}`,
     );
   }
+  const replicated = [
+    gateway.replicas > 1 ? `agentd:gateway.replicas is ${gateway.replicas}` : '',
+    egress.replicas > 1 ? `agentd:egress.replicas is ${egress.replicas}` : '',
+  ]
+    .filter(Boolean)
+    .join(' and ');
+  if (rateLimits.mode === 'local' && replicated && !rateLimits.perReplica) {
+    problems.push(
+      `${replicated}, but rate limits are local: each replica would give a key its whole tier and a sandbox its whole budget. ` +
+        `Share the limits between replicas: ${set('rateLimits.mode', 'global')}; or accept per-replica limits on purpose: ${set('rateLimits.perReplica', 'true')}`,
+    );
+  }
   if (problems.length > 0) throw new StackConfigError(problems);
-  return { target, gateway, egress, images, agentd, docker: { egressNetworks: Array.isArray(nets) ? (nets as string[]) : [] }, kubernetes, monitoring, keys };
+  return {
+    target,
+    gateway,
+    egress,
+    images,
+    rateLimits,
+    agentd,
+    docker: { egressNetworks: Array.isArray(nets) ? (nets as string[]) : [] },
+    kubernetes,
+    monitoring,
+    keys,
+  };
 }
 
 function optional<K extends string, V>(key: K, v: V | undefined): { [P in K]?: V } {

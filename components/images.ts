@@ -21,12 +21,18 @@ export interface ImageSet {
   readonly envoy: ImageChoice;
   readonly opa: ImageChoice;
   readonly agentd: ImageChoice;
+  /** Envoy's rate-limit service and its Redis (global rate limits). */
+  readonly ratelimit: ImageChoice;
+  readonly redis: ImageChoice;
 }
 
 const UPSTREAM_IMAGES = {
   envoy: 'envoyproxy/envoy:v1.40.0',
   opa: 'openpolicyagent/opa:1.22.3-envoy-static',
   agentd: 'agentd:latest',
+  // Upstream tags its images by commit: the one RATELIMIT_VERSION (scripts/versions.env) pins.
+  ratelimit: 'envoyproxy/ratelimit:3fb70258',
+  redis: 'redis:7.4-alpine',
 } as const;
 
 /** build/images.json, written by scripts/images.ts. */
@@ -47,7 +53,7 @@ export function chooseImages(config: StackConfig['images'], repoRoot: string, pr
       // A preview (e.g. in CI, where nothing is built) needs no image: it shows placeholders, and
       // `up` still refuses to run without the real ones.
       preview.warn(`${LOCAL_IMAGES_MANIFEST} does not exist: the preview shows the local images as ${UNBUILT_LOCAL_IMAGE}; \`npm run up\` builds them`);
-      local = { envoy: UNBUILT_LOCAL_IMAGE, opa: UNBUILT_LOCAL_IMAGE, agentd: UNBUILT_LOCAL_IMAGE };
+      local = { envoy: UNBUILT_LOCAL_IMAGE, opa: UNBUILT_LOCAL_IMAGE, agentd: UNBUILT_LOCAL_IMAGE, ratelimit: UNBUILT_LOCAL_IMAGE, redis: UNBUILT_LOCAL_IMAGE };
     } else {
       throw new Error(
         `agentd:images.mode is local but ${LOCAL_IMAGES_MANIFEST} does not exist: build the images with \`node scripts/images.ts\` (npm run up does it for you)`,
@@ -57,6 +63,8 @@ export function chooseImages(config: StackConfig['images'], repoRoot: string, pr
       envoy: { ref: config.envoy ?? local['envoy']!, binary: ['envoy'], probe: localProbe },
       opa: { ref: config.opa ?? local['opa']!, binary: ['opa'], probe: localProbe },
       agentd: { ref: config.agentd ?? local['agentd']!, binary: ['node', '/app/agentd.mjs'], probe: agentdProbe },
+      ratelimit: { ref: config.ratelimit ?? local['ratelimit'] ?? UNBUILT_LOCAL_IMAGE, binary: ['ratelimit'], probe: localProbe },
+      redis: { ref: config.redis ?? local['redis'] ?? UNBUILT_LOCAL_IMAGE, binary: ['redis-server'], probe: localProbe },
     };
   }
   return {
@@ -72,6 +80,9 @@ export function chooseImages(config: StackConfig['images'], repoRoot: string, pr
       probe: (url) => ['/opa', 'eval', '--fail', `http.send({"method": "get", "url": "${url}"}).status_code == 200`],
     },
     agentd: { ref: config.agentd ?? UPSTREAM_IMAGES.agentd, binary: ['node', '/app/agentd.mjs'], probe: agentdProbe },
+    // Alpine-based: BusyBox wget.
+    ratelimit: { ref: config.ratelimit ?? UPSTREAM_IMAGES.ratelimit, binary: ['/bin/ratelimit'], probe: (url) => ['wget', '-q', '-O', '/dev/null', url] },
+    redis: { ref: config.redis ?? UPSTREAM_IMAGES.redis, binary: ['redis-server'], probe: (url) => ['redis-cli', '-p', new URL(url).port, 'ping'] },
   };
 }
 
@@ -88,6 +99,6 @@ const MONITORING_ENTRYPOINTS = { prometheus: ['/bin/prometheus'], loki: ['/usr/b
 
 /** The image of a workload's role: the stack's choice for the platform's own, the pinned upstream for monitoring. */
 export function imageFor(images: ImageSet, role: ImageRole): ImageChoice {
-  if (role === 'envoy' || role === 'opa' || role === 'agentd') return images[role];
+  if (role === 'envoy' || role === 'opa' || role === 'agentd' || role === 'ratelimit' || role === 'redis') return images[role];
   return { ref: MONITORING_IMAGES[role], binary: MONITORING_ENTRYPOINTS[role], probe: (url) => ['wget', '-q', '-O', '/dev/null', url] };
 }

@@ -20,6 +20,12 @@ export const PORTS = {
   agentdGrpc: AGENTD_GRPC_PORT,
   /** agentd's metrics listener (/metrics only): what Prometheus reaches, never the API. */
   agentdMetrics: AGENTD_METRICS_PORT,
+  /** Envoy's rate-limit service: gRPC (the proxies' checks) and HTTP (/healthcheck). */
+  rateLimitGrpc: 8081,
+  rateLimitHttp: 8082,
+  /** Its debug listener, loopback only inside the workload. */
+  rateLimitDebug: 6070,
+  redis: 6379,
 } as const;
 
 export const DIRS = {
@@ -27,6 +33,8 @@ export const DIRS = {
   egress: '/etc/agentd/egress',
   opa: '/etc/agentd/opa',
   bundles: '/etc/agentd/bundles',
+  ratelimit: '/etc/agentd/ratelimit',
+  redis: '/etc/agentd/redis',
   secrets: '/run/secrets/agentd',
   /** Kubernetes: where the gateway mounts an existing TLS Secret (agentd:gateway.tls.secretName). */
   gatewayTlsSecret: '/run/secrets/agentd-tls',
@@ -39,7 +47,15 @@ export const DIRS = {
 } as const;
 
 /** Workload names: also their DNS names inside the platform. */
-export const WORKLOADS = { gateway: 'gateway', egress: 'egress', opa: 'opa', bundles: 'bundles', agentd: 'agentd' } as const;
+export const WORKLOADS = {
+  gateway: 'gateway',
+  egress: 'egress',
+  opa: 'opa',
+  bundles: 'bundles',
+  agentd: 'agentd',
+  ratelimit: 'ratelimit',
+  redis: 'redis',
+} as const;
 
 /**
  * Secret files, by name under DIRS.secrets: the token key, the per-deploy tokens that let agentd trust its

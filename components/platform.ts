@@ -45,6 +45,8 @@ const COMPONENT_TYPES: Readonly<Record<string, string>> = {
   [WORKLOADS.opa]: 'agentd:policy:PolicyEngine',
   [WORKLOADS.bundles]: 'agentd:policy:BundleServer',
   [WORKLOADS.agentd]: 'agentd:agentd:Agentd',
+  [WORKLOADS.ratelimit]: 'agentd:ratelimit:RateLimitService',
+  [WORKLOADS.redis]: 'agentd:ratelimit:Redis',
 };
 const MONITORING_TYPE = 'agentd:monitoring:Monitoring';
 

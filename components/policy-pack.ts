@@ -25,6 +25,10 @@ const PORT_NAMES: Readonly<Record<number, string>> = {
   [PORTS.agentdHttp]: 'agentd HTTP API',
   [PORTS.agentdGrpc]: 'agentd gRPC API',
   [PORTS.agentdMetrics]: 'agentd metrics',
+  [PORTS.rateLimitGrpc]: 'rate-limit service gRPC',
+  [PORTS.rateLimitHttp]: 'rate-limit service health',
+  [PORTS.rateLimitDebug]: 'rate-limit service debug',
+  [PORTS.redis]: 'Redis',
 };
 
 /** The facts of the platform's layout: the gateway publishes its API port, the monitoring overlay its two UIs, nothing else publishes anything. */

@@ -45,7 +45,10 @@ export function resolveWorkload(
     command: [...image.binary, ...args],
     files,
     secretFiles: Object.fromEntries(Object.entries(w.secretFiles).map(([p, ref]) => [p, secret(ref)])),
-    health: { ...w.health, command: image.probe(`http://127.0.0.1:${w.health.port}${w.health.path}`) },
+    health: {
+      ...w.health,
+      command: image.probe(w.health.path === undefined ? `tcp://127.0.0.1:${w.health.port}` : `http://127.0.0.1:${w.health.port}${w.health.path}`),
+    },
   };
 }
 

@@ -63,6 +63,21 @@ export interface EgressService {
   readonly allowedPaths: readonly PathPattern[];
   readonly credential: EgressCredential | null;
   readonly timeoutSeconds: number;
+  /**
+   * The LLM API whose token usage the egress proxy reads from this service's responses and
+   * charges to the sandbox's token budget (`llm_api` in egress-services.yaml), or null.
+   */
+  readonly llmApi: LlmApi | null;
+}
+
+/** The LLM APIs whose usage reports the egress proxy reads (plain JSON and streamed). */
+export const LLM_APIS = ['openai', 'anthropic'] as const;
+export type LlmApi = (typeof LLM_APIS)[number];
+
+/** Tokens a sandbox may spend per LLM service and window; `null` means unlimited. */
+export interface TokenBudget {
+  readonly tokensPerHour: number | null;
+  readonly tokensPerDay: number | null;
 }
 
 export interface SandboxTier {
@@ -70,6 +85,11 @@ export interface SandboxTier {
   /** Service ids, in the order of egress-services.yaml. */
   readonly services: readonly string[];
   readonly requestsPerMinute: number;
+  /**
+   * The token budget of a sandbox of this tier on each LLM service it may call (one budget per
+   * sandbox x service), or null when the tier grants no LLM service.
+   */
+  readonly tokenBudget: TokenBudget | null;
 }
 
 export interface PolicySpec {
@@ -285,7 +305,7 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
       if (!ID.test(id)) c.fail(f, `service id "${id}" is not valid (it becomes the Host agents call)`, ID_FIX);
       const s = c.object(r, f, 'give display_name, base_url, allowed_methods, allowed_paths');
       if (!s) continue;
-      c.keys(s, f, ['display_name', 'base_url', 'allowed_methods', 'allowed_paths', 'credential', 'timeout_seconds']);
+      c.keys(s, f, ['display_name', 'base_url', 'allowed_methods', 'allowed_paths', 'credential', 'timeout_seconds', 'llm_api']);
       const displayName = c.string(s['display_name'] ?? id, `${f}.display_name`, 'quote the name') ?? id;
       const baseUrl = parseBaseUrl(c, s['base_url'], `${f}.base_url`);
       const allowedMethods = c.methods(s['allowed_methods'], `${f}.allowed_methods`);
@@ -315,6 +335,11 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
           if (secret && header && prefix !== undefined) credential = { secret, header, prefix };
         }
       }
+      let llmApi: LlmApi | null = null;
+      if (s['llm_api'] !== undefined && s['llm_api'] !== null) {
+        if ((LLM_APIS as readonly unknown[]).includes(s['llm_api'])) llmApi = s['llm_api'] as LlmApi;
+        else c.fail(`${f}.llm_api`, `${describe(s['llm_api'])} is not an LLM API the proxy can meter`, `write one of ${LLM_APIS.join(', ')}, or remove it`);
+      }
       egressServices[id] = {
         id,
         displayName,
@@ -323,6 +348,7 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
         allowedPaths,
         credential,
         timeoutSeconds,
+        llmApi,
       };
     }
     if (Object.keys(raw).length === 0 && doc) c.fail('services', 'defines no service', 'define at least one egress service');
@@ -345,7 +371,7 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
       if (!ID.test(id)) c.fail(f, `tier id "${id}" is not valid`, ID_FIX);
       const t = c.object(r, f, 'give services and requests_per_minute');
       if (!t) continue;
-      c.keys(t, f, ['services', 'requests_per_minute']);
+      c.keys(t, f, ['services', 'requests_per_minute', 'token_budget']);
       let services: string[] = [];
       if (t['services'] === 'all') {
         services = [...known];
@@ -366,7 +392,9 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
       if (rpm === 0 && services.length > 0) {
         c.fail(`${f}.requests_per_minute`, 'is 0 although the tier grants services', 'set a limit above 0, or grant no services');
       }
-      sandboxTiers[id] = { id, services, requestsPerMinute: rpm };
+      const llmServices = services.filter((s) => egressServices[s]?.llmApi);
+      const tokenBudget = parseTokenBudget(c, t['token_budget'], `${f}.token_budget`, llmServices);
+      sandboxTiers[id] = { id, services, requestsPerMinute: rpm, tokenBudget };
     }
     if (Object.keys(raw).length === 0 && doc) c.fail('tiers', 'defines no tier', 'define at least one sandbox tier (e.g. default with no services)');
   }
@@ -487,6 +515,38 @@ function parseRoleSandboxTiers(c: FileCheck, v: Json, field: string, known: read
     }
   }
   return out.sort();
+}
+
+/**
+ * A sandbox tier's `token_budget`: `{tokens_per_hour, tokens_per_day}` or `{unlimited: true}`.
+ * A tier that grants an LLM service must state one (an unmetered LLM bill is never a default);
+ * a tier that grants none must not (it would limit nothing).
+ */
+function parseTokenBudget(c: FileCheck, v: Json, field: string, llmServices: readonly string[]): TokenBudget | null {
+  const fix = 'write token_budget: {tokens_per_hour: N, tokens_per_day: N}, or token_budget: {unlimited: true}';
+  if (v === undefined || v === null) {
+    if (llmServices.length > 0) c.fail(field, `is missing, but the tier grants the LLM services ${llmServices.join(', ')}`, fix);
+    return null;
+  }
+  if (llmServices.length === 0) return c.fail(field, 'is set, but the tier grants no LLM service (llm_api in egress-services.yaml)', 'remove it') ?? null;
+  const b = c.object(v, field, fix);
+  if (!b) return null;
+  c.keys(b, field, ['tokens_per_hour', 'tokens_per_day', 'unlimited']);
+  if (b['unlimited'] === true) {
+    if ('tokens_per_hour' in b || 'tokens_per_day' in b) c.fail(field, 'is unlimited and also sets budgets', 'remove the budgets, or remove `unlimited: true`');
+    return { tokensPerHour: null, tokensPerDay: null };
+  }
+  if ('unlimited' in b && b['unlimited'] !== false) c.fail(`${field}.unlimited`, 'must be true or false', 'write unlimited: true, or remove it');
+  const perHour = c.int(b['tokens_per_hour'], `${field}.tokens_per_hour`, 1, 'set a budget of at least 1 token, or `unlimited: true`');
+  const perDay = c.int(b['tokens_per_day'], `${field}.tokens_per_day`, 1, 'set a budget of at least 1 token, or `unlimited: true`');
+  if (perHour !== undefined && perDay !== undefined && perDay < perHour) {
+    c.fail(
+      `${field}.tokens_per_day`,
+      `(${perDay}) is below tokens_per_hour (${perHour}), so the hour budget could never be reached`,
+      'raise tokens_per_day to at least tokens_per_hour',
+    );
+  }
+  return { tokensPerHour: perHour ?? 1, tokensPerDay: perDay ?? 1 };
 }
 
 function parseBaseUrl(c: FileCheck, v: Json, field: string): EgressService['baseUrl'] | undefined {

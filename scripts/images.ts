@@ -92,6 +92,8 @@ export interface LocalImages {
   readonly opa: string;
   readonly nodeBase: string;
   readonly agentd: string;
+  readonly ratelimit: string;
+  readonly redis: string;
 }
 
 export function buildLocalImages(): LocalImages {
@@ -105,6 +107,9 @@ export function buildLocalImages(): LocalImages {
   const bin = (tool: string, version: string, name = tool) => join(TOOLS, tool, version, 'bin', name);
   const envoy = buildRootfsImage('envoy', (r) => addBinary(r, bin('envoy', versions['ENVOY_VERSION']!), '/usr/local/bin/envoy'));
   const opa = buildRootfsImage('opa', (r) => addBinary(r, bin('opa', versions['OPA_ENVOY_VERSION']!), '/usr/local/bin/opa'));
+  const ratelimit = buildRootfsImage('ratelimit', (r) => addBinary(r, bin('ratelimit', versions['RATELIMIT_VERSION']!), '/usr/local/bin/ratelimit'));
+  // Debian's redis-server (npm run setup -- redis), with the shared libraries it links.
+  const redis = buildRootfsImage('redis', (r) => addBinary(r, '/usr/bin/redis-server', '/usr/local/bin/redis-server'));
   const nodeBase = buildRootfsImage('node', (r) => addBinary(r, bin('node', versions['NODE_VERSION']!), '/usr/local/bin/node'));
   log('bundling agentd');
   execFileSync(process.execPath, [join(ROOT, 'agentd/scripts/build.ts')], { stdio: 'inherit' });
@@ -115,7 +120,7 @@ export function buildLocalImages(): LocalImages {
     .slice(0, 12);
   const agentd = `agentd-local/agentd:${agentdHash}`;
   buildIfMissing(agentd, join(ROOT, 'agentd'), ['--build-arg', `BASE_IMAGE=${nodeBase}`]);
-  const images: LocalImages = { envoy, opa, nodeBase, agentd };
+  const images: LocalImages = { envoy, opa, nodeBase, agentd, ratelimit, redis };
   writeFileSync(IMAGES_MANIFEST, JSON.stringify(images, null, 2) + '\n');
   log(`wrote ${relative(process.cwd(), IMAGES_MANIFEST)}`);
   return images;

@@ -12,7 +12,16 @@ import { PORTS, WORKLOADS } from '../layout.ts';
 import { MONITORING_CONNECTIONS, planMonitoring } from './overlay/index.ts';
 import { renderBundleServerFiles, renderOpaFiles, renderProxyFiles, type PlatformRenderInput } from './platform.ts';
 import type { Connection, PlannedWorkload, SecretRef, TargetCapabilities, WorkloadFiles } from './types.ts';
-import { agentdWorkload, bundleServerWorkload, egressWorkload, gatewayWorkload, platformRenderInput, policyEngineWorkload } from './workloads.ts';
+import {
+  agentdWorkload,
+  bundleServerWorkload,
+  egressWorkload,
+  gatewayWorkload,
+  platformRenderInput,
+  policyEngineWorkload,
+  rateLimitServiceWorkload,
+  redisWorkload,
+} from './workloads.ts';
 
 export interface PlatformPlan {
   /** Every workload, the monitoring overlay's included when the stack enables it. */
@@ -42,6 +51,10 @@ const PLATFORM_CONNECTIONS: readonly Connection[] = [
   { from: WORKLOADS.opa, to: WORKLOADS.bundles, port: PORTS.bundles },
   { from: WORKLOADS.opa, to: WORKLOADS.agentd, port: PORTS.agentdHttp },
   { from: WORKLOADS.agentd, to: WORKLOADS.egress, port: PORTS.egress },
+  // Global rate limits: both proxies ask the rate-limit service, which alone reaches Redis.
+  { from: WORKLOADS.gateway, to: WORKLOADS.ratelimit, port: PORTS.rateLimitGrpc },
+  { from: WORKLOADS.egress, to: WORKLOADS.ratelimit, port: PORTS.rateLimitGrpc },
+  { from: WORKLOADS.ratelimit, to: WORKLOADS.redis, port: PORTS.redis },
 ];
 
 /** Why a plan cannot be deployed to a target, or undefined. */
@@ -63,6 +76,7 @@ export function planPlatform(spec: PolicySpec, config: StackConfig, capabilities
   const proxies = renderProxyFiles(spec, input);
   // Back to front: the policy engine, agentd, the egress proxy, the gateway, then monitoring.
   const workloads = [
+    ...(config.rateLimits.mode === 'global' ? [redisWorkload(), rateLimitServiceWorkload(spec, config, capabilities.address)] : []),
     policyEngineWorkload(renderOpaFiles(input)),
     bundleServerWorkload(),
     agentdWorkload(config, Object.keys(spec.sandboxTiers)),

@@ -23,7 +23,7 @@ export type FileContent = string | { readonly base64: string };
 export type WorkloadFiles = Readonly<Record<string, FileContent>>;
 
 /** Which image runs a workload: the Platform resolves a role to an image reference (stack config: built here or upstream). */
-export type ImageRole = 'envoy' | 'opa' | 'agentd' | 'prometheus' | 'loki' | 'alloy' | 'grafana';
+export type ImageRole = 'envoy' | 'opa' | 'agentd' | 'ratelimit' | 'redis' | 'prometheus' | 'loki' | 'alloy' | 'grafana';
 
 /**
  * A secret file's value, named rather than given: the plan is pure and holds no secret; the
@@ -38,8 +38,8 @@ export type SecretRef =
 export interface WorkloadPort {
   readonly name: string;
   readonly port: number;
-  /** http2 for gRPC (Kubernetes appProtocol); http otherwise. */
-  readonly protocol: 'http' | 'http2';
+  /** http2 for gRPC (Kubernetes appProtocol); http for HTTP; tcp for anything else (Redis). */
+  readonly protocol: 'http' | 'http2' | 'tcp';
 }
 
 /**
@@ -78,8 +78,8 @@ export interface PlannedWorkload {
   /** Secrets that exist apart from the platform (e.g. a TLS Secret cert-manager renews), by name, mounted read-only; their keys become files. */
   readonly externalSecrets?: readonly { readonly secretName: string; readonly mountPath: string }[];
   readonly ports: readonly WorkloadPort[];
-  /** Liveness and readiness: an HTTP GET on loopback inside the workload, 200 when ready. */
-  readonly health: { readonly port: number; readonly path: string };
+  /** Liveness and readiness: an HTTP GET of `path` on loopback inside the workload, 200 when ready; without `path`, a TCP connect (Redis). */
+  readonly health: { readonly port: number; readonly path?: string };
   /** A persistent volume (agentd's state, the monitoring stores). */
   readonly dataVolume?: { readonly mountPath: string };
   /** A port published outside the platform (the gateway; on targets that publish them, Grafana and Prometheus). */

@@ -10,6 +10,8 @@ import { credentialValueFile } from './envoy/egress.ts';
 import { OPA_MASK_FILE, OPA_MEMORY_MIB, opaRunArgs, opaRuntimeEnv } from './opa.ts';
 import { EGRESS_SDS_SUBDIR, ENVOY_CONFIG_FILE, GATEWAY_SDS_FILES, OPA_CONFIG_FILE, type PlatformRenderInput } from './platform.ts';
 import type { Endpoint, PlannedWorkload, SecretRef, WorkloadFiles } from './types.ts';
+import type { PolicySpec } from '../../policy/spec.ts';
+import { REDIS_CONFIG_FILE, rateLimitServiceEnv, redisConfig, renderRateLimitServiceFiles } from './ratelimit.ts';
 
 /** File name of the extra CA certificates in the egress config directory. */
 const EGRESS_CA_FILE = 'upstream-ca.pem';
@@ -30,12 +32,17 @@ export function platformRenderInput(
   const tlsDir = tls?.source === 'secret' ? DIRS.gatewayTlsSecret : DIRS.gatewayLiveSecrets;
   const agentdHttp = address(WORKLOADS.agentd, PORTS.agentdHttp);
   const bundles = address(WORKLOADS.bundles, PORTS.bundles);
+  const rateLimitService = (proxy: 'gateway' | 'egress') =>
+    config.rateLimits.mode === 'global'
+      ? { rateLimitService: { endpoint: address(WORKLOADS.ratelimit, PORTS.rateLimitGrpc), whenUnavailable: config.rateLimits.whenUnavailable[proxy] } }
+      : {};
   return {
     gateway: {
       listen: { traffic: any(PORTS.gateway), adminPort: PORTS.envoyAdmin, stats: any(PORTS.envoyStats) },
       agentdHttp,
       agentdGrpc: address(WORKLOADS.agentd, PORTS.agentdGrpc),
       opa: address(WORKLOADS.opa, PORTS.opaGrpc),
+      ...rateLimitService('gateway'),
       maxRequestBytes: config.gateway.maxRequestBytes,
       upstreamTimeoutSeconds: config.gateway.upstreamTimeoutSeconds,
       agentdTokenSdsFile: `${DIRS.gatewayLive}/${GATEWAY_SDS_FILES.agentdToken}`,
@@ -50,6 +57,7 @@ export function platformRenderInput(
     egress: {
       listen: { traffic: any(PORTS.egress), adminPort: PORTS.envoyAdmin, stats: any(PORTS.envoyStats) },
       opa: address(WORKLOADS.opa, PORTS.opaGrpc),
+      ...rateLimitService('egress'),
       jwksFile: `${DIRS.secrets}/${SECRET_FILES.jwks}`,
       sdsDir: `${DIRS.egressLive}/${EGRESS_SDS_SUBDIR}`,
       credentialDir: DIRS.egressLiveSecrets,
@@ -189,6 +197,60 @@ export function bundleServerWorkload(): PlannedWorkload {
     internet: false,
     user: RUN_AS_USER,
     resources: { cpuMillis: 250, memoryMiB: 128 },
+    replicas: 1,
+  };
+}
+
+/**
+ * Envoy's rate-limit service (global rate limits): the proxies' checks, counted in Redis. Two
+ * replicas when a proxy has more than one, so that one restarting stops no limit; it keeps no
+ * state of its own.
+ */
+export function rateLimitServiceWorkload(spec: PolicySpec, config: StackConfig, address: (workload: string, port: number) => Endpoint): PlannedWorkload {
+  const redis = address(WORKLOADS.redis, PORTS.redis);
+  return {
+    name: WORKLOADS.ratelimit,
+    image: 'ratelimit',
+    args: [],
+    env: rateLimitServiceEnv({
+      configDir: DIRS.ratelimit,
+      grpc: { host: '0.0.0.0', port: PORTS.rateLimitGrpc },
+      http: { host: '0.0.0.0', port: PORTS.rateLimitHttp },
+      debugPort: PORTS.rateLimitDebug,
+      redis: `${redis.host}:${redis.port}`,
+    }),
+    configDir: DIRS.ratelimit,
+    files: renderRateLimitServiceFiles(spec),
+    secretDir: DIRS.secrets,
+    secretFiles: {},
+    ports: [
+      { name: 'grpc', port: PORTS.rateLimitGrpc, protocol: 'http2' },
+      { name: 'http', port: PORTS.rateLimitHttp, protocol: 'http' },
+    ],
+    health: { port: PORTS.rateLimitHttp, path: '/healthcheck' },
+    internet: false,
+    user: RUN_AS_USER,
+    resources: { cpuMillis: 250, memoryMiB: 128 },
+    replicas: config.gateway.replicas > 1 || config.egress.replicas > 1 ? 2 : 1,
+  };
+}
+
+/** Redis, the rate-limit service's counters: in memory only (fixed windows of at most a day), reached by the service alone. */
+export function redisWorkload(): PlannedWorkload {
+  return {
+    name: WORKLOADS.redis,
+    image: 'redis',
+    args: [`${DIRS.redis}/${REDIS_CONFIG_FILE}`],
+    env: {},
+    configDir: DIRS.redis,
+    files: { [REDIS_CONFIG_FILE]: redisConfig('0.0.0.0', PORTS.redis) },
+    secretDir: DIRS.secrets,
+    secretFiles: {},
+    ports: [{ name: 'redis', port: PORTS.redis, protocol: 'tcp' }],
+    health: { port: PORTS.redis },
+    internet: false,
+    user: RUN_AS_USER,
+    resources: { cpuMillis: 250, memoryMiB: 256 },
     replicas: 1,
   };
 }

@@ -283,10 +283,10 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
                   args,
                   env: Object.entries(w.env).map(([name, value]) => ({ name, value })),
                   ports: w.ports.map((p) => ({ name: p.name, containerPort: p.port, protocol: 'TCP' })),
-                  readinessProbe: { httpGet: { path: w.health.path, port: w.health.port }, periodSeconds: 5, failureThreshold: 3 },
+                  readinessProbe: { ...probeOf(w.health), periodSeconds: 5, failureThreshold: 3 },
                   // Keeps serving while the endpoints drop the pod, then stops (no shell needed).
                   ...(w.drainSeconds ? { lifecycle: { preStop: { sleep: { seconds: w.drainSeconds } } } } : {}),
-                  livenessProbe: { httpGet: { path: w.health.path, port: w.health.port }, periodSeconds: 10, failureThreshold: 6, initialDelaySeconds: 10 },
+                  livenessProbe: { ...probeOf(w.health), periodSeconds: 10, failureThreshold: 6, initialDelaySeconds: 10 },
                   resources: {
                     requests: { cpu: `${Math.round(w.resources.cpuMillis / 4)}m`, memory: `${Math.round(w.resources.memoryMiB / 2)}Mi` },
                     limits: { cpu: `${w.resources.cpuMillis}m`, memory: `${w.resources.memoryMiB}Mi` },
@@ -337,7 +337,7 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
           name: p.name,
           port: p.port === w.publish?.port ? w.publish.hostPort : p.port,
           targetPort: p.port,
-          appProtocol: p.protocol === 'http2' ? 'kubernetes.io/h2c' : 'http',
+          appProtocol: p.protocol === 'http2' ? 'kubernetes.io/h2c' : p.protocol,
         }));
     const service = new k8s.core.v1.Service(
       `${baseName}-service`,
@@ -438,4 +438,9 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
       );
     }
   }
+}
+
+/** A workload's health as a Kubernetes probe: an HTTP GET, or a TCP connect when it has no HTTP endpoint (Redis). */
+function probeOf(h: Workload['health']): object {
+  return h.path === undefined ? { tcpSocket: { port: h.port } } : { httpGet: { path: h.path, port: h.port } };
 }

@@ -8,7 +8,7 @@ import type { PolicySpec } from '../../policy/spec.ts';
 import { LOG_SERVICES } from '../../components/render/monitoring/alloy.ts';
 import { ALERT_THRESHOLDS } from '../../components/render/monitoring/alerts.ts';
 import { countBy, json, quantileOf, stream, where } from '../../components/render/monitoring/logql.ts';
-import { egressService, egressServices, proxy, up } from '../../components/render/monitoring/queries.ts';
+import { egressService, egressServices, llmTokens, proxy, up } from '../../components/render/monitoring/queries.ts';
 import { ENVOY_LABELS, METRICS } from '../../components/render/monitoring/sources.ts';
 import { Board, logMetrics, q, stat, timeseries, type Dashboard } from './panels.ts';
 import { ACCESS_LOG, AUTHZ_LEGEND, UP_MAPPINGS, UP_THRESHOLDS, W, authzQueries, pLabel, quantileQueries } from './shared.ts';
@@ -58,6 +58,32 @@ export function egressDashboard(spec: PolicySpec): Dashboard {
       queries: [q(proxy.rateLimitChecked('egress', W), 'checked'), q(proxy.rateLimited('egress', W), 'rate-limited')],
     }),
   );
+
+  const llm = Object.values(spec.egressServices).filter((s) => s.llmApi);
+  if (llm.length > 0) {
+    const budgets = Object.values(spec.sandboxTiers)
+      .filter((t) => t.tokenBudget)
+      .map((t) => `${t.id}: ${t.tokenBudget!.tokensPerHour ?? 'unlimited'}/h, ${t.tokenBudget!.tokensPerDay ?? 'unlimited'}/day`)
+      .join('; ');
+    d.row('LLM tokens (gen_ai.client.token.usage)').add(
+      timeseries({
+        title: 'Tokens by service and type',
+        description: `Tokens the LLM services (${llm.map((s) => s.id).join(', ')}) reported in their responses, as the egress proxy metered them. Budgets per sandbox and service: ${budgets}.`,
+        unit: units.Short,
+        stack: true,
+        w: 8,
+        queries: [q(llmTokens.byServiceAndType(W), '{{service}} {{gen_ai_token_type}}')],
+      }),
+      timeseries({
+        title: 'Tokens by model',
+        unit: units.Short,
+        stack: true,
+        w: 8,
+        queries: [q(llmTokens.byModel(W), '{{gen_ai_provider_name}} {{gen_ai_response_model}}')],
+      }),
+      timeseries({ title: 'Tokens by sandbox tier', unit: units.Short, stack: true, w: 8, queries: [q(llmTokens.byTier(W), '{{tier}}')] }),
+    );
+  }
 
   for (const s of Object.values(spec.egressServices)) {
     const tiers = Object.values(spec.sandboxTiers)

@@ -123,12 +123,13 @@ export function egressCall(
   port: number,
   service: string,
   token: string | undefined,
-  opts: { method?: string; path: string; headers?: Record<string, string> },
+  opts: { method?: string; path: string; headers?: Record<string, string>; body?: string },
 ): Promise<RawResponse> {
   return rawRequest(port, {
     method: opts.method ?? 'GET',
     path: opts.path,
     headers: { host: service, ...(token ? { [SANDBOX_TOKEN_HEADER]: token } : {}), ...opts.headers },
+    ...(opts.body !== undefined ? { body: opts.body } : {}),
   });
 }
 

@@ -3,7 +3,7 @@
 // with a readiness probe rather than a sleep.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, readFileSync, type WriteStream } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 
 export interface ProcessSpec {
   readonly name: string;
@@ -160,4 +160,18 @@ export async function answers(url: string, status = 200): Promise<boolean> {
   } finally {
     clearTimeout(t);
   }
+}
+
+/** Whether something accepts TCP connections on loopback `port` (a server without an HTTP health endpoint, e.g. Redis). */
+export function tcpAnswers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
 }

@@ -33,10 +33,12 @@ import {
 } from '../../components/render/platform.ts';
 import { SECRET_FILES } from '../../components/layout.ts';
 import { ENV, GATEWAY_TOKEN_HEADER, IDENTITY_HEADERS, READY_PATH } from '../../agentd/src/contract.ts';
-import { ManagedProcess, answers, freePort } from './processes.ts';
+import { ManagedProcess, answers, freePort, tcpAnswers } from './processes.ts';
+import { DEFAULT_RATE_LIMITS, type RateLimitsConfig } from '../../components/config.ts';
+import { REDIS_CONFIG_FILE, rateLimitServiceEnv, redisConfig, renderRateLimitServiceFiles } from '../../components/render/ratelimit.ts';
 import { StandInUpstream, makeTestCa, type TestCa } from './standin.ts';
 import { ephemeralBundleSigner } from './fixtures.ts';
-import { REPO_ROOT, toolPath } from './tools.ts';
+import { REPO_ROOT, redisServerPath, toolPath } from './tools.ts';
 
 export interface StackOptions {
   readonly spec: PolicySpec;
@@ -60,6 +62,11 @@ export interface StackOptions {
   readonly tls?: boolean;
   /** Override the proxies' overload and timeout limits. */
   readonly limits?: Partial<ProxyLimits>;
+  /**
+   * Global rate limits: a Redis and Envoy's rate-limit service join the stack, and both proxies
+   * ask it (agentd:rateLimits.mode global), with these failure modes (the defaults of the stack config otherwise).
+   */
+  readonly globalRateLimits?: { readonly whenUnavailable?: Partial<RateLimitsConfig['whenUnavailable']> };
 }
 
 export interface StackPorts {
@@ -78,6 +85,10 @@ export interface StackPorts {
   agentdGrpc: number;
   agentdMetrics: number;
   upstream: number;
+  rateLimitGrpc: number;
+  rateLimitHttp: number;
+  rateLimitDebug: number;
+  redis: number;
 }
 
 export interface Stack {
@@ -116,6 +127,10 @@ export interface Stack {
   readonly upstream: StandInUpstream;
   readonly rendered: RenderedPlatform;
   readonly processes: Readonly<Record<'opa' | 'bundles' | 'gateway' | 'egress' | 'agentd', ManagedProcess>>;
+  /** With globalRateLimits: Redis and the rate-limit service. */
+  readonly limiter?: Readonly<Record<'redis' | 'ratelimit', ManagedProcess>>;
+  /** What the stack's files were rendered from (a test renders another replica of a proxy from it). */
+  readonly renderInput: PlatformRenderInput;
   /**
    * Re-renders the proxies' live files from `change(input)` and installs them as a deploy does
    * (with `secrets` replacing live secret files, e.g. a rotated credential), the proxies left
@@ -136,6 +151,15 @@ export interface Stack {
    * server restarts with it, as a deploy replaces the bundle server, and OPA is left running.
    */
   serveBundle(bundle: Buffer, revision: string): Promise<void>;
+  /**
+   * Starts another replica of a proxy from the stack's render input, on ports of its own, with
+   * everything in its bootstrap: what a second Kubernetes replica is; `change` alters its render
+   * input (e.g. a replica with local limits beside global ones). Stopped with the stack.
+   */
+  startReplica(
+    proxy: 'gateway' | 'egress',
+    change?: (input: PlatformRenderInput) => PlatformRenderInput,
+  ): Promise<{ readonly port: number; readonly statsPort: number; readonly pid: number | undefined }>;
   /** Every log the stack wrote so far. */
   logs(): string;
   stop(): Promise<void>;
@@ -167,6 +191,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     agentdGrpc: 0,
     agentdMetrics: 0,
     upstream: 0,
+    rateLimitGrpc: 0,
+    rateLimitHttp: 0,
+    rateLimitDebug: 0,
+    redis: 0,
     ...opts.ports,
   };
   for (const k of Object.keys(ports) as (keyof StackPorts)[]) if (!ports[k]) ports[k] = await freePort();
@@ -200,6 +228,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const loopback = (port: number) => ({ host: '127.0.0.1', port });
   const standIn: Upstream = { scheme: 'https', host: 'localhost', port: upstream.port };
   const bundlesListen = { traffic: loopback(ports.bundles), adminPort: ports.bundlesAdmin, stats: loopback(ports.bundlesStats) };
+  const global = opts.globalRateLimits;
+  const whenUnavailable = { ...DEFAULT_RATE_LIMITS.whenUnavailable, ...global?.whenUnavailable };
+  const rateLimitService = (proxy: 'gateway' | 'egress') =>
+    global ? { rateLimitService: { endpoint: loopback(ports.rateLimitGrpc), whenUnavailable: whenUnavailable[proxy] } } : {};
   const renderInput: PlatformRenderInput = {
     gateway: {
       listen: { traffic: loopback(ports.gateway), adminPort: ports.gatewayAdmin, stats: loopback(ports.gatewayStats) },
@@ -211,6 +243,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       agentdTokenSdsFile: join(liveDirs.gateway.dir, GATEWAY_SDS_FILES.agentdToken),
       ...(opts.tls ? { tls: { sdsFile: join(liveDirs.gateway.dir, GATEWAY_SDS_FILES.tls) } } : {}),
       limits,
+      ...rateLimitService('gateway'),
     },
     gatewaySecrets: {
       agentdTokenFile: join(liveDirs.gateway.secretDir, SECRET_FILES.gatewayToken),
@@ -226,6 +259,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       upstreams: opts.upstreams === 'real' ? {} : Object.fromEntries(Object.keys(spec.egressServices).map((id) => [id, standIn])),
       configuredCredentials: Object.keys(credentials),
       limits,
+      ...rateLimitService('egress'),
     },
     opa: {
       grpc: loopback(ports.opaGrpc),
@@ -269,7 +303,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
   const logDir = join(dir, 'logs');
   mkdirSync(logDir, { recursive: true });
-  const envoy = (name: 'gateway' | 'egress' | 'bundles', cfgDir: string, adminPort: number) =>
+  const envoy = (name: 'gateway' | 'egress' | 'bundles', cfgDir: string, adminPort: number, logName: string = name) =>
     new ManagedProcess(
       {
         name,
@@ -277,7 +311,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         args: [...envoyArgs(join(cfgDir, ENVOY_CONFIG_FILE)), '--use-dynamic-base-id', '--concurrency', '1'],
         ready: () => answers(`http://127.0.0.1:${adminPort}/ready`),
       },
-      join(logDir, `${name}.log`),
+      join(logDir, `${logName}.log`),
     );
   const processes = {
     opa: new ManagedProcess(
@@ -322,11 +356,47 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       join(logDir, 'agentd.log'),
     ),
   };
+  const rateLimitDir = join(dir, 'ratelimit');
+  if (global) write(rateLimitDir, { ...renderRateLimitServiceFiles(spec), [REDIS_CONFIG_FILE]: redisConfig('127.0.0.1', ports.redis) });
+  const limiter = global
+    ? {
+        redis: new ManagedProcess(
+          { name: 'redis', command: redisServerPath(), args: [join(rateLimitDir, REDIS_CONFIG_FILE)], ready: () => tcpAnswers(ports.redis) },
+          join(logDir, 'redis.log'),
+        ),
+        ratelimit: new ManagedProcess(
+          {
+            name: 'ratelimit',
+            command: toolPath('ratelimit'),
+            args: [],
+            env: rateLimitServiceEnv({
+              configDir: rateLimitDir,
+              grpc: loopback(ports.rateLimitGrpc),
+              http: loopback(ports.rateLimitHttp),
+              debugPort: ports.rateLimitDebug,
+              redis: `127.0.0.1:${ports.redis}`,
+            }),
+            ready: () => answers(`http://127.0.0.1:${ports.rateLimitHttp}/healthcheck`),
+          },
+          join(logDir, 'ratelimit.log'),
+        ),
+      }
+    : undefined;
   const started: ManagedProcess[] = [];
+  // Replicas started later (startReplica).
+  const extra: ManagedProcess[] = [];
+  let replicas = 0;
   try {
     // The bundle server and agentd first: OPA is ready only once it has both bundles, the
     // policy and the sandbox registry.
-    for (const p of [processes.bundles, processes.agentd, processes.opa, processes.egress, processes.gateway]) {
+    for (const p of [
+      ...(limiter ? [limiter.redis, limiter.ratelimit] : []),
+      processes.bundles,
+      processes.agentd,
+      processes.opa,
+      processes.egress,
+      processes.gateway,
+    ]) {
       await p.start();
       started.push(p);
     }
@@ -347,6 +417,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     upstream,
     rendered,
     processes,
+    ...(limiter ? { limiter } : {}),
+    renderInput,
     gatewayToken,
     registryToken,
     asGateway: {
@@ -363,6 +435,18 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     egressUrl: `http://127.0.0.1:${ports.egress}`,
     agentdUrl: `http://127.0.0.1:${ports.agentdHttp}`,
     agentdMetricsUrl: `http://127.0.0.1:${ports.agentdMetrics}`,
+    async startReplica(proxy, change = (i) => i) {
+      const n = ++replicas;
+      const listen = { traffic: loopback(await freePort()), adminPort: await freePort(), stats: loopback(await freePort()) };
+      const changed = change(renderInput);
+      const input = { ...changed, [proxy]: { ...changed[proxy], listen }, live: undefined };
+      const replicaDir = join(dir, `${proxy}-replica-${n}`);
+      write(replicaDir, renderProxyFiles(spec, input)[proxy]);
+      const p = envoy(proxy, replicaDir, listen.adminPort, `${proxy}-replica-${n}`);
+      extra.push(p);
+      await p.start();
+      return { port: listen.traffic.port, statsPort: listen.stats.port, pid: p.pid };
+    },
     logs: () =>
       readdirSync(logDir)
         .map((f) => readFileSync(join(logDir, f), 'utf8'))
@@ -392,7 +476,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       await processes.bundles.start();
     },
     async stop() {
-      await Promise.all(Object.values(processes).map((p) => p.stop()));
+      await Promise.all([...extra, ...Object.values(processes), ...Object.values(limiter ?? {})].map((p) => p.stop()));
       await upstream.stop();
     },
   };

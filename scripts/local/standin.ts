@@ -2,6 +2,7 @@
 // external API. It records what it receives (the tests check the injected credential there)
 // and answers a few special paths for fault tests.
 import { createServer, type Server } from 'node:https';
+import type { ServerResponse } from 'node:http';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -108,7 +109,9 @@ export class StandInUpstream {
           res.writeHead(status ? Number(status[1]) : 200, { 'content-type': 'application/json' });
           res.end(JSON.stringify({ ok: true, method: req.method, path, host: req.headers.host }));
         };
-        if (delay) setTimeout(reply, Number(delay[1]));
+        const llm = llmReply(path, body);
+        if (llm) void llm(res);
+        else if (delay) setTimeout(reply, Number(delay[1]));
         else reply();
       });
     });
@@ -127,4 +130,71 @@ export class StandInUpstream {
   clear(): void {
     this.received.length = 0;
   }
+}
+
+/**
+ * The stand-in as an LLM API: a request whose JSON body has `standin_usage: {input, output}` is
+ * answered as OpenAI (/v1/chat/completions) or Anthropic (/v1/messages) answer, reporting that
+ * usage, in one JSON body or, with `stream: true`, as server-sent events written a few
+ * milliseconds apart (the usage where each API puts it: OpenAI's last chunk, Anthropic's
+ * message_start and running message_delta counts). Other requests get the plain echo.
+ */
+function llmReply(path: string, body: string): ((res: ServerResponse) => Promise<void>) | undefined {
+  let req: { model?: string; stream?: boolean; standin_usage?: { input: number; output: number } };
+  try {
+    req = JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+  const usage = req?.standin_usage;
+  if (!usage || (path !== '/v1/chat/completions' && path !== '/v1/messages')) return undefined;
+  const model = req.model ?? 'standin-model';
+  const anthropic = path === '/v1/messages';
+  if (!req.stream) {
+    const reply = anthropic
+      ? {
+          id: 'msg_1',
+          type: 'message',
+          model,
+          content: [{ type: 'text', text: 'output_tokens: 999999 is a quoted "input_tokens": 999999' }],
+          usage: { input_tokens: usage.input, output_tokens: usage.output },
+        }
+      : {
+          id: 'chatcmpl-1',
+          object: 'chat.completion',
+          model,
+          choices: [{ index: 0, message: { role: 'assistant', content: 'a quoted "prompt_tokens": 999999' } }],
+          usage: { prompt_tokens: usage.input, completion_tokens: usage.output, total_tokens: usage.input + usage.output },
+        };
+    return async (res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(reply));
+    };
+  }
+  const events = anthropic
+    ? [
+        `event: message_start\ndata: ${JSON.stringify({ type: 'message_start', message: { id: 'msg_1', model, usage: { input_tokens: usage.input, output_tokens: 1 } } })}\n\n`,
+        `event: content_block_delta\ndata: ${JSON.stringify({ type: 'content_block_delta', delta: { type: 'text_delta', text: 'a quoted "output_tokens": 999999' } })}\n\n`,
+        `event: message_delta\ndata: ${JSON.stringify({ type: 'message_delta', usage: { output_tokens: Math.floor(usage.output / 2) } })}\n\n`,
+        `event: message_delta\ndata: ${JSON.stringify({ type: 'message_delta', usage: { output_tokens: usage.output } })}\n\n`,
+        `event: message_stop\ndata: ${JSON.stringify({ type: 'message_stop' })}\n\n`,
+      ]
+    : [
+        `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', model, choices: [{ index: 0, delta: { content: 'a quoted "completion_tokens": 999999' } }], usage: null })}\n\n`,
+        `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', model, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }], usage: null })}\n\n`,
+        `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', model, choices: [], usage: { prompt_tokens: usage.input, completion_tokens: usage.output, total_tokens: usage.input + usage.output } })}\n\n`,
+        'data: [DONE]\n\n',
+      ];
+  return async (res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    for (const e of events) {
+      // Split each event in two writes, so a usage field may straddle two chunks.
+      const half = Math.floor(e.length / 2);
+      res.write(e.slice(0, half));
+      await new Promise((r) => setTimeout(r, 5));
+      res.write(e.slice(half));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    res.end();
+  };
 }

@@ -32,6 +32,7 @@ beforeAll(async () => {
     'agentd:gateway': JSON.stringify({ replicas: 2, exposure: 'LoadBalancer', port: 443, tls: { secretName: 'agentd-gateway-tls' } }),
     'agentd:egress': JSON.stringify({ replicas: 3 }),
     'agentd:kubernetes': JSON.stringify({ namespace: 'agentd-prod' }),
+    'agentd:rateLimits': JSON.stringify({ mode: 'global' }),
   });
   await value(platform.contentHashes);
   await new Promise((r) => setTimeout(r, 100));
@@ -43,12 +44,22 @@ describe('Platform on the Kubernetes target', () => {
     const deployments = of('kubernetes:apps/v1:Deployment')
       .map((d) => d.inputs.metadata.name)
       .sort();
-    expect(deployments).toEqual(['agentd', 'bundles', 'egress', 'gateway', 'opa']);
+    expect(deployments).toEqual(['agentd', 'bundles', 'egress', 'gateway', 'opa', 'ratelimit', 'redis']);
     expect(
       of('kubernetes:core/v1:ConfigMap')
         .map((c) => c.inputs.metadata.name)
         .sort(),
-    ).toEqual(['agentd-config', 'bundles-config', 'egress-config', 'egress-live', 'gateway-config', 'gateway-live', 'opa-config']);
+    ).toEqual([
+      'agentd-config',
+      'bundles-config',
+      'egress-config',
+      'egress-live',
+      'gateway-config',
+      'gateway-live',
+      'opa-config',
+      'ratelimit-config',
+      'redis-config',
+    ]);
     expect(
       of('kubernetes:core/v1:Service')
         .map((c) => c.inputs.metadata.name)
@@ -64,7 +75,9 @@ describe('Platform on the Kubernetes target', () => {
       expect(pod.automountServiceAccountToken).toBe(false);
       const c = pod.containers[0];
       expect(c.securityContext).toEqual({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } });
-      expect(c.readinessProbe.httpGet.path).toBeTruthy();
+      // Redis has no HTTP endpoint: a TCP probe on its port.
+      if (d.inputs.metadata.name === 'redis') expect(c.readinessProbe.tcpSocket).toEqual({ port: 6379 });
+      else expect(c.readinessProbe.httpGet.path).toMatch(/^\//);
       expect(c.resources.limits.memory).toMatch(/Mi$/);
       expect(c.resources.requests.cpu).toMatch(/m$/);
     }
@@ -85,15 +98,17 @@ describe('Platform on the Kubernetes target', () => {
     expect(deployment('agentd').template.spec.containers[0].lifecycle).toBeUndefined();
   });
 
-  it('takes replicas from stack config and adds PodDisruptionBudgets for proxies with more than one', () => {
+  it('takes replicas from stack config and adds PodDisruptionBudgets for workloads with more than one (the rate-limit service runs two beside replicated proxies)', () => {
     expect(named('kubernetes:apps/v1:Deployment', 'gateway').inputs.spec.replicas).toBe(2);
     expect(named('kubernetes:apps/v1:Deployment', 'egress').inputs.spec.replicas).toBe(3);
+    expect(named('kubernetes:apps/v1:Deployment', 'ratelimit').inputs.spec.replicas).toBe(2);
+    expect(named('kubernetes:apps/v1:Deployment', 'redis').inputs.spec.replicas).toBe(1);
     expect(named('kubernetes:apps/v1:Deployment', 'agentd').inputs.spec.strategy).toEqual({ type: 'Recreate' });
     expect(
       of('kubernetes:policy/v1:PodDisruptionBudget')
         .map((p) => p.inputs.metadata.name)
         .sort(),
-    ).toEqual(['egress', 'gateway']);
+    ).toEqual(['egress', 'gateway', 'ratelimit']);
   });
 
   it("exposes only the gateway's API port, with the configured Service type and port; every other port stays inside the cluster", () => {
@@ -173,7 +188,12 @@ describe('Platform on the Kubernetes target', () => {
         ),
       );
     expect(egressTargets('agentd').sort()).toEqual(['egress', 'kube-dns']);
-    expect(egressTargets('egress').sort()).toEqual(['internet', 'kube-dns', 'opa']);
+    expect(egressTargets('egress').sort()).toEqual(['internet', 'kube-dns', 'opa', 'ratelimit']);
+    // Global rate limits: both proxies ask the rate-limit service; only it reaches Redis.
+    expect(callers('ratelimit').sort()).toEqual(['egress:8081', 'gateway:8081']);
+    expect(callers('redis')).toEqual(['ratelimit:6379']);
+    expect(egressTargets('ratelimit').sort()).toEqual(['kube-dns', 'redis']);
+    expect(egressTargets('redis')).toEqual(['kube-dns']);
     expect(policy('egress').egress.find((r: any) => r.to[0].ipBlock).to[0].ipBlock.except).toEqual(NON_INTERNET_CIDRS);
   });
 });

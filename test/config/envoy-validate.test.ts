@@ -73,6 +73,12 @@ const variants: [string, (w: string, p: number) => { host: string; port: number 
     { 'agentd:target': 'kubernetes', 'agentd:gateway': JSON.stringify({ exposure: 'LoadBalancer', tls: { secretName: 'agentd-gateway-tls' } }) },
     ['openai'],
   ],
+  [
+    'kubernetes, global rate limits and token budgets (the rate-limit service)',
+    k8sAddress,
+    { 'agentd:target': 'kubernetes', 'agentd:rateLimits': JSON.stringify({ mode: 'global', whenUnavailable: { gateway: 'deny' } }) },
+    ['openai', 'anthropic'],
+  ],
   ['loopback (harness)', loopback, {}, ['github']],
 ];
 

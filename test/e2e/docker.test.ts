@@ -92,6 +92,8 @@ beforeAll(async () => {
   set('agentd:egress.upstreams.github', 'https://standin:8443');
   set('agentd:egress.caCertificates', readFileSync(ca.caFile, 'utf8'));
   set('agentd:docker.egressNetworks[0]', EXT_NET);
+  // Global rate limits: the rate-limit service and Redis run as containers of the stack too.
+  set('agentd:rateLimits.mode', 'global');
   set('egress:github-token', CREDENTIAL, true);
 }, 900_000);
 
@@ -117,7 +119,15 @@ describe('pulumi up into the local Docker engine', () => {
     const plain = pulumi(['stack', 'output', '--json']).out;
     expect(plain).toContain('[secret]');
     expect(plain).not.toContain(outputs.apiKeys['admin']!);
-    expect(Object.keys(containerIds()).sort()).toEqual([`${PREFIX}-agentd`, `${PREFIX}-bundles`, `${PREFIX}-egress`, `${PREFIX}-gateway`, `${PREFIX}-opa`]);
+    expect(Object.keys(containerIds()).sort()).toEqual([
+      `${PREFIX}-agentd`,
+      `${PREFIX}-bundles`,
+      `${PREFIX}-egress`,
+      `${PREFIX}-gateway`,
+      `${PREFIX}-opa`,
+      `${PREFIX}-ratelimit`,
+      `${PREFIX}-redis`,
+    ]);
   }, 900_000);
 
   it('runs every container hardened and publishes only the gateway, on loopback', () => {
@@ -141,6 +151,14 @@ describe('pulumi up into the local Docker engine', () => {
     const r = await get('/api/v1/status', outputs.apiKeys['admin']);
     expect(r.status).toBe(200);
     expect(r.json().version).toBeTruthy();
+  });
+
+  it("limits a key through the stack's rate-limit service (global mode): the limit is the service's, named by its tier", async () => {
+    const r = await get('/api/v1/status', outputs.apiKeys['ci']);
+    expect(r.status).toBe(200);
+    // Only Envoy's global filter names the limit; the local one sends bare numbers.
+    expect(r.headers['x-ratelimit-limit']).toContain('name="requests per minute of tier standard"');
+    expect(Number(r.headers['x-ratelimit-remaining'])).toBeLessThan(120);
   });
 
   it('runs an http_fetch through egress to the stand-in, which receives the injected credential', async () => {

@@ -46,6 +46,8 @@ beforeAll(() => {
   project.set('agentd:kubernetes.skipAwait', 'true');
   project.set('agentd:images.mode', 'upstream');
   project.set('agentd:gateway.replicas', '2');
+  // Two gateway replicas share their limits: the rate-limit service and Redis deploy too.
+  project.set('agentd:rateLimits.mode', 'global');
   project.set('agentd:gateway.exposure', 'NodePort');
   // TLS terminated in front of the node port in this setup: said on purpose.
   project.set('agentd:gateway.allowPlaintext', 'true');
@@ -61,7 +63,7 @@ afterAll(() => {
 describe('pulumi up against a real kube-apiserver', () => {
   it('creates every object, and kubectl lists them', () => {
     project.pulumi(['up', '--yes', '--skip-preview']);
-    const workloads = ['agentd', 'alloy', 'bundles', 'egress', 'gateway', 'grafana', 'loki', 'opa', 'prometheus'];
+    const workloads = ['agentd', 'alloy', 'bundles', 'egress', 'gateway', 'grafana', 'loki', 'opa', 'prometheus', 'ratelimit', 'redis'];
     expect(names('deployments')).toEqual(workloads);
     expect(names('services')).toEqual([...workloads, 'gateway-public'].sort());
     expect(names('configmaps')).toEqual(['kube-root-ca.crt', 'egress-live', 'gateway-live', ...workloads.map((w) => `${w}-config`)].sort());

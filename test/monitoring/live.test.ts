@@ -72,6 +72,20 @@ async function traffic(): Promise<void> {
     });
     expect(r.status, r.body).toBe(200);
     expect(r.json().status, `${id} ${method} ${path}`).toBe(200);
+    if (spec.egressServices[id]!.llmApi) {
+      // An LLM answer reporting its usage, which the egress proxy meters.
+      const llm = await api('POST', `/api/v1/sandboxes/${admin.id}/intents`, keys['admin']!, {
+        capability: 'http_fetch',
+        params: {
+          service: id,
+          method: 'POST',
+          path,
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'm1', standin_usage: { input: 3, output: 4 } }),
+        },
+      });
+      expect(llm.json().status, llm.body).toBe(200);
+    }
     // And directly, as a sandbox would: allowed for admin, denied for the default tier (no services).
     expect((await egressCall(stack.ports.egress, id, admin.token, { method, path })).status).toBe(200);
   }

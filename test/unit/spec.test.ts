@@ -179,10 +179,40 @@ describe('policy spec: bad data fails with file, field and fix', () => {
   });
 
   it('a role whose sandbox tier was removed from sandbox-tiers.yaml: checked after the tiers are known', () => {
-    const issues = issuesWith('sandboxTiers', (t) => t.replace(/ {2}premium:\n.*\n.*\n/, ''));
+    const issues = issuesWith('sandboxTiers', (t) => t.replace(/ {2}premium:\n.*\n.*\n.*\n/, ''));
     expect(issues.map((i) => `${i.file} ${i.field} ${i.message}`)).toEqual([
       'policy/data/roles.yaml roles.operator.sandbox_tiers[3] unknown sandbox tier "premium"',
     ]);
+  });
+
+  it('a tier that grants an LLM service without a token budget, and a budget on a tier without one', () => {
+    const missing = issuesWith('sandboxTiers', (t) => t.replace(/\n {4}token_budget: \{tokens_per_hour: 200000, tokens_per_day: 1000000\}/, ''));
+    expect(missing.map((i) => `${i.field} ${i.message}`)).toEqual([
+      'tiers.standard.token_budget is missing, but the tier grants the LLM services openai, anthropic',
+    ]);
+    expect(missing[0]!.fix).toContain('unlimited: true');
+    const stray = issuesWith('sandboxTiers', (t) =>
+      t.replace('requests_per_minute: 10\n', 'requests_per_minute: 10\n    token_budget: {tokens_per_hour: 5, tokens_per_day: 5}\n'),
+    );
+    expect(stray.map((i) => `${i.field} ${i.message}`)).toEqual([
+      'tiers.restricted.token_budget is set, but the tier grants no LLM service (llm_api in egress-services.yaml)',
+    ]);
+    const inverted = issuesWith('sandboxTiers', (t) => t.replace('tokens_per_day: 1000000', 'tokens_per_day: 10'));
+    expect(inverted.map((i) => i.field)).toEqual(['tiers.standard.token_budget.tokens_per_day']);
+  });
+
+  it('an llm_api the proxy cannot meter', () => {
+    const issues = issuesWith('egressServices', (t) => t.replace('llm_api: openai', 'llm_api: gemini'));
+    expect(issues.map((i) => `${i.field} ${i.message}`)).toEqual(['services.openai.llm_api string "gemini" is not an LLM API the proxy can meter']);
+  });
+
+  it('reads LLM services and token budgets', () => {
+    const spec = loadPolicySpec(DATA);
+    expect(spec.egressServices['openai']!.llmApi).toBe('openai');
+    expect(spec.egressServices['github']!.llmApi).toBeNull();
+    expect(spec.sandboxTiers['standard']!.tokenBudget).toEqual({ tokensPerHour: 200000, tokensPerDay: 1000000 });
+    expect(spec.sandboxTiers['admin']!.tokenBudget).toEqual({ tokensPerHour: null, tokensPerDay: null });
+    expect(spec.sandboxTiers['restricted']!.tokenBudget).toBeNull();
   });
 
   it('an unreadable sandbox-tiers.yaml is reported once, not again for every tier a role names', () => {

@@ -1,7 +1,14 @@
 // Stack config validation: TLS at the gateway, plaintext exposure refused, nested keys set
 // without --path, retention; and the passphrase rule of the npm scripts. Pure functions.
 import { describe, expect, it } from 'vitest';
-import { LOCAL_PASSPHRASE, StackConfigError, exposedBeyondLoopback, parseStackConfig, publicPassphraseProblem } from '../../components/config.ts';
+import {
+  LOCAL_PASSPHRASE,
+  StackConfigError,
+  exposedBeyondLoopback,
+  parseStackConfig,
+  publicPassphraseProblem,
+  rateLimitWarnings,
+} from '../../components/config.ts';
 import { passphraseProblem } from '../../scripts/pulumi-env.ts';
 
 const CERT = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
@@ -117,5 +124,47 @@ describe('the public development passphrase is for the dev stack only', () => {
     expect(passphraseProblem('prod', noPassphrase, { secretsprovider: 'awskms://alias/agentd' })).toBeUndefined();
     expect(passphraseProblem('prod', { PULUMI_BACKEND_URL: 's3://bucket' } as NodeJS.ProcessEnv, {})).toBeUndefined();
     expect(passphraseProblem('prod', { PULUMI_BACKEND_URL: 'file:///tmp/x' } as NodeJS.ProcessEnv, {})).toContain('has no passphrase');
+  });
+});
+
+describe('rate limits: local or global', () => {
+  const k8s = (extra: Record<string, unknown>) => ({
+    'agentd:target': 'kubernetes',
+    'agentd:gateway': JSON.stringify({ replicas: 3 }),
+    ...Object.fromEntries(Object.entries(extra).map(([k, v]) => [`agentd:${k}`, JSON.stringify(v)])),
+  });
+
+  it('are local by default; global fails the gateway open and the egress proxy closed unless told otherwise', () => {
+    expect(parseStackConfig({}).rateLimits).toEqual({ mode: 'local', perReplica: false, whenUnavailable: { gateway: 'allow', egress: 'deny' } });
+    const c = parseStackConfig({ 'agentd:rateLimits': JSON.stringify({ mode: 'global', whenUnavailable: { gateway: 'deny', egress: 'allow' } }) });
+    expect(c.rateLimits).toEqual({ mode: 'global', perReplica: false, whenUnavailable: { gateway: 'deny', egress: 'allow' } });
+  });
+
+  it('refuses local limits with replicated proxies, naming both ways out', () => {
+    const p = problems(k8s({}), 'prod');
+    expect(p).toHaveLength(1);
+    expect(p[0]).toContain('agentd:gateway.replicas is 3');
+    expect(p[0]).toContain("pulumi config set --path 'agentd:rateLimits.mode' global --stack prod");
+    expect(p[0]).toContain("pulumi config set --path 'agentd:rateLimits.perReplica' true --stack prod");
+    expect(problems(k8s({ rateLimits: { mode: 'global' } }))).toEqual([]);
+    expect(problems(k8s({ rateLimits: { perReplica: true } }))).toEqual([]);
+  });
+
+  it('warns of per-replica limits accepted on purpose, and of token budgets local mode cannot enforce', () => {
+    const c = parseStackConfig(k8s({ rateLimits: { perReplica: true } }));
+    const w = rateLimitWarnings(c, true);
+    expect(w).toHaveLength(2);
+    expect(w[0]).toContain('up to 3 times its tier');
+    expect(w[1]).toContain('not enforced');
+    expect(rateLimitWarnings(parseStackConfig(k8s({ rateLimits: { mode: 'global' } })), true)).toEqual([]);
+    expect(rateLimitWarnings(parseStackConfig({}), false)).toEqual([]);
+  });
+
+  it('refuses unknown modes and failure behaviours', () => {
+    expect(problems({ 'agentd:rateLimits': JSON.stringify({ mode: 'cluster' }) })[0]).toContain('agentd:rateLimits.mode must be local or global');
+    expect(problems({ 'agentd:rateLimits': JSON.stringify({ whenUnavailable: { egress: 'open' } }) })[0]).toContain(
+      'agentd:rateLimits.whenUnavailable.egress must be allow or deny',
+    );
+    expect(problems({ 'agentd:rateLimits': JSON.stringify({ whenUnavailable: { opa: 'deny' } }) })[0]).toContain('whenUnavailable.opa is not a known field');
   });
 });

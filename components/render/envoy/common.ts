@@ -197,9 +197,12 @@ export const BASE_LOG_FIELDS = {
 /** A local reply filter on a CEL expression over the request and the response. */
 const cel = (expression: string) => ({ extension_filter: ext('envoy.access_loggers.extension_filters.cel', TYPE.celFilter, { expression }) });
 
-const jsonBody = (code: string, message: string) => ({
-  json_format: { error: { code, message } },
+const jsonBody = (code: string, message: string, extra: Readonly<Record<string, string>> = {}) => ({
+  json_format: { error: { code, message, ...extra } },
 });
+
+/** What a 429 says of the limit that refused it: its x-ratelimit-limit (with the limit's name) and the seconds until it resets. */
+const RATE_LIMIT_FIELDS = { limit: '%RESP(x-ratelimit-limit)%', reset_seconds: '%RESP(x-ratelimit-reset)%' } as const;
 
 /**
  * Replies Envoy makes itself get a JSON body with a machine-readable code, as OPA's denials
@@ -231,7 +234,27 @@ export function localReplyConfig(extra: readonly object[] = []): object {
       // OPA's denials already carry OPA's JSON body: leave them as they are.
       { filter: flag(['UAEX']) },
       ...extra,
-      { filter: status(429), body_format_override: jsonBody('rate_limited', 'rate limit exceeded; retry after the reset time in x-ratelimit-reset') },
+      // The limit that refused the request, as the x-ratelimit-* headers name it (a global
+      // limit's name says which: requests or tokens, the window and the service; the token
+      // budgets are checked by a filter of their own, so only their refusals name tokens).
+      {
+        filter: {
+          and_filter: {
+            filters: [status(429), cel("'x-ratelimit-limit' in response.headers && response.headers['x-ratelimit-limit'].contains('tokens per')")],
+          },
+        },
+        body_format_override: jsonBody(
+          'token_budget_exhausted',
+          'the token budget of this sandbox on this service is spent; retry after the reset time',
+          RATE_LIMIT_FIELDS,
+        ),
+      },
+      {
+        filter: status(429),
+        body_format_override: jsonBody('rate_limited', 'rate limit exceeded; retry after the reset time in x-ratelimit-reset', RATE_LIMIT_FIELDS),
+      },
+      // A global limit that fails closed while the rate-limit service cannot answer.
+      { filter: flag(['RLSE']), body_format_override: jsonBody('rate_limit_unavailable', 'the rate-limit service did not answer; the request was refused') },
       { filter: flag(['NR']), body_format_override: jsonBody('not_found', 'no route for this request') },
       { filter: flag(['UT']), status_code: 504, body_format_override: jsonBody('upstream_timeout', 'the upstream did not answer in time') },
       { filter: flag(['UF', 'UH', 'URX', 'UC', 'UO', 'NC']), body_format_override: jsonBody('upstream_unavailable', 'the upstream could not be reached') },
@@ -260,6 +283,8 @@ export function connectionManager(opts: {
   routeConfig: RouteConfiguration;
   httpFilters: readonly TypedExtension[];
   accessLog: TypedExtension;
+  /** Access loggers besides the JSON log (e.g. one that turns log fields into metrics). */
+  extraAccessLogs?: readonly object[];
   localReply: object;
   requestTimeoutSeconds: number;
   /** Remove every request header with these prefixes before any filter runs (the gateway). */
@@ -296,7 +321,7 @@ export function connectionManager(opts: {
     // listener update being refused (and never retried, as its file does not change again).
     route_config: { ...opts.routeConfig, validate_clusters: false },
     http_filters: opts.httpFilters,
-    access_log: [opts.accessLog],
+    access_log: [opts.accessLog, ...(opts.extraAccessLogs ?? [])],
     local_reply_config: opts.localReply,
   });
 }

@@ -49,6 +49,10 @@ import {
   type VirtualHost,
 } from './model.ts';
 
+import { RATE_LIMIT_DOMAINS, egressLimitShapes } from '../ratelimit.ts';
+import { TOKEN_BUDGET_FILTER, globalRateLimitFilter, globalRateLimits, rateLimitServiceCluster, type RateLimitServiceInput } from './global-ratelimit.ts';
+import { tokenUsageLog, usageMeterFilter, usageMeterFor } from './llm-usage.ts';
+
 export type { Upstream } from '../types.ts';
 
 export interface EgressRenderInput {
@@ -73,10 +77,16 @@ export interface EgressRenderInput {
    */
   readonly configuredCredentials: readonly string[];
   readonly limits: ProxyLimits;
+  /**
+   * Global rate limits: the rate-limit service all replicas share, which also holds the LLM
+   * token budgets. Absent: local token buckets in this replica (token budgets counted, not enforced).
+   */
+  readonly rateLimitService?: RateLimitServiceInput;
 }
 
 export const EGRESS_STAT_PREFIX = 'egress';
 export const EGRESS_RATE_LIMIT_STAT_PREFIX = 'egress_rate_limit';
+const EGRESS_TOKEN_BUDGET_STAT_PREFIX = 'egress_token_budget';
 export const EGRESS_EXT_AUTHZ_STAT_PREFIX = 'egress_authz';
 /**
  * The request headers OPA gets at egress. The policy reads none (the sandbox comes from the
@@ -155,7 +165,13 @@ function renderEgressRoutes(spec: PolicySpec, input: EgressRenderInput): RouteCo
       typed_per_filter_config: {
         'envoy.filters.http.jwt_authn': jwtRequired(),
         'envoy.filters.http.ext_authz': extAuthzContext({ policy: 'egress', service: s.id }),
-        'envoy.filters.http.local_ratelimit': egressRateLimit(spec, s.id),
+        ...(input.rateLimitService
+          ? {
+              'envoy.filters.http.ratelimit': globalRateLimits(egressLimitShapes(spec, s.id).requests),
+              ...(s.llmApi ? { [TOKEN_BUDGET_FILTER]: globalRateLimits(egressLimitShapes(spec, s.id).tokens) } : {}),
+            }
+          : { 'envoy.filters.http.local_ratelimit': egressRateLimit(spec, s.id) }),
+        ...(s.llmApi ? { 'envoy.filters.http.lua': usageMeterFor(s.llmApi) } : {}),
       },
       routes: [
         missingCredential
@@ -247,6 +263,7 @@ export function credentialSds(serviceId: string, credentialDir: string): object 
 }
 
 export function renderEgressConfig(spec: PolicySpec, input: EgressRenderInput): Bootstrap {
+  const llmApis = [...new Set(Object.values(spec.egressServices).flatMap((s) => (s.llmApi ? [s.llmApi] : [])))].sort();
   const hcm = connectionManager({
     statPrefix: EGRESS_STAT_PREFIX,
     routeConfig: renderEgressRoutes(spec, input),
@@ -266,9 +283,30 @@ export function renderEgressConfig(spec: PolicySpec, input: EgressRenderInput): 
         requirement_map: { [JWT_PROVIDER]: { provider_name: JWT_PROVIDER } },
       }),
       extAuthzFilter({ statPrefix: EGRESS_EXT_AUTHZ_STAT_PREFIX, allowedHeaders: EGRESS_AUTHZ_HEADERS, metadataNamespaces: [JWT_AUTHN_NS] }),
-      localRateLimitFilter(EGRESS_RATE_LIMIT_STAT_PREFIX),
+      ...(input.rateLimitService
+        ? [
+            globalRateLimitFilter({
+              statPrefix: EGRESS_RATE_LIMIT_STAT_PREFIX,
+              domain: RATE_LIMIT_DOMAINS.egress,
+              whenUnavailable: input.rateLimitService.whenUnavailable,
+            }),
+            // Token budgets in a filter of their own: a refusal's headers name only token budgets.
+            ...(llmApis.length > 0
+              ? [
+                  globalRateLimitFilter({
+                    name: TOKEN_BUDGET_FILTER,
+                    statPrefix: EGRESS_TOKEN_BUDGET_STAT_PREFIX,
+                    domain: RATE_LIMIT_DOMAINS.egress,
+                    whenUnavailable: input.rateLimitService.whenUnavailable,
+                  }),
+                ]
+              : []),
+          ]
+        : [localRateLimitFilter(EGRESS_RATE_LIMIT_STAT_PREFIX)]),
+      ...(llmApis.length > 0 ? [usageMeterFilter(llmApis)] : []),
       routerFilter(),
     ],
+    ...(llmApis.length > 0 ? { extraAccessLogs: [tokenUsageLog()] } : {}),
     accessLog: jsonAccessLog({
       ...BASE_LOG_FIELDS,
       proxy: 'egress',
@@ -316,6 +354,7 @@ export function renderEgressConfig(spec: PolicySpec, input: EgressRenderInput): 
           .filter((s) => routable(s, input))
           .map((s) => serviceClusterConfig(s, input)),
         cluster(OPA_CLUSTER, input.opa, { http2: true }),
+        ...(input.rateLimitService ? [rateLimitServiceCluster(input.rateLimitService.endpoint)] : []),
         adminCluster(input.listen.adminPort),
       ],
     },

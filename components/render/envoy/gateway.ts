@@ -49,6 +49,8 @@ import {
   type TypedExtension,
   type VirtualHost,
 } from './model.ts';
+import { RATE_LIMIT_DOMAINS, gatewayLimitShapes } from '../ratelimit.ts';
+import { globalRateLimitFilter, globalRateLimitIgnored, globalRateLimits, rateLimitServiceCluster, type RateLimitServiceInput } from './global-ratelimit.ts';
 
 /** SDS resource names of the gateway's secrets (files: see the SDS files the platform renders). */
 export const GATEWAY_TLS_SECRET = 'gateway_tls';
@@ -74,6 +76,8 @@ export interface GatewayRenderInput {
    */
   readonly agentdTokenSdsFile: string;
   readonly limits: ProxyLimits;
+  /** Global rate limits: the rate-limit service all replicas share. Absent: local token buckets in this replica. */
+  readonly rateLimitService?: RateLimitServiceInput;
 }
 
 export const GATEWAY_STAT_PREFIX = 'gateway';
@@ -129,7 +133,11 @@ const noRateLimit = (): TypedConfig =>
   });
 
 function renderGatewayRoutes(spec: PolicySpec, input: GatewayRenderInput): RouteConfiguration {
-  const open = { 'envoy.filters.http.ext_authz': extAuthzDisabled(), 'envoy.filters.http.local_ratelimit': noRateLimit() };
+  const global = input.rateLimitService !== undefined;
+  const open = {
+    'envoy.filters.http.ext_authz': extAuthzDisabled(),
+    ...(global ? { 'envoy.filters.http.ratelimit': globalRateLimitIgnored() } : { 'envoy.filters.http.local_ratelimit': noRateLimit() }),
+  };
   const timeout = seconds(input.upstreamTimeoutSeconds);
   const routes: Route[] = [
     // A body announced larger than the gateway accepts: 413 without reading it, once the caller
@@ -160,7 +168,9 @@ function renderGatewayRoutes(spec: PolicySpec, input: GatewayRenderInput): Route
     routes,
     typed_per_filter_config: {
       'envoy.filters.http.ext_authz': extAuthzContext({ policy: 'gateway' }),
-      'envoy.filters.http.local_ratelimit': gatewayRateLimit(spec),
+      ...(global
+        ? { 'envoy.filters.http.ratelimit': globalRateLimits(gatewayLimitShapes(spec)) }
+        : { 'envoy.filters.http.local_ratelimit': gatewayRateLimit(spec) }),
     },
   };
   return { name: 'gateway', virtual_hosts: [vhost] };
@@ -177,7 +187,13 @@ export function renderGatewayConfig(spec: PolicySpec, input: GatewayRenderInput)
       // body it announces. Only an authorized request's body is counted, up to the limit.
       httpFilters: [
         extAuthzFilter({ statPrefix: GATEWAY_EXT_AUTHZ_STAT_PREFIX, allowedHeaders: GATEWAY_AUTHZ_HEADERS }),
-        localRateLimitFilter(GATEWAY_RATE_LIMIT_STAT_PREFIX),
+        input.rateLimitService
+          ? globalRateLimitFilter({
+              statPrefix: GATEWAY_RATE_LIMIT_STAT_PREFIX,
+              domain: RATE_LIMIT_DOMAINS.gateway,
+              whenUnavailable: input.rateLimitService.whenUnavailable,
+            })
+          : localRateLimitFilter(GATEWAY_RATE_LIMIT_STAT_PREFIX),
         bodyLimitFilter(input.maxRequestBytes),
         routerFilter(),
       ],
@@ -226,6 +242,7 @@ export function renderGatewayConfig(spec: PolicySpec, input: GatewayRenderInput)
         agentdCluster('agentd_http', input.agentdHttp, input.agentdTokenSdsFile, false),
         agentdCluster('agentd_grpc', input.agentdGrpc, input.agentdTokenSdsFile, true),
         cluster(OPA_CLUSTER, input.opa, { http2: true }),
+        ...(input.rateLimitService ? [rateLimitServiceCluster(input.rateLimitService.endpoint)] : []),
         adminCluster(input.listen.adminPort),
       ],
     },

@@ -13,6 +13,9 @@ export const TYPE = {
   extAuthz: `${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthz`,
   extAuthzPerRoute: `${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute`,
   localRateLimit: `${T}envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`,
+  rateLimit: `${T}envoy.extensions.filters.http.ratelimit.v3.RateLimit`,
+  rateLimitPerRoute: `${T}envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute`,
+  statsAccessLog: `${T}envoy.extensions.access_loggers.stats.v3.Config`,
   jwtAuthn: `${T}envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication`,
   jwtPerRoute: `${T}envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig`,
   buffer: `${T}envoy.extensions.filters.http.buffer.v3.Buffer`,
@@ -102,6 +105,10 @@ export interface RateLimitAction {
 
 export interface RateLimit {
   readonly actions: readonly RateLimitAction[];
+  /** What the descriptor adds to its counter: a number (0: a check that counts nothing) or a formatted value (e.g. metadata). */
+  readonly hits_addend?: { readonly number: number } | { readonly format: string };
+  /** Sent to the rate-limit service when the stream ends (its answer ignored), e.g. to charge a response's usage. */
+  readonly apply_on_stream_done?: boolean;
 }
 
 export interface VirtualHost {

@@ -14,6 +14,7 @@ import {
   OPA_METRICS,
   PROXIES,
   SERVICE_CLUSTER,
+  TOKEN_LABELS as T,
   UP,
   agentdLabel,
   agentdMetric,
@@ -148,3 +149,10 @@ export const opa = {
 export const up = (job: Job) => selector(UP, [eq('job', JOBS[job])]);
 /** `up` of every platform job, by job. */
 export const upAll = () => maxBy(['job'], selector(UP, [oneOf('job', Object.values(JOBS))]));
+
+/** LLM tokens the egress proxy metered, per second (OpenTelemetry GenAI labels; never per sandbox). */
+export const llmTokens = {
+  byServiceAndType: (w: Window) => sumBy([T.service, T.type], rate(selector(E.tokenUsage), w)),
+  byModel: (w: Window) => sumBy([T.provider, T.model], rate(selector(E.tokenUsage), w)),
+  byTier: (w: Window) => sumBy([T.tier], rate(selector(E.tokenUsage), w)),
+};

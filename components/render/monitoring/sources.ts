@@ -9,6 +9,7 @@ import { METRICS, METRICS_PATH } from '../../../agentd/src/contract.ts';
 import { OPA_CLUSTER, statsListener } from '../envoy/common.ts';
 import { EGRESS_EXT_AUTHZ_STAT_PREFIX, EGRESS_RATE_LIMIT_STAT_PREFIX, EGRESS_STAT_PREFIX, serviceCluster } from '../envoy/egress.ts';
 import { GATEWAY_EXT_AUTHZ_STAT_PREFIX, GATEWAY_RATE_LIMIT_STAT_PREFIX, GATEWAY_STAT_PREFIX } from '../envoy/gateway.ts';
+import { TOKEN_USAGE_PROMETHEUS_NAME, TOKEN_USAGE_TAGS } from '../envoy/llm-usage.ts';
 import type { RouteConfiguration } from '../envoy/model.ts';
 import { OPA_BUNDLE_NAME } from '../opa.ts';
 import { regexLiteral } from './promql.ts';
@@ -104,7 +105,15 @@ export const ENVOY_METRICS = {
   upstreamRqTimeBucket: 'envoy_cluster_upstream_rq_time_bucket',
   upstreamRqTimeout: 'envoy_cluster_upstream_rq_timeout',
   upstreamCxConnectFail: 'envoy_cluster_upstream_cx_connect_fail',
+  /**
+   * LLM tokens the egress proxy metered (gen_ai.client.token.usage, a counter of tokens), by the
+   * labels of TOKEN_LABELS. Rendered by the egress renderer: its name and labels come from there.
+   */
+  tokenUsage: TOKEN_USAGE_PROMETHEUS_NAME,
 } as const;
+
+/** The labels of ENVOY_METRICS.tokenUsage. */
+export const TOKEN_LABELS = TOKEN_USAGE_TAGS;
 
 /** OPA's own metric names (its /metrics), as scraped from OPA 1.22. */
 export const OPA_METRICS = {
