@@ -1,4 +1,4 @@
-// `npm run bench [-- --quick] [-- --only=gateway,egress,opa,deploy,memory,changes] [-- --keep] [-- --strict]`
+// `npm run bench [-- --quick] [-- --only=gateway,egress,opa,ratelimits,deploy,memory,changes] [-- --keep] [-- --strict]`
 //
 // Runs the suites side by side on this machine (everything on 127.0.0.1), writes
 // bench/results/latest.json and latest.md (quick runs: quick.*, partial runs: partial.*),
@@ -23,8 +23,9 @@ import { egressSuite } from './suites/egress.ts';
 import { gatewaySuite } from './suites/gateway.ts';
 import { corePids, idleRss, memorySuite } from './suites/memory.ts';
 import { opaSuite } from './suites/opa.ts';
+import { rateLimitsSuite } from './suites/ratelimits.ts';
 
-const SUITES = ['gateway', 'egress', 'opa', 'deploy', 'memory', 'changes'] as const;
+const SUITES = ['gateway', 'egress', 'opa', 'ratelimits', 'deploy', 'memory', 'changes'] as const;
 type SuiteId = (typeof SUITES)[number];
 const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
 const DOC = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url));
@@ -146,6 +147,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   await run('deploy', () => deploySuite(settings, log));
   await run('changes', () => changesSuite(log));
   await run('opa', () => opaSuite(settings, { workDir, log, quiet, track: (p) => children.add(p) }));
+  await run('ratelimits', () => rateLimitsSuite(settings, { workDir, log, quiet, track: (p) => children.add(p) }));
 
   if (selected.has('gateway') || selected.has('egress') || selected.has('memory')) {
     let stack: Stack | undefined;
