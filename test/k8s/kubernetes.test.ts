@@ -71,7 +71,8 @@ describe('pulumi up against a real kube-apiserver', () => {
       expect.arrayContaining(['agentd-secrets', 'egress-live-secrets', 'egress-secrets', 'gateway-live-secrets', 'grafana-secrets', 'opa-secrets']),
     );
     expect(names('networkpolicies')).toEqual(['default-deny', ...workloads].sort());
-    expect(names('poddisruptionbudgets')).toEqual(['gateway']);
+    // The gateway's two replicas, and the rate-limit service's two beside them.
+    expect(names('poddisruptionbudgets')).toEqual(['gateway', 'ratelimit']);
     expect(names('persistentvolumeclaims')).toEqual(['agentd-data', 'alloy-data', 'grafana-data', 'loki-data', 'prometheus-data']);
     expect(names('roles')).toEqual(['alloy']);
     expect(names('rolebindings')).toEqual(['alloy']);
@@ -231,7 +232,7 @@ describe('rendered manifests (agentd:kubernetes.renderYamlTo)', () => {
 // stack config only.
 describe.each([
   { stack: 'staging', ns: 'agentd-staging', exposure: 'ClusterIP', port: 8080, replicas: { gateway: 1, egress: 1 }, pdbs: [] as string[] },
-  { stack: 'prod', ns: 'agentd-prod', exposure: 'LoadBalancer', port: 443, replicas: { gateway: 3, egress: 2 }, pdbs: ['egress', 'gateway'] },
+  { stack: 'prod', ns: 'agentd-prod', exposure: 'LoadBalancer', port: 443, replicas: { gateway: 3, egress: 2 }, pdbs: ['egress', 'gateway', 'ratelimit'] },
 ])('the $stack stack as shipped', ({ stack, ns, exposure, port, replicas, pdbs }) => {
   let copy: ProjectCopy;
   beforeAll(() => {
