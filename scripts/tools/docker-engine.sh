@@ -7,8 +7,9 @@
 # an engine this old: build with DOCKER_BUILDKIT=0 (the classic builder).
 set -euo pipefail
 
+# shellcheck source=cache.sh
+source "$(dirname "$0")/cache.sh"
 tool=docker-engine
-log() { echo "[setup:$tool] $*" >&2; }
 
 # Debian bookworm's iptables defaults to the nftables backend; on kernels without nf_tables
 # (like this VM's) dockerd's bridge networking needs the legacy backend.
@@ -31,25 +32,9 @@ if command -v dockerd >/dev/null 2>&1; then
   exit 0
 fi
 
-if [[ "$(id -u)" != 0 ]]; then
-  log "installing docker.io needs root (apt-get)"
-  exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-log "apt-get update"
-apt-get update -qq >&2
-# No service may be started by the package's maintainer scripts (there is no init system here, and
-# we start dockerd ourselves): make sure a policy-rc.d forbids it for the duration of the install.
-own_policy=
-if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-  chmod 755 /usr/sbin/policy-rc.d
-  own_policy=1
-fi
-trap '[[ -n "$own_policy" ]] && rm -f /usr/sbin/policy-rc.d' EXIT
-log "apt-get install docker.io (dockerd, containerd, runc, iptables; ~100 MB, about a minute)"
-apt-get install -y -qq --no-install-recommends docker.io iptables ca-certificates >&2
+# dockerd, containerd, runc, iptables: about 100 MB, about a minute. The engine is not started
+# (scripts/dockerd.sh does that).
+tool_apt_install docker.io iptables ca-certificates
 
 ensure_iptables_backend
 echo "$tool: installed $(dockerd --version)"

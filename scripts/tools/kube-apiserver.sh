@@ -32,11 +32,7 @@ src="$root/src-$ver"
 mkdir -p "$src"
 if [[ ! -f "$src/go.mod" || "$(cat "$src/.modver" 2>/dev/null)" != "$modver" ]]; then
   log "resolving $mod@$modver on the Go module proxy"
-  if ! dl="$(cd "$src" && go mod download -json "$mod@$modver")"; then
-    log "the Go module proxy did not provide $mod@$modver: $(jq -r .Error <<<"$dl" 2>/dev/null)"
-    exit 1
-  fi
-  upstream_dir="$(jq -r .Dir <<<"$dl")"
+  upstream_dir="$(tool_go_download "$src" "$mod@$modver")"
   upjson="$(go mod edit -json "$upstream_dir/go.mod")"
   upgo="$(jq -r .Go <<<"$upjson")"
   # Directory replaces (./staging/src/k8s.io/<name>) -> published k8s.io/<name> at v0.MINOR.PATCH.
@@ -65,14 +61,7 @@ if [[ ! -f "$src/go.mod" || "$(cat "$src/.modver" 2>/dev/null)" != "$modver" ]];
     echo ")"
   } >"$src/go.mod"
   # Module-to-module replace/exclude directives of upstream, if any.
-  jq -r '
-    (.Replace // [])[] | select(.New.Version != null) |
-      "-replace=\(.Old.Path)\(if .Old.Version then "@"+.Old.Version else "" end)=\(.New.Path)@\(.New.Version)"' \
-    <<<"$upjson" >"$src/.replace-args"
-  jq -r '(.Exclude // [])[] | "-exclude=\(.Path)@\(.Version)"' <<<"$upjson" >>"$src/.replace-args"
-  if [[ -s "$src/.replace-args" ]]; then
-    (cd "$src" && xargs go mod edit <"$src/.replace-args")
-  fi
+  tool_go_copy_replaces "$upstream_dir/go.mod" "$src"
   cat >"$src/tools.go" <<EOF
 //go:build tools
 

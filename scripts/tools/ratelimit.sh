@@ -25,11 +25,7 @@ src="$root/src-$ver"
 mkdir -p "$src"
 if [[ ! -f "$src/go.mod" || "$(cat "$src/.modver" 2>/dev/null)" != "$modver" ]]; then
   log "resolving $mod@$modver on the Go module proxy"
-  if ! dl="$(cd "$src" && go mod download -json "$mod@$modver")"; then
-    log "the Go module proxy did not provide $mod@$modver: $(jq -r .Error <<<"$dl" 2>/dev/null)"
-    exit 1
-  fi
-  upstream_dir="$(jq -r .Dir <<<"$dl")"
+  upstream_dir="$(tool_go_download "$src" "$mod@$modver")"
   upgo="$(go mod edit -json "$upstream_dir/go.mod" | jq -r .Go)"
   log "writing wrapper module in $src"
   rm -f "$src/go.mod" "$src/go.sum" "$src/.modver"
@@ -48,15 +44,7 @@ package tools
 import _ "$pkg"
 EOF
   # Module-to-module replace/exclude directives of upstream (a directory replace cannot be copied).
-  go mod edit -json "$upstream_dir/go.mod" | jq -r '
-    (.Replace // [])[] | select(.New.Version != null) |
-      "-replace=\(.Old.Path)\(if .Old.Version then "@"+.Old.Version else "" end)=\(.New.Path)@\(.New.Version)"' \
-    >"$src/.replace-args"
-  go mod edit -json "$upstream_dir/go.mod" | jq -r '(.Exclude // [])[] | "-exclude=\(.Path)@\(.Version)"' \
-    >>"$src/.replace-args"
-  if [[ -s "$src/.replace-args" ]]; then
-    (cd "$src" && xargs go mod edit <"$src/.replace-args")
-  fi
+  tool_go_copy_replaces "$upstream_dir/go.mod" "$src"
   log "resolving dependencies (go mod tidy)"
   (cd "$src" && go mod tidy >&2)
   got="$(cd "$src" && go list -m -f '{{.Version}}' "$mod")"
