@@ -187,6 +187,31 @@ class FileCheck {
     if (Array.isArray(v)) return v;
     return this.fail(field, `must be a list, found ${describe(v)}`, fix);
   }
+  /**
+   * Two limits over a short and a longer window (`keys`, e.g. requests_per_minute and
+   * requests_per_hour), or `unlimited: true` ([null, null]). The longer may not be below the
+   * shorter: the shorter could then never be reached. `noun` names them in messages.
+   */
+  windowLimits(obj: Record<string, Json>, field: string, keys: readonly [string, string], noun: 'limit' | 'budget'): [number | null, number | null] {
+    const [short, long] = keys;
+    const window = (k: string) => k.slice(k.indexOf('_per_') + '_per_'.length);
+    if (obj['unlimited'] === true) {
+      if (short in obj || long in obj) this.fail(field, `is unlimited and also sets ${noun}s`, `remove the ${noun}s, or remove \`unlimited: true\``);
+      return [null, null];
+    }
+    if ('unlimited' in obj && obj['unlimited'] !== false) this.fail(`${field}.unlimited`, 'must be true or false', 'write unlimited: true, or remove it');
+    const fix = `set a ${noun} of at least 1, or \`unlimited: true\``;
+    const a = this.int(obj[short], `${field}.${short}`, 1, fix);
+    const b = this.int(obj[long], `${field}.${long}`, 1, fix);
+    if (a !== undefined && b !== undefined && b < a) {
+      this.fail(
+        `${field}.${long}`,
+        `(${b}) is below ${short} (${a}), so the ${window(short)} ${noun} could never be reached`,
+        `raise ${long} to at least ${short}`,
+      );
+    }
+    return [a ?? 1, b ?? 1];
+  }
   /** Reports keys other than `allowed`. */
   keys(obj: Record<string, Json>, field: string, allowed: readonly string[]): void {
     for (const k of Object.keys(obj)) {
@@ -271,24 +296,8 @@ export function parsePolicySpec(sources: PolicySources, dir = 'policy/data'): Po
       const t = c.object(raw, f, 'give requests_per_minute and requests_per_hour, or unlimited: true');
       if (!t) continue;
       c.keys(t, f, ['requests_per_minute', 'requests_per_hour', 'unlimited']);
-      if (t['unlimited'] === true) {
-        if ('requests_per_minute' in t || 'requests_per_hour' in t) {
-          c.fail(f, 'is unlimited and also sets limits', 'remove the limits, or remove `unlimited: true`');
-        }
-        rateLimitTiers[id] = { requestsPerMinute: null, requestsPerHour: null };
-        continue;
-      }
-      if ('unlimited' in t && t['unlimited'] !== false) c.fail(`${f}.unlimited`, 'must be true or false', 'write unlimited: true, or remove it');
-      const perMinute = c.int(t['requests_per_minute'], `${f}.requests_per_minute`, 1, 'set a limit of at least 1, or `unlimited: true`');
-      const perHour = c.int(t['requests_per_hour'], `${f}.requests_per_hour`, 1, 'set a limit of at least 1, or `unlimited: true`');
-      if (perMinute !== undefined && perHour !== undefined && perHour < perMinute) {
-        c.fail(
-          `${f}.requests_per_hour`,
-          `(${perHour}) is below requests_per_minute (${perMinute}), so the minute limit could never be reached`,
-          'raise requests_per_hour to at least requests_per_minute',
-        );
-      }
-      rateLimitTiers[id] = { requestsPerMinute: perMinute ?? 1, requestsPerHour: perHour ?? 1 };
+      const [requestsPerMinute, requestsPerHour] = c.windowLimits(t, f, ['requests_per_minute', 'requests_per_hour'], 'limit');
+      rateLimitTiers[id] = { requestsPerMinute, requestsPerHour };
     }
     if (tiers && Object.keys(tiers).length === 0) c.fail('tiers', 'defines no tier', 'define at least one tier');
   }
@@ -532,21 +541,8 @@ function parseTokenBudget(c: FileCheck, v: Json, field: string, llmServices: rea
   const b = c.object(v, field, fix);
   if (!b) return null;
   c.keys(b, field, ['tokens_per_hour', 'tokens_per_day', 'unlimited']);
-  if (b['unlimited'] === true) {
-    if ('tokens_per_hour' in b || 'tokens_per_day' in b) c.fail(field, 'is unlimited and also sets budgets', 'remove the budgets, or remove `unlimited: true`');
-    return { tokensPerHour: null, tokensPerDay: null };
-  }
-  if ('unlimited' in b && b['unlimited'] !== false) c.fail(`${field}.unlimited`, 'must be true or false', 'write unlimited: true, or remove it');
-  const perHour = c.int(b['tokens_per_hour'], `${field}.tokens_per_hour`, 1, 'set a budget of at least 1 token, or `unlimited: true`');
-  const perDay = c.int(b['tokens_per_day'], `${field}.tokens_per_day`, 1, 'set a budget of at least 1 token, or `unlimited: true`');
-  if (perHour !== undefined && perDay !== undefined && perDay < perHour) {
-    c.fail(
-      `${field}.tokens_per_day`,
-      `(${perDay}) is below tokens_per_hour (${perHour}), so the hour budget could never be reached`,
-      'raise tokens_per_day to at least tokens_per_hour',
-    );
-  }
-  return { tokensPerHour: perHour ?? 1, tokensPerDay: perDay ?? 1 };
+  const [tokensPerHour, tokensPerDay] = c.windowLimits(b, field, ['tokens_per_hour', 'tokens_per_day'], 'budget');
+  return { tokensPerHour, tokensPerDay };
 }
 
 function parseBaseUrl(c: FileCheck, v: Json, field: string): EgressService['baseUrl'] | undefined {
