@@ -24,8 +24,9 @@ export type Charge = { readonly kind: 'request' } | { readonly kind: 'check' } |
 /** A family of limits sharing one descriptor shape: the limit per value of its `perValueOf` entry (the tier). */
 export interface LimitShape {
   readonly entries: readonly DescriptorEntry[];
-  /** The entry whose value picks the limit (always OPA's tier), and the limit for each value; values without a limit are unlimited. */
+  /** The entry whose value picks the limit (always OPA's tier). */
   readonly perValueOf: string;
+  /** The limit for each value of that entry; a value without one is unlimited. */
   readonly limits: Readonly<Record<string, { readonly requestsPerUnit: number; readonly unit: LimitUnit; readonly name: string }>>;
   /** How a request counts against it. (The last entry is the one each distinct value of which has its own counter: the client, the sandbox.) */
   readonly charge: Charge;
@@ -35,9 +36,10 @@ export interface LimitShape {
 export const LLM_USAGE_NS = 'agentd.llm';
 export const LLM_USAGE_KEYS = { inputTokens: 'input_tokens', outputTokens: 'output_tokens', totalTokens: 'total_tokens', model: 'model' } as const;
 
-const GATEWAY_WINDOWS = [
-  { name: 'minute', unit: 'minute', limit: (t: PolicySpec['rateLimitTiers'][string]) => t.requestsPerMinute },
-  { name: 'hour', unit: 'hour', limit: (t: PolicySpec['rateLimitTiers'][string]) => t.requestsPerHour },
+/** The windows of a key's limits, in both modes (local token buckets refill over `seconds`). */
+export const GATEWAY_WINDOWS = [
+  { name: 'minute', unit: 'minute', seconds: 60, limit: (t: PolicySpec['rateLimitTiers'][string]) => t.requestsPerMinute },
+  { name: 'hour', unit: 'hour', seconds: 3600, limit: (t: PolicySpec['rateLimitTiers'][string]) => t.requestsPerHour },
 ] as const;
 
 const TOKEN_WINDOWS = [

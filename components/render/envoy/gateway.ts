@@ -49,7 +49,7 @@ import {
   type TypedExtension,
   type VirtualHost,
 } from './model.ts';
-import { RATE_LIMIT_DOMAINS, gatewayLimitShapes } from '../ratelimit.ts';
+import { GATEWAY_WINDOWS, RATE_LIMIT_DOMAINS, gatewayLimitShapes } from '../ratelimit.ts';
 import { globalRateLimitFilter, globalRateLimitIgnored, globalRateLimits, rateLimitServiceCluster, type RateLimitServiceInput } from './global-ratelimit.ts';
 
 /** SDS resource names of the gateway's secrets (files: see the SDS files the platform renders). */
@@ -86,16 +86,10 @@ export const GATEWAY_EXT_AUTHZ_STAT_PREFIX = 'gateway_authz';
 /** The request headers the gateway policy reads (policy/rego/agentd/gateway.rego): the key's two places. */
 const GATEWAY_AUTHZ_HEADERS = ['x-api-key', 'authorization'] as const;
 
-/** The descriptor windows: each tier limits per minute and per hour. */
-const WINDOWS = [
-  { name: 'minute', seconds: 60, limit: (t: { requestsPerMinute: number | null }) => t.requestsPerMinute },
-  { name: 'hour', seconds: 3600, limit: (t: { requestsPerHour: number | null }) => t.requestsPerHour },
-] as const;
-
 /** One descriptor per tier and window: a token bucket per distinct client id (empty value = per value). */
 function gatewayRateLimit(spec: PolicySpec): TypedConfig {
   const descriptors = Object.entries(spec.rateLimitTiers).flatMap(([tier, t]) =>
-    WINDOWS.flatMap((w) => {
+    GATEWAY_WINDOWS.flatMap((w) => {
       const limit = w.limit(t);
       return limit === null
         ? []
@@ -112,7 +106,7 @@ function gatewayRateLimit(spec: PolicySpec): TypedConfig {
     }),
   );
   // Descriptors are built from OPA's answer (dynamic metadata), never from request headers.
-  const rateLimits: RateLimit[] = WINDOWS.map((w) => ({
+  const rateLimits: RateLimit[] = GATEWAY_WINDOWS.map((w) => ({
     actions: [{ generic_key: { descriptor_key: 'window', descriptor_value: w.name } }, fromAuthz('tier', 'tier'), fromAuthz('client', 'client_id')],
   }));
   return enforcedRateLimit({
