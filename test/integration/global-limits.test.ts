@@ -52,9 +52,9 @@ async function sandbox(tier: string): Promise<{ id: string; token: string }> {
   return r.json();
 }
 
-/** Minute windows are aligned to the clock: start a minute-limit test with enough of the minute left. */
-async function awayFromMinuteEdge(needSeconds = 20): Promise<void> {
-  const left = 60 - ((Date.now() / 1000) % 60);
+/** The service's windows are aligned to the clock: start a test with enough of its window left (a minute's, an hour's). */
+async function awayFromWindowEdge(windowSeconds = 60, needSeconds = 20): Promise<void> {
+  const left = windowSeconds - ((Date.now() / 1000) % windowSeconds);
   if (left < needSeconds) await sleep(left * 1000 + 200);
 }
 
@@ -132,7 +132,7 @@ describe('two egress replicas share a sandbox budget', () => {
   it('give a sandbox its requests per minute once in total', async () => {
     const second = await stack.startReplica('egress');
     const sbx = await sandbox('restricted');
-    await awayFromMinuteEdge();
+    await awayFromWindowEdge();
     const statuses: number[] = [];
     for (let i = 0; i < 14; i++) {
       const r = await egressCall(i % 2 === 0 ? stack.ports.egress : second.port, 'httpbin', sbx.token, { path: '/get' });
@@ -145,6 +145,7 @@ describe('two egress replicas share a sandbox budget', () => {
   it('charge the usage an LLM reports, plain and streamed, until the token budget refuses with 429', async () => {
     const second = await stack.startReplica('egress');
     const sbx = await sandbox('standard');
+    await awayFromWindowEdge(3600);
     const a = { port: stack.ports.egress, stats: stack.ports.egressStats };
     const b = { port: second.port, stats: second.statsPort };
     // 300 + 200 in one JSON body, through one replica.
@@ -184,7 +185,7 @@ describe('two egress replicas share a sandbox budget', () => {
 
   it('a request limit on an LLM service refuses as rate_limited, naming the request limit, not a token budget', async () => {
     const sbx = await sandbox('premium');
-    await awayFromMinuteEdge();
+    await awayFromWindowEdge();
     const statuses: number[] = [];
     let refused: RawResponse | undefined;
     for (let i = 0; i < 6; i++) {
