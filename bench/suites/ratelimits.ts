@@ -4,13 +4,11 @@
 // agentd and OPA. The `ci` key (tier standard, made effectively unlimited here so that neither
 // variant refuses) calls GET /api/v1/status at 200 req/s on both, in interleaved rounds; the
 // overhead is the median over rounds of the per-round difference.
+import { shippedSpecWith } from '../../scripts/local/fixtures.ts';
 import { join } from 'node:path';
 import { STATUS_PATH } from '../../agentd/src/contract.ts';
-import { POLICY_FILES, parsePolicySpec, type PolicySources } from '../../policy/spec.ts';
-import { readFileSync } from 'node:fs';
 import { rawRequest } from '../../scripts/local/clients.ts';
 import { startStack } from '../../scripts/local/stack.ts';
-import { REPO_ROOT } from '../../scripts/local/tools.ts';
 import { interleavedRounds, withCpu, type QuietWindow } from '../lib/context.ts';
 import type { ManagedProcess } from '../../scripts/local/processes.ts';
 import { rateLoad, type RateLoadResult } from '../lib/load.ts';
@@ -25,15 +23,11 @@ const GLOBAL_P50_OVERHEAD_MS = 1;
 
 /** The shipped policy with the `standard` tier (the `ci` key's) raised out of reach: the check runs, nothing is refused. */
 function benchSpec() {
-  const sources = Object.fromEntries(
-    (Object.keys(POLICY_FILES) as (keyof typeof POLICY_FILES)[]).map((k) => [k, readFileSync(join(REPO_ROOT, 'policy/data', POLICY_FILES[k]), 'utf8')]),
-  ) as Record<keyof typeof POLICY_FILES, string>;
-  const tiers = sources.rateLimitTiers.replace(
-    /standard:\n\s+requests_per_minute: \d+\n\s+requests_per_hour: \d+/,
-    'standard:\n    requests_per_minute: 100000000\n    requests_per_hour: 100000000',
-  );
-  if (tiers === sources.rateLimitTiers) throw new Error('bench/suites/ratelimits.ts: the standard tier of rate-limit-tiers.yaml changed shape');
-  return parsePolicySpec({ ...sources, rateLimitTiers: tiers } as PolicySources);
+  return shippedSpecWith({
+    rateLimitTiers: [
+      [/standard:\n\s+requests_per_minute: \d+\n\s+requests_per_hour: \d+/, 'standard:\n    requests_per_minute: 100000000\n    requests_per_hour: 100000000'],
+    ],
+  });
 }
 
 interface Variant {

@@ -2,13 +2,37 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { bundleSignerFromSeed, type BundleSigner } from '../../policy/signing.ts';
-import { loadPolicySpec } from '../../policy/spec.ts';
+import { readFileSync } from 'node:fs';
+import { POLICY_FILES, loadPolicySpec, parsePolicySpec, type PolicySources, type PolicySpec } from '../../policy/spec.ts';
 import type { GatewayRenderInput } from '../../components/render/envoy/gateway.ts';
 import type { EgressRenderInput } from '../../components/render/envoy/egress.ts';
 import { DEFAULT_PROXY_LIMITS } from '../../components/render/envoy/common.ts';
 import { REPO_ROOT } from './tools.ts';
 
 export const shippedSpec = () => loadPolicySpec(join(REPO_ROOT, 'policy/data'));
+
+/** A policy file's text edited: [what to find, what to put instead]. */
+export type PolicyEdit = readonly [RegExp | string, string];
+
+/**
+ * The shipped policy data with some numbers changed (a test's small limits, a benchmark's
+ * limits out of reach), each edit on the text of its file. An edit that finds nothing throws:
+ * the shipped data changed shape, and the caller would otherwise test the shipped numbers.
+ */
+export function shippedSpecWith(edits: Partial<Record<keyof typeof POLICY_FILES, readonly PolicyEdit[]>>): PolicySpec {
+  const sources = Object.fromEntries(
+    (Object.keys(POLICY_FILES) as (keyof typeof POLICY_FILES)[]).map((k) => {
+      let text = readFileSync(join(REPO_ROOT, 'policy/data', POLICY_FILES[k]), 'utf8');
+      for (const [find, put] of edits[k] ?? []) {
+        const next = text.replace(find, put);
+        if (next === text) throw new Error(`policy/data/${POLICY_FILES[k]} has no ${String(find)} any more: update the edit`);
+        text = next;
+      }
+      return [k, text];
+    }),
+  ) as PolicySources;
+  return parsePolicySpec(sources);
+}
 
 /** A policy bundle signer with a key made afresh, as a deploy makes one (the harness, the benchmarks, `npm run render`). */
 export const ephemeralBundleSigner = (): BundleSigner => bundleSignerFromSeed(randomBytes(48).toString('base64url'));

@@ -3,36 +3,27 @@
 // once in total; an LLM stand-in reports token usage (plain and streamed) that drains the
 // sandbox's token budget; and each proxy does what its failure mode says while the service or
 // Redis is down.
+import { shippedSpecWith } from '../../scripts/local/fixtures.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { POLICY_FILES, parsePolicySpec, type PolicySources } from '../../policy/spec.ts';
 import { startStack, type Stack } from '../../scripts/local/stack.ts';
 import { egressCall, rawRequest, type RawResponse } from '../../scripts/local/clients.ts';
 import { sleep } from '../../scripts/local/processes.ts';
-import { REPO_ROOT } from '../../scripts/local/tools.ts';
 
 /**
  * The shipped policy with small numbers: the dashboard key 30 requests per minute and per hour,
  * 1,000 tokens per hour for a standard sandbox, 5 requests per minute for a premium one.
  */
 function testSpec() {
-  const read = (k: keyof typeof POLICY_FILES) => readFileSync(join(REPO_ROOT, 'policy/data', POLICY_FILES[k]), 'utf8');
-  const sources = Object.fromEntries((Object.keys(POLICY_FILES) as (keyof typeof POLICY_FILES)[]).map((k) => [k, read(k)])) as Record<
-    keyof typeof POLICY_FILES,
-    string
-  >;
-  const tiers = sources.rateLimitTiers.replace(
-    /default:\n\s+requests_per_minute: 60\n\s+requests_per_hour: 1800/,
-    'default:\n    requests_per_minute: 30\n    requests_per_hour: 30',
-  );
-  const sandboxTiers = sources.sandboxTiers
-    .replace('{tokens_per_hour: 200000, tokens_per_day: 1000000}', '{tokens_per_hour: 1000, tokens_per_day: 5000}')
-    .replace('requests_per_minute: 300', 'requests_per_minute: 5');
-  expect(tiers).not.toBe(sources.rateLimitTiers);
-  expect(sandboxTiers).not.toBe(sources.sandboxTiers);
-  return parsePolicySpec({ ...sources, rateLimitTiers: tiers, sandboxTiers } as PolicySources);
+  return shippedSpecWith({
+    rateLimitTiers: [[/default:\n\s+requests_per_minute: 60\n\s+requests_per_hour: 1800/, 'default:\n    requests_per_minute: 30\n    requests_per_hour: 30']],
+    sandboxTiers: [
+      ['{tokens_per_hour: 200000, tokens_per_day: 1000000}', '{tokens_per_hour: 1000, tokens_per_day: 5000}'],
+      ['requests_per_minute: 300', 'requests_per_minute: 5'],
+    ],
+  });
 }
 
 const spec = testSpec();
