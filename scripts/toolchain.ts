@@ -17,6 +17,11 @@ export const TOOL_NAMES = [
   'kube-apiserver',
   'ratelimit',
   'redis',
+  'kube-node',
+  'containerd',
+  'cni-plugins',
+  'coredns',
+  'kube-router',
 ] as const;
 export type ToolName = (typeof TOOL_NAMES)[number];
 
@@ -289,6 +294,57 @@ export const TOOLS: Readonly<Record<ToolName, Tool>> = {
     binaries: [],
     fallback: { script: 'redis', from: "Debian's redis-server package (apt-get, needs root)", minutes: 0.5, cpuBound: false },
   },
+  'kube-node': {
+    name: 'kube-node',
+    what: 'kubelet, kube-proxy and kube-scheduler, the node of the one-node test cluster (scripts/kube-node.sh)',
+    versionKey: 'KUBERNETES_VERSION',
+    cacheDir: 'kube-node',
+    binaries: ['kubelet', 'kube-proxy', 'kube-scheduler'],
+    official: {
+      kind: 'files',
+      host: 'dl.k8s.io',
+      files: (v, p, base) =>
+        ['kubelet', 'kube-proxy', 'kube-scheduler'].map((b) => {
+          const url = `${base}/v${v}/bin/${p.os}/${p.arch}/${b}`;
+          return { url, sha256Url: `${url}.sha256`, checksumName: b, format: 'binary' as const, members: { [b]: b } };
+        }),
+    },
+    fallback: { script: 'kube-node', from: 'k8s.io/kubernetes (Go module proxy)', minutes: 9, cpuBound: true },
+  },
+  // The node's other parts are never taken from PATH: the machine's containerd is Debian's 1.6,
+  // which the Docker engine runs and kubelet 1.37 refuses, and the others are not on it.
+  containerd: {
+    name: 'containerd',
+    what: "containerd 2.x with its runc shim and ctr, the node's container runtime (runc from Debian)",
+    versionKey: 'CONTAINERD_VERSION',
+    cacheDir: 'containerd',
+    binaries: ['containerd', 'containerd-shim-runc-v2', 'ctr'],
+    fallback: { script: 'containerd', from: 'github.com/containerd/containerd/v2 (Go module proxy)', minutes: 3, cpuBound: true },
+  },
+  'cni-plugins': {
+    name: 'cni-plugins',
+    what: "the CNI plugins that wire the node's pods to a bridge (bridge, host-local, loopback, portmap)",
+    versionKey: 'CNI_PLUGINS_VERSION',
+    cacheDir: 'cni-plugins',
+    binaries: ['bridge', 'host-local', 'loopback', 'portmap'],
+    fallback: { script: 'cni-plugins', from: 'github.com/containernetworking/plugins (Go module proxy)', minutes: 1.5, cpuBound: true },
+  },
+  coredns: {
+    name: 'coredns',
+    what: "CoreDNS, the node's cluster DNS (run as a pod from a local image)",
+    versionKey: 'COREDNS_VERSION',
+    cacheDir: 'coredns',
+    binaries: ['coredns'],
+    fallback: { script: 'coredns', from: 'github.com/coredns/coredns (Go module proxy)', minutes: 5, cpuBound: true },
+  },
+  'kube-router': {
+    name: 'kube-router',
+    what: "kube-router's network policy controller, the node's NetworkPolicy enforcer (iptables and ipset)",
+    versionKey: 'KUBE_ROUTER_VERSION',
+    cacheDir: 'kube-router',
+    binaries: ['kube-router'],
+    fallback: { script: 'kube-router', from: 'github.com/cloudnativelabs/kube-router/v2 (Go module proxy), ipset from Debian', minutes: 3, cpuBound: true },
+  },
 };
 
 /** Where each official release lives; AGENTD_RELEASES_<TOOL> (e.g. AGENTD_RELEASES_PULUMI) points at a mirror instead. */
@@ -298,6 +354,7 @@ export const OFFICIAL_BASE: Readonly<Partial<Record<ToolName, string>>> = {
   prometheus: 'https://github.com/prometheus/prometheus/releases/download',
   etcd: 'https://github.com/etcd-io/etcd/releases/download',
   'kube-apiserver': 'https://dl.k8s.io/release',
+  'kube-node': 'https://dl.k8s.io/release',
 };
 
 export const mirrorVariable = (tool: ToolName) => `AGENTD_RELEASES_${tool.toUpperCase().replace(/-/g, '_')}`;

@@ -17,3 +17,10 @@ v promtool sh -c 'promtool --version | head -n 1'
 v docker-engine docker version --format '{{.Server.Version}}'
 v ratelimit sh -c 'command -v ratelimit'
 v redis-server redis-server --version
+# The one-node test cluster's parts are not on PATH (scripts/kube-node.sh runs them by path).
+v kubelet "$AGENTD_TOOLS/kube-node/$KUBERNETES_VERSION/bin/kubelet" --version
+v containerd "$AGENTD_TOOLS/containerd/$CONTAINERD_VERSION/bin/containerd" --version
+v cni-plugins "$AGENTD_TOOLS/cni-plugins/$CNI_PLUGINS_VERSION/bin/bridge"
+v coredns "$AGENTD_TOOLS/coredns/$COREDNS_VERSION/bin/coredns" -version
+v kube-router sh -c "'$AGENTD_TOOLS/kube-router/$KUBE_ROUTER_VERSION/bin/kube-router' --version 2>&1 | sed 's/^Running //'"
+v runc runc --version

@@ -95,3 +95,111 @@ tool_apt_install() {
   [[ -n "$own_policy" ]] && rm -f /usr/sbin/policy-rc.d
   return "$status"
 }
+
+# For tools built from the packages of one upstream Go module: `tool_go_wrapper MOD MODVER PKG...`
+# writes a wrapper module in src=$root/src-$ver that requires MOD at MODVER and imports each main
+# package PKG (tools.go, build tag `tools`), with upstream's go and godebug lines and its
+# module-to-module replace/exclude directives (all of them take effect only in the main module).
+# It also requires everything upstream's go.mod requires, at upstream's versions, so that its module
+# graph is the one upstream builds with: the graph is pruned below a dependency's own requirements,
+# and an upstream go.mod that is not tidy (kube-router's: it lists a module whose packages need
+# another module it does not list) would otherwise leave `go mod tidy` to add the missing module
+# at its latest version, upgrading shared dependencies. Fails if tidy changes any version of that
+# build list (or adds a module from outside it), or if MOD resolved to another version.
+# Done again only when MODVER or the package list changes (recorded in $src/.modver). Not for an
+# upstream with directory replaces (sibling modules in its repository: see etcd.sh).
+tool_go_wrapper() {
+  local mod="$1" modver="$2" key upstream_dir upjson upgo buildlist got drift p
+  shift 2
+  key="$(printf '%s\n' "$modver" "$@")"
+  src="$root/src-$ver"
+  mkdir -p "$src"
+  if [[ -f "$src/go.mod" && "$(cat "$src/.modver" 2>/dev/null)" == "$key" ]]; then
+    return 0
+  fi
+  log "resolving $mod@$modver on the Go module proxy"
+  upstream_dir="$(tool_go_download "$src" "$mod@$modver")"
+  upjson="$(go mod edit -json "$upstream_dir/go.mod")"
+  if jq -e '(.Replace // []) | any(.New.Version == null)' <<<"$upjson" >/dev/null; then
+    log "$mod@$modver replaces modules with directories; a wrapper module cannot copy those"
+    return 1
+  fi
+  upgo="$(jq -r '.Go // empty' <<<"$upjson")"
+  log "writing wrapper module in $src"
+  rm -f "$src/go.mod" "$src/go.sum" "$src/.modver"
+  {
+    echo "module agentd.local/tools/$tool-build"
+    echo
+    [[ -n "$upgo" ]] && echo "go $upgo"
+    jq -r '(.GoDebug // [])[] | "godebug \(.Key)=\(.Value)"' <<<"$upjson"
+    echo
+    echo "require ("
+    echo "	$mod $modver"
+    jq -r '(.Require // [])[] | "\t\(.Path) \(.Version)"' <<<"$upjson"
+    echo ")"
+  } >"$src/go.mod"
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for p in "$@"; do printf '\t_ "%s"\n' "$p"; done
+    printf ')\n'
+  } >"$src/tools.go"
+  tool_go_copy_replaces "$upstream_dir/go.mod" "$src"
+  buildlist="$(cd "$src" && go list -m -json all | jq -s 'map({(.Path): .Version}) | add')"
+  log "resolving dependencies (go mod tidy)"
+  (cd "$src" && go mod tidy >&2)
+  got="$(cd "$src" && go list -m -f '{{.Version}}' "$mod")"
+  if [[ "$got" != "$modver" ]]; then
+    log "$mod resolved to $got, expected $modver"
+    return 1
+  fi
+  drift="$(jq -rn --argjson b "$buildlist" --argjson wr "$(go mod edit -json "$src/go.mod")" '
+    ($wr.Require // [])[] | select($b[.Path] != .Version)
+    | "  \(.Path) \($b[.Path] // "(not in the build list)") -> \(.Version)"')"
+  if [[ -n "$drift" ]]; then
+    log "go mod tidy changed the build list of $mod@$modver:"$'\n'"$drift"
+    return 1
+  fi
+  echo "$key" >"$src/.modver"
+}
+
+# The install is staged in tmp=$root/.tmp-$ver.XXXXXX (bin/ inside; removed if the script fails)
+# and moved to $dest, marked complete, by tool_stage_install: a half-built install is never found.
+tool_stage_begin() {
+  tmp="$(mktemp -d "$root/.tmp-$ver.XXXXXX")"
+  chmod 755 "$tmp"
+  trap 'rm -rf "$tmp"' EXIT
+  mkdir -p "$tmp/bin"
+}
+
+tool_stage_install() {
+  rm -rf "$dest"
+  mv "$tmp" "$dest"
+  trap - EXIT
+  touch "$dest/.complete"
+  log "installed $(cd "$dest/bin" && printf '%s ' *)in $dest/bin"
+}
+
+# `tool_go_build NAME PKG [GO BUILD FLAGS...]`: builds the main package PKG of the wrapper module
+# ($src) into $tmp/bin/NAME, one package at a time with $gobuildp compile jobs, and logs the time.
+tool_go_build() {
+  local name="$1" pkg="$2" start=$SECONDS
+  shift 2
+  log "building $name ($pkg)"
+  (cd "$src" && go build -p "$gobuildp" -trimpath "$@" -o "$tmp/bin/$name" "$pkg")
+  log "built $name in $((SECONDS - start))s"
+}
+
+# `tool_apt_ensure COMMAND [PACKAGE]`: a run-time dependency from Debian (PACKAGE defaults to
+# COMMAND), installed unless COMMAND is found on PATH or in /usr/sbin or /sbin (which a non-login
+# shell may not have on PATH).
+tool_apt_ensure() {
+  local cmd="$1" pkg="${2:-$1}" d
+  if command -v "$cmd" >/dev/null 2>&1; then
+    return 0
+  fi
+  for d in /usr/sbin /sbin; do
+    [[ -x "$d/$cmd" ]] && return 0
+  done
+  log "$cmd not found: installing Debian's $pkg"
+  tool_apt_install "$pkg"
+}
