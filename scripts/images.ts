@@ -61,7 +61,8 @@ function hashDir(dir: string, h = createHash('sha256'), base = dir): ReturnType<
   return h;
 }
 
-function buildRootfsImage(name: string, fill: (rootfs: string) => void): string {
+/** An image of a binary laid out by `fill`; `entrypoint` for an image run without a command (the pause image). */
+function buildRootfsImage(name: string, fill: (rootfs: string) => void, entrypoint?: string): string {
   const ctx = join(OUT, name);
   rmSync(ctx, { recursive: true, force: true });
   const rootfs = join(ctx, 'rootfs');
@@ -69,10 +70,16 @@ function buildRootfsImage(name: string, fill: (rootfs: string) => void): string 
   fill(rootfs);
   place(rootfs, join(OUT, 'healthcheck'), '/usr/local/bin/agentd-healthcheck');
   if (existsSync('/etc/ssl/certs/ca-certificates.crt')) place(rootfs, '/etc/ssl/certs/ca-certificates.crt', '/etc/ssl/certs/ca-certificates.crt');
-  copyFileSync(join(ROOT, 'scripts/images/rootfs.Dockerfile'), join(ctx, 'Dockerfile'));
+  const dockerfile = readFileSync(join(ROOT, 'scripts/images/rootfs.Dockerfile'), 'utf8');
+  writeFileSync(join(ctx, 'Dockerfile'), entrypoint ? `${dockerfile}ENTRYPOINT ${JSON.stringify([entrypoint])}\n` : dockerfile);
   const tag = `agentd-local/${name}:${hashDir(ctx).digest('hex').slice(0, 12)}`;
   buildIfMissing(tag, ctx, []);
   return tag;
+}
+
+/** A static Go program of scripts/images/ (healthcheck, pause), built into OUT. */
+function goBuild(dir: string, out: string): void {
+  execFileSync('go', ['build', '-trimpath', '-ldflags', '-s -w', '-o', out, '.'], { cwd: dir, env: { ...process.env, CGO_ENABLED: '0' }, stdio: 'inherit' });
 }
 
 function buildIfMissing(tag: string, ctx: string, args: string[]): void {
@@ -99,11 +106,7 @@ export interface LocalImages {
 export function buildLocalImages(): LocalImages {
   mkdirSync(OUT, { recursive: true });
   log('building agentd-healthcheck');
-  execFileSync('go', ['build', '-trimpath', '-ldflags', '-s -w', '-o', join(OUT, 'healthcheck'), '.'], {
-    cwd: join(ROOT, 'scripts/images/healthcheck'),
-    env: { ...process.env, CGO_ENABLED: '0' },
-    stdio: 'inherit',
-  });
+  goBuild(join(ROOT, 'scripts/images/healthcheck'), join(OUT, 'healthcheck'));
   const bin = (tool: string, version: string, name = tool) => join(TOOLS, tool, version, 'bin', name);
   const envoy = buildRootfsImage('envoy', (r) => addBinary(r, bin('envoy', versions['ENVOY_VERSION']!), '/usr/local/bin/envoy'));
   const opa = buildRootfsImage('opa', (r) => addBinary(r, bin('opa', versions['OPA_ENVOY_VERSION']!), '/usr/local/bin/opa'));
@@ -126,7 +129,28 @@ export function buildLocalImages(): LocalImages {
   return images;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+/** The images of the one-node test cluster itself (scripts/kube-node.sh): its pause container and CoreDNS. */
+export interface NodeImages {
+  readonly pause: string;
+  readonly coredns: string;
+}
+
+export function buildNodeImages(): NodeImages {
+  mkdirSync(OUT, { recursive: true });
+  log('building agentd-healthcheck and agentd-pause');
+  goBuild(join(ROOT, 'scripts/images/healthcheck'), join(OUT, 'healthcheck'));
+  goBuild(join(ROOT, 'scripts/images/pause'), join(OUT, 'agentd-pause'));
+  const pause = buildRootfsImage('pause', (r) => place(r, join(OUT, 'agentd-pause'), '/usr/local/bin/agentd-pause'), '/usr/local/bin/agentd-pause');
+  const coredns = buildRootfsImage('coredns', (r) =>
+    addBinary(r, join(TOOLS, 'coredns', versions['COREDNS_VERSION']!, 'bin', 'coredns'), '/usr/local/bin/coredns'),
+  );
+  return { pause, coredns };
+}
+
+if (import.meta.url === `file://${process.argv[1]}` && process.argv[2] === '--node') {
+  // scripts/kube-node.sh reads the tags from stdout.
+  process.stdout.write(`${JSON.stringify(buildNodeImages())}\n`);
+} else if (import.meta.url === `file://${process.argv[1]}`) {
   const t0 = Date.now();
   const images = buildLocalImages();
   for (const [k, v] of Object.entries(images)) log(`${k.padEnd(9)} ${v}`);

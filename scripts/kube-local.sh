@@ -2,6 +2,7 @@
 # A local Kubernetes control plane for tests: etcd + kube-apiserver (+ kube-controller-manager)
 # on loopback, no scheduler, no kubelet, no nodes. Objects are accepted and stored; Deployments get
 # ReplicaSets and Pods, but the Pods stay Pending forever. See docs/toolchain/kubernetes.md.
+# scripts/kube-node.sh starts it on a node's address and adds the node (pods that run).
 #
 # Usage:
 #   scripts/kube-local.sh start DIR [--etcd-port N] [--etcd-peer-port N] [--port N]
@@ -21,6 +22,12 @@
 #   KUBE_LOCAL_AUTHZ        kube-apiserver --authorization-mode (default RBAC; the admin token's
 #                           user is in system:masters). AlwaysAllow also works.
 #   KUBE_LOCAL_TIMEOUT      seconds to wait for etcd and /readyz (default 180).
+#   KUBE_LOCAL_ADDRESS      the API server's bind and advertised address (default 127.0.0.1). Another
+#                           address (a node's, scripts/kube-node.sh) also gets the `kubernetes`
+#                           Service an endpoint, so that pods reach the API server.
+#   KUBE_LOCAL_SERVICE_CIDR the Service IP range (default 10.0.0.0/24).
+#   KUBE_LOCAL_POD_CIDR     a pod IP range: the controller manager then gives each node a /24 of it
+#                           (node.spec.podCIDR) and binds volume claims (the node runs pods).
 #
 # Needs the tools built by `scripts/setup etcd kube-apiserver` and openssl, curl, ss.
 set -euo pipefail
@@ -145,6 +152,17 @@ cmd_start() {
     die "$KCM_BIN is missing: run scripts/setup kube-apiserver (or KUBE_LOCAL_CONTROLLERS=none)"
   fi
   local timeout="${KUBE_LOCAL_TIMEOUT:-180}"
+  local address="${KUBE_LOCAL_ADDRESS:-127.0.0.1}"
+  local service_cidr="${KUBE_LOCAL_SERVICE_CIDR:-10.0.0.0/24}"
+  local pod_cidr="${KUBE_LOCAL_POD_CIDR:-}"
+  local -a node_controllers=()
+  if [[ -n "$pod_cidr" ]]; then
+    controllers+=",node-ipam-controller,node-lifecycle-controller,persistentvolume-binder-controller"
+    node_controllers=(--allocate-node-cidrs=true --cluster-cidr="$pod_cidr" --node-cidr-mask-size=24 --service-cluster-ip-range="$service_cidr")
+  fi
+  # On loopback no pod calls the API server: the `kubernetes` Service needs no endpoint.
+  local reconciler=lease
+  [[ "$address" != 127.0.0.1 ]] || reconciler=none
 
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
@@ -204,13 +222,21 @@ cmd_start() {
   done
 
   local authz="${KUBE_LOCAL_AUTHZ:-RBAC}"
+  # A node's kubelet (scripts/kube-node.sh) takes the API server's calls (logs, exec) with the
+  # client certificate that script put in pki/.
+  local -a kubelet_client=()
+  if [[ -f "$dir/pki/kubelet-client.crt" ]]; then
+    # By the node's address: its name is in no DNS.
+    kubelet_client=(--kubelet-client-certificate="$dir/pki/kubelet-client.crt" --kubelet-client-key="$dir/pki/kubelet-client.key"
+      --kubelet-preferred-address-types=InternalIP)
+  fi
   local -a admission=()
   [[ "$controllers" != none ]] || admission=(--disable-admission-plugins=ServiceAccount)
-  log "starting kube-apiserver $KUBERNETES_VERSION on https://127.0.0.1:$port (authorization $authz)"
+  log "starting kube-apiserver $KUBERNETES_VERSION on https://$address:$port (authorization $authz)"
   GOMEMLIMIT=1GiB spawn "$dir" kube-apiserver "$APISERVER_BIN" \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
-    --endpoint-reconciler-type=none \
+    --bind-address="$address" \
+    --advertise-address="$address" \
+    --endpoint-reconciler-type="$reconciler" \
     --secure-port="$port" \
     --cert-dir="$dir/pki" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
@@ -219,12 +245,13 @@ cmd_start() {
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$dir/pki/sa.pub" \
     --service-account-signing-key-file="$dir/pki/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range="$service_cidr" \
     --allow-privileged=true \
     --profiling=false \
     --event-ttl=15m \
+    "${kubelet_client[@]}" \
     "${admission[@]}"
-  until [[ "$(curl -ksS -m 5 -H "Authorization: Bearer $token" "https://127.0.0.1:$port/readyz" 2>/dev/null)" == ok ]]; do
+  until [[ "$(curl -ksS -m 5 -H "Authorization: Bearer $token" "https://$address:$port/readyz" 2>/dev/null)" == ok ]]; do
     spawned_alive "$dir" kube-apiserver && [[ $SECONDS -lt $deadline ]] || fail_start "$dir" kube-apiserver
     sleep 0.5
   done
@@ -238,7 +265,7 @@ kind: Config
 clusters:
 - name: kube-local
   cluster:
-    server: https://127.0.0.1:$port
+    server: https://$address:$port
     certificate-authority-data: $ca
 users:
 - name: admin
@@ -265,13 +292,14 @@ EOF
       --use-service-account-credentials=false \
       --service-account-private-key-file="$dir/pki/sa.key" \
       --root-ca-file="$dir/pki/apiserver.crt" \
-      --concurrent-gc-syncs=5
+      --concurrent-gc-syncs=5 \
+      "${node_controllers[@]}"
     # It needs a moment to sync its caches; a crash at start shows here.
     sleep 1
     spawned_alive "$dir" kube-controller-manager || fail_start "$dir" kube-controller-manager
   fi
 
-  log "ready: https://127.0.0.1:$port (logs and pid files in $dir)"
+  log "ready: https://$address:$port (logs and pid files in $dir)"
   echo "export KUBECONFIG=$dir/kubeconfig"
 }
 

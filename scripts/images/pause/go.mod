@@ -1,0 +1,3 @@
+module agentd.local/pause
+
+go 1.24
