@@ -105,6 +105,7 @@ function makeTarget(): Target {
     exposure: config.gateway.exposure,
     skipAwait: k.skipAwait,
     createSecrets: !k.renderYamlTo || k.renderSecrets,
+    egressPeers: k.egressPeers,
   });
 }
 const target = makeTarget();

@@ -72,6 +72,12 @@ export interface StackConfig {
     readonly renderSecrets: boolean;
     /** Do not wait for workloads to become ready (API servers without nodes, e.g. tests). */
     readonly skipAwait: boolean;
+    /**
+     * Private destinations the egress proxy may reach besides the internet (an upstream
+     * overridden to an in-cluster service or a private address), each opened by its
+     * NetworkPolicy on one port: the Kubernetes counterpart of `docker.egressNetworks`.
+     */
+    readonly egressPeers: readonly EgressPeer[];
   };
   readonly monitoring: {
     readonly enabled: boolean;
@@ -176,6 +182,74 @@ const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
  * Parses the raw config map (`{"agentd:target": "docker", "agentd:gateway": "{...json...}"}`).
  * Keys of other namespaces are ignored here (egress credentials live in `egress:*`).
  */
+/** A private destination of the egress proxy: pods of a namespace (optionally by label), or an address range. */
+export type EgressPeer =
+  | { readonly namespace: string; readonly podLabels?: Readonly<Record<string, string>>; readonly port: number }
+  | { readonly cidr: string; readonly port: number };
+
+const LABEL_KEY = /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** agentd:kubernetes.egressPeers, or the problems that name what is wrong with it. Pure. */
+function parseEgressPeers(raw: unknown, fix: string): { peers: EgressPeer[]; problems: string[] } {
+  const where = 'agentd:kubernetes.egressPeers';
+  if (raw === undefined) return { peers: [], problems: [] };
+  if (!Array.isArray(raw)) return { peers: [], problems: [`${where} must be a list (fix: ${fix})`] };
+  const peers: EgressPeer[] = [];
+  const problems: string[] = [];
+  raw.forEach((p: unknown, i) => {
+    const at = `${where}[${i}]`;
+    if (p === null || typeof p !== 'object' || Array.isArray(p)) {
+      problems.push(`${at} must be an object with namespace (and podLabels) or cidr, and port (fix: ${fix})`);
+      return;
+    }
+    const o = p as Record<string, unknown>;
+    const unknown = Object.keys(o).filter((k) => !['namespace', 'podLabels', 'cidr', 'port'].includes(k));
+    if (unknown.length > 0) problems.push(`${at}.${unknown[0]} is not a known field; known: namespace, podLabels, cidr, port`);
+    const port = typeof o['port'] === 'string' && /^\d+$/.test(o['port']) ? Number(o['port']) : o['port'];
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
+      problems.push(`${at}.port must be a port number from 1 to 65535, not ${JSON.stringify(o['port'])}`);
+      return;
+    }
+    if ((o['namespace'] === undefined) === (o['cidr'] === undefined)) {
+      problems.push(`${at} must have exactly one of namespace (pods of a namespace) or cidr (an address range) (fix: ${fix})`);
+      return;
+    }
+    if (o['cidr'] !== undefined) {
+      const c = o['cidr'];
+      const m = typeof c === 'string' ? /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(c) : null;
+      if (!m || m.slice(1, 5).some((x) => Number(x) > 255) || Number(m[5]) > 32) {
+        problems.push(`${at}.cidr must be an IPv4 range like 10.1.2.0/24, not ${JSON.stringify(c)}`);
+        return;
+      }
+      peers.push({ cidr: c as string, port });
+      return;
+    }
+    const ns = o['namespace'];
+    if (typeof ns !== 'string' || !NAMESPACE_NAME.test(ns)) {
+      problems.push(`${at}.namespace must be a Kubernetes namespace name, not ${JSON.stringify(ns)}`);
+      return;
+    }
+    const labels = o['podLabels'];
+    if (labels !== undefined) {
+      const ok =
+        labels !== null &&
+        typeof labels === 'object' &&
+        !Array.isArray(labels) &&
+        Object.entries(labels).every(([k, v]) => LABEL_KEY.test(k) && typeof v === 'string' && LABEL_VALUE.test(v));
+      if (!ok) {
+        problems.push(`${at}.podLabels must map label keys to label values, like {"app": "llm-gateway"}, not ${JSON.stringify(labels)}`);
+        return;
+      }
+      peers.push({ namespace: ns, podLabels: labels as Record<string, string>, port });
+      return;
+    }
+    peers.push({ namespace: ns, port });
+  });
+  return { peers, problems };
+}
+
 export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 'dev'): StackConfig {
   const problems: string[] = [];
   const values: Record<string, unknown> = {};
@@ -399,7 +473,9 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     problems.push(`agentd:docker.egressNetworks must be a list of Docker network names (fix: ${set('docker.egressNetworks[0]', 'my-network')})`);
   }
 
-  const k = obj('kubernetes', ['namespace', 'renderYamlTo', 'renderSecrets', 'skipAwait']);
+  const k = obj('kubernetes', ['namespace', 'renderYamlTo', 'renderSecrets', 'skipAwait', 'egressPeers']);
+  const egressPeers = parseEgressPeers(k['egressPeers'], `${set('kubernetes.egressPeers[0]', `'{"namespace": "llm-gateway", "port": 8443}'`)}`);
+  problems.push(...egressPeers.problems);
   const kubernetes = {
     namespace: str(
       k,
@@ -415,6 +491,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, stack = 
     ),
     renderSecrets: bool(k, 'kubernetes', 'renderSecrets', false),
     skipAwait: bool(k, 'kubernetes', 'skipAwait', false),
+    egressPeers: egressPeers.peers,
   };
 
   const m = obj('monitoring', ['enabled', 'grafanaPort', 'prometheusPort']);

@@ -15,6 +15,8 @@ export interface ImageChoice {
   readonly binary: readonly string[];
   /** A probe command for a URL on loopback inside the container. */
   probe(url: string): string[];
+  /** A command that waits (up to two minutes) until host:port takes connections, for an init container; absent when the image has none. */
+  waitFor?(host: string, port: number): string[];
 }
 
 export interface ImageSet {
@@ -41,6 +43,7 @@ const LOCAL_IMAGES_MANIFEST = 'build/images.json';
 const UNBUILT_LOCAL_IMAGE = 'agentd-local/not-built:preview';
 
 const localProbe = (url: string) => ['/usr/local/bin/agentd-healthcheck', url];
+const localWaitFor = (host: string, port: number) => ['/usr/local/bin/agentd-healthcheck', '--wait', '120s', `tcp://${host}:${port}`];
 const agentdProbe = () => ['node', '/app/agentd.mjs', 'healthcheck'];
 
 export function chooseImages(config: StackConfig['images'], repoRoot: string, preview?: { warn(message: string): void }): ImageSet {
@@ -63,7 +66,7 @@ export function chooseImages(config: StackConfig['images'], repoRoot: string, pr
       envoy: { ref: config.envoy ?? local['envoy']!, binary: ['envoy'], probe: localProbe },
       opa: { ref: config.opa ?? local['opa']!, binary: ['opa'], probe: localProbe },
       agentd: { ref: config.agentd ?? local['agentd']!, binary: ['node', '/app/agentd.mjs'], probe: agentdProbe },
-      ratelimit: { ref: config.ratelimit ?? local['ratelimit'] ?? UNBUILT_LOCAL_IMAGE, binary: ['ratelimit'], probe: localProbe },
+      ratelimit: { ref: config.ratelimit ?? local['ratelimit'] ?? UNBUILT_LOCAL_IMAGE, binary: ['ratelimit'], probe: localProbe, waitFor: localWaitFor },
       redis: { ref: config.redis ?? local['redis'] ?? UNBUILT_LOCAL_IMAGE, binary: ['redis-server'], probe: localProbe },
     };
   }
@@ -81,7 +84,13 @@ export function chooseImages(config: StackConfig['images'], repoRoot: string, pr
     },
     agentd: { ref: config.agentd ?? UPSTREAM_IMAGES.agentd, binary: ['node', '/app/agentd.mjs'], probe: agentdProbe },
     // Alpine-based: BusyBox wget.
-    ratelimit: { ref: config.ratelimit ?? UPSTREAM_IMAGES.ratelimit, binary: ['/bin/ratelimit'], probe: (url) => ['wget', '-q', '-O', '/dev/null', url] },
+    ratelimit: {
+      ref: config.ratelimit ?? UPSTREAM_IMAGES.ratelimit,
+      binary: ['/bin/ratelimit'],
+      probe: (url) => ['wget', '-q', '-O', '/dev/null', url],
+      // BusyBox nc; two minutes, as agentd-healthcheck --wait 120s.
+      waitFor: (host, port) => ['sh', '-c', `for i in $(seq 120); do nc -z -w 2 ${host} ${port} && exit 0; sleep 1; done; exit 1`],
+    },
     redis: { ref: config.redis ?? UPSTREAM_IMAGES.redis, binary: ['redis-server'], probe: (url) => ['redis-cli', '-p', new URL(url).port, 'ping'] },
   };
 }

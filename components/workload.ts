@@ -21,6 +21,8 @@ export interface Workload extends Omit<PlannedWorkload, 'image' | 'args' | 'file
   readonly secretFiles: Readonly<Record<string, pulumi.Output<string>>>;
   /** Liveness/readiness probe: an HTTP GET on loopback inside the workload, and the command that performs it in this image. */
   readonly health: PlannedWorkload['health'] & { readonly command: readonly string[] };
+  /** The command, in this image, that waits for `startsAfter` (when the plan names one and the image has a way). */
+  readonly waitCommand?: readonly string[];
   /** Files updated in place (PlannedWorkload.live), the secret ones resolved to Pulumi secrets. */
   readonly live?: {
     readonly dir: string;
@@ -49,6 +51,7 @@ export function resolveWorkload(
       ...w.health,
       command: image.probe(w.health.path === undefined ? `tcp://127.0.0.1:${w.health.port}` : `http://127.0.0.1:${w.health.port}${w.health.path}`),
     },
+    ...(w.startsAfter && image.waitFor ? { waitCommand: image.waitFor(w.startsAfter.host, w.startsAfter.port) } : {}),
   };
 }
 

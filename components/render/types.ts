@@ -100,6 +100,12 @@ export interface PlannedWorkload {
   readonly user: number;
   readonly resources: { readonly cpuMillis: number; readonly memoryMiB: number };
   readonly replicas: number;
+  /**
+   * A peer that must take connections before the process starts, because the process exits when
+   * it does not (the rate-limit service without Redis). On Kubernetes, where a new pod may wait a
+   * moment for its NetworkPolicies, an init container waits for it.
+   */
+  readonly startsAfter?: Endpoint;
 }
 
 /** One allowed connection: `from` opens connections to `to` on `port` (network membership, NetworkPolicies). */

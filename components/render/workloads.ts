@@ -232,6 +232,8 @@ export function rateLimitServiceWorkload(spec: PolicySpec, config: StackConfig, 
     user: RUN_AS_USER,
     resources: { cpuMillis: 250, memoryMiB: 128 },
     replicas: config.gateway.replicas > 1 || config.egress.replicas > 1 ? 2 : 1,
+    // It panics when Redis does not answer at start.
+    startsAfter: redis,
   };
 }
 

@@ -6,7 +6,7 @@
 
 import * as k8s from '@pulumi/kubernetes';
 import * as pulumi from '@pulumi/pulumi';
-import type { Exposure } from '../config.ts';
+import type { EgressPeer, Exposure } from '../config.ts';
 import type { Connection, FileContent, TargetCapabilities, WorkloadFiles } from '../render/types.ts';
 import type { DeployedWorkload, Placement, Target } from '../target.ts';
 import { workloadHash, type Workload } from '../workload.ts';
@@ -24,6 +24,8 @@ export interface KubernetesTargetArgs {
   readonly skipAwait: boolean;
   /** Create Secret objects (off when rendering YAML without opting in to plaintext secrets). */
   readonly createSecrets: boolean;
+  /** Private destinations that the workloads reaching the internet (the egress proxy) may reach too. */
+  readonly egressPeers?: readonly EgressPeer[];
 }
 
 export const HASH_ANNOTATION = 'agentd.dev/content-hash';
@@ -47,9 +49,43 @@ export function kubernetesProviderArgs(renderYamlTo?: string): k8s.ProviderArgs 
 /** Private ranges and link-local (cloud metadata): never reachable through the internet rule. */
 export const NON_INTERNET_CIDRS = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '169.254.0.0/16', '100.64.0.0/10'];
 
+/** The NetworkPolicy egress rule opening one private destination. Pure. */
+export function egressPeerRule(peer: EgressPeer): object {
+  const port = [{ port: peer.port, protocol: 'TCP' }];
+  if ('cidr' in peer) return { to: [{ ipBlock: { cidr: peer.cidr } }], ports: port };
+  return {
+    to: [
+      {
+        namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': peer.namespace } },
+        ...(peer.podLabels ? { podSelector: { matchLabels: peer.podLabels } } : {}),
+      },
+    ],
+    ports: port,
+  };
+}
+
 /** ConfigMap and Secret keys cannot hold "/": a key per file, mapped back to its path by `items`. */
 function fileKey(path: string): string {
   return path.replace(/\//g, '__');
+}
+
+/**
+ * The directory every path lies in ('' when they do not share one): the config volume is mounted
+ * there. The kubelet links each top-level entry of a ConfigMap volume into its `..data` directory,
+ * and programs that walk a tree without following links (the rate-limit service's runtime loader)
+ * see a linked subdirectory as a file: mounted at the shared directory, only files are links. Pure.
+ */
+export function commonDirectory(paths: readonly string[]): string {
+  const dirs = paths.map((p) => p.split('/').slice(0, -1));
+  if (dirs.length === 0) return '';
+  const first = dirs[0]!;
+  let n = first.length;
+  for (const d of dirs) {
+    let i = 0;
+    while (i < n && i < d.length && d[i] === first[i]) i++;
+    n = i;
+  }
+  return first.slice(0, n).join('/');
 }
 
 /** ConfigMap data and binaryData for a set of files. */
@@ -99,6 +135,9 @@ export function kubernetesCapabilities(namespace: string): TargetCapabilities {
   };
 }
 
+/** Every container: no privilege, read-only root, non-root, no capability. */
+const CONTAINER_SECURITY = { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } };
+
 /** What the log shipper may read: the namespace's pods and their logs. */
 const LOG_READER_RULES = [{ apiGroups: [''], resources: ['pods', 'pods/log', 'namespaces'], verbs: ['get', 'list', 'watch'] }];
 
@@ -138,8 +177,14 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
     this.registerOutputs({ namespace: this.namespace.metadata.name });
   }
 
-  private annotations(extra: Record<string, pulumi.Input<string>> = {}): Record<string, pulumi.Input<string>> {
-    return { ...(this.args.skipAwait ? { 'pulumi.com/skipAwait': 'true' } : {}), ...extra };
+  /**
+   * The annotations of an object, or none: an empty map is dropped by the API server, and a
+   * Secret that asked for one then differed in every preview (seen on the test node, where
+   * nothing skips await).
+   */
+  private annotations(extra: Record<string, pulumi.Input<string>> = {}): Record<string, pulumi.Input<string>> | undefined {
+    const all = { ...(this.args.skipAwait ? { 'pulumi.com/skipAwait': 'true' } : {}), ...extra };
+    return Object.keys(all).length > 0 ? all : undefined;
   }
 
   deploy(workloads: readonly Workload[], network: readonly Connection[], place: (workload: string) => Placement): Readonly<Record<string, DeployedWorkload>> {
@@ -166,11 +211,13 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
       },
       child,
     );
-    const configItems = files.apply((f) =>
-      Object.keys(f)
+    const configSubdir = files.apply((f) => commonDirectory(Object.keys(f)));
+    const configItems = files.apply((f) => {
+      const sub = commonDirectory(Object.keys(f));
+      return Object.keys(f)
         .sort()
-        .map((p) => ({ key: fileKey(p), path: p })),
-    );
+        .map((p) => ({ key: fileKey(p), path: sub ? p.slice(sub.length + 1) : p }));
+    });
 
     const secretNames = Object.keys(w.secretFiles).sort();
     const secretName = `${w.name}-secrets`;
@@ -228,7 +275,10 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
       ? new k8s.core.v1.PersistentVolumeClaim(
           `${baseName}-data`,
           {
-            metadata: { name: `${w.name}-data`, namespace: ns, labels, annotations: this.annotations() },
+            // Not awaited: with a WaitForFirstConsumer class (most clouds' defaults, and the test
+            // node's) a claim binds only once the pod that mounts it is scheduled, and the pod's
+            // Deployment waits for the claim.
+            metadata: { name: `${w.name}-data`, namespace: ns, labels, annotations: this.annotations({ 'pulumi.com/skipAwait': 'true' }) },
             spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
           },
           child,
@@ -275,6 +325,20 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
               // The drain, then the default 30 s for the process to finish what it has.
               terminationGracePeriodSeconds: (w.drainSeconds ?? 0) + 30,
               securityContext: { runAsNonRoot: true, runAsUser: w.user, runAsGroup: w.user, fsGroup: w.user, seccompProfile: { type: 'RuntimeDefault' } },
+              // A new pod's NetworkPolicies may take a moment: wait for the peer the process cannot start without.
+              ...(w.waitCommand
+                ? {
+                    initContainers: [
+                      {
+                        name: `wait-for-${w.startsAfter!.host.split('.')[0]}`,
+                        image: w.image,
+                        command: [...w.waitCommand],
+                        resources: { requests: { cpu: '10m', memory: '16Mi' }, limits: { cpu: '100m', memory: '32Mi' } },
+                        securityContext: CONTAINER_SECURITY,
+                      },
+                    ],
+                  }
+                : {}),
               containers: [
                 {
                   name: w.name,
@@ -291,9 +355,9 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
                     requests: { cpu: `${Math.round(w.resources.cpuMillis / 4)}m`, memory: `${Math.round(w.resources.memoryMiB / 2)}Mi` },
                     limits: { cpu: `${w.resources.cpuMillis}m`, memory: `${w.resources.memoryMiB}Mi` },
                   },
-                  securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } },
+                  securityContext: CONTAINER_SECURITY,
                   volumeMounts: [
-                    { name: 'config', mountPath: w.configDir, readOnly: true },
+                    { name: 'config', mountPath: configSubdir.apply((sub) => (sub ? `${w.configDir}/${sub}` : w.configDir)), readOnly: true },
                     ...(secretNames.length > 0 ? [{ name: 'secrets', mountPath: w.secretDir, readOnly: true }] : []),
                     ...(w.externalSecrets ?? []).map((m, i) => ({ name: `mounted-secret-${i}`, mountPath: m.mountPath, readOnly: true })),
                     ...(live
@@ -339,10 +403,14 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
           targetPort: p.port,
           appProtocol: p.protocol === 'http2' ? 'kubernetes.io/h2c' : p.protocol,
         }));
+    // Not awaited: Pulumi would wait for ready endpoints, which the Deployment's own await already
+    // covers; and a Service awaited before its Deployment exists holds one of the engine's
+    // parallel operations, so that on a real node `pulumi up` stalled with the bundle server and
+    // agentd not yet created while OPA waited for its bundle.
     const service = new k8s.core.v1.Service(
       `${baseName}-service`,
       {
-        metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations() },
+        metadata: { name: w.name, namespace: ns, labels, annotations: this.annotations({ 'pulumi.com/skipAwait': 'true' }) },
         spec: { type: 'ClusterIP', selector: { [NAME_LABEL]: w.name }, ports: servicePorts() },
       },
       child,
@@ -425,6 +493,7 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
                   { port: 80, protocol: 'TCP' },
                 ],
               },
+              ...(this.args.egressPeers ?? []).map(egressPeerRule),
             ]
           : []),
       ];

@@ -5,7 +5,14 @@ import * as k8s from '@pulumi/kubernetes';
 import * as pulumi from '@pulumi/pulumi';
 import { parseStackConfig } from '../../components/config.ts';
 import { Platform } from '../../components/platform.ts';
-import { HASH_ANNOTATION, KubernetesTarget, NON_INTERNET_CIDRS, publishedEndpoint } from '../../components/targets/kubernetes.ts';
+import {
+  HASH_ANNOTATION,
+  KubernetesTarget,
+  NON_INTERNET_CIDRS,
+  commonDirectory,
+  egressPeerRule,
+  publishedEndpoint,
+} from '../../components/targets/kubernetes.ts';
 import { shippedSpec } from '../../scripts/local/fixtures.ts';
 import { installMocks, isSecretValue, testImages, unwrap, value } from './mocks.ts';
 
@@ -13,14 +20,14 @@ const created = installMocks();
 const of = (type: string) => created.filter((c) => c.type === type);
 const named = (type: string, name: string) => of(type).find((c) => c.inputs.metadata.name === name)!;
 
-function build(configRaw: Record<string, string>, spec = shippedSpec(), createSecrets = true) {
+function build(configRaw: Record<string, string>, spec = shippedSpec(), createSecrets = true, skipAwait = true) {
   const config = parseStackConfig({ 'agentd:target': 'kubernetes', ...configRaw });
   const provider = new k8s.Provider('k8s', {});
   const target = new KubernetesTarget('kubernetes', {
     namespace: config.kubernetes.namespace,
     provider,
     exposure: config.gateway.exposure,
-    skipAwait: true,
+    skipAwait,
     createSecrets,
   });
   return new Platform('agentd', { spec, config, images: testImages, target, credentials: { openai: pulumi.secret('sk-openai-plaintext') } });
@@ -196,6 +203,53 @@ describe('Platform on the Kubernetes target', () => {
     expect(egressTargets('redis')).toEqual(['kube-dns']);
     expect(policy('egress').egress.find((r: any) => r.to[0].ipBlock).to[0].ipBlock.except).toEqual(NON_INTERNET_CIDRS);
   });
+
+  it('holds the rate-limit service in an init container until Redis takes connections (it exits without); no other workload waits', () => {
+    const spec = (name: string) => of('kubernetes:apps/v1:Deployment').find((d) => d.inputs.metadata.name === name)!.inputs.spec.template.spec;
+    const init = spec('ratelimit').initContainers;
+    expect(init).toHaveLength(1);
+    expect(init[0].name).toBe('wait-for-redis');
+    expect(init[0].image).toBe(spec('ratelimit').containers[0].image);
+    expect(init[0].command).toEqual(['wait', 'redis.agentd-prod.svc.cluster.local', '6379']);
+    expect(init[0].securityContext).toEqual(spec('ratelimit').containers[0].securityContext);
+    for (const w of ['agentd', 'bundles', 'egress', 'gateway', 'opa', 'redis']) expect(spec(w).initContainers, w).toBeUndefined();
+  });
+
+  it('opens an egress peer by namespace (and labels) or address range, on its port only', () => {
+    expect(egressPeerRule({ namespace: 'llm', port: 8443 })).toEqual({
+      to: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'llm' } } }],
+      ports: [{ port: 8443, protocol: 'TCP' }],
+    });
+    expect(egressPeerRule({ namespace: 'llm', podLabels: { app: 'gw' }, port: 1 })).toEqual({
+      to: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'llm' } }, podSelector: { matchLabels: { app: 'gw' } } }],
+      ports: [{ port: 1, protocol: 'TCP' }],
+    });
+    expect(egressPeerRule({ cidr: '10.1.0.0/16', port: 443 })).toEqual({ to: [{ ipBlock: { cidr: '10.1.0.0/16' } }], ports: [{ port: 443, protocol: 'TCP' }] });
+  });
+});
+
+describe('awaiting a cluster with nodes', () => {
+  it('awaits the Deployments, not what they make ready: in-cluster Services and volume claims skip await; the load balancer is awaited for its address', async () => {
+    created.length = 0;
+    const p = build(
+      { 'agentd:gateway': JSON.stringify({ exposure: 'LoadBalancer', port: 443, tls: { secretName: 'agentd-gateway-tls' } }) },
+      shippedSpec(),
+      true,
+      false,
+    );
+    await value(p.contentHashes);
+    await new Promise((r) => setTimeout(r, 100));
+    const skip = (c: any) => c.inputs.metadata.annotations?.['pulumi.com/skipAwait'];
+    const services = of('kubernetes:core/v1:Service').filter((c) => c.inputs.metadata.name !== 'gateway-public');
+    expect(services.length).toBeGreaterThan(4);
+    for (const svc of services) expect(skip(svc), svc.inputs.metadata.name).toBe('true');
+    expect(skip(named('kubernetes:core/v1:Service', 'gateway-public'))).toBeUndefined();
+    expect(of('kubernetes:core/v1:PersistentVolumeClaim').map(skip)).toEqual(['true']);
+    expect(of('kubernetes:apps/v1:Deployment').map(skip)).toEqual(of('kubernetes:apps/v1:Deployment').map(() => undefined));
+    // No empty annotation map: the API server drops it, and the object would differ in every preview.
+    const empty = created.filter((c) => c.inputs.metadata?.annotations && Object.keys(c.inputs.metadata.annotations).length === 0);
+    expect(empty.map((c) => `${c.type} ${c.inputs.metadata.name}`)).toEqual([]);
+  });
 });
 
 describe('NodePort exposure', () => {
@@ -220,5 +274,15 @@ describe('rendering manifests without opting in to plaintext secrets', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(of('kubernetes:core/v1:Secret')).toEqual([]);
     expect(of('kubernetes:apps/v1:Deployment')).toHaveLength(5);
+  });
+});
+
+describe('the config volume is mounted where all its files lie', () => {
+  it('finds the directory every path shares', () => {
+    expect(commonDirectory(['config/gateway.yaml', 'config/egress.yaml'])).toBe('config');
+    expect(commonDirectory(['a/b/c.yaml', 'a/b/d/e.yaml'])).toBe('a/b');
+    expect(commonDirectory(['envoy.yaml', 'config/x.yaml'])).toBe('');
+    expect(commonDirectory(['config/a.yaml'])).toBe('config');
+    expect(commonDirectory([])).toBe('');
   });
 });

@@ -34,7 +34,7 @@ export const testImages: ImageSet = {
   envoy: { ref: 'local/envoy:1', binary: ['envoy'], probe: (u) => ['probe', u] },
   opa: { ref: 'local/opa:1', binary: ['opa'], probe: (u) => ['probe', u] },
   agentd: { ref: 'local/agentd:1', binary: ['node', '/app/agentd.mjs'], probe: () => ['node', '/app/agentd.mjs', 'healthcheck'] },
-  ratelimit: { ref: 'local/ratelimit:1', binary: ['ratelimit'], probe: (u) => ['probe', u] },
+  ratelimit: { ref: 'local/ratelimit:1', binary: ['ratelimit'], probe: (u) => ['probe', u], waitFor: (h, p) => ['wait', h, String(p)] },
   redis: { ref: 'local/redis:1', binary: ['redis-server'], probe: (u) => ['probe', u] },
 };
 

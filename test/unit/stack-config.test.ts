@@ -168,3 +168,37 @@ describe('rate limits: local or global', () => {
     expect(problems({ 'agentd:rateLimits': JSON.stringify({ whenUnavailable: { opa: 'deny' } }) })[0]).toContain('whenUnavailable.opa is not a known field');
   });
 });
+
+describe('egress peers on Kubernetes (agentd:kubernetes.egressPeers)', () => {
+  const peers = (v: unknown) => ({ 'agentd:kubernetes': JSON.stringify({ egressPeers: v }) });
+
+  it('reads pods of a namespace (optionally by label) or an address range, each with a port', () => {
+    const got = parseStackConfig(
+      peers([
+        { namespace: 'llm-gateway', port: 8443 },
+        { namespace: 'corp', podLabels: { app: 'proxy' }, port: '3128' },
+        { cidr: '10.20.0.0/16', port: 443 },
+      ]),
+    ).kubernetes.egressPeers;
+    expect(got).toEqual([
+      { namespace: 'llm-gateway', port: 8443 },
+      { namespace: 'corp', podLabels: { app: 'proxy' }, port: 3128 },
+      { cidr: '10.20.0.0/16', port: 443 },
+    ]);
+    expect(parseStackConfig({}).kubernetes.egressPeers).toEqual([]);
+  });
+
+  it('names what is wrong with a peer', () => {
+    expect(problems(peers({ namespace: 'x' }))).toEqual([expect.stringContaining('agentd:kubernetes.egressPeers must be a list')]);
+    expect(problems(peers([{ namespace: 'x' }]))).toEqual(['agentd:kubernetes.egressPeers[0].port must be a port number from 1 to 65535, not undefined']);
+    expect(problems(peers([{ namespace: 'x', cidr: '10.0.0.0/8', port: 1 }]))[0]).toContain('[0] must have exactly one of namespace');
+    expect(problems(peers([{ cidr: '10.0.0.300/8', port: 1 }]))).toEqual([
+      'agentd:kubernetes.egressPeers[0].cidr must be an IPv4 range like 10.1.2.0/24, not "10.0.0.300/8"',
+    ]);
+    expect(problems(peers([{ namespace: 'Bad_NS', port: 1 }]))[0]).toContain('[0].namespace must be a Kubernetes namespace name');
+    expect(problems(peers([{ namespace: 'ok', podLabels: { app: 'a b' }, port: 1 }]))[0]).toContain('[0].podLabels must map label keys to label values');
+    expect(problems(peers([{ namespace: 'ok', port: 1, host: 'x' }]))).toEqual([
+      'agentd:kubernetes.egressPeers[0].host is not a known field; known: namespace, podLabels, cidr, port',
+    ]);
+  });
+});
