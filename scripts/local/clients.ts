@@ -21,12 +21,12 @@ export interface RawResponse {
 /** One HTTP/1.1 request with exactly the given headers (Host included). */
 export function rawRequest(
   port: number,
-  opts: { method?: string; path: string; headers?: Record<string, string | string[]>; body?: string | Buffer; timeoutMs?: number },
+  opts: { method?: string; path: string; headers?: Record<string, string | string[]>; body?: string | Buffer; timeoutMs?: number; host?: string },
 ): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const req = request(
       {
-        host: '127.0.0.1',
+        host: opts.host ?? '127.0.0.1',
         port,
         method: opts.method ?? 'GET',
         path: opts.path,

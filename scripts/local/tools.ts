@@ -31,6 +31,7 @@ const TOOL_OF = {
   pulumi: 'pulumi',
   node: 'node',
   ratelimit: 'ratelimit',
+  ctr: 'containerd',
 } as const satisfies Record<string, ToolName>;
 
 /** Absolute path of a pinned tool's binary; throws (failing the test) when it is not installed. */
