@@ -14,23 +14,4 @@ source "$(dirname "$0")/cache.sh"
 source "$(dirname "$0")/kubernetes-module.sh"
 tool_cache_begin kube-apiserver KUBERNETES_VERSION kubernetes
 
-k8s_version
-cmds=(kube-apiserver kube-controller-manager kubectl)
-
-tool_cache_lock
-
-tool_go_build_env
-
-src="$root/src-$ver"
-k8s_wrapper_module "$src" "${cmds[@]}"
-
-tool_stage_begin
-
-k8s_ldflags "$src"
-for cmd in "${cmds[@]}"; do
-  k8s_build "$cmd" "10-30 minutes"
-done
-
-k8s_check_versions "$tmp/bin" "${cmds[@]}"
-
-tool_stage_install
+k8s_install "10-30 minutes" kube-apiserver kube-controller-manager kubectl

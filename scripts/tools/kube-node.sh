@@ -14,28 +14,7 @@ source "$(dirname "$0")/cache.sh"
 source "$(dirname "$0")/kubernetes-module.sh"
 tool_cache_begin kube-node KUBERNETES_VERSION
 
-k8s_version
-cmds=(kubelet kube-proxy kube-scheduler)
-
-tool_cache_lock
-
-tool_go_build_env
-
-# Its own wrapper module (not kube-apiserver.sh's src): scripts/setup.ts may run both side by side.
-src="$root/src-$ver"
-k8s_wrapper_module "$src" "${cmds[@]}"
-
-tool_stage_begin
-
-# One binary at a time (each go build already uses $gobuildp jobs). kubelet is the biggest (with an
-# empty Go build cache: 865 s beside another Go build, 13 min of CPU); the other two mostly reuse
-# its packages (40 s and 31 s after it). With kube-apiserver.sh's packages already in the build
-# cache, kubelet takes about 80 s.
-k8s_ldflags "$src"
-k8s_build kubelet "8-15 minutes"
-k8s_build kube-proxy "about a minute after kubelet's"
-k8s_build kube-scheduler "about a minute after kubelet's"
-
-k8s_check_versions "$tmp/bin" "${cmds[@]}"
-
-tool_stage_install
+# kubelet is the biggest (with an empty Go build cache: 865 s beside another Go build, 13 min of
+# CPU); the other two mostly reuse its packages (40 s and 31 s after it). With kube-apiserver.sh's
+# packages already in the build cache, kubelet takes about 80 s.
+k8s_install "8-15 minutes" kubelet kube-proxy kube-scheduler

@@ -18,6 +18,9 @@
 #   k8s_build CMD COLD       builds $mod/cmd/CMD of the wrapper module ($src) into $tmp/bin/CMD
 #                            (cache.sh's tool_stage_begin and tool_go_build); COLD is the cold
 #                            build time for the progress line (e.g. "5-15 minutes")
+#   k8s_install COLD CMD...  all of the above for a tool script: builds each $mod/cmd/CMD in
+#                            the tool's own wrapper module and installs them; COLD is the first
+#                            command's cold build time (the others mostly reuse its packages)
 #   k8s_check_versions BINDIR CMD...
 #                            each BINDIR/CMD must report $modver: `CMD --version` prints exactly
 #                            "Kubernetes $modver"; kubectl's `version --client` names it as the
@@ -128,4 +131,24 @@ k8s_check_versions() {
       fi
     fi
   done
+}
+
+k8s_install() {
+  local cold="$1" cmd
+  shift
+  k8s_version
+  tool_cache_lock
+  tool_go_build_env
+  # The tool's own wrapper module (never another tool's): scripts/setup.ts may run both side by side.
+  src="$root/src-$ver"
+  k8s_wrapper_module "$src" "$@"
+  tool_stage_begin
+  k8s_ldflags "$src"
+  # One binary at a time: each go build already uses $gobuildp jobs.
+  for cmd in "$@"; do
+    k8s_build "$cmd" "$cold"
+    cold="about a minute more"
+  done
+  k8s_check_versions "$tmp/bin" "$@"
+  tool_stage_install
 }
