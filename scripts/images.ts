@@ -5,7 +5,21 @@
 //   node scripts/images.ts            (npm run up does it when the stack needs local images)
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -103,7 +117,64 @@ export interface LocalImages {
   readonly redis: string;
 }
 
+/**
+ * Runs `build` holding build/images/.lock: the suites that build images (the Docker and the node
+ * e2e) run side by side, and each build empties and refills the same directories. A lock whose
+ * holder is gone is taken over.
+ */
+function withBuildLock<T>(build: () => T): T {
+  mkdirSync(OUT, { recursive: true });
+  const lock = join(OUT, '.lock');
+  const deadline = Date.now() + 20 * 60_000;
+  let waited = false;
+  for (;;) {
+    try {
+      const fd = openSync(lock, 'wx');
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const holder = Number(readFileSync(lock, 'utf8'));
+    if (!holderAlive(holder, lock)) {
+      rmSync(lock, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) throw new Error(`${lock}: process ${holder} has been building images for 20 minutes; stop it or remove the lock`);
+    if (!waited) log(`waiting for process ${holder}, which is building images`);
+    waited = true;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 250);
+  }
+  try {
+    return build();
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
+/** Whether the lock's holder runs; a lock without a pid is being written, unless it is old. */
+function holderAlive(pid: number, lock: string): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) {
+    try {
+      return Date.now() - statSync(lock).mtimeMs < 5_000;
+    } catch {
+      return false;
+    }
+  }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function buildLocalImages(): LocalImages {
+  return withBuildLock(buildLocalImagesLocked);
+}
+
+function buildLocalImagesLocked(): LocalImages {
   mkdirSync(OUT, { recursive: true });
   log('building agentd-healthcheck');
   goBuild(join(ROOT, 'scripts/images/healthcheck'), join(OUT, 'healthcheck'));
@@ -136,6 +207,10 @@ export interface NodeImages {
 }
 
 export function buildNodeImages(): NodeImages {
+  return withBuildLock(buildNodeImagesLocked);
+}
+
+function buildNodeImagesLocked(): NodeImages {
   mkdirSync(OUT, { recursive: true });
   log('building agentd-healthcheck and agentd-pause');
   goBuild(join(ROOT, 'scripts/images/healthcheck'), join(OUT, 'healthcheck'));
