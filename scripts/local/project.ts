@@ -2,10 +2,12 @@
 // policy data and run `pulumi` without touching the repo. node_modules is linked, not copied.
 // Every `up` and `preview` runs the policy pack, as `npm run up` and `npm run preview` do.
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, symlinkSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { policyPackArgs } from '../pulumi-env.ts';
+import { steadyTraffic } from './clients.ts';
+import { sleep } from './processes.ts';
 import { REPO_ROOT } from './tools.ts';
 
 export interface ProjectCopy {
@@ -68,4 +70,37 @@ export function copyProject(stack: string, extraEnv: NodeJS.ProcessEnv = {}): Pr
     pulumiAsync,
     set: (path, value, secret = false) => void pulumi(['config', 'set', '--path', ...(secret ? ['--secret'] : []), path], { input: value }),
   };
+}
+
+/**
+ * The e2e suites' policy change under traffic: disables the `ci` client in the copy's
+ * policy/data/clients.yaml and runs `pulumi up` while `request` (another client's call, true when
+ * it succeeded) goes on about 50 times a second; then waits up to `waitMs` for `disabled` (the
+ * change in force) and lets the traffic go on a second more.
+ */
+export async function disableClientUnderTraffic(
+  project: ProjectCopy,
+  opts: { request: () => Promise<boolean>; disabled: () => Promise<boolean>; waitMs: number },
+): Promise<{ sent: number; failed: number; inForceMs: number }> {
+  const traffic = steadyTraffic(opts.request, 20);
+  const file = join(project.dir, 'policy/data/clients.yaml');
+  const before = readFileSync(file, 'utf8');
+  const after = before.replace(
+    '    role: operator\n    rate_limit_tier: standard\n',
+    '    role: operator\n    rate_limit_tier: standard\n    enabled: false\n',
+  );
+  if (after === before) throw new Error(`${file}: the ci client (role operator, tier standard) is not where the change expects it`);
+  writeFileSync(file, after);
+  let inForceMs = Number.NaN;
+  let sent: { sent: number; failed: number };
+  try {
+    await project.pulumiAsync(['up', '--yes', '--skip-preview']);
+    const upDone = Date.now();
+    while (!(await opts.disabled()) && Date.now() - upDone < opts.waitMs) await sleep(100);
+    inForceMs = Date.now() - upDone;
+    await sleep(1000); // traffic goes on a moment after the change
+  } finally {
+    sent = await traffic.stop();
+  }
+  return { ...sent, inForceMs };
 }

@@ -14,7 +14,7 @@ import { freePort, sleep } from '../../scripts/local/processes.ts';
 import { AgentdGrpc, rawRequest, steadyTraffic } from '../../scripts/local/clients.ts';
 import * as grpc from '@grpc/grpc-js';
 import { REPO_ROOT } from '../../scripts/local/tools.ts';
-import { copyProject, type ProjectCopy } from '../../scripts/local/project.ts';
+import { copyProject, disableClientUnderTraffic, type ProjectCopy } from '../../scripts/local/project.ts';
 import { buildLocalImages, type LocalImages } from '../../scripts/images.ts';
 
 const STACK = 'e2e';
@@ -213,27 +213,12 @@ describe('pulumi up into the local Docker engine', () => {
     const ci = outputs.apiKeys['ci']!;
     const admin = outputs.apiKeys['admin']!;
     expect((await get('/api/v1/status', ci)).status).toBe(200);
-    // Steady traffic of a client the change does not concern (about 50 req/s) while pulumi up runs.
-    const traffic = steadyTraffic(async () => (await get('/api/v1/status', admin)).status === 200, 20);
-    const file = join(work, 'policy/data/clients.yaml');
-    writeFileSync(
-      file,
-      readFileSync(file, 'utf8').replace(
-        '    role: operator\n    rate_limit_tier: standard\n',
-        '    role: operator\n    rate_limit_tier: standard\n    enabled: false\n',
-      ),
-    );
-    let inForceMs: number;
-    let sent: { sent: number; failed: number };
-    try {
-      await project.pulumiAsync(['up', '--yes', '--skip-preview']);
-      const upDone = Date.now();
-      while ((await get('/api/v1/status', ci)).status !== 403 && Date.now() - upDone < 10_000) await sleep(100);
-      inForceMs = Date.now() - upDone;
-      await sleep(1000); // traffic goes on a moment after the change
-    } finally {
-      sent = await traffic.stop();
-    }
+    // Steady traffic of a client the change does not concern while pulumi up runs.
+    const { inForceMs, ...sent } = await disableClientUnderTraffic(project, {
+      request: async () => (await get('/api/v1/status', admin)).status === 200,
+      disabled: async () => (await get('/api/v1/status', ci)).status === 403,
+      waitMs: 10_000,
+    });
     console.log(`policy change under traffic: ${sent.sent} requests of an unaffected client, ${sent.failed} failed; in force ${inForceMs} ms after pulumi up`);
     expect(sent.sent).toBeGreaterThan(100);
     expect(sent.failed, 'requests of the unaffected client that failed').toBe(0);

@@ -16,10 +16,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { makeTestCa } from '../../scripts/local/standin.ts';
-import { sleep } from '../../scripts/local/processes.ts';
-import { AgentdGrpc, rawRequest, steadyTraffic } from '../../scripts/local/clients.ts';
+import { AgentdGrpc, rawRequest } from '../../scripts/local/clients.ts';
 import { REPO_ROOT, toolPath } from '../../scripts/local/tools.ts';
-import { copyProject, type ProjectCopy } from '../../scripts/local/project.ts';
+import { copyProject, disableClientUnderTraffic, type ProjectCopy } from '../../scripts/local/project.ts';
 import { buildLocalImages, type LocalImages, type NodeImages } from '../../scripts/images.ts';
 import { PORTS } from '../../components/layout.ts';
 
@@ -299,26 +298,11 @@ describe('pulumi up of the staging stack to a running node', () => {
     const ci = apiKeys['ci']!;
     const admin = apiKeys['admin']!;
     expect((await get('/api/v1/status', ci)).status).toBe(200);
-    const traffic = steadyTraffic(async () => (await get('/api/v1/status', admin)).status === 200, 20);
-    const file = join(project.dir, 'policy/data/clients.yaml');
-    writeFileSync(
-      file,
-      readFileSync(file, 'utf8').replace(
-        '    role: operator\n    rate_limit_tier: standard\n',
-        '    role: operator\n    rate_limit_tier: standard\n    enabled: false\n',
-      ),
-    );
-    let inForceMs: number;
-    let sent: { sent: number; failed: number };
-    try {
-      await project.pulumiAsync(['up', '--yes', '--skip-preview']);
-      const upDone = Date.now();
-      while ((await get('/api/v1/status', ci)).status !== 403 && Date.now() - upDone < 30_000) await sleep(200);
-      inForceMs = Date.now() - upDone;
-      await sleep(1000);
-    } finally {
-      sent = await traffic.stop();
-    }
+    const { inForceMs, ...sent } = await disableClientUnderTraffic(project, {
+      request: async () => (await get('/api/v1/status', admin)).status === 200,
+      disabled: async () => (await get('/api/v1/status', ci)).status === 403,
+      waitMs: 30_000,
+    });
     console.log(`policy change on the node under traffic: ${sent.sent} requests, ${sent.failed} failed; in force ${inForceMs} ms after pulumi up`);
     expect(sent.sent).toBeGreaterThan(100);
     expect(sent.failed, 'requests of the unaffected client that failed').toBe(0);
