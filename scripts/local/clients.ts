@@ -1,5 +1,6 @@
 // Clients the integration tests use: raw HTTP/1.1 (any Host, any header), HTTP/2, gRPC to
 // agentd through the gateway, and sandbox tokens minted as agentd does (or forged).
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:http2';
@@ -217,4 +218,29 @@ export function steadyTraffic(send: () => Promise<boolean>, everyMs: number): { 
       return { sent: outcomes.length, failed: outcomes.filter((ok) => !ok).length };
     },
   };
+}
+
+/** curl with ARGS (a URL among them): "<status> <HTTP version>" of its answer, e.g. "200 2". */
+export function curlStatusAndVersion(args: readonly string[]): string {
+  const out = execFileSync('curl', ['-sS', '--max-time', '10', ...args, '-w', '\n%{http_code} %{http_version}'], { encoding: 'utf8' });
+  return out.trim().split('\n').pop()!;
+}
+
+/** An http_fetch through the gateway: a new sandbox of KEY (tier standard), then the intent; both answers. */
+export async function httpFetchIntent(
+  gateway: { port: number; host?: string },
+  key: string,
+  params: { service: string; method: string; path: string },
+): Promise<{ sandbox: RawResponse; intent?: RawResponse }> {
+  const post = (path: string, body: object) =>
+    rawRequest(gateway.port, {
+      ...(gateway.host ? { host: gateway.host } : {}),
+      method: 'POST',
+      path,
+      headers: { 'x-api-key': key, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  const sandbox = await post('/api/v1/sandboxes', { tier: 'standard' });
+  if (sandbox.status !== 201) return { sandbox };
+  return { sandbox, intent: await post(`/api/v1/sandboxes/${sandbox.json().id}/intents`, { capability: 'http_fetch', params }) };
 }

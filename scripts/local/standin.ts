@@ -198,3 +198,13 @@ function llmReply(path: string, body: string): ((res: ServerResponse) => Promise
     res.end();
   };
 }
+
+/**
+ * The requests for PATH that the e2e stand-in (test/e2e/standin-server.mjs, in a container or a
+ * pod) recorded, read from its /__received at BASE (https://host:port; its certificate is the
+ * test CA's, not checked here).
+ */
+export function standinReceived(base: string, path: string): ReceivedRequest[] {
+  const all = JSON.parse(execFileSync('curl', ['-sSk', '--max-time', '10', `${base}/__received`], { encoding: 'utf8' })) as ReceivedRequest[];
+  return all.filter((r) => r.path === path);
+}

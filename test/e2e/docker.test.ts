@@ -9,9 +9,9 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeTestCa } from '../../scripts/local/standin.ts';
+import { makeTestCa, standinReceived } from '../../scripts/local/standin.ts';
 import { freePort, sleep } from '../../scripts/local/processes.ts';
-import { AgentdGrpc, rawRequest, steadyTraffic } from '../../scripts/local/clients.ts';
+import { AgentdGrpc, curlStatusAndVersion, httpFetchIntent, rawRequest, steadyTraffic } from '../../scripts/local/clients.ts';
 import * as grpc from '@grpc/grpc-js';
 import { REPO_ROOT } from '../../scripts/local/tools.ts';
 import { copyProject, disableClientUnderTraffic, type ProjectCopy } from '../../scripts/local/project.ts';
@@ -162,25 +162,17 @@ describe('pulumi up into the local Docker engine', () => {
   });
 
   it('runs an http_fetch through egress to the stand-in, which receives the injected credential', async () => {
-    const key = outputs.apiKeys['ci']!;
-    const sbx = await rawRequest(gatewayPort, {
-      method: 'POST',
-      path: '/api/v1/sandboxes',
-      headers: { 'x-api-key': key, 'content-type': 'application/json' },
-      body: JSON.stringify({ tier: 'standard' }),
+    const { sandbox, intent } = await httpFetchIntent({ port: gatewayPort }, outputs.apiKeys['ci']!, {
+      service: 'github',
+      method: 'GET',
+      path: '/repos/o/r/issues?e2e=1',
     });
-    expect(sbx.status, sbx.body).toBe(201);
-    const intent = await rawRequest(gatewayPort, {
-      method: 'POST',
-      path: `/api/v1/sandboxes/${sbx.json().id}/intents`,
-      headers: { 'x-api-key': key, 'content-type': 'application/json' },
-      body: JSON.stringify({ capability: 'http_fetch', params: { service: 'github', method: 'GET', path: '/repos/o/r/issues?e2e=1' } }),
-    });
+    expect(sandbox.status, sandbox.body).toBe(201);
+    if (!intent) throw new Error('no intent sent');
     expect(intent.status, intent.body).toBe(200);
     expect(intent.json().status).toBe(200);
     expect(intent.body).not.toContain(CREDENTIAL);
-    const log = execFileSync('curl', ['-sk', `https://127.0.0.1:${standinPort}/__received`], { encoding: 'utf8' });
-    const got = (JSON.parse(log) as { path: string; headers: Record<string, string> }[]).filter((r) => r.path === '/repos/o/r/issues?e2e=1');
+    const got = standinReceived(`https://127.0.0.1:${standinPort}`, '/repos/o/r/issues?e2e=1');
     expect(got).toHaveLength(1);
     expect(got[0]!.headers['authorization']).toBe(`Bearer ${CREDENTIAL}`);
     expect(got[0]!.headers['x-agentd-sandbox-token']).toBeUndefined();
@@ -307,15 +299,7 @@ describe('pulumi up into the local Docker engine', () => {
       body: JSON.stringify({ tier: 'standard' }),
     });
     expect(sbx.status, sbx.body).toBe(201);
-    const received = () =>
-      (
-        JSON.parse(execFileSync('curl', ['-sk', `https://127.0.0.1:${standinPort}/__received`], { encoding: 'utf8' })) as {
-          path: string;
-          headers: Record<string, string>;
-        }[]
-      )
-        .filter((r) => r.path === '/repos/o/r/issues?rotated=1')
-        .map((r) => r.headers['authorization']);
+    const received = () => standinReceived(`https://127.0.0.1:${standinPort}`, '/repos/o/r/issues?rotated=1').map((r) => r.headers['authorization']);
     const intent = await rawRequest(gatewayPort, {
       method: 'POST',
       path: `/api/v1/sandboxes/${sbx.json().id}/intents`,
@@ -416,26 +400,8 @@ describe('pulumi up into the local Docker engine', () => {
       ['--http1.1', '1.1'],
       ['--http2', '2'],
     ] as const) {
-      const out = execFileSync(
-        'curl',
-        [
-          '-sS',
-          '--max-time',
-          '10',
-          '--cacert',
-          ca.caFile,
-          '--resolve',
-          `localhost:${gatewayPort}:127.0.0.1`,
-          flag,
-          '-H',
-          `x-api-key: ${admin}`,
-          '-w',
-          '\n%{http_code} %{http_version}',
-          `https://localhost:${gatewayPort}/api/v1/status`,
-        ],
-        { encoding: 'utf8' },
-      );
-      expect(out.trim().split('\n').pop(), flag).toBe(`200 ${version}`);
+      const args = ['--cacert', ca.caFile, '--resolve', `localhost:${gatewayPort}:127.0.0.1`, flag, '-H', `x-api-key: ${admin}`];
+      expect(curlStatusAndVersion([...args, `https://localhost:${gatewayPort}/api/v1/status`]), flag).toBe(`200 ${version}`);
     }
     const rpc = new AgentdGrpc(`127.0.0.1:${gatewayPort}`, { caFile: ca.caFile, servername: 'localhost' });
     try {

@@ -15,8 +15,8 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { makeTestCa } from '../../scripts/local/standin.ts';
-import { AgentdGrpc, rawRequest } from '../../scripts/local/clients.ts';
+import { makeTestCa, standinReceived } from '../../scripts/local/standin.ts';
+import { AgentdGrpc, curlStatusAndVersion, httpFetchIntent, rawRequest } from '../../scripts/local/clients.ts';
 import { REPO_ROOT, toolPath } from '../../scripts/local/tools.ts';
 import { copyProject, disableClientUnderTraffic, type ProjectCopy } from '../../scripts/local/project.ts';
 import { buildLocalImages, type LocalImages, type NodeImages } from '../../scripts/images.ts';
@@ -195,22 +195,7 @@ describe('pulumi up of the staging stack to a running node', () => {
       ['--http1.1', '1.1'],
       ['--http2-prior-knowledge', '2'],
     ] as const) {
-      const out = execFileSync(
-        'curl',
-        [
-          '-sS',
-          '--max-time',
-          '10',
-          flag,
-          '-H',
-          `x-api-key: ${apiKeys['admin']}`,
-          '-w',
-          '\n%{http_code} %{http_version}',
-          `http://${gatewayIp}:8080/api/v1/status`,
-        ],
-        { encoding: 'utf8' },
-      );
-      expect(out.trim().split('\n').pop(), flag).toBe(`200 ${version}`);
+      expect(curlStatusAndVersion([flag, '-H', `x-api-key: ${apiKeys['admin']}`, `http://${gatewayIp}:8080/api/v1/status`]), flag).toBe(`200 ${version}`);
     }
     expect((await get('/api/v1/status')).status).toBe(401);
     const rpc = new AgentdGrpc(`${gatewayIp}:8080`);
@@ -223,27 +208,17 @@ describe('pulumi up of the staging stack to a running node', () => {
   });
 
   it('runs an http_fetch through the egress proxy to the in-cluster stand-in, which receives the injected credential', async () => {
-    const key = apiKeys['ci']!;
-    const sbx = await rawRequest(8080, {
-      host: gatewayIp,
-      method: 'POST',
-      path: '/api/v1/sandboxes',
-      headers: { 'x-api-key': key, 'content-type': 'application/json' },
-      body: JSON.stringify({ tier: 'standard' }),
+    const { sandbox, intent } = await httpFetchIntent({ port: 8080, host: gatewayIp }, apiKeys['ci']!, {
+      service: 'github',
+      method: 'GET',
+      path: '/repos/o/r/issues?node=1',
     });
-    expect(sbx.status, sbx.body).toBe(201);
-    const intent = await rawRequest(8080, {
-      host: gatewayIp,
-      method: 'POST',
-      path: `/api/v1/sandboxes/${sbx.json().id}/intents`,
-      headers: { 'x-api-key': key, 'content-type': 'application/json' },
-      body: JSON.stringify({ capability: 'http_fetch', params: { service: 'github', method: 'GET', path: '/repos/o/r/issues?node=1' } }),
-    });
+    expect(sandbox.status, sandbox.body).toBe(201);
+    if (!intent) throw new Error('no intent sent');
     expect(intent.status, intent.body).toBe(200);
     expect(intent.json().status).toBe(200);
     expect(intent.body).not.toContain(CREDENTIAL);
-    const log = execFileSync('curl', ['-sk', '--max-time', '10', `https://${standinIp}:8443/__received`], { encoding: 'utf8' });
-    const got = (JSON.parse(log) as { path: string; headers: Record<string, string> }[]).filter((r) => r.path === '/repos/o/r/issues?node=1');
+    const got = standinReceived(`https://${standinIp}:8443`, '/repos/o/r/issues?node=1');
     expect(got).toHaveLength(1);
     expect(got[0]!.headers['authorization']).toBe(`Bearer ${CREDENTIAL}`);
   });
