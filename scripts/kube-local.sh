@@ -49,16 +49,6 @@ DEFAULT_CONTROLLERS+=",persistentvolumeclaim-protection-controller,persistentvol
 
 usage() { sed -n '6,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-port_free() { [[ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]; }
-free_port() {
-  local p i
-  for i in $(seq 1 200); do
-    p=$((20000 + RANDOM % 30000))
-    if port_free "$p"; then echo "$p"; return 0; fi
-  done
-  die "no free port found"
-}
-
 # pid of a process we started for DIR, or nothing: the pid file must name a live process running
 # the expected binary with DIR on its command line.
 live_pid() {
@@ -106,23 +96,6 @@ cmd_env() {
     return 1
   fi
   echo "export KUBECONFIG=$dir/kubeconfig"
-}
-
-# start NAME BIN ARGS...: runs BIN in its own session with output in DIR/NAME.log.
-spawn() {
-  local dir="$1" name="$2" bin="$3"; shift 3
-  echo "--- $(date -u +%FT%TZ) start" >>"$dir/$name.log"
-  setsid "$bin" "$@" </dev/null >>"$dir/$name.log" 2>&1 &
-  echo $! >"$dir/$name.pid"
-}
-
-# Whether the process spawn() started for NAME is still alive. Not live_pid: right after spawn the
-# pid may still be setsid's, before it execs the binary, and a check then would call a server
-# that is starting up dead (seen under load).
-spawned_alive() {
-  local dir="$1" name="$2" pid
-  pid="$(cat "$dir/$name.pid" 2>/dev/null)"
-  [[ "$pid" =~ ^[0-9]+$ && -e "/proc/$pid" ]]
 }
 
 fail_start() {

@@ -43,29 +43,13 @@ readonly LOCAL="$AGENTD_ROOT/scripts/kube-local.sh"
 
 usage() { sed -n '8,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-free_port() {
-  local p i
-  for i in $(seq 1 200); do
-    p=$((20000 + RANDOM % 30000))
-    [[ -n "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]] || { echo "$p"; return 0; }
-  done
-  die "no free port found"
-}
-
 kubectl_() { "$KUBECTL" --kubeconfig "$DIR/control/kubeconfig" "$@"; }
 ctr_() { "$CONTAINERD_BIN/ctr" --address "$SOCK" --namespace k8s.io "$@"; }
 
 # The processes of the node, in start order (stopped in reverse).
 readonly PROCESSES=(containerd kube-scheduler kubelet kube-proxy kube-router)
 
-spawn() {
-  local name="$1"; shift
-  echo "--- $(date -u +%FT%TZ) start" >>"$DIR/$name.log"
-  setsid "$@" </dev/null >>"$DIR/$name.log" 2>&1 &
-  echo $! >"$DIR/$name.pid"
-}
-
-alive() { local pid; pid="$(cat "$DIR/$1.pid" 2>/dev/null)" && [[ "$pid" =~ ^[0-9]+$ && -e "/proc/$pid" ]]; }
+alive() { spawned_alive "$DIR" "$1"; }
 
 # Waits up to SECONDS for CMD to succeed while process NAME lives; on failure shows NAME's log.
 wait_for() {
@@ -407,31 +391,31 @@ cmd_start() {
   write_configs "docker.io/$pause"
 
   log "containerd $CONTAINERD_VERSION (socket $SOCK)"
-  PATH="$CONTAINERD_BIN:$PATH" spawn containerd "$CONTAINERD_BIN/containerd" --config "$DIR/containerd/config.toml"
+  PATH="$CONTAINERD_BIN:$PATH" spawn "$DIR" containerd "$CONTAINERD_BIN/containerd" --config "$DIR/containerd/config.toml"
   wait_for containerd 60 "containerd answers" "$CONTAINERD_BIN/ctr" --address "$SOCK" version || fail_start
   cmd_load "$pause" "$coredns"
 
   log "kube-scheduler"
-  spawn kube-scheduler "$NODE_BIN/kube-scheduler" --kubeconfig="$DIR/node.kubeconfig" --leader-elect=false \
+  spawn "$DIR" kube-scheduler "$NODE_BIN/kube-scheduler" --kubeconfig="$DIR/node.kubeconfig" --leader-elect=false \
     --bind-address=127.0.0.1 --secure-port="$(free_port)"
   log "kubelet (node $NODE_NAME, $NODE_IP)"
-  spawn kubelet "$NODE_BIN/kubelet" --config="$DIR/kubelet/config.yaml" --kubeconfig="$DIR/node.kubeconfig" \
+  spawn "$DIR" kubelet "$NODE_BIN/kubelet" --config="$DIR/kubelet/config.yaml" --kubeconfig="$DIR/node.kubeconfig" \
     --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --root-dir="$DIR/kubelet" --cert-dir="$DIR/kubelet/pki"
   wait_for kubelet 120 "node $NODE_NAME Ready" node_ready || fail_start
   log "kube-proxy (iptables)"
-  spawn kube-proxy "$NODE_BIN/kube-proxy" --kubeconfig="$DIR/node.kubeconfig" --hostname-override="$NODE_NAME" \
+  spawn "$DIR" kube-proxy "$NODE_BIN/kube-proxy" --kubeconfig="$DIR/node.kubeconfig" --hostname-override="$NODE_NAME" \
     --proxy-mode=iptables --cluster-cidr="$POD_CIDR" --conntrack-max-per-core=0 --oom-score-adj=0 \
     --conntrack-tcp-timeout-established=0s --conntrack-tcp-timeout-close-wait=0s --iptables-localhost-nodeports=false \
     --healthz-bind-address="127.0.0.1:$(free_port)" --metrics-bind-address="127.0.0.1:$(free_port)"
   log "kube-router (network policies only)"
-  spawn kube-router "$KUBE_ROUTER_BIN" --kubeconfig="$DIR/node.kubeconfig" --hostname-override="$NODE_NAME" \
+  spawn "$DIR" kube-router "$KUBE_ROUTER_BIN" --kubeconfig="$DIR/node.kubeconfig" --hostname-override="$NODE_NAME" \
     --run-firewall=true --run-router=false --run-service-proxy=false --run-loadbalancer=false \
     --service-cluster-ip-range="$SERVICE_CIDR" --enable-ipv6=false --metrics-port=0 --health-port="$(free_port)"
   log "add-ons: CoreDNS ($DNS_IP), StorageClass local with $VOLUMES volumes"
   addons "$coredns"
   wait_for kubelet 180 "CoreDNS ready" kubectl_ -n kube-system wait --for=condition=Available deployment/coredns --timeout=5s || fail_start
   local p
-  for p in "${PROCESSES[@]}"; do alive "$p" || { log "$p exited; see $DIR/$p.log"; tail -n 20 "$DIR/$p.log" >&2; cmd_stop; exit 1; }; done
+  for p in "${PROCESSES[@]}"; do alive "$p" || { log "$p exited; see $DIR/$p.log"; tail -n 20 "$DIR/$p.log" >&2; fail_start; }; done
   log "ready in $((SECONDS - t0))s: node $NODE_NAME (logs and pid files in $DIR)"
   echo "export KUBECONFIG=$DIR/control/kubeconfig"
 }

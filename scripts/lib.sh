@@ -48,3 +48,32 @@ export PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK="${PULUMI_AUTOMATION_API_SKIP_VE
 
 log() { printf '[%s] %s\n' "${AGENTD_LOG_TAG:-agentd}" "$*" >&2; }
 die() { printf '[%s] error: %s\n' "${AGENTD_LOG_TAG:-agentd}" "$*" >&2; exit 1; }
+
+# A free TCP port (nothing listens on it now), from 20000-49999; `port_free PORT` checks one.
+port_free() { [[ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]; }
+free_port() {
+  local p i
+  for i in $(seq 1 200); do
+    p=$((20000 + RANDOM % 30000))
+    if port_free "$p"; then echo "$p"; return 0; fi
+  done
+  die "no free port found"
+}
+
+# `spawn DIR NAME CMD ARGS...`: runs CMD in its own session, output appended to DIR/NAME.log, its
+# pid in DIR/NAME.pid (the local cluster's processes: scripts/kube-local.sh, scripts/kube-node.sh).
+spawn() {
+  local dir="$1" name="$2"; shift 2
+  echo "--- $(date -u +%FT%TZ) start" >>"$dir/$name.log"
+  setsid "$@" </dev/null >>"$dir/$name.log" 2>&1 &
+  echo $! >"$dir/$name.pid"
+}
+
+# Whether the process spawn() started for NAME in DIR is still alive. Not a check of the binary:
+# right after spawn the pid may still be setsid's, before it execs the binary (seen under load).
+spawned_alive() {
+  local dir="$1" name="$2" pid
+  pid="$(cat "$dir/$name.pid" 2>/dev/null)"
+  [[ "$pid" =~ ^[0-9]+$ && -e "/proc/$pid" ]]
+}
+
