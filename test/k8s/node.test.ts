@@ -66,6 +66,17 @@ const connects = (ns: string, pod: string, host: string, port: number) => {
   if (r.status !== 0 && !/unhealthy:/.test(r.stderr)) throw new Error(`kubectl exec in ${pod} failed (${r.status}): ${r.stderr}`);
   return r.status === 0;
 };
+/**
+ * Whether POD is kept from HOST:PORT. A policy that allows the connection lets every try through;
+ * kube-router 2.1.0 rewrites the whole filter table (iptables-save, then -restore) on each resync, and one connection in a few
+ * hundred got through in such a moment (seen once in about 200: agentd to the API server). So a connection
+ * that opens is tried twice more, and only a connection that opens again counts as allowed.
+ */
+const refused = (ns: string, pod: string, host: string, port: number) => {
+  if (!connects(ns, pod, host, port)) return true;
+  console.warn(`${pod} -> ${host}:${port} opened once; trying twice more`);
+  return !connects(ns, pod, host, port) && !connects(ns, pod, host, port);
+};
 const svc = (name: string) => `${name}.${NS}.svc.cluster.local`;
 
 /** The pods of the stack with their readiness, restarts and images. */
@@ -241,7 +252,7 @@ describe('pulumi up of the staging stack to a running node', () => {
       ['ratelimit', PORTS.rateLimitGrpc],
       ['redis', PORTS.redis],
     ];
-    for (const [w, port] of closed) expect(probe(svc(w), port), `probe -> ${w}:${port}`).toBe(false);
+    for (const [w, port] of closed) expect(refused(PROBE_NS, 'probe', svc(w), port), `probe -> ${w}:${port} refused`).toBe(true);
 
     const agentd = podOf(NS, 'agentd');
     // By name: DNS answers it, and the egress proxy takes the connection.
@@ -254,13 +265,13 @@ describe('pulumi up of the staging stack to a running node', () => {
       [standinIp, 8443],
       ['10.90.0.1', 443], // the API server
     ] as const)
-      expect(connects(NS, agentd, host, port), `agentd -> ${host}:${port}`).toBe(false);
+      expect(refused(NS, agentd, host, port), `agentd -> ${host}:${port} refused`).toBe(true);
 
     expect(connects(NS, podOf(NS, 'egress'), standinIp, 8443), 'egress -> stand-in').toBe(true);
-    for (const w of ['gateway', 'opa', 'bundles', 'ratelimit']) expect(connects(NS, podOf(NS, w), standinIp, 8443), `${w} -> stand-in`).toBe(false);
+    for (const w of ['gateway', 'opa', 'bundles', 'ratelimit']) expect(refused(NS, podOf(NS, w), standinIp, 8443), `${w} -> stand-in refused`).toBe(true);
     // Redis only from the rate-limit service.
     expect(connects(NS, podOf(NS, 'ratelimit'), svc('redis'), PORTS.redis), 'ratelimit -> redis').toBe(true);
-    expect(connects(NS, podOf(NS, 'gateway'), svc('redis'), PORTS.redis), 'gateway -> redis').toBe(false);
+    expect(refused(NS, podOf(NS, 'gateway'), svc('redis'), PORTS.redis), 'gateway -> redis refused').toBe(true);
   }, 600_000);
 
   it('right after: pulumi preview reports no changes', () => {
