@@ -198,10 +198,15 @@ export interface RateLimitServiceSettings {
 }
 
 /**
- * How long the service waits to connect to Redis. (A connected Redis that hangs has no deadline
- * here: the proxies' own timeout bounds the check, and each then does what whenUnavailable says.)
+ * How long the service waits to connect to Redis, name lookup included. It panics when its first
+ * connection fails, so this must cover a slow lookup on a busy node: in Kubernetes the name goes
+ * through the pod's search list first (up to four names, A and AAAA, through CoreDNS), and the
+ * resolver retries a lost query after 5 s. At 150 ms a pod was seen to panic on
+ * "lookup redis.…: i/o timeout" and restart. It bounds no check: a connected Redis that hangs
+ * has no deadline here either, and the proxies' own timeout (0.25 s) bounds every check, then
+ * each does what whenUnavailable says.
  */
-const REDIS_TIMEOUT = '150ms';
+const REDIS_TIMEOUT = '6s';
 
 /** The rate-limit service's environment (it takes every setting from there). */
 export function rateLimitServiceEnv(s: RateLimitServiceSettings): Record<string, string> {

@@ -82,11 +82,24 @@ const svc = (name: string) => `${name}.${NS}.svc.cluster.local`;
 /** The pods of the stack with their readiness, restarts and images. */
 const stackPods = () =>
   kubeJson('get', 'pods', '-n', NS).items.map((p) => ({
+    name: p.metadata.name as string,
     app: p.metadata.labels['app.kubernetes.io/name'] as string,
     ready: (p.status.conditions ?? []).some((c: any) => c.type === 'Ready' && c.status === 'True'),
     restarts: (p.status.containerStatuses ?? []).reduce((n: number, c: any) => n + c.restartCount, 0),
+    // Why a container last ended, for the report of a restart: reason, exit code, message.
+    lastEnded: (p.status.containerStatuses ?? []).map((c: any) => c.lastState?.terminated).filter(Boolean),
     template: p.metadata.labels['pod-template-hash'] as string,
   }));
+/** What a restarted pod's previous container said, and the pod's events: the report of a restart. */
+const restartReport = (pod: ReturnType<typeof stackPods>[number]) => {
+  const previous = spawnSync('kubectl', ['--kubeconfig', kubeconfig, 'logs', '-n', NS, pod.name, '--previous'], { encoding: 'utf8' });
+  const lines = `${previous.stdout}${previous.stderr}`.split('\n');
+  const log = lines.length > 60 ? [...lines.slice(0, 30), `… ${lines.length - 60} lines …`, ...lines.slice(-30)] : lines;
+  const events = spawnSync('kubectl', ['--kubeconfig', kubeconfig, 'get', 'events', '-n', NS, '--field-selector', `involvedObject.name=${pod.name}`], {
+    encoding: 'utf8',
+  });
+  return `${pod.name} last ended: ${JSON.stringify(pod.lastEnded)}\nprevious log:\n${log.join('\n')}\nevents:\n${events.stdout}`;
+};
 
 beforeAll(async () => {
   docker('info', '--format', '{{.ServerVersion}}');
@@ -192,10 +205,9 @@ describe('pulumi up of the staging stack to a running node', () => {
     expect(gatewayIp).toMatch(/^10\.90\.0\.\d+$/);
     const pods = stackPods();
     expect(pods.map((p) => p.app).sort()).toEqual(WORKLOADS);
-    for (const p of pods) {
-      expect(p.ready, `${p.app} Ready`).toBe(true);
-      expect(p.restarts, `${p.app} restarts`).toBe(0);
-    }
+    expect(pods.filter((p) => !p.ready).map((p) => p.app)).toEqual([]);
+    // Every restart is reported at once, each with why its container ended and what it said last.
+    expect(pods.filter((p) => p.restarts > 0).map(restartReport)).toEqual([]);
     // agentd's claim was bound to a node volume, which agentd (non-root) writes through fsGroup.
     const claim = kubeJson('get', 'pvc', '-n', NS).items.find((c) => c.metadata.name === 'agentd-data');
     expect(claim?.status.phase).toBe('Bound');
