@@ -78,8 +78,14 @@ export interface PlannedWorkload {
   /** Secrets that exist apart from the platform (e.g. a TLS Secret cert-manager renews), by name, mounted read-only; their keys become files. */
   readonly externalSecrets?: readonly { readonly secretName: string; readonly mountPath: string }[];
   readonly ports: readonly WorkloadPort[];
-  /** Liveness and readiness: an HTTP GET of `path` on loopback inside the workload, 200 when ready; without `path`, a TCP connect (Redis). */
+  /** Readiness (and liveness, without `liveness`): an HTTP GET of `path` on loopback inside the workload, 200 when ready; without `path`, a TCP connect (Redis). */
   readonly health: { readonly port: number; readonly path?: string };
+  /**
+   * Liveness, where `health` also waits for a peer: the process alone. A liveness probe that fails
+   * while a peer is down restarts every replica, and the peer's outage becomes this workload's
+   * (OPA refuses everything after a restart until the bundle server answers again).
+   */
+  readonly liveness?: { readonly port: number; readonly path?: string };
   /** A persistent volume (agentd's state, the monitoring stores). */
   readonly dataVolume?: { readonly mountPath: string };
   /** A port published outside the platform (the gateway; on targets that publish them, Grafana and Prometheus). */

@@ -2,7 +2,7 @@
 // each finds the others on a target. Pure: planPlatform composes these with the monitoring
 // overlay; `npm run render` and the goldens see exactly what a deploy ships.
 
-import { ENV, HEALTH_PATH } from '../../agentd/src/contract.ts';
+import { ENV, HEALTH_PATH, READY_PATH } from '../../agentd/src/contract.ts';
 import type { StackConfig } from '../config.ts';
 import { DIRS, PORTS, RUN_AS_USER, SECRET_FILES, WORKLOADS } from '../layout.ts';
 import { DEFAULT_PROXY_LIMITS, envoyArgs } from './envoy/common.ts';
@@ -169,7 +169,9 @@ export function policyEngineWorkload(files: WorkloadFiles): PlannedWorkload {
       { name: 'grpc', port: PORTS.opaGrpc, protocol: 'http2' },
       { name: 'diagnostic', port: PORTS.opaDiagnostic, protocol: 'http' },
     ],
+    // Ready once every bundle is active; alive while the server answers, bundles or not.
     health: { port: PORTS.opaDiagnostic, path: '/health?bundles' },
+    liveness: { port: PORTS.opaDiagnostic, path: '/health' },
     internet: false,
     user: RUN_AS_USER,
     resources: { cpuMillis: 500, memoryMiB: OPA_MEMORY_MIB },
@@ -227,7 +229,9 @@ export function rateLimitServiceWorkload(spec: PolicySpec, config: StackConfig, 
       { name: 'grpc', port: PORTS.rateLimitGrpc, protocol: 'http2' },
       { name: 'http', port: PORTS.rateLimitHttp, protocol: 'http' },
     ],
+    // Ready while it holds a Redis connection (REDIS_HEALTH_CHECK_ACTIVE_CONNECTION); alive while it listens.
     health: { port: PORTS.rateLimitHttp, path: '/healthcheck' },
+    liveness: { port: PORTS.rateLimitHttp },
     internet: false,
     user: RUN_AS_USER,
     resources: { cpuMillis: 250, memoryMiB: 128 },
@@ -295,7 +299,9 @@ export function agentdWorkload(config: StackConfig, sandboxTiers: readonly strin
       { name: 'grpc', port: PORTS.agentdGrpc, protocol: 'http2' },
       { name: 'metrics', port: PORTS.agentdMetrics, protocol: 'http' },
     ],
-    health: { port: PORTS.agentdHttp, path: HEALTH_PATH },
+    // Ready with its storage open and not draining; alive while the process answers.
+    health: { port: PORTS.agentdHttp, path: READY_PATH },
+    liveness: { port: PORTS.agentdHttp, path: HEALTH_PATH },
     dataVolume: { mountPath: DIRS.agentdData },
     internet: false,
     user: RUN_AS_USER,

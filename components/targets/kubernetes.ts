@@ -350,7 +350,7 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
                   readinessProbe: { ...probeOf(w.health), periodSeconds: 5, failureThreshold: 3 },
                   // Keeps serving while the endpoints drop the pod, then stops (no shell needed).
                   ...(w.drainSeconds ? { lifecycle: { preStop: { sleep: { seconds: w.drainSeconds } } } } : {}),
-                  livenessProbe: { ...probeOf(w.health), periodSeconds: 10, failureThreshold: 6, initialDelaySeconds: 10 },
+                  livenessProbe: { ...probeOf(w.liveness ?? w.health), periodSeconds: 10, failureThreshold: 6, initialDelaySeconds: 10 },
                   resources: {
                     requests: { cpu: `${Math.round(w.resources.cpuMillis / 4)}m`, memory: `${Math.round(w.resources.memoryMiB / 2)}Mi` },
                     limits: { cpu: `${w.resources.cpuMillis}m`, memory: `${w.resources.memoryMiB}Mi` },
@@ -510,6 +510,6 @@ export class KubernetesTarget extends pulumi.ComponentResource implements Target
 }
 
 /** A workload's health as a Kubernetes probe: an HTTP GET, or a TCP connect when it has no HTTP endpoint (Redis). */
-function probeOf(h: Workload['health']): object {
+function probeOf(h: { readonly port: number; readonly path?: string }): object {
   return h.path === undefined ? { tcpSocket: { port: h.port } } : { httpGet: { path: h.path, port: h.port } };
 }

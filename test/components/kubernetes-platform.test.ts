@@ -90,6 +90,17 @@ describe('Platform on the Kubernetes target', () => {
     }
   });
 
+  it('restarts a pod only for its own process: a liveness probe never waits for a peer (OPA for its bundles, the rate-limit service for Redis)', () => {
+    const probes = (n: string) => {
+      const c = named('kubernetes:apps/v1:Deployment', n).inputs.spec.template.spec.containers[0];
+      return { ready: c.readinessProbe.httpGet?.path ?? 'tcp', live: c.livenessProbe.httpGet?.path ?? 'tcp' };
+    };
+    expect(probes('opa')).toEqual({ ready: '/health?bundles', live: '/health' });
+    expect(probes('ratelimit')).toEqual({ ready: '/healthcheck', live: 'tcp' });
+    expect(probes('agentd')).toEqual({ ready: '/ready', live: '/health' });
+    expect(probes('gateway')).toEqual({ ready: '/ready', live: '/ready' });
+  });
+
   it('rolls every stateless Deployment with maxUnavailable 0; the proxies drain 5 s (preStop) before they are stopped', () => {
     const deployment = (n: string) => named('kubernetes:apps/v1:Deployment', n).inputs.spec;
     for (const n of ['gateway', 'egress', 'opa', 'bundles']) {
