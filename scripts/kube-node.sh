@@ -32,6 +32,8 @@ readonly CNI_NETWORK=agentd-pods
 readonly RUN=/run/agentd-node
 readonly SOCK=$RUN/containerd.sock
 readonly FORWARD_CHAIN=AGENTD-NODE-FORWARD
+# The routing rule that refuses a pod's packet to a Service address kube-proxy has not rewritten.
+readonly SERVICE_RULE=(iif "$BRIDGE" to "$SERVICE_CIDR" unreachable pref 90)
 readonly VOLUMES=8
 
 readonly NODE_BIN="$AGENTD_TOOLS/kube-node/$KUBERNETES_VERSION/bin"
@@ -103,6 +105,14 @@ network_up() {
   ip link show "$NODE_LINK" >/dev/null 2>&1 || ip link add "$NODE_LINK" type bridge
   ip addr replace "$NODE_IP/32" dev "$NODE_LINK"
   ip link set "$NODE_LINK" up
+  # A pod's packet to a Service address is rewritten by kube-proxy (nat PREROUTING) before it is
+  # routed. One sent before kube-proxy has written a new Service's rules would follow the default
+  # route off the machine, and this machine's network answers any HTTP request to any address
+  # (404, "server: keryx"): OPA once kept such a connection alive and got 404 for its bundles
+  # until its liveness probe restarted it. Refuse it here ("no route to host"); the client retries.
+  # Host processes are not matched (iif), so the host still reaches Services.
+  ip rule del "${SERVICE_RULE[@]}" 2>/dev/null || true
+  ip rule add "${SERVICE_RULE[@]}"
   # kube-proxy and the policy controller see bridged pod traffic only through iptables.
   sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
   # A Docker engine sets FORWARD's policy to DROP: accept the pods' traffic, after the policy
@@ -512,6 +522,7 @@ cmd_stop() {
   remove_iptables
   ip link delete "$BRIDGE" 2>/dev/null || true
   ip link delete "$NODE_LINK" 2>/dev/null || true
+  while ip rule del "${SERVICE_RULE[@]}" 2>/dev/null; do :; done
   restore_sysctls
   if [[ -f "$RUN/owner" && "$(cat "$RUN/owner")" == "$DIR" ]]; then rm -rf "$RUN"; fi
   log "stopped; the node left nothing on the machine outside $DIR"

@@ -246,6 +246,16 @@ describe('pulumi up of the staging stack to a running node', () => {
     expect(got[0]!.headers['authorization']).toBe(`Bearer ${CREDENTIAL}`);
   });
 
+  it('the node refuses a connection from a pod to a Service address that kube-proxy has not rewritten: it never leaves the machine', () => {
+    kubectl('-n', PROBE_NS, 'wait', '--for=condition=Ready', 'pod/probe', '--timeout=120s');
+    // An address in the Service range that no Service holds: what a pod meets before kube-proxy's next sync.
+    const held = new Set(kubeJson('get', 'services', '-A').items.map((s) => s.spec.clusterIP as string));
+    const unheld = Array.from({ length: 50 }, (_, i) => `10.90.0.${250 - i}`).find((a) => !held.has(a));
+    expect(unheld).toMatch(/^10\.90\.0\.\d+$/);
+    // Off the machine, this network would take the connection (and answer any HTTP request with a 404).
+    expect(connects(PROBE_NS, 'probe', unheld!, PORTS.bundles), `probe -> ${unheld}:${PORTS.bundles}`).toBe(false);
+  });
+
   it('the NetworkPolicies hold: from outside the namespace only the gateway port answers; agentd reaches only the egress proxy and DNS; only the egress proxy reaches the stand-in', () => {
     kubectl('-n', PROBE_NS, 'wait', '--for=condition=Ready', 'pod/probe', '--timeout=120s');
     const probe = (host: string, port: number) => connects(PROBE_NS, 'probe', host, port);
