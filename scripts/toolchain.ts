@@ -58,6 +58,15 @@ export interface ReleaseFile {
   readonly members: Readonly<Record<string, string>>;
 }
 
+/** Kubernetes binaries as dl.k8s.io publishes them: one file each, with its `.sha256` beside it. */
+function kubernetesReleaseFiles(binaries: readonly string[]): (version: string, platform: Platform, base: string) => ReleaseFile[] {
+  return (v, p, base) =>
+    binaries.map((b) => {
+      const url = `${base}/v${v}/bin/${p.os}/${p.arch}/${b}`;
+      return { url, sha256Url: `${url}.sha256`, checksumName: b, format: 'binary', members: { [b]: b } };
+    });
+}
+
 export interface Platform {
   readonly os: 'linux' | 'darwin';
   readonly arch: 'amd64' | 'arm64';
@@ -268,11 +277,7 @@ export const TOOLS: Readonly<Record<ToolName, Tool>> = {
     official: {
       kind: 'files',
       host: 'dl.k8s.io',
-      files: (v, p, base) =>
-        ['kube-apiserver', 'kube-controller-manager', 'kubectl'].map((b) => {
-          const url = `${base}/v${v}/bin/${p.os}/${p.arch}/${b}`;
-          return { url, sha256Url: `${url}.sha256`, checksumName: b, format: 'binary' as const, members: { [b]: b } };
-        }),
+      files: kubernetesReleaseFiles(['kube-apiserver', 'kube-controller-manager', 'kubectl']),
     },
     fallback: { script: 'kube-apiserver', from: 'k8s.io/kubernetes (Go module proxy)', minutes: 11, cpuBound: true },
   },
@@ -303,11 +308,7 @@ export const TOOLS: Readonly<Record<ToolName, Tool>> = {
     official: {
       kind: 'files',
       host: 'dl.k8s.io',
-      files: (v, p, base) =>
-        ['kubelet', 'kube-proxy', 'kube-scheduler'].map((b) => {
-          const url = `${base}/v${v}/bin/${p.os}/${p.arch}/${b}`;
-          return { url, sha256Url: `${url}.sha256`, checksumName: b, format: 'binary' as const, members: { [b]: b } };
-        }),
+      files: kubernetesReleaseFiles(['kubelet', 'kube-proxy', 'kube-scheduler']),
     },
     fallback: { script: 'kube-node', from: 'k8s.io/kubernetes (Go module proxy)', minutes: 9, cpuBound: true },
   },

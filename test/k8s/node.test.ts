@@ -15,8 +15,9 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { makeTestCa, standinReceived } from '../../scripts/local/standin.ts';
-import { AgentdGrpc, curlStatusAndVersion, httpFetchIntent, rawRequest } from '../../scripts/local/clients.ts';
+import { makeTestCa } from '../../scripts/local/standin.ts';
+import { AgentdGrpc, curlStatusAndVersion, rawRequest } from '../../scripts/local/clients.ts';
+import { expectCredentialInjected } from '../support/egress-fetch.ts';
 import { REPO_ROOT, toolPath } from '../../scripts/local/tools.ts';
 import { copyProject, disableClientUnderTraffic, type ProjectCopy } from '../../scripts/local/project.ts';
 import { buildLocalImages, type LocalImages, type NodeImages } from '../../scripts/images.ts';
@@ -170,6 +171,7 @@ beforeAll(async () => {
     },
   ]);
   kubectl('-n', STANDIN_NS, 'rollout', 'status', 'deployment/standin', '--timeout=180s');
+  kubectl('-n', PROBE_NS, 'wait', '--for=condition=Ready', 'pod/probe', '--timeout=120s');
   standinIp = kubectl('-n', STANDIN_NS, 'get', 'service', 'standin', '-o', 'jsonpath={.spec.clusterIP}').trim();
 
   project = copyProject(STACK, { KUBECONFIG: kubeconfig });
@@ -231,23 +233,16 @@ describe('pulumi up of the staging stack to a running node', () => {
   });
 
   it('runs an http_fetch through the egress proxy to the in-cluster stand-in, which receives the injected credential', async () => {
-    const { sandbox, intent } = await httpFetchIntent({ port: 8080, host: gatewayIp }, apiKeys['ci']!, {
-      service: 'github',
-      method: 'GET',
+    await expectCredentialInjected({
+      gateway: { port: 8080, host: gatewayIp },
+      key: apiKeys['ci']!,
+      standin: `https://${standinIp}:8443`,
       path: '/repos/o/r/issues?node=1',
+      credential: CREDENTIAL,
     });
-    expect(sandbox.status, sandbox.body).toBe(201);
-    if (!intent) throw new Error('no intent sent');
-    expect(intent.status, intent.body).toBe(200);
-    expect(intent.json().status).toBe(200);
-    expect(intent.body).not.toContain(CREDENTIAL);
-    const got = standinReceived(`https://${standinIp}:8443`, '/repos/o/r/issues?node=1');
-    expect(got).toHaveLength(1);
-    expect(got[0]!.headers['authorization']).toBe(`Bearer ${CREDENTIAL}`);
   });
 
   it('the node refuses a connection from a pod to a Service address that kube-proxy has not rewritten: it never leaves the machine', () => {
-    kubectl('-n', PROBE_NS, 'wait', '--for=condition=Ready', 'pod/probe', '--timeout=120s');
     // An address in the Service range that no Service holds: what a pod meets before kube-proxy's next sync.
     const held = new Set(kubeJson('get', 'services', '-A').items.map((s) => s.spec.clusterIP as string));
     const unheld = Array.from({ length: 50 }, (_, i) => `10.90.0.${250 - i}`).find((a) => !held.has(a));
@@ -257,7 +252,6 @@ describe('pulumi up of the staging stack to a running node', () => {
   });
 
   it('the NetworkPolicies hold: from outside the namespace only the gateway port answers; agentd reaches only the egress proxy and DNS; only the egress proxy reaches the stand-in', () => {
-    kubectl('-n', PROBE_NS, 'wait', '--for=condition=Ready', 'pod/probe', '--timeout=120s');
     const probe = (host: string, port: number) => connects(PROBE_NS, 'probe', host, port);
     // The published port, from anywhere: the control that the probe itself works.
     expect(probe(svc('gateway'), PORTS.gateway), 'probe -> gateway:8080').toBe(true);
