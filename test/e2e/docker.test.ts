@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { makeTestCa, standinReceived } from '../../scripts/local/standin.ts';
 import { freePort, sleep } from '../../scripts/local/processes.ts';
 import { AgentdGrpc, curlStatusAndVersion, rawRequest, steadyTraffic } from '../../scripts/local/clients.ts';
-import { expectCredentialInjected } from '../support/egress-fetch.ts';
+import { buildStandinImage, expectCredentialInjected } from '../support/standin.ts';
 import * as grpc from '@grpc/grpc-js';
 import { REPO_ROOT } from '../../scripts/local/tools.ts';
 import { copyProject, disableClientUnderTraffic, type ProjectCopy } from '../../scripts/local/project.ts';
@@ -51,16 +51,7 @@ beforeAll(async () => {
   env = project.env;
 
   // The stand-in upstream: a container on its own network, which the egress proxy joins.
-  const caDir = join(work, 'ca');
-  mkdirSync(caDir);
-  const ca = makeTestCa(caDir, 'standin');
-  const ctx = join(work, 'standin-image');
-  mkdirSync(ctx);
-  cpSync(join(REPO_ROOT, 'test/e2e/standin-server.mjs'), join(ctx, 'server.mjs'));
-  cpSync(ca.certFile, join(ctx, 'server.pem'));
-  cpSync(ca.keyFile, join(ctx, 'server.key'));
-  writeFileSync(join(ctx, 'Dockerfile'), `FROM ${images.nodeBase}\nCOPY --chown=10001:10001 server.mjs server.pem server.key /app/\n`);
-  docker('build', '-q', '-t', `${STANDIN}:latest`, ctx);
+  const ca = buildStandinImage(join(work, 'standin'), 'standin', images.nodeBase, `${STANDIN}:latest`);
   spawnSync('docker', ['rm', '-f', STANDIN]);
   spawnSync('docker', ['network', 'rm', EXT_NET]);
   docker('network', 'create', '--label', `agentd.e2e=1`, EXT_NET);

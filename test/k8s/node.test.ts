@@ -11,13 +11,12 @@
 // built here), and the egress proxy's upstream for `github` is the stand-in (an egress peer).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { makeTestCa } from '../../scripts/local/standin.ts';
 import { AgentdGrpc, curlStatusAndVersion, rawRequest } from '../../scripts/local/clients.ts';
-import { expectCredentialInjected } from '../support/egress-fetch.ts';
+import { buildStandinImage, expectCredentialInjected } from '../support/standin.ts';
 import { REPO_ROOT, toolPath } from '../../scripts/local/tools.ts';
 import { copyProject, disableClientUnderTraffic, type ProjectCopy } from '../../scripts/local/project.ts';
 import { buildLocalImages, type LocalImages, type NodeImages } from '../../scripts/images.ts';
@@ -113,15 +112,8 @@ beforeAll(async () => {
 
   // The stand-in upstream, in a namespace of its own: HTTPS with a test CA, records what it gets.
   standinWork = mkdtempSync(join(tmpdir(), 'agentd-node-standin-'));
-  const ca = makeTestCa(standinWork, `standin.${STANDIN_NS}.svc.cluster.local`);
-  const ctx = join(standinWork, 'image');
-  mkdirSync(ctx);
-  cpSync(join(REPO_ROOT, 'test/e2e/standin-server.mjs'), join(ctx, 'server.mjs'));
-  cpSync(ca.certFile, join(ctx, 'server.pem'));
-  cpSync(ca.keyFile, join(ctx, 'server.key'));
-  writeFileSync(join(ctx, 'Dockerfile'), `FROM ${images.nodeBase}\nCOPY --chown=10001:10001 server.mjs server.pem server.key /app/\n`);
   const standinImage = `agentd-local/standin:node-${Date.now()}`;
-  docker('build', '-q', '-t', standinImage, ctx);
+  const ca = buildStandinImage(standinWork, `standin.${STANDIN_NS}.svc.cluster.local`, images.nodeBase, standinImage);
   const loaded = nodeScript('load', nodeDir, images.envoy, images.opa, images.agentd, images.ratelimit, images.redis, standinImage);
   if (loaded.status !== 0) throw new Error(`kube-node load failed:\n${loaded.stderr.slice(-4000)}`);
   const restricted = { runAsNonRoot: true, runAsUser: 10001, seccompProfile: { type: 'RuntimeDefault' } };
